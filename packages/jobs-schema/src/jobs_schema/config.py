@@ -1,0 +1,94 @@
+"""Use-case and tenant configuration, shared by the server (rules) and the worker (timeouts)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+__all__ = [
+    "BackoffKind",
+    "BackoffPolicy",
+    "JobsConfig",
+    "TenantConfig",
+    "UseCaseConfig",
+]
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class BackoffKind(StrEnum):
+    EXPONENTIAL = "exponential"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class BackoffPolicy(BaseModel):
+    """Delay before retry n (n = 1 after the first failure).
+
+    exponential: base * 2**(n-1); linear: base * n; constant: base. Capped at `cap_seconds`,
+    then spread by +/- `jitter` (a fraction of the delay) so retries of a burst do not align.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: BackoffKind = BackoffKind.EXPONENTIAL
+    base_seconds: float = Field(default=1.0, ge=0, le=86_400)
+    cap_seconds: float = Field(default=300.0, ge=0, le=7 * 86_400)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+
+class UseCaseConfig(BaseModel):
+    """One use case: a class of jobs with its own SQS queue, capacity and retry rules."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue: str = Field(min_length=1, description="SQS queue name or URL")
+    capacity: int = Field(default=10, ge=1, le=100_000, description="max running jobs")
+    per_tenant_running_cap: int | None = Field(
+        default=None, ge=1, description="max running jobs of one tenant (fairness); None: no cap"
+    )
+    default_delay_tolerance_seconds: float = Field(default=60.0, ge=0)
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+    backoff: BackoffPolicy = Field(default_factory=BackoffPolicy)
+    timeout_seconds: float = Field(default=60.0, gt=0, le=12 * 3600)
+    lease_seconds: float | None = Field(
+        default=None, gt=0, description="lease per attempt; default timeout + 30 s"
+    )
+    retention_seconds: float = Field(default=7 * 86_400, ge=0)
+    job_types: list[str] = Field(
+        default_factory=list, description="allowed job types; empty: any job type"
+    )
+
+    @property
+    def lease_duration_seconds(self) -> float:
+        return self.lease_seconds if self.lease_seconds is not None else self.timeout_seconds + 30
+
+
+class TenantConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_active_jobs: int | None = Field(
+        default=None, ge=0, description="quota on pending + running jobs; None: the default"
+    )
+    tokens: list[SecretStr] = Field(default_factory=list)
+
+
+class JobsConfig(BaseModel):
+    """The contents of the TOML file named by JOBS_CONFIG_FILE."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    use_cases: dict[Name, UseCaseConfig] = Field(default_factory=dict)
+    tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tokens_are_unique(self) -> JobsConfig:
+        seen: dict[str, str] = {}
+        for tenant, cfg in self.tenants.items():
+            for token in cfg.tokens:
+                owner = seen.setdefault(token.get_secret_value(), tenant)
+                if owner != tenant:
+                    raise ValueError(f"tenants {owner!r} and {tenant!r} share a token")
+        return self

@@ -1,0 +1,165 @@
+"""Jobs as producers submit them and as the API returns them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from jobs_schema.config import BackoffPolicy
+from jobs_schema.errors import ErrorBody
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINISHED_STATUSES",
+    "MAX_BATCH_SIZE",
+    "AttemptOutcome",
+    "AttemptRecord",
+    "BatchEnqueueRequest",
+    "BatchEnqueueResponse",
+    "BatchItemResult",
+    "EnqueueRequest",
+    "EnqueueResponse",
+    "Job",
+    "JobPage",
+    "JobStatus",
+    "Payload",
+]
+
+MAX_BATCH_SIZE = 1000
+
+Payload = dict[str, JsonValue]
+Key = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
+FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+
+class AttemptOutcome(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LEASE_EXPIRED = "lease_expired"
+    CANCELLED = "cancelled"
+    RELEASED = "released"
+
+
+class EnqueueRequest(BaseModel):
+    """One job to enqueue. The tenant comes from the token, never from the body.
+
+    `deadline` is absolute; otherwise it is `run_at + delay_tolerance_seconds`, or the use
+    case's default tolerance when neither is given. `run_at` defaults to now.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    use_case: Key
+    job_type: Key
+    payload: Payload = Field(default_factory=dict)
+    run_at: AwareDatetime | None = None
+    deadline: AwareDatetime | None = None
+    delay_tolerance_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400)
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+    dedup_key: Key | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    backoff: BackoffPolicy | None = None
+
+    @model_validator(mode="after")
+    def _deadline_is_consistent(self) -> EnqueueRequest:
+        if self.deadline is not None and self.delay_tolerance_seconds is not None:
+            raise ValueError("give either deadline or delay_tolerance_seconds, not both")
+        if self.deadline is not None and self.run_at is not None and self.deadline < self.run_at:
+            raise ValueError("deadline is before run_at")
+        return self
+
+
+class BatchEnqueueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    jobs: list[EnqueueRequest] = Field(min_length=1, max_length=MAX_BATCH_SIZE)
+
+
+class AttemptRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    outcome: AttemptOutcome
+    worker_id: str | None = None
+    dispatched_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    tenant: str
+    use_case: str
+    job_type: str
+    payload: Payload
+    status: JobStatus
+    priority: int
+    run_at: datetime
+    deadline: datetime
+    attempts: int
+    max_attempts: int
+    dedup_key: str | None = None
+    result: JsonValue = None
+    last_error: str | None = None
+    cancel_requested: bool = False
+    deadline_missed: bool = False
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    history: list[AttemptRecord] | None = Field(
+        default=None, description="every attempt, oldest first; only on single-job reads"
+    )
+
+
+class EnqueueResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job: Job
+    deduplicated: bool = False
+
+
+class BatchItemResult(BaseModel):
+    """The result of one item of a batch: a job, or the error that refused it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    job: Job | None = None
+    deduplicated: bool = False
+    error: ErrorBody | None = None
+
+
+class BatchEnqueueResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    results: list[BatchItemResult]
+
+
+class JobPage(BaseModel):
+    """Newest first. Pass `next_cursor` back as `cursor` for the next page; None: no more."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[Job]
+    next_cursor: str | None = None

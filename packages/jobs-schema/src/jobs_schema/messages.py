@@ -1,0 +1,156 @@
+"""What travels between scheduler, SQS, worker and the worker API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from jobs_schema.jobs import JobStatus, Payload
+
+__all__ = [
+    "MAX_SQS_MESSAGE_BYTES",
+    "FailureInfo",
+    "HeartbeatItem",
+    "HeartbeatRequest",
+    "HeartbeatResponse",
+    "HeartbeatResult",
+    "JobMessage",
+    "LeaseRef",
+    "LeaseState",
+    "OutcomeAck",
+    "OutcomeKind",
+    "OutcomeReport",
+    "OutcomeRequest",
+    "OutcomeResponse",
+    "PayloadResponse",
+    "ReleaseRequest",
+]
+
+MAX_SQS_MESSAGE_BYTES = 256 * 1024
+
+
+class JobMessage(BaseModel):
+    """The SQS message body. `payload` is None when it was too large to embed: the worker then
+    fetches it from the server's worker API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[1] = 1
+    job_id: UUID
+    lease_token: UUID
+    attempt: int
+    tenant: str
+    use_case: str
+    job_type: str
+    payload: Payload | None
+    deadline: datetime
+    lease_expires_at: datetime
+    max_attempts: int
+    trace_context: dict[str, str] = Field(default_factory=dict)
+
+
+class LeaseRef(BaseModel):
+    """Names one attempt's lease. Every worker report carries it (fencing)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: UUID
+    attempt: int = Field(ge=1)
+    lease_token: UUID
+
+
+class OutcomeKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class FailureInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(max_length=200)
+    message: str = Field(max_length=10_000)
+    traceback: str | None = Field(default=None, max_length=100_000)
+    retryable: bool = True
+    retry_delay_seconds: float | None = Field(default=None, ge=0)
+
+
+class OutcomeReport(LeaseRef):
+    outcome: OutcomeKind
+    worker_id: str = Field(min_length=1, max_length=200)
+    result: JsonValue = None
+    failure: FailureInfo | None = None
+    started_at: datetime | None = None
+
+
+class OutcomeRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reports: list[OutcomeReport] = Field(min_length=1, max_length=1000)
+
+
+class OutcomeAck(BaseModel):
+    """`applied` False: the report was stale (another attempt holds the job) and changed
+    nothing. `status` is the job's status after the report."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: UUID
+    applied: bool
+    status: JobStatus | None
+
+
+class OutcomeResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    acks: list[OutcomeAck]
+
+
+class HeartbeatItem(LeaseRef):
+    extend_seconds: float = Field(gt=0, le=12 * 3600)
+
+
+class HeartbeatRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    worker_id: str = Field(min_length=1, max_length=200)
+    items: list[HeartbeatItem] = Field(min_length=1, max_length=1000)
+
+
+class LeaseState(StrEnum):
+    HELD = "held"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+
+class HeartbeatResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: UUID
+    state: LeaseState
+    lease_expires_at: datetime | None = None
+
+
+class HeartbeatResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    results: list[HeartbeatResult]
+
+
+class ReleaseRequest(BaseModel):
+    """Give back leases of attempts that did not run to the end (worker shutdown)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    worker_id: str = Field(min_length=1, max_length=200)
+    leases: Annotated[list[LeaseRef], Field(min_length=1, max_length=1000)]
+
+
+class PayloadResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_id: UUID
+    payload: Payload

@@ -1,0 +1,59 @@
+"""Authentication dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from jobs_schema import ErrorCode
+from jobs_server.api.errors import ApiError
+from jobs_server.auth import Authenticator, Principal, Role
+from jobs_server.service import JobService
+
+__all__ = ["Producer", "Reader", "Service", "Worker", "principal"]
+
+
+def _service(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs.service
+    return service
+
+
+def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(
+            401,
+            ErrorCode.UNAUTHORIZED,
+            "missing bearer token: send 'Authorization: Bearer <token>'",
+        )
+    auth: Authenticator = request.app.state.jobs.authenticator
+    who = auth.authenticate(token.strip())
+    if who is None:
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, "unknown token")
+    return who
+
+
+def _reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if who.role is Role.WORKER:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "worker tokens may use the worker API only")
+    return who
+
+
+def _producer(who: Annotated[Principal, Depends(_reader)]) -> Principal:
+    if not who.can_write:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "this token is read-only")
+    return who
+
+
+def _worker(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if who.role is not Role.WORKER:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "the worker API needs the worker token")
+    return who
+
+
+Service = Annotated[JobService, Depends(_service)]
+Reader = Annotated[Principal, Depends(_reader)]
+Producer = Annotated[Principal, Depends(_producer)]
+Worker = Annotated[Principal, Depends(_worker)]

@@ -1,0 +1,135 @@
+"""The producer API under /v1: thin, every rule is in JobService."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from jobs_schema import (
+    BatchEnqueueRequest,
+    BatchEnqueueResponse,
+    EnqueueRequest,
+    EnqueueResponse,
+    ErrorCode,
+    ErrorEnvelope,
+    Job,
+    JobPage,
+    JobStatus,
+)
+from jobs_server.api.deps import Producer, Reader, Service
+from jobs_server.api.errors import ApiError
+from jobs_server.auth import Principal
+from jobs_server.service import request_hash
+
+__all__ = ["router"]
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+}
+
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=200, description="makes retries of a POST safe"),
+]
+
+
+def _json(
+    model: EnqueueResponse | BatchEnqueueResponse | Job | JobPage, status: int = 200
+) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def _tenant(who: Principal) -> str:
+    if who.tenant is None:
+        raise ApiError(403, ErrorCode.FORBIDDEN, "enqueue with a tenant token")
+    return who.tenant
+
+
+async def _idempotency(request: Request, key: str | None) -> tuple[str, str] | None:
+    if key is None:
+        return None
+    return key, request_hash(request.url.path, await request.body())
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    responses={201: {"model": EnqueueResponse}, 200: {"model": EnqueueResponse}},
+    summary="Enqueue one job (200 when deduplicated to an existing job)",
+)
+async def enqueue(
+    body: EnqueueRequest,
+    who: Producer,
+    service: Service,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    result = await service.enqueue(
+        _tenant(who), body, idempotency=await _idempotency(request, idempotency_key)
+    )
+    return _json(result, 200 if result.deduplicated else 201)
+
+
+@router.post(
+    "/jobs/batch",
+    responses={200: {"model": BatchEnqueueResponse}},
+    summary="Enqueue up to 1,000 jobs in one transaction, with a result per item",
+)
+async def enqueue_batch(
+    body: BatchEnqueueRequest,
+    who: Producer,
+    service: Service,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    result = await service.enqueue_batch(
+        _tenant(who), body.jobs, idempotency=await _idempotency(request, idempotency_key)
+    )
+    return _json(result)
+
+
+@router.get("/jobs/{job_id}", responses={200: {"model": Job}}, summary="A job with its attempts")
+async def get_job(job_id: UUID, who: Reader, service: Service) -> Response:
+    return _json(await service.get(who, job_id))
+
+
+@router.get("/jobs", responses={200: {"model": JobPage}}, summary="List jobs, newest first")
+async def list_jobs(
+    who: Reader,
+    service: Service,
+    status: JobStatus | None = None,
+    use_case: str | None = None,
+    job_type: str | None = None,
+    tenant: Annotated[str | None, Query(description="admins only")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    page = await service.list(
+        who,
+        status=status,
+        use_case=use_case,
+        job_type=job_type,
+        tenant=tenant,
+        created_after=created_after,
+        created_before=created_before,
+        cursor=cursor,
+        limit=limit,
+    )
+    return _json(page)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    responses={200: {"model": Job}},
+    summary="Cancel a pending job at once, or mark a running one",
+)
+async def cancel_job(job_id: UUID, who: Producer, service: Service) -> Response:
+    return _json(await service.cancel(who, job_id))

@@ -1,0 +1,66 @@
+"""Bearer tokens: tenant, admin (read-write or read-only) and worker, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+
+from jobs_schema import JobsConfig
+
+__all__ = ["Authenticator", "Principal", "Role"]
+
+
+class Role(StrEnum):
+    TENANT = "tenant"
+    ADMIN = "admin"
+    READONLY_ADMIN = "readonly_admin"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: Role
+    tenant: str | None = None
+
+    @property
+    def tenant_scope(self) -> str | None:
+        """The tenant whose jobs this principal may see; None: every tenant."""
+        return self.tenant if self.role is Role.TENANT else None
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (Role.TENANT, Role.ADMIN)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        config: JobsConfig,
+        *,
+        admin_token: str | None,
+        readonly_admin_token: str | None = None,
+        worker_token: str | None = None,
+    ) -> None:
+        entries: list[tuple[bytes, Principal]] = []
+        for tenant, cfg in config.tenants.items():
+            entries += [
+                (t.get_secret_value().encode(), Principal(Role.TENANT, tenant)) for t in cfg.tokens
+            ]
+        for token, role in (
+            (admin_token, Role.ADMIN),
+            (readonly_admin_token, Role.READONLY_ADMIN),
+            (worker_token, Role.WORKER),
+        ):
+            if token:
+                entries.append((token.encode(), Principal(role)))
+        self._entries = entries
+
+    def authenticate(self, token: str) -> Principal | None:
+        """Compare against every known token, so timing does not tell which one was close."""
+        presented = token.encode()
+        found = None
+        for known, principal in self._entries:
+            if hmac.compare_digest(known, presented) and found is None:
+                found = principal
+        return found

@@ -1,0 +1,92 @@
+"""Domain errors of jobs-server. They carry domain data; the API maps them to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+__all__ = [
+    "BadRequest",
+    "ConfigError",
+    "IdempotencyMismatch",
+    "JobConflict",
+    "JobNotFound",
+    "JobsServerError",
+    "PayloadTooLarge",
+    "QuotaExceeded",
+    "StoreUnavailable",
+    "UnknownJobType",
+    "UnknownUseCase",
+]
+
+
+class JobsServerError(Exception):
+    """Root of every error jobs-server raises on purpose."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(JobsServerError):
+    """A setting is missing or wrong; the message names it and says how to fix it."""
+
+
+class BadRequest(JobsServerError):
+    """The request is well-formed but breaks a rule (e.g. a deadline already in the past)."""
+
+
+class UnknownUseCase(JobsServerError):
+    def __init__(self, use_case: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown use case {use_case!r}; configured use cases: {', '.join(known) or 'none'}",
+            use_case=use_case,
+            known=known,
+        )
+
+
+class UnknownJobType(JobsServerError):
+    def __init__(self, use_case: str, job_type: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"job type {job_type!r} is not allowed in use case {use_case!r}; "
+            f"allowed: {', '.join(allowed)}",
+            use_case=use_case,
+            job_type=job_type,
+            allowed=allowed,
+        )
+
+
+class PayloadTooLarge(JobsServerError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than the limit of {limit} bytes", limit=limit)
+
+
+class QuotaExceeded(JobsServerError):
+    def __init__(self, tenant: str, quota: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has reached its quota of {quota} active (pending + running) jobs",
+            quota=quota,
+        )
+
+
+class JobNotFound(JobsServerError):
+    def __init__(self, job_id: UUID) -> None:
+        super().__init__(f"job {job_id} not found", job_id=str(job_id))
+
+
+class JobConflict(JobsServerError):
+    """The job's state does not allow the action (e.g. cancelling a finished job)."""
+
+
+class IdempotencyMismatch(JobsServerError):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used with a different request body; "
+            "use a new key for a new request",
+            key=key,
+        )
+
+
+class StoreUnavailable(JobsServerError):
+    """PostgreSQL cannot be reached or refused the connection."""

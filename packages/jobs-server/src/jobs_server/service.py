@@ -1,0 +1,301 @@
+"""JobService: every rule of enqueue, read and cancel. Routers call it; it calls the store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from jobs_schema import (
+    BatchEnqueueResponse,
+    BatchItemResult,
+    EnqueueRequest,
+    EnqueueResponse,
+    ErrorBody,
+    ErrorCode,
+    Job,
+    JobPage,
+    JobsConfig,
+    JobStatus,
+)
+from jobs_server.auth import Principal
+from jobs_server.errors import (
+    BadRequest,
+    IdempotencyMismatch,
+    JobConflict,
+    JobNotFound,
+    JobsServerError,
+    PayloadTooLarge,
+    QuotaExceeded,
+    UnknownJobType,
+    UnknownUseCase,
+)
+from jobs_server.store.base import (
+    EnqueueOutcome,
+    EnqueueResult,
+    IdempotentReplay,
+    JobFilter,
+    JobStore,
+    NewJob,
+)
+
+__all__ = ["EnqueueListener", "JobService", "new_job_id", "request_hash"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# Called after jobs were stored: the use cases touched and the earliest run_at among them.
+EnqueueListener = Callable[[set[str], datetime], None]
+
+_MAX_RETRIES = 3
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> UUID:
+    """UUIDv7 (RFC 9562): time-ordered, so ids sort by creation and index inserts stay local."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
+    return UUID(int=value)
+
+
+def request_hash(route: str, body: bytes) -> str:
+    return hashlib.sha256(route.encode() + b"\0" + body).hexdigest()
+
+
+class JobService:
+    def __init__(
+        self,
+        store: JobStore,
+        config: JobsConfig,
+        *,
+        default_quota: int | None,
+        max_payload_bytes: int,
+        clock: Clock = _utcnow,
+        on_enqueued: EnqueueListener | None = None,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._default_quota = default_quota
+        self._max_payload_bytes = max_payload_bytes
+        self._clock = clock
+        self._on_enqueued = on_enqueued
+
+    @property
+    def config(self) -> JobsConfig:
+        return self._config
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    async def enqueue(
+        self, tenant: str, req: EnqueueRequest, *, idempotency: tuple[str, str] | None = None
+    ) -> EnqueueResponse:
+        result = (await self._enqueue(tenant, [req], idempotency))[0]
+        if result.job is None:
+            raise QuotaExceeded(tenant, self._quota(tenant) or 0)
+        return EnqueueResponse(
+            job=result.job, deduplicated=result.outcome is EnqueueOutcome.DEDUPLICATED
+        )
+
+    async def enqueue_batch(
+        self,
+        tenant: str,
+        reqs: list[EnqueueRequest],
+        *,
+        idempotency: tuple[str, str] | None = None,
+    ) -> BatchEnqueueResponse:
+        results = await self._enqueue(tenant, reqs, idempotency)
+        quota = self._quota(tenant)
+        return BatchEnqueueResponse(
+            results=[
+                BatchItemResult(
+                    index=i,
+                    job=r.job,
+                    deduplicated=r.outcome is EnqueueOutcome.DEDUPLICATED,
+                    error=None
+                    if r.job is not None
+                    else ErrorBody(
+                        code=ErrorCode.QUOTA_EXCEEDED,
+                        message=QuotaExceeded(tenant, quota or 0).message,
+                        details={"quota": quota},
+                    ),
+                )
+                for i, r in enumerate(results)
+            ]
+        )
+
+    async def _enqueue(
+        self,
+        tenant: str,
+        reqs: list[EnqueueRequest],
+        idempotency: tuple[str, str] | None,
+    ) -> list[EnqueueResult]:
+        now = self._clock()
+        new = [
+            self._new_job(req, now, index=i if len(reqs) > 1 else None)
+            for i, req in enumerate(reqs)
+        ]
+        key, digest = idempotency if idempotency else (None, None)
+        results: list[EnqueueResult | None] = [None] * len(new)
+        todo = list(range(len(new)))
+        for _ in range(_MAX_RETRIES):
+            out = await self._store.enqueue_jobs(
+                tenant,
+                quota=self._quota(tenant),
+                jobs=[new[i] for i in todo],
+                idempotency_key=key,
+                request_hash=digest,
+            )
+            if isinstance(out, IdempotentReplay):
+                return await self._replay(out, digest, key)
+            for i, r in zip(todo, out, strict=True):
+                results[i] = r
+            todo = [i for i, r in zip(todo, out, strict=True) if r.outcome is EnqueueOutcome.RETRY]
+            # a retried call is a new request as far as idempotency goes: the key is taken
+            key = digest = None
+            if not todo:
+                break
+        final = [
+            r if r and r.outcome is not EnqueueOutcome.RETRY else _quota_refusal() for r in results
+        ]
+        self._announce(final)
+        return final
+
+    def _announce(self, results: list[EnqueueResult]) -> None:
+        created = [r.job for r in results if r.outcome is EnqueueOutcome.CREATED and r.job]
+        if created and self._on_enqueued is not None:
+            self._on_enqueued({j.use_case for j in created}, min(j.run_at for j in created))
+
+    async def _replay(
+        self, replay: IdempotentReplay, digest: str | None, key: str | None
+    ) -> list[EnqueueResult]:
+        if replay.request_hash != digest or replay.results is None:
+            raise IdempotencyMismatch(key or "")
+        jobs = {j.id: j for j in await self._store.get_jobs([i for i, _ in replay.results if i])}
+        return [
+            EnqueueResult(outcome, jobs.get(job_id) if job_id else None)
+            for job_id, outcome in replay.results
+        ]
+
+    def _new_job(self, req: EnqueueRequest, now: datetime, *, index: int | None) -> NewJob:
+        where = {} if index is None else {"index": index}
+        use_case = self._config.use_cases.get(req.use_case)
+        if use_case is None:
+            err: JobsServerError = UnknownUseCase(req.use_case, sorted(self._config.use_cases))
+            err.details.update(where)
+            raise err
+        if use_case.job_types and req.job_type not in use_case.job_types:
+            err = UnknownJobType(req.use_case, req.job_type, use_case.job_types)
+            err.details.update(where)
+            raise err
+        size = len(json.dumps(req.payload, separators=(",", ":")))
+        if size > self._max_payload_bytes:
+            err = PayloadTooLarge(self._max_payload_bytes)
+            err.details.update(where, payload_bytes=size)
+            raise err
+        run_at = req.run_at or now
+        if req.deadline is not None:
+            deadline = req.deadline
+            if deadline < now:
+                raise BadRequest("deadline is in the past", deadline=deadline.isoformat(), **where)
+        else:
+            tolerance = (
+                req.delay_tolerance_seconds
+                if req.delay_tolerance_seconds is not None
+                else use_case.default_delay_tolerance_seconds
+            )
+            deadline = run_at + timedelta(seconds=tolerance)
+        return NewJob(
+            id=new_job_id(),
+            use_case=req.use_case,
+            job_type=req.job_type,
+            payload=req.payload,
+            priority=req.priority,
+            run_at=run_at,
+            deadline=deadline,
+            max_attempts=req.max_attempts or use_case.max_attempts,
+            backoff=req.backoff or use_case.backoff,
+            dedup_key=req.dedup_key,
+        )
+
+    def _quota(self, tenant: str) -> int | None:
+        cfg = self._config.tenants.get(tenant)
+        if cfg is not None and cfg.max_active_jobs is not None:
+            return cfg.max_active_jobs
+        return self._default_quota
+
+    # -- reads and cancel ------------------------------------------------------------------
+
+    async def get(self, who: Principal, job_id: UUID) -> Job:
+        job = await self._store.get_job(job_id, tenant=who.tenant_scope)
+        if job is None:
+            raise JobNotFound(job_id)
+        history = await self._store.get_job_attempts(job_id)
+        return job.model_copy(update={"history": history})
+
+    async def list(
+        self,
+        who: Principal,
+        *,
+        status: JobStatus | None = None,
+        use_case: str | None = None,
+        job_type: str | None = None,
+        tenant: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        scope = who.tenant_scope
+        if scope is not None and tenant is not None and tenant != scope:
+            return JobPage(items=[])
+        flt = JobFilter(
+            tenant=scope or tenant,
+            status=status,
+            use_case=use_case,
+            job_type=job_type,
+            created_after=created_after,
+            created_before=created_before,
+            before_id=_decode_cursor(cursor),
+            limit=limit + 1,
+        )
+        rows = await self._store.list_jobs(flt)
+        more = len(rows) > limit
+        items = rows[:limit]
+        return JobPage(items=items, next_cursor=str(items[-1].id) if more and items else None)
+
+    async def cancel(self, who: Principal, job_id: UUID) -> Job:
+        job = await self._store.cancel_job(job_id, tenant=who.tenant_scope)
+        if job is not None:
+            return job
+        current = await self._store.get_job(job_id, tenant=who.tenant_scope)
+        if current is None:
+            raise JobNotFound(job_id)
+        raise JobConflict(
+            f"job {job_id} is already {current.status.value}; only pending or running jobs "
+            "can be cancelled",
+            status=current.status.value,
+        )
+
+
+def _decode_cursor(cursor: str | None) -> UUID | None:
+    if not cursor:
+        return None
+    try:
+        return UUID(cursor)
+    except ValueError as exc:
+        raise BadRequest("cursor is not one this server returned", cursor=cursor) from exc
+
+
+def _quota_refusal() -> EnqueueResult:
+    return EnqueueResult(EnqueueOutcome.QUOTA_EXCEEDED, None)

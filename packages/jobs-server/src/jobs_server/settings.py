@@ -1,0 +1,91 @@
+"""ServerSettings: the one place jobs-server reads its environment (JOBS_*)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
+from jobs_server.errors import ConfigError
+
+__all__ = ["ServerSettings", "load_settings"]
+
+
+class ServerSettings(BaseSettings):
+    """Built once in the CLI and passed down. Use cases and tenants come from JOBS_CONFIG_FILE
+    (TOML) and/or JOBS_USE_CASES / JOBS_TENANTS (JSON); the environment wins per name."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBS_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(default=None, description="postgresql://user@host/db")
+    config_file: Path | None = None
+    use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+
+    admin_token: SecretStr | None = None
+    readonly_admin_token: SecretStr | None = None
+    worker_token: SecretStr | None = None
+    default_tenant_quota: int | None = Field(default=100_000, ge=0)
+
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    db_pool_min: int = Field(default=0, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+
+    def jobs_config(self) -> JobsConfig:
+        """The file's use cases and tenants, overlaid with the environment's."""
+        base = _read_config_file(self.config_file) if self.config_file else JobsConfig()
+        try:
+            return JobsConfig(
+                use_cases={**base.use_cases, **self.use_cases},
+                tenants={**base.tenants, **self.tenants},
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"JOBS_USE_CASES / JOBS_TENANTS: {exc}") from exc
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "JOBS_DATABASE_URL is not set; set it to a PostgreSQL URL such as "
+                "postgresql://jobs@db.internal:5432/jobs"
+            )
+        if not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "JOBS_DATABASE_URL must start with postgresql:// "
+                f"(got {self.database_url.split(':', 1)[0]!r}://...)"
+            )
+        return self.database_url
+
+
+def _read_config_file(path: Path) -> JobsConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {path} is not valid TOML: {exc}") from exc
+    try:
+        return JobsConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {path}: {_first_errors(exc)}") from exc
+
+
+def _first_errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def load_settings() -> ServerSettings:
+    """Read the environment; a malformed variable raises ConfigError naming it."""
+    try:
+        return ServerSettings()
+    except ValidationError as exc:
+        names = ", ".join(
+            "JOBS_" + str(e["loc"][0]).upper() + f" ({e['msg']})" for e in exc.errors()[:5]
+        )
+        raise ConfigError(f"bad settings: {names}") from exc
