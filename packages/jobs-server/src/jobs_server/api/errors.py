@@ -85,6 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError | ValidationError)
         details = validation_details(exc)
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return error_response(
+                400, ErrorCode.MALFORMED_JSON, "request body is not valid JSON", details
+            )
         return error_response(422, ErrorCode.VALIDATION, _summary(details), details)
 
     async def http(_: Request, exc: Exception) -> Response:
