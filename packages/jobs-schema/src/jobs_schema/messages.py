@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from jobs_schema.jobs import JobStatus, Payload
 
@@ -84,6 +84,12 @@ class OutcomeReport(LeaseRef):
     result: JsonValue = None
     failure: FailureInfo | None = None
     started_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _failure_iff_failed(self) -> OutcomeReport:
+        if (self.outcome is OutcomeKind.FAILED) != (self.failure is not None):
+            raise ValueError("a failed outcome needs `failure`, and only a failed one")
+        return self
 
 
 class OutcomeRequest(BaseModel):

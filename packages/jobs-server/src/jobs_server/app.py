@@ -1,25 +1,31 @@
-"""Wiring: JobsServer owns the store and service; create_app makes a FastAPI app around it,
-and `JobsServer.mount` adds the jobs API to a user's own FastAPI app."""
+"""Wiring: JobsServer owns the store, services, wake-ups and (when asked) the scheduler;
+create_app makes a FastAPI app around it, and `JobsServer.mount` adds the jobs API to a user's
+own FastAPI app."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from jobs_server.api import public
+from jobs_server.api import public, worker
 from jobs_server.api.errors import install_error_handlers
 from jobs_server.api.limits import BodyLimitMiddleware
 from jobs_server.auth import Authenticator
 from jobs_server.errors import ConfigError
+from jobs_server.outcomes import OutcomeService
+from jobs_server.publisher.base import Publisher
+from jobs_server.scheduler import Scheduler, SchedulerConfig
 from jobs_server.service import JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
 from jobs_server.store.postgres import PostgresJobStore
+from jobs_server.wakeups import WakeupSender
 
-__all__ = ["JobsServer", "create_app"]
+__all__ = ["JobsServer", "create_app", "scheduler_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +33,24 @@ logger = logging.getLogger(__name__)
 _ENVELOPE_SLACK = 16 * 1024
 
 
+def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
+    return SchedulerConfig(
+        tick_seconds=settings.scheduler_tick_seconds,
+        leader_ttl_seconds=settings.leader_ttl_seconds,
+        claim_batch=settings.claim_batch,
+    )
+
+
 class JobsServer:
     """Everything one jobs-server process runs, started and stopped together."""
 
-    def __init__(self, settings: ServerSettings, *, store: JobStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        store: JobStore | None = None,
+        publisher: Publisher | None = None,
+    ) -> None:
         self.settings = settings
         self.config = settings.jobs_config()
         if not self.config.use_cases:
@@ -44,9 +64,16 @@ class JobsServer:
             readonly_admin_token=_secret(settings.readonly_admin_token),
             worker_token=_secret(settings.worker_token),
         )
-        self._store = store
-        self._owns_store = store is None
+        self._given_store = store
+        self._given_publisher = publisher
+        self._store: JobStore | None = None
+        self._publisher: Publisher | None = None
         self._service: JobService | None = None
+        self._outcomes: OutcomeService | None = None
+        self._wakeups: WakeupSender | None = None
+        self.scheduler: Scheduler | None = None
+        self._stop = asyncio.Event()
+        self._scheduler_task: asyncio.Task[None] | None = None
 
     @property
     def service(self) -> JobService:
@@ -54,24 +81,59 @@ class JobsServer:
             raise RuntimeError("JobsServer.start() has not run")
         return self._service
 
+    @property
+    def outcomes(self) -> OutcomeService:
+        if self._outcomes is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._outcomes
+
     async def start(self) -> None:
-        if self._store is None:
-            self._store = await PostgresJobStore.connect(
-                self.settings.require_database_url(),
-                min_size=self.settings.db_pool_min,
-                max_size=self.settings.db_pool_max,
-            )
+        store = self._given_store or await PostgresJobStore.connect(
+            self.settings.require_database_url(),
+            min_size=self.settings.db_pool_min,
+            max_size=self.settings.db_pool_max,
+        )
+        self._store = store
+        self._wakeups = WakeupSender(store)
         self._service = JobService(
-            self._store,
+            store,
             self.config,
             default_quota=self.settings.default_tenant_quota,
             max_payload_bytes=self.settings.max_payload_bytes,
+            on_enqueued=self._wakeups.enqueued,
         )
+        self._outcomes = OutcomeService(store, on_slots_freed=self._wakeups.slots_freed)
+        if self.settings.run_scheduler:
+            await self._start_scheduler(store)
+
+    async def _start_scheduler(self, store: JobStore) -> None:
+        from jobs_server.publisher.sqs import SqsPublisher
+
+        self._publisher = self._given_publisher or await SqsPublisher.connect(
+            region=self.settings.aws_region,
+            endpoint_url=self.settings.sqs_endpoint_url,
+            in_flight=self.settings.publish_in_flight,
+        )
+        self.scheduler = Scheduler(
+            store,
+            self._publisher,
+            dict(self.config.use_cases),
+            config=scheduler_config(self.settings),
+        )
+        self._stop.clear()
+        self._scheduler_task = asyncio.create_task(self.scheduler.run_forever(self._stop))
 
     async def stop(self) -> None:
-        if self._store is not None and self._owns_store:
+        self._stop.set()
+        if self._scheduler_task is not None:
+            await self._scheduler_task
+        if self._wakeups is not None:
+            await self._wakeups.close()
+        if self._publisher is not None and self._given_publisher is None:
+            await self._publisher.close()
+        if self._store is not None and self._given_store is None:
             await self._store.close()
-            self._store = None
+        self._store = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobsServer]:
@@ -86,17 +148,23 @@ class JobsServer:
         `stop()` from the app's lifespan."""
         app.state.jobs = self
         app.include_router(public.router)
+        app.include_router(worker.router)
         install_error_handlers(app)
         single = self.settings.max_payload_bytes + _ENVELOPE_SLACK
         batch = self.settings.max_batch_body_bytes
         app.add_middleware(
             BodyLimitMiddleware,
-            limit_for=lambda path: batch if path.endswith("/batch") else single,
+            limit_for=lambda path: single if path == "/v1/jobs" else batch,
         )
 
 
-def create_app(settings: ServerSettings, *, store: JobStore | None = None) -> FastAPI:
-    server = JobsServer(settings, store=store)
+def create_app(
+    settings: ServerSettings,
+    *,
+    store: JobStore | None = None,
+    publisher: Publisher | None = None,
+) -> FastAPI:
+    server = JobsServer(settings, store=store, publisher=publisher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -106,7 +174,7 @@ def create_app(settings: ServerSettings, *, store: JobStore | None = None) -> Fa
     app = FastAPI(
         title="jobs-server",
         version="0.1.0",
-        description="Deadline-aware jobs: enqueue, query and cancel.",
+        description="Deadline-aware jobs: enqueue, query and cancel; the worker API.",
         lifespan=lifespan,
     )
     server.mount(app)

@@ -63,10 +63,15 @@ def migrate(
 def serve(
     host: Annotated[str | None, typer.Option(help="default: JOBS_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: JOBS_PORT")] = None,
+    with_scheduler: Annotated[
+        bool, typer.Option("--scheduler", help="also run the scheduler (JOBS_RUN_SCHEDULER)")
+    ] = False,
     log_level: str = "info",
 ) -> None:
     """Serve the HTTP API. Checks every setting before binding the port."""
     _configure_logging(log_level)
+    if with_scheduler:
+        os.environ["JOBS_RUN_SCHEDULER"] = "true"
     settings = _settings()
     try:
         settings.require_database_url()
@@ -76,6 +81,85 @@ def serve(
     _run_uvicorn(
         fastapi_app, host or settings.host, port if port is not None else settings.port, log_level
     )
+
+
+queues_app = typer.Typer(help="SQS queues of the configured use cases.", no_args_is_help=True)
+app.add_typer(queues_app, name="queues")
+
+
+@queues_app.command("create")
+def queues_create() -> None:
+    """Create each use case's queue and its dead-letter queue (idempotent)."""
+    _configure_logging("info")
+    settings = _settings()
+    try:
+        urls = asyncio.run(_create_queues(settings))
+    except JobsServerError as exc:
+        _fail(exc.message)
+    for name, url in urls.items():
+        typer.echo(f"{name}: {url}")
+
+
+async def _create_queues(settings: ServerSettings) -> dict[str, str]:
+    from jobs_server.publisher.base import QueueSpec
+    from jobs_server.publisher.sqs import SqsPublisher
+
+    config = settings.jobs_config()
+    if not config.use_cases:
+        raise ConfigError("no use cases configured: set JOBS_CONFIG_FILE or JOBS_USE_CASES")
+    publisher = await SqsPublisher.connect(
+        region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url
+    )
+    try:
+        specs = [
+            QueueSpec(uc.queue, visibility_timeout_seconds=int(uc.lease_duration_seconds))
+            for uc in config.use_cases.values()
+        ]
+        return await publisher.ensure_queues(specs)
+    finally:
+        await publisher.close()
+
+
+@app.command()
+def scheduler(log_level: str = "info") -> None:
+    """Run the deadline scheduler (one leader among all running copies; the rest stand by)."""
+    _configure_logging(log_level)
+    settings = _settings()
+    try:
+        settings.require_database_url()
+        asyncio.run(_run_scheduler(settings))
+    except JobsServerError as exc:
+        _fail(exc.message)
+
+
+async def _run_scheduler(settings: ServerSettings) -> None:
+    import signal
+
+    from jobs_server.app import scheduler_config
+    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.scheduler import Scheduler
+    from jobs_server.store.postgres import PostgresJobStore
+
+    config = settings.jobs_config()
+    if not config.use_cases:
+        raise ConfigError("no use cases configured: set JOBS_CONFIG_FILE or JOBS_USE_CASES")
+    store = await PostgresJobStore.connect(settings.require_database_url(), min_size=1)
+    publisher = await SqsPublisher.connect(
+        region=settings.aws_region,
+        endpoint_url=settings.sqs_endpoint_url,
+        in_flight=settings.publish_in_flight,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sched = Scheduler(store, publisher, dict(config.use_cases), config=scheduler_config(settings))
+    typer.echo(f"scheduler {sched.holder} running", err=True)
+    try:
+        await sched.run_forever(stop)
+    finally:
+        await publisher.close()
+        await store.close()
 
 
 @app.command()

@@ -33,6 +33,14 @@ class ServerSettings(BaseSettings):
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
+    sqs_endpoint_url: str | None = Field(default=None, description="default: AWS's endpoint")
+    aws_region: str = "us-east-1"
+    run_scheduler: bool = Field(default=False, description="run the scheduler inside serve")
+    scheduler_tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    leader_ttl_seconds: float = Field(default=10.0, gt=0, le=300)
+    claim_batch: int = Field(default=500, ge=1, le=10_000)
+    publish_in_flight: int = Field(default=8, ge=1, le=64)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     db_pool_min: int = Field(default=0, ge=0)

@@ -13,14 +13,29 @@ from uuid import UUID
 
 import asyncpg
 
-from jobs_schema import AttemptOutcome, AttemptRecord, Job, JobStatus
+from jobs_schema import (
+    AttemptOutcome,
+    AttemptRecord,
+    BackoffPolicy,
+    Job,
+    JobStatus,
+    LeaseRef,
+    LeaseState,
+    Payload,
+)
 from jobs_server.errors import StoreUnavailable
 from jobs_server.store.base import (
+    ClaimedJob,
     EnqueueOutcome,
     EnqueueResult,
+    FailedAttempt,
     IdempotentReplay,
     JobFilter,
+    LeaderLease,
+    LeaseStatus,
     NewJob,
+    RunningLease,
+    SucceededAttempt,
 )
 
 __all__ = ["PostgresJobStore", "load_queries"]
@@ -103,9 +118,10 @@ def _job(rec: Any) -> Job:
 class PostgresJobStore:
     """A JobStore over an asyncpg pool. Build it with `await PostgresJobStore.connect(url)`."""
 
-    def __init__(self, pool: asyncpg.Pool, queries: dict[str, str]) -> None:
+    def __init__(self, pool: asyncpg.Pool, queries: dict[str, str], *, dsn: str) -> None:
         self._pool = pool
         self._q = queries
+        self._dsn = dsn
 
     @classmethod
     async def connect(
@@ -124,7 +140,7 @@ class PostgresJobStore:
         except (*_UNAVAILABLE, asyncpg.exceptions.InvalidCatalogNameError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         assert pool is not None
-        return cls(pool, load_queries())
+        return cls(pool, load_queries(), dsn=dsn)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -237,6 +253,197 @@ class PostgresJobStore:
 
     async def ping(self) -> None:
         await self._run(lambda c: c.fetchval(self._q["ping"]))
+
+    # -- scheduler and worker path ----------------------------------------------------------
+
+    async def acquire_leadership(self, name: str, holder: str, *, ttl: float) -> int | None:
+        q = self._q["acquire_leadership"]
+        epoch = await self._run(lambda c: c.fetchval(q, name, holder, ttl))
+        return int(epoch) if epoch is not None else None
+
+    async def resign_leadership(self, name: str, holder: str) -> None:
+        await self._run(lambda c: c.execute(self._q["resign_leadership"], name, holder))
+
+    async def claim_due_jobs(
+        self,
+        use_case: str,
+        *,
+        capacity: int,
+        limit: int,
+        lease_seconds: float,
+        leader: LeaderLease,
+        per_tenant_cap: int | None,
+    ) -> list[ClaimedJob]:
+        args: tuple[Any, ...] = (
+            use_case,
+            capacity,
+            limit,
+            lease_seconds,
+            leader.name,
+            leader.holder,
+            leader.epoch,
+        )
+        if per_tenant_cap is None:
+            q = self._q["claim_due_jobs"]
+        else:
+            q, args = self._q["claim_due_jobs_fair"], (*args, per_tenant_cap)
+        rows = await self._run(lambda c: c.fetch(q, *args))
+        return [_claimed(r) for r in rows]
+
+    async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]:
+        if not leases:
+            return []
+        q = self._q["release_leases"]
+        rows = await self._run(lambda c: c.fetch(q, *_lease_arrays(leases)))
+        return [r["id"] for r in rows]
+
+    async def complete_attempts(self, done: list[SucceededAttempt]) -> dict[UUID, JobStatus]:
+        if not done:
+            return {}
+        args = (
+            [d.id for d in done],
+            [d.attempt for d in done],
+            [d.lease_token for d in done],
+            [d.result for d in done],
+            [d.worker_id for d in done],
+            [d.started_at for d in done],
+        )
+        rows = await self._run(lambda c: c.fetch(self._q["complete_attempts"], *args))
+        return {r["id"]: JobStatus(r["status"]) for r in rows}
+
+    async def fail_attempts(
+        self, failed: list[FailedAttempt], *, require_expired: bool
+    ) -> dict[UUID, JobStatus]:
+        if not failed:
+            return {}
+        args = (
+            [f.id for f in failed],
+            [f.attempt for f in failed],
+            [f.lease_token for f in failed],
+            [f.next_status.value for f in failed],
+            [f.run_at for f in failed],
+            [f.error_type for f in failed],
+            [f.error_message for f in failed],
+            [f.traceback for f in failed],
+            [f.worker_id for f in failed],
+            require_expired,
+            [f.outcome.value for f in failed],
+            [f.started_at for f in failed],
+        )
+        rows = await self._run(lambda c: c.fetch(self._q["fail_attempts"], *args))
+        return {r["id"]: JobStatus(r["status"]) for r in rows}
+
+    async def find_expired_leases(self, *, limit: int) -> list[RunningLease]:
+        rows = await self._run(lambda c: c.fetch(self._q["find_expired_leases"], limit))
+        return [_running(r) for r in rows]
+
+    async def get_leases(self, job_ids: list[UUID]) -> list[RunningLease]:
+        rows = await self._run(lambda c: c.fetch(self._q["get_leases"], job_ids))
+        return [_running(r) for r in rows]
+
+    async def extend_leases(
+        self, leases: list[LeaseRef], *, extend_seconds: list[float]
+    ) -> list[LeaseStatus]:
+        q = self._q["extend_leases"]
+        rows = await self._run(lambda c: c.fetch(q, *_lease_arrays(leases), extend_seconds))
+        return [
+            LeaseStatus(
+                id=r["id"],
+                state=LeaseState.LOST
+                if r["lease_expires_at"] is None
+                else LeaseState.CANCELLED
+                if r["cancel_requested"]
+                else LeaseState.HELD,
+                lease_expires_at=r["lease_expires_at"],
+            )
+            for r in rows
+        ]
+
+    async def mark_attempts_started(self, leases: list[LeaseRef], *, worker_id: str) -> None:
+        ids, attempts, _ = _lease_arrays(leases)
+        q = self._q["mark_attempts_started"]
+        await self._run(lambda c: c.execute(q, ids, attempts, worker_id))
+
+    async def get_payload(self, job_id: UUID) -> Payload | None:
+        payload: Payload | None = await self._run(
+            lambda c: c.fetchval(self._q["get_payload"], job_id)
+        )
+        return payload
+
+    async def prune_finished_jobs(
+        self, use_case: str, *, older_than_seconds: float, limit: int
+    ) -> int:
+        q = self._q["prune_finished_jobs"]
+        status = await self._run(lambda c: c.execute(q, use_case, older_than_seconds, limit))
+        return int(status.split()[-1])
+
+    async def prune_idempotency_keys(self, *, older_than_seconds: float, limit: int) -> int:
+        q = self._q["prune_idempotency_keys"]
+        status = await self._run(lambda c: c.execute(q, older_than_seconds, limit))
+        return int(status.split()[-1])
+
+    async def notify(self, channel: str, payload: str) -> None:
+        await self._run(lambda c: c.execute(self._q["notify"], channel, payload))
+
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> _PgSubscription:
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=5)
+            await conn.add_listener(channel, lambda *args: callback(args[-1]))
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise StoreUnavailable(f"cannot LISTEN: {exc}") from exc
+            raise
+        return _PgSubscription(conn)
+
+
+class _PgSubscription:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    @property
+    def alive(self) -> bool:
+        return not self._conn.is_closed()
+
+    async def close(self) -> None:
+        if not self._conn.is_closed():
+            await self._conn.close(timeout=2)
+
+
+def _lease_arrays(leases: list[LeaseRef]) -> tuple[list[UUID], list[int], list[UUID]]:
+    return (
+        [x.job_id for x in leases],
+        [x.attempt for x in leases],
+        [x.lease_token for x in leases],
+    )
+
+
+def _claimed(r: Any) -> ClaimedJob:
+    return ClaimedJob(
+        id=r["id"],
+        tenant=r["tenant"],
+        use_case=r["use_case"],
+        job_type=r["job_type"],
+        payload=r["payload"],
+        attempt=r["attempts"],
+        max_attempts=r["max_attempts"],
+        lease_token=r["lease_token"],
+        lease_expires_at=r["lease_expires_at"],
+        deadline=r["deadline"],
+        run_at=r["run_at"],
+        created_at=r["created_at"],
+        trace_context=r["trace_context"],
+        missed_deadline=r["missed"],
+    )
+
+
+def _running(r: Any) -> RunningLease:
+    return RunningLease(
+        id=r["id"],
+        attempt=r["attempts"],
+        lease_token=r["lease_token"],
+        max_attempts=r["max_attempts"],
+        backoff=BackoffPolicy.model_validate(r["backoff"]),
+    )
 
 
 def _enqueue_result(rec: Any) -> EnqueueResult:

@@ -27,7 +27,7 @@ CREATE TABLE jobs (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     dispatched_at    timestamptz,
     finished_at      timestamptz,
-    CONSTRAINT jobs_deadline_after_run_at CHECK (deadline >= run_at),
+    -- deadline >= run_at holds at enqueue (the API checks it); a retry may run after it.
     CONSTRAINT jobs_attempts_in_range CHECK (attempts >= 0 AND attempts <= max_attempts)
 );
 

@@ -1,0 +1,143 @@
+"""OutcomeService: the rules of the worker API and the reaper. Outcomes are fenced by job id,
+attempt and lease token in the store; here a report becomes a success, a retry or a death."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import UUID
+
+from jobs_schema import (
+    AttemptOutcome,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    HeartbeatResult,
+    JobStatus,
+    LeaseRef,
+    OutcomeAck,
+    OutcomeKind,
+    OutcomeReport,
+    PayloadResponse,
+    ReleaseRequest,
+)
+from jobs_server.errors import JobNotFound
+from jobs_server.retries import LEASE_EXPIRED, decide_failure
+from jobs_server.store.base import FailedAttempt, JobStore, SucceededAttempt
+
+__all__ = ["OutcomeService"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# Called when running jobs finished or were given back: slots are free, the scheduler may run.
+SlotsFreed = Callable[[], None]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutcomeService:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        clock: Clock = _utcnow,
+        on_slots_freed: SlotsFreed | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._on_slots_freed = on_slots_freed
+
+    async def report(self, reports: list[OutcomeReport]) -> list[OutcomeAck]:
+        """Apply a batch of outcomes; a stale one (not the job's current lease) changes nothing."""
+        unique = list({(r.job_id, r.attempt, r.lease_token): r for r in reports}.values())
+        successes = [r for r in unique if r.outcome is OutcomeKind.SUCCEEDED]
+        failures = [r for r in unique if r.outcome is OutcomeKind.FAILED]
+        applied = await self._store.complete_attempts([_success(r) for r in successes])
+        applied |= await self._store.fail_attempts(
+            await self._decide(failures), require_expired=False
+        )
+        if applied:
+            self._slots_freed()
+        return [
+            OutcomeAck(job_id=r.job_id, applied=r.job_id in applied, status=applied.get(r.job_id))
+            for r in reports
+        ]
+
+    async def _decide(self, failures: list[OutcomeReport]) -> list[FailedAttempt]:
+        if not failures:
+            return []
+        leases = {x.id: x for x in await self._store.get_leases([r.job_id for r in failures])}
+        now = self._clock()
+        decided = []
+        for r in failures:
+            lease = leases.get(r.job_id)
+            if lease is None or (lease.attempt, lease.lease_token) != (r.attempt, r.lease_token):
+                continue  # stale: the store would refuse it anyway
+            assert r.failure is not None
+            decided.append(
+                decide_failure(
+                    lease, r.failure, now=now, worker_id=r.worker_id, started_at=r.started_at
+                )
+            )
+        return decided
+
+    async def heartbeat(self, req: HeartbeatRequest) -> HeartbeatResponse:
+        statuses = await self._store.extend_leases(
+            list(req.items), extend_seconds=[i.extend_seconds for i in req.items]
+        )
+        return HeartbeatResponse(
+            results=[
+                HeartbeatResult(job_id=s.id, state=s.state, lease_expires_at=s.lease_expires_at)
+                for s in statuses
+            ]
+        )
+
+    async def release(self, req: ReleaseRequest) -> list[UUID]:
+        released = await self._store.release_leases(list(req.leases))
+        if released:
+            logger.info("leases released", extra={"count": len(released), "worker": req.worker_id})
+            self._slots_freed()
+        return released
+
+    async def started(self, leases: list[LeaseRef], *, worker_id: str) -> None:
+        await self._store.mark_attempts_started(leases, worker_id=worker_id)
+
+    async def payload(self, job_id: UUID) -> PayloadResponse:
+        payload = await self._store.get_payload(job_id)
+        if payload is None:
+            raise JobNotFound(job_id)
+        return PayloadResponse(job_id=job_id, payload=payload)
+
+    async def reap_expired(self, *, limit: int = 500) -> dict[UUID, JobStatus]:
+        """Expired leases count as failed attempts ("lease expired"): retried or dead."""
+        expired = await self._store.find_expired_leases(limit=limit)
+        if not expired:
+            return {}
+        now = self._clock()
+        decided = [
+            decide_failure(x, LEASE_EXPIRED, now=now, outcome=AttemptOutcome.LEASE_EXPIRED)
+            for x in expired
+        ]
+        applied = await self._store.fail_attempts(decided, require_expired=True)
+        if applied:
+            logger.warning("leases expired", extra={"count": len(applied)})
+            self._slots_freed()
+        return applied
+
+    def _slots_freed(self) -> None:
+        if self._on_slots_freed is not None:
+            self._on_slots_freed()
+
+
+def _success(r: OutcomeReport) -> SucceededAttempt:
+    return SucceededAttempt(
+        id=r.job_id,
+        attempt=r.attempt,
+        lease_token=r.lease_token,
+        result=r.result,
+        worker_id=r.worker_id,
+        started_at=r.started_at,
+    )

@@ -1,0 +1,53 @@
+"""The publishing port: hand leased jobs' messages to the queue their use case names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["InMemoryPublisher", "OutgoingMessage", "Publisher", "QueueSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    key: str  # unique within one publish call; reported back when it failed
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    queue: str  # name or URL
+    visibility_timeout_seconds: int = 60
+    max_receive_count: int = 5
+
+
+class Publisher(Protocol):
+    async def publish(self, queue: str, messages: list[OutgoingMessage]) -> set[str]:
+        """Send every message; return the keys of those that could not be sent."""
+        ...
+
+    async def ensure_queues(self, specs: list[QueueSpec]) -> dict[str, str]:
+        """Create missing queues (with a dead-letter queue each); name -> URL. Idempotent."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class InMemoryPublisher:
+    """A Publisher for unit tests: keeps what it was given; `down` makes every send fail."""
+
+    sent: dict[str, list[str]] = field(default_factory=dict)
+    down: bool = False
+
+    async def publish(self, queue: str, messages: list[OutgoingMessage]) -> set[str]:
+        if self.down:
+            return {m.key for m in messages}
+        self.sent.setdefault(queue, []).extend(m.body for m in messages)
+        return set()
+
+    async def ensure_queues(self, specs: list[QueueSpec]) -> dict[str, str]:
+        return {s.queue: f"memory://{s.queue}" for s in specs}
+
+    async def close(self) -> None:
+        return None

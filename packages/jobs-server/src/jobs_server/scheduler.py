@@ -1,0 +1,322 @@
+"""The deadline scheduler: one leader claims due jobs earliest-deadline-first within each use
+case's capacity and publishes them to SQS; it also reaps expired leases and prunes old jobs.
+
+`run_once()` is one dispatch pass; `run_forever()` is a thin loop around it that keeps the
+leader lease, sleeps until a wake-up (NOTIFY), the next tick or the next known run_at, and backs
+off while SQS or PostgreSQL are down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from jobs_schema import MAX_SQS_MESSAGE_BYTES, JobMessage, UseCaseConfig
+from jobs_server.errors import JobsServerError
+from jobs_server.outcomes import OutcomeService
+from jobs_server.publisher.base import OutgoingMessage, Publisher
+from jobs_server.store.base import ClaimedJob, JobStore, LeaderLease, Subscription
+from jobs_server.wakeups import CHANNEL, parse_wakeup
+
+__all__ = ["Scheduler", "SchedulerConfig", "SchedulerStats", "new_holder_id"]
+
+logger = logging.getLogger(__name__)
+
+# Room for the message's own fields around the payload.
+_EMBED_LIMIT = MAX_SQS_MESSAGE_BYTES - 4096
+
+
+def new_holder_id() -> str:
+    """Unique per process start, so a restarted scheduler is never mistaken for its old self."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    name: str = "default"
+    tick_seconds: float = 1.0
+    leader_ttl_seconds: float = 10.0
+    claim_batch: int = 500
+    reap_batch: int = 500
+    prune_every_seconds: float = 60.0
+    prune_batch: int = 1000
+    idempotency_retention_seconds: float = 86_400.0
+    max_backoff_seconds: float = 30.0
+
+
+@dataclass
+class SchedulerStats:
+    passes: int = 0
+    dispatched: int = 0
+    deadline_misses: int = 0
+    publish_failures: int = 0
+    released: int = 0
+    reaped: int = 0
+    pruned: int = 0
+    last_pass_at: datetime | None = None
+    last_pass_seconds: float = 0.0
+    dispatched_by_use_case: dict[str, int] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: JobStore,
+        publisher: Publisher,
+        use_cases: dict[str, UseCaseConfig],
+        *,
+        config: SchedulerConfig | None = None,
+        holder: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._use_cases = use_cases
+        self.config = config or SchedulerConfig()
+        self.holder = holder or new_holder_id()
+        self._clock = clock
+        self._outcomes = OutcomeService(store, clock=clock)
+        self._leader: LeaderLease | None = None
+        self._renewed_at = 0.0
+        self._pruned_at = 0.0
+        self._wake = asyncio.Event()
+        self._next_due: datetime | None = None
+        self._subscription: Subscription | None = None
+        self.stats = SchedulerStats()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader is not None
+
+    @property
+    def epoch(self) -> int | None:
+        return self._leader.epoch if self._leader else None
+
+    # -- leadership ------------------------------------------------------------------------
+
+    async def ensure_leadership(self) -> bool:
+        """Take or renew the leader lease (renewed every third of its ttl)."""
+        if (
+            self._leader
+            and time.monotonic() - self._renewed_at < self.config.leader_ttl_seconds / 3
+        ):
+            return True
+        started = time.monotonic()
+        epoch = await self._store.acquire_leadership(
+            self.config.name, self.holder, ttl=self.config.leader_ttl_seconds
+        )
+        was = self._leader
+        self._leader = LeaderLease(self.config.name, self.holder, epoch) if epoch else None
+        self._renewed_at = started
+        if self._leader and not was:
+            logger.info("became leader", extra={"holder": self.holder, "epoch": epoch})
+        elif was and not self._leader:
+            logger.warning("lost leadership", extra={"holder": self.holder})
+        return self._leader is not None
+
+    async def resign(self) -> None:
+        if self._leader:
+            await self._store.resign_leadership(self.config.name, self.holder)
+            self._leader = None
+
+    # -- one pass --------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Dispatch every use case's due jobs once; return how many were published."""
+        if self._leader is None:
+            return 0
+        started = time.monotonic()
+        counts = await asyncio.gather(
+            *(self._dispatch(name, uc) for name, uc in self._use_cases.items())
+        )
+        self.stats.passes += 1
+        self.stats.last_pass_at = self._clock()
+        self.stats.last_pass_seconds = time.monotonic() - started
+        return sum(counts)
+
+    async def _dispatch(self, name: str, uc: UseCaseConfig) -> int:
+        assert self._leader is not None
+        sent = 0
+        while True:
+            claimed = await self._store.claim_due_jobs(
+                name,
+                capacity=uc.capacity,
+                limit=self.config.claim_batch,
+                lease_seconds=uc.lease_duration_seconds,
+                leader=self._leader,
+                per_tenant_cap=uc.per_tenant_running_cap,
+            )
+            if not claimed:
+                return sent
+            sent += await self._publish(name, uc, claimed)
+            if len(claimed) < self.config.claim_batch:
+                return sent
+
+    async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
+        by_key = {str(c.id): c for c in claimed}
+        failed = await self._publisher.publish(
+            uc.queue, [OutgoingMessage(k, message_body(c)) for k, c in by_key.items()]
+        )
+        if failed:
+            released = await self._store.release_leases([by_key[k].lease for k in failed])
+            self.stats.publish_failures += len(failed)
+            self.stats.released += len(released)
+            logger.error(
+                "publish failed; claims released",
+                extra={"use_case": name, "failed": len(failed), "released": len(released)},
+            )
+            raise PublishFailed(name, len(failed))
+        misses = sum(c.missed_deadline for c in claimed)
+        self.stats.dispatched += len(claimed)
+        self.stats.deadline_misses += misses
+        self.stats.dispatched_by_use_case[name] = self.stats.dispatched_by_use_case.get(
+            name, 0
+        ) + len(claimed)
+        if misses:
+            logger.warning("dispatched after deadline", extra={"use_case": name, "count": misses})
+        return len(claimed)
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def reap(self) -> int:
+        reaped = await self._outcomes.reap_expired(limit=self.config.reap_batch)
+        self.stats.reaped += len(reaped)
+        return len(reaped)
+
+    async def prune(self) -> int:
+        """Delete finished jobs past their use case's retention, in bounded batches."""
+        total = 0
+        for name, uc in self._use_cases.items():
+            while True:
+                n = await self._store.prune_finished_jobs(
+                    name, older_than_seconds=uc.retention_seconds, limit=self.config.prune_batch
+                )
+                total += n
+                if n < self.config.prune_batch:
+                    break
+        await self._store.prune_idempotency_keys(
+            older_than_seconds=self.config.idempotency_retention_seconds,
+            limit=self.config.prune_batch,
+        )
+        self.stats.pruned += total
+        return total
+
+    async def maintain(self) -> None:
+        await self.reap()
+        if time.monotonic() - self._pruned_at >= self.config.prune_every_seconds:
+            self._pruned_at = time.monotonic()
+            await self.prune()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def wake(self, earliest_run_at: datetime | None = None) -> None:
+        """Run a pass now, or remember a future run_at to wake for."""
+        if earliest_run_at is not None and earliest_run_at > self._clock():
+            if self._next_due is None or earliest_run_at < self._next_due:
+                self._next_due = earliest_run_at
+            return
+        self._wake.set()
+
+    def _on_notify(self, payload: str) -> None:
+        w = parse_wakeup(payload)
+        self.wake(w.earliest_run_at)
+
+    async def _keep_listening(self) -> None:
+        if self._subscription is not None and self._subscription.alive:
+            return
+        try:
+            self._subscription = await self._store.listen(CHANNEL, self._on_notify)
+        except JobsServerError as exc:
+            self._subscription = None
+            logger.warning("cannot listen for wake-ups", extra={"error": str(exc)})
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        failures = 0
+        logger.info("scheduler started", extra={"holder": self.holder})
+        try:
+            while not stop.is_set():
+                busy = False
+                try:
+                    await self._keep_listening()
+                    if await self.ensure_leadership():
+                        busy = await self._leader_pass()
+                    failures = 0
+                except PublishFailed:
+                    failures += 1
+                except Exception:  # the loop must outlive any one failure
+                    failures += 1
+                    logger.exception("scheduler pass failed")
+                    self._leader = None if failures > 2 else self._leader
+                if not busy:
+                    await self._sleep(self._delay(failures), stop)
+        finally:
+            await self._shutdown()
+
+    async def _leader_pass(self) -> bool:
+        self._wake.clear()
+        sent = await self.run_once()
+        await self.maintain()
+        # a full batch may mean more is due: go again without sleeping
+        return sent >= self.config.claim_batch
+
+    def _delay(self, failures: int) -> float:
+        if failures:
+            return min(self.config.max_backoff_seconds, 0.5 * 2.0 ** min(failures - 1, 16))
+        delay = self.config.tick_seconds
+        if self._next_due is not None:
+            until = (self._next_due - self._clock()).total_seconds()
+            if until <= delay:
+                self._next_due = None
+            delay = max(0.0, min(delay, until))
+        if self._leader is None:
+            return delay
+        return min(delay, self.config.leader_ttl_seconds / 3)
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _shutdown(self) -> None:
+        try:
+            await self.resign()
+        except Exception as exc:
+            logger.warning("could not resign leadership", extra={"error": str(exc)})
+        if self._subscription is not None:
+            await self._subscription.close()
+        logger.info("scheduler stopped", extra={"holder": self.holder})
+
+
+class PublishFailed(JobsServerError):
+    def __init__(self, use_case: str, count: int) -> None:
+        super().__init__(f"{count} messages of use case {use_case!r} could not be published")
+
+
+def message_body(job: ClaimedJob) -> str:
+    """The SQS body; a payload too large to embed is left out for the worker to fetch."""
+    msg = JobMessage(
+        job_id=job.id,
+        lease_token=job.lease_token,
+        attempt=job.attempt,
+        tenant=job.tenant,
+        use_case=job.use_case,
+        job_type=job.job_type,
+        payload=job.payload,
+        deadline=job.deadline,
+        lease_expires_at=job.lease_expires_at,
+        max_attempts=job.max_attempts,
+        trace_context=job.trace_context or {},
+    )
+    body = msg.model_dump_json()
+    if len(body.encode()) > _EMBED_LIMIT:
+        body = msg.model_copy(update={"payload": None}).model_dump_json()
+    return body
