@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +44,12 @@ USE_CASES: dict[str, dict[str, Any]] = {
 ADMIN_TOKEN = "tok-admin"
 READONLY_TOKEN = "tok-readonly"
 WORKER_TOKEN = "tok-worker"
+
+
+# aiobotocore finds credentials in the environment, as it would in production.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 def with_database(url: str, name: str) -> str:
@@ -192,3 +201,42 @@ async def live_server(start_server: StartServer) -> LiveServer:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """An SQS endpoint on loopback: JOBS_TEST_SQS_ENDPOINT_URL (e.g. LocalStack), else a moto
+    server in a subprocess of its own."""
+    url = os.environ.get("JOBS_TEST_SQS_ENDPOINT_URL")
+    if url:
+        yield url
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def queue_prefix() -> str:
+    """Queue names of this test's own, so tests never see each other's messages."""
+    return f"t{uuid.uuid4().hex[:10]}"
