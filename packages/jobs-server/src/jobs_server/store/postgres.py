@@ -68,6 +68,8 @@ def load_queries() -> dict[str, str]:
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, _UNAVAILABLE):
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True  # the protocol state broke with the connection under it
     # asyncpg says "connection is closed" / "pool is closing" as an InterfaceError
     return isinstance(exc, asyncpg.exceptions.InterfaceError) and (
         "closed" in str(exc) or "closing" in str(exc)
@@ -149,7 +151,12 @@ class PostgresJobStore:
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             async with self._pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except Exception as exc:
+                    if _is_unavailable(exc):
+                        conn.terminate()  # never hand a broken connection to the next caller
+                    raise
         except Exception as exc:
             if _is_unavailable(exc):
                 raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc

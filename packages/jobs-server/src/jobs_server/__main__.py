@@ -1,0 +1,3 @@
+from jobs_server.cli import main
+
+main()

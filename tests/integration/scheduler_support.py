@@ -1,0 +1,102 @@
+"""Shared pieces of the scheduler tests: a store, a publisher and queues of the test's own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from jobs_schema import (
+    EnqueueRequest,
+    JobMessage,
+    JobsConfig,
+    OutcomeKind,
+    OutcomeReport,
+    UseCaseConfig,
+)
+from jobs_server.outcomes import OutcomeService
+from jobs_server.publisher.base import QueueSpec
+from jobs_server.publisher.sqs import SqsPublisher
+from jobs_server.scheduler import Scheduler, SchedulerConfig
+from jobs_server.service import JobService
+from jobs_server.store.postgres import PostgresJobStore
+from tests.integration.sqs import SqsProbe
+
+
+def use_case(queue: str, **overrides: Any) -> UseCaseConfig:
+    values: dict[str, Any] = {
+        "queue": queue,
+        "capacity": 100,
+        "default_delay_tolerance_seconds": 60,
+        "max_attempts": 3,
+        "timeout_seconds": 5,
+        "lease_seconds": 30,
+        "backoff": {"kind": "constant", "base_seconds": 1, "cap_seconds": 1, "jitter": 0},
+    }
+    values.update(overrides)
+    return UseCaseConfig.model_validate(values)
+
+
+@dataclass
+class Rig:
+    store: PostgresJobStore
+    publisher: SqsPublisher
+    probe: SqsProbe
+    use_cases: dict[str, UseCaseConfig]
+    service: JobService
+    outcomes: OutcomeService
+
+    def scheduler(self, **config: Any) -> Scheduler:
+        cfg = SchedulerConfig(**({"tick_seconds": 0.2, "leader_ttl_seconds": 60.0} | config))
+        return Scheduler(self.store, self.publisher, self.use_cases, config=cfg)
+
+    async def enqueue(self, tenant: str, use_case: str, n: int = 1, **fields: Any) -> list[str]:
+        reqs = [
+            EnqueueRequest.model_validate(
+                {"use_case": use_case, "job_type": "t", "payload": {"i": i}} | fields
+            )
+            for i in range(n)
+        ]
+        ids: list[str] = []
+        for start in range(0, n, 1000):
+            resp = await self.service.enqueue_batch(tenant, reqs[start : start + 1000])
+            ids += [str(r.job.id) for r in resp.results if r.job]
+        return ids
+
+    async def complete(self, messages: list[JobMessage]) -> int:
+        """Report success for each message, as a worker would; returns how many applied."""
+        if not messages:
+            return 0
+        acks = await self.outcomes.report(
+            [
+                OutcomeReport(
+                    job_id=m.job_id,
+                    attempt=m.attempt,
+                    lease_token=m.lease_token,
+                    outcome=OutcomeKind.SUCCEEDED,
+                    worker_id="test-worker",
+                    result={"ok": True},
+                )
+                for m in messages
+            ]
+        )
+        return sum(a.applied for a in acks)
+
+
+async def make_rig(
+    database_url: str, sqs_url: str, probe: SqsProbe, use_cases: dict[str, UseCaseConfig]
+) -> AsyncIterator[Rig]:
+    store = await PostgresJobStore.connect(database_url, min_size=1, max_size=6)
+    publisher = await SqsPublisher.connect(region="us-east-1", endpoint_url=sqs_url)
+    await publisher.ensure_queues([QueueSpec(uc.queue) for uc in use_cases.values()])
+    service = JobService(
+        store,
+        JobsConfig(use_cases=use_cases),
+        default_quota=None,
+        max_payload_bytes=256 * 1024,
+    )
+    try:
+        yield Rig(store, publisher, probe, use_cases, service, OutcomeService(store))
+    finally:
+        await publisher.close()
+        await store.close()
