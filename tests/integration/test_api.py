@@ -149,7 +149,7 @@ async def test_tokens_and_roles(client):
 async def test_list_filters_and_keyset_pagination(client):
     for i in range(7):
         await client.post("/v1/jobs", json=job(payload={"i": i}), headers=ACME)
-    for i in range(3):
+    for _ in range(3):
         await client.post("/v1/jobs", json=job(use_case="labeling", job_type="t"), headers=ACME)
     seen: list[str] = []
     cursor = None

@@ -172,7 +172,7 @@ async def test_sqs_outage_loses_nothing_and_duplicates_record_one_outcome(rig, s
 
 
 async def test_expired_lease_is_retried_with_backoff_then_dead(rig, db):
-    (job_id,) = await rig.enqueue("acme", "short")
+    await rig.enqueue("acme", "short")
     sched = rig.scheduler()
     assert await sched.ensure_leadership()
     for attempt in (1, 2, 3):

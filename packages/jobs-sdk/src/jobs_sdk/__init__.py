@@ -1,1 +1,45 @@
-"""jobs-sdk."""
+"""jobs-sdk: the producer client of jobs-server.
+
+async with JobsClient("http://localhost:8000", token) as jobs:
+    result = await jobs.enqueue("notifications", "notifications.send_email", {"to": "a@b.c"})
+"""
+
+from jobs_sdk._http import EnqueueOptions, JobFilters
+from jobs_sdk._retry import RetryPolicy
+from jobs_sdk._version import __version__
+from jobs_sdk.client import JobsClient, SyncJobsClient
+from jobs_sdk.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyMismatch,
+    JobsError,
+    JobsTimeout,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+)
+
+__all__ = [
+    "Conflict",
+    "EnqueueOptions",
+    "Forbidden",
+    "IdempotencyMismatch",
+    "JobFilters",
+    "JobsClient",
+    "JobsError",
+    "JobsTimeout",
+    "NotFound",
+    "PayloadTooLarge",
+    "QuotaExceeded",
+    "RetryPolicy",
+    "ServerError",
+    "SyncJobsClient",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationFailed",
+    "__version__",
+]

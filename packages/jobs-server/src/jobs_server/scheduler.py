@@ -141,22 +141,34 @@ class Scheduler:
         return sum(counts)
 
     async def _dispatch(self, name: str, uc: UseCaseConfig) -> int:
-        assert self._leader is not None
+        """Claim and publish in batches; the next batch is claimed while the last one is being
+        published, so the SQS endpoint, not the database round trip, sets the pace."""
         sent = 0
+        publishing: asyncio.Task[int] | None = None
         while True:
-            claimed = await self._store.claim_due_jobs(
-                name,
-                capacity=uc.capacity,
-                limit=self.config.claim_batch,
-                lease_seconds=uc.lease_duration_seconds,
-                leader=self._leader,
-                per_tenant_cap=uc.per_tenant_running_cap,
-            )
+            claimed = await self._claim(name, uc)
+            if publishing is not None:
+                try:
+                    sent += await publishing
+                except BaseException:
+                    await self._store.release_leases([c.lease for c in claimed])
+                    raise
             if not claimed:
                 return sent
-            sent += await self._publish(name, uc, claimed)
+            publishing = asyncio.create_task(self._publish(name, uc, claimed))
             if len(claimed) < self.config.claim_batch:
-                return sent
+                return sent + await publishing
+
+    async def _claim(self, name: str, uc: UseCaseConfig) -> list[ClaimedJob]:
+        assert self._leader is not None
+        return await self._store.claim_due_jobs(
+            name,
+            capacity=uc.capacity,
+            limit=self.config.claim_batch,
+            lease_seconds=uc.lease_duration_seconds,
+            leader=self._leader,
+            per_tenant_cap=uc.per_tenant_running_cap,
+        )
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
         by_key = {str(c.id): c for c in claimed}

@@ -138,6 +138,9 @@ class PostgresJobStore:
                 timeout=connect_timeout,
                 command_timeout=60,
                 init=_init_connection,
+                # JIT compiles for hundreds of ms when estimates are large (skip scans, laterals);
+                # every query here is short OLTP work where it only ever costs.
+                server_settings={"jit": "off"},
             )
         except (*_UNAVAILABLE, asyncpg.exceptions.InvalidCatalogNameError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -394,7 +397,7 @@ class PostgresJobStore:
 
     async def listen(self, channel: str, callback: Callable[[str], None]) -> _PgSubscription:
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=5)
+            conn = await asyncpg.connect(self._dsn, timeout=5, server_settings={"jit": "off"})
             await conn.add_listener(channel, lambda *args: callback(args[-1]))
         except Exception as exc:
             if _is_unavailable(exc):

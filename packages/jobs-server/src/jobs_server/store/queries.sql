@@ -81,7 +81,8 @@ WITH leader AS (
         dispatched_at = now(),
         deadline_missed = j.deadline_missed OR j.deadline < now(),
         updated_at = now()
-    FROM picked WHERE j.id = picked.id
+    -- by primary key: a join here lets the planner hash the whole table
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
               j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
               j.trace_context, j.priority, j.deadline < now() AS missed
@@ -123,9 +124,9 @@ WITH RECURSIVE leader AS (
     ORDER BY c.deadline, c.priority DESC, c.id
     LIMIT least($3, greatest(0, $2 - coalesce((SELECT sum(n) FROM running), 0)))
 ), picked AS (
-    SELECT j.id FROM jobs j JOIN candidates c ON c.id = j.id
-    WHERE j.status = 'pending'
-    FOR UPDATE OF j SKIP LOCKED
+    SELECT j.id FROM jobs j
+    WHERE j.id = ANY (ARRAY(SELECT id FROM candidates)) AND j.status = 'pending'
+    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE jobs j SET
         status = 'running',
@@ -135,7 +136,8 @@ WITH RECURSIVE leader AS (
         dispatched_at = now(),
         deadline_missed = j.deadline_missed OR j.deadline < now(),
         updated_at = now()
-    FROM picked WHERE j.id = picked.id
+    -- by primary key: a join here lets the planner hash the whole table
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
               j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
               j.trace_context, j.priority, j.deadline < now() AS missed

@@ -1,0 +1,99 @@
+"""Coalescing: concurrent single submissions from one process become one batch call.
+
+A submission waits at most `linger` seconds for company, and a batch holds at most
+`max_batch` items. Each caller still gets its own result or its own exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["Coalescer", "own_copy"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+E = TypeVar("E", bound=Exception)
+
+# Given n items, returns n outcomes in the same order: a result or the item's own exception.
+# Raising instead means the whole batch failed, and every caller gets (a copy of) that error.
+SendBatch = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
+
+
+class Coalescer(Generic[T, R]):
+    def __init__(self, send: SendBatch[T, R], *, linger: float, max_batch: int) -> None:
+        if linger < 0 or max_batch < 1:
+            raise ValueError("linger must be >= 0 and max_batch >= 1")
+        self._send = send
+        self._linger = linger
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def submit(self, item: T) -> R:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        if len(self._pending) >= self._max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._linger, self._flush)
+        return await future
+
+    async def aclose(self) -> None:
+        """Send what is waiting, then wait for every batch in flight."""
+        self._closed = True
+        self._flush()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        # Callers that gave up (cancelled) before the batch left are not sent.
+        batch = [(item, fut) for item, fut in self._pending if not fut.done()]
+        self._pending = []
+        if batch:
+            task = asyncio.create_task(self._deliver(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _deliver(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            outcomes = await self._send([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            outcomes = [own_copy(exc) for _ in batch]
+        if len(outcomes) != len(batch):
+            mismatch = RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+            outcomes = [mismatch] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            _settle(future, outcome)
+
+
+def _settle(future: asyncio.Future[R], outcome: R | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def own_copy(exc: E) -> E:
+    """A copy per caller, so one caller's traceback does not grow onto another's."""
+    try:
+        clone = copy.copy(exc)
+    except Exception:
+        return exc
+    clone.__cause__ = exc.__cause__
+    return clone

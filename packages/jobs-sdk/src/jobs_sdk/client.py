@@ -1,0 +1,486 @@
+"""The producer clients: `JobsClient` (async) and `SyncJobsClient`, with the same methods.
+
+Both build requests and read answers with the same code (`_http`, `_retry`); only the I/O and
+the waiting differ. The async client also coalesces concurrent single enqueues into batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NamedTuple, Self, TypeVar, Unpack, overload
+from uuid import UUID
+
+import httpx
+from pydantic import BaseModel, JsonValue
+
+from jobs_schema import (
+    FINISHED_STATUSES,
+    MAX_BATCH_SIZE,
+    BatchEnqueueResponse,
+    EnqueueRequest,
+    EnqueueResponse,
+    Job,
+    JobPage,
+    JobStatus,
+)
+from jobs_sdk import _http
+from jobs_sdk._coalesce import Coalescer, own_copy
+from jobs_sdk._http import Call, EnqueueOptions, JobFilters
+from jobs_sdk._retry import RetryPolicy, retry_delay
+from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
+
+__all__ = ["JobsClient", "SyncJobsClient"]
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Timeout = float | httpx.Timeout
+EventHooks = Mapping[str, list[Callable[..., Any]]]
+Outcomes = list[EnqueueResponse | JobsError]
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class _Sent(NamedTuple):
+    response: httpx.Response
+    attempts: int
+
+
+def _env() -> tuple[str, str]:
+    """JOBS_URL and JOBS_TOKEN, the settings `from_env()` reads."""
+    missing = [name for name in ("JOBS_URL", "JOBS_TOKEN") if not os.environ.get(name)]
+    if missing:
+        raise ValueError(f"set {' and '.join(missing)} (the jobs server's URL and a token)")
+    return os.environ["JOBS_URL"], os.environ["JOBS_TOKEN"]
+
+
+def _log_retry(call: Call, outcome: httpx.Response | Exception, attempt: int, delay: float) -> None:
+    reason = (
+        f"HTTP {outcome.status_code}"
+        if isinstance(outcome, httpx.Response)
+        else type(outcome).__name__
+    )
+    logger.info(
+        "retrying jobs API request",
+        extra={
+            "method": call.method,
+            "path": call.path,
+            "attempt": attempt,
+            "reason": reason,
+            "delay": round(delay, 3),
+        },
+    )
+
+
+def _final(outcome: httpx.Response | httpx.TransportError, attempts: int) -> _Sent:
+    if isinstance(outcome, httpx.TransportError):
+        raise _http.transport_error(outcome) from outcome
+    return _Sent(outcome, attempts)
+
+
+def _cancelled_by_resend(err: Conflict, attempts: int) -> bool:
+    """A resent cancel whose first send went through answers "already cancelled"."""
+    return attempts > 1 and err.details.get("status") == JobStatus.CANCELLED.value
+
+
+@dataclass
+class _Waiting:
+    """The bookkeeping of `wait()`: how long to sleep after each look at the job."""
+
+    job_id: UUID | str
+    timeout: float
+    poll_interval: float
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
+
+    def pause_after(self, job: Job) -> float | None:
+        """None once the job has finished; raises JobsTimeout when time is up."""
+        if job.status in FINISHED_STATUSES:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise JobsTimeout(
+                f"job {self.job_id} is still {job.status.value} after {self.timeout} s",
+                details={"job_id": str(job.id), "status": job.status.value},
+            )
+        return min(self.poll_interval, remaining)
+
+
+class JobsClient:
+    """Async client of the jobs API. Use it as `async with JobsClient(url, token) as jobs:`.
+
+    `timeout`: seconds per HTTP request (or an httpx.Timeout). `retries`: resends after a
+    connection error, timeout or 503 (or a RetryPolicy). `coalesce`: concurrent `enqueue`
+    calls without an idempotency key share batch requests, waiting at most `linger` seconds
+    for company, at most `max_batch` jobs a request. `transport` and `event_hooks` go to httpx.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retries: int | RetryPolicy = 3,
+        coalesce: bool = True,
+        linger: float = 0.002,
+        max_batch: int = 500,
+        transport: httpx.AsyncBaseTransport | None = None,
+        event_hooks: EventHooks | None = None,
+    ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH_SIZE:
+            raise ValueError(f"max_batch must be between 1 and {MAX_BATCH_SIZE}")
+        self._retry = RetryPolicy.of(retries)
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=_http.client_headers(token),
+            timeout=timeout,
+            transport=transport,
+            event_hooks=event_hooks,
+        )
+        self._coalescer: Coalescer[EnqueueRequest, EnqueueResponse] | None = (
+            Coalescer(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
+        )
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Self:
+        """A client for JOBS_URL with JOBS_TOKEN; `options` as for the constructor."""
+        return cls(*_env(), **options)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Send the enqueues still lingering, wait for them, then close the connections."""
+        if self._coalescer is not None:
+            await self._coalescer.aclose()
+        await self._http.aclose()
+
+    # -- enqueue -------------------------------------------------------------------------------
+
+    @overload
+    async def enqueue(
+        self, request: EnqueueRequest, /, *, idempotency_key: str | None = None
+    ) -> EnqueueResponse: ...
+
+    @overload
+    async def enqueue(
+        self,
+        use_case: str,
+        job_type: str,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse: ...
+
+    async def enqueue(
+        self,
+        use_case: str | EnqueueRequest,
+        job_type: str | None = None,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse:
+        """Enqueue one job. `delay_tolerance` is seconds or a timedelta. With an
+        `idempotency_key` the request goes alone, so the key covers exactly this job."""
+        request = _http.enqueue_request(use_case, job_type, payload, options)
+        if idempotency_key is None and self._coalescer is not None:
+            return await self._coalescer.submit(request)
+        return await self._enqueue_one(request, idempotency_key)
+
+    async def enqueue_batch(
+        self, requests: Sequence[EnqueueRequest], *, idempotency_key: str | None = None
+    ) -> BatchEnqueueResponse:
+        """Up to 1,000 jobs in one request and one transaction, with a result per item."""
+        call = _http.batch_call(requests, idempotency_key or self._new_key())
+        return await self._request(call, BatchEnqueueResponse)
+
+    async def _enqueue_one(
+        self, request: EnqueueRequest, idempotency_key: str | None = None
+    ) -> EnqueueResponse:
+        call = _http.enqueue_call(request, idempotency_key or self._new_key())
+        return await self._request(call, EnqueueResponse)
+
+    async def _enqueue_each(self, requests: Sequence[EnqueueRequest]) -> Outcomes:
+        """The coalescer's sender: an outcome per request, never one caller's error for all
+        unless it is everyone's (bad token, server unreachable)."""
+        if len(requests) == 1:
+            return [await _outcome(self._enqueue_one(requests[0]))]
+        try:
+            response = await self.enqueue_batch(requests)
+        except JobsError as err:
+            if not _http.is_item_error(err):
+                raise
+            return await self._resend_split(requests, err)
+        return _http.batch_outcomes(response)
+
+    async def _resend_split(self, requests: Sequence[EnqueueRequest], err: JobsError) -> Outcomes:
+        # The server refuses a whole batch for one bad item: resend in parts until every
+        # item's own result or error is known.
+        groups = _http.split_groups(len(requests), err)
+        parts = await asyncio.gather(
+            *(self._enqueue_group([requests[i] for i in group]) for group in groups)
+        )
+        return _http.merge_groups(groups, parts)
+
+    async def _enqueue_group(self, requests: Sequence[EnqueueRequest]) -> Outcomes:
+        try:
+            return await self._enqueue_each(requests)
+        except JobsError as err:
+            return [own_copy(err) for _ in requests]
+
+    def _new_key(self) -> str | None:
+        return _http.new_idempotency_key() if self._retry.attempts > 1 else None
+
+    # -- reads and cancel ----------------------------------------------------------------------
+
+    async def get(self, job_id: UUID | str) -> Job:
+        """The job with its attempt history."""
+        return await self._request(_http.get_call(job_id), Job)
+
+    async def cancel(self, job_id: UUID | str) -> Job:
+        """Cancel a pending job, or mark a running one; Conflict if it already finished."""
+        sent = await self._send(_http.cancel_call(job_id))
+        try:
+            return _http.parse(sent.response, Job)
+        except Conflict as err:
+            if _cancelled_by_resend(err, sent.attempts):
+                return await self.get(job_id)
+            raise
+
+    async def wait(
+        self,
+        job_id: UUID | str,
+        *,
+        timeout: float = 60.0,  # noqa: ASYNC109 - polls many requests; the sync twin's signature
+        poll_interval: float = 0.5,
+    ) -> Job:
+        """Poll until the job succeeded, died or was cancelled; JobsTimeout after `timeout` s."""
+        waiting = _Waiting(job_id, timeout, poll_interval)
+        while True:
+            job = await self.get(job_id)
+            pause = waiting.pause_after(job)
+            if pause is None:
+                return job
+            await asyncio.sleep(pause)
+
+    async def list_page(
+        self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]
+    ) -> JobPage:
+        """One page of jobs, newest first; pass `next_cursor` back as `cursor`."""
+        return await self._request(_http.list_call(filters, cursor=cursor, limit=limit), JobPage)
+
+    async def list(
+        self, *, page_size: int = 100, **filters: Unpack[JobFilters]
+    ) -> AsyncIterator[Job]:
+        """Every matching job, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_page(cursor=cursor, limit=page_size, **filters)
+            for job in page.items:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    async def _request(self, call: Call, model: type[M]) -> M:
+        return _http.parse((await self._send(call)).response, model)
+
+    async def _send(self, call: Call) -> _Sent:
+        attempt = 1
+        while True:
+            outcome = await self._attempt(call)
+            delay = retry_delay(self._retry, outcome, attempt=attempt, replayable=call.replayable)
+            if delay is None:
+                return _final(outcome, attempt)
+            _log_retry(call, outcome, attempt, delay)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _attempt(self, call: Call) -> httpx.Response | httpx.TransportError:
+        try:
+            return await self._http.request(
+                call.method,
+                call.path,
+                content=call.content,
+                params=call.params,
+                headers=call.headers(),
+            )
+        except httpx.TransportError as exc:
+            return exc
+
+
+async def _outcome(result: Awaitable[EnqueueResponse]) -> EnqueueResponse | JobsError:
+    try:
+        return await result
+    except JobsError as err:
+        return err
+
+
+class SyncJobsClient:
+    """The blocking twin of `JobsClient`: the same methods, without coalescing (a blocking
+    call has no concurrent company to wait for). Use it as `with SyncJobsClient(...) as jobs:`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retries: int | RetryPolicy = 3,
+        transport: httpx.BaseTransport | None = None,
+        event_hooks: EventHooks | None = None,
+    ) -> None:
+        self._retry = RetryPolicy.of(retries)
+        self._http = httpx.Client(
+            base_url=base_url,
+            headers=_http.client_headers(token),
+            timeout=timeout,
+            transport=transport,
+            event_hooks=event_hooks,
+        )
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Self:
+        """A client for JOBS_URL with JOBS_TOKEN; `options` as for the constructor."""
+        return cls(*_env(), **options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @overload
+    def enqueue(
+        self, request: EnqueueRequest, /, *, idempotency_key: str | None = None
+    ) -> EnqueueResponse: ...
+
+    @overload
+    def enqueue(
+        self,
+        use_case: str,
+        job_type: str,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse: ...
+
+    def enqueue(
+        self,
+        use_case: str | EnqueueRequest,
+        job_type: str | None = None,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse:
+        """Enqueue one job. `delay_tolerance` is seconds or a timedelta."""
+        request = _http.enqueue_request(use_case, job_type, payload, options)
+        call = _http.enqueue_call(request, idempotency_key or self._new_key())
+        return self._request(call, EnqueueResponse)
+
+    def enqueue_batch(
+        self, requests: Sequence[EnqueueRequest], *, idempotency_key: str | None = None
+    ) -> BatchEnqueueResponse:
+        """Up to 1,000 jobs in one request and one transaction, with a result per item."""
+        call = _http.batch_call(requests, idempotency_key or self._new_key())
+        return self._request(call, BatchEnqueueResponse)
+
+    def _new_key(self) -> str | None:
+        return _http.new_idempotency_key() if self._retry.attempts > 1 else None
+
+    def get(self, job_id: UUID | str) -> Job:
+        """The job with its attempt history."""
+        return self._request(_http.get_call(job_id), Job)
+
+    def cancel(self, job_id: UUID | str) -> Job:
+        """Cancel a pending job, or mark a running one; Conflict if it already finished."""
+        sent = self._send(_http.cancel_call(job_id))
+        try:
+            return _http.parse(sent.response, Job)
+        except Conflict as err:
+            if _cancelled_by_resend(err, sent.attempts):
+                return self.get(job_id)
+            raise
+
+    def wait(self, job_id: UUID | str, *, timeout: float = 60.0, poll_interval: float = 0.5) -> Job:
+        """Poll until the job succeeded, died or was cancelled; JobsTimeout after `timeout` s."""
+        waiting = _Waiting(job_id, timeout, poll_interval)
+        while True:
+            job = self.get(job_id)
+            pause = waiting.pause_after(job)
+            if pause is None:
+                return job
+            time.sleep(pause)
+
+    def list_page(
+        self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]
+    ) -> JobPage:
+        """One page of jobs, newest first; pass `next_cursor` back as `cursor`."""
+        return self._request(_http.list_call(filters, cursor=cursor, limit=limit), JobPage)
+
+    def list(self, *, page_size: int = 100, **filters: Unpack[JobFilters]) -> Iterator[Job]:
+        """Every matching job, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.list_page(cursor=cursor, limit=page_size, **filters)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def _request(self, call: Call, model: type[M]) -> M:
+        return _http.parse(self._send(call).response, model)
+
+    def _send(self, call: Call) -> _Sent:
+        attempt = 1
+        while True:
+            outcome = self._attempt(call)
+            delay = retry_delay(self._retry, outcome, attempt=attempt, replayable=call.replayable)
+            if delay is None:
+                return _final(outcome, attempt)
+            _log_retry(call, outcome, attempt, delay)
+            time.sleep(delay)
+            attempt += 1
+
+    def _attempt(self, call: Call) -> httpx.Response | httpx.TransportError:
+        try:
+            return self._http.request(
+                call.method,
+                call.path,
+                content=call.content,
+                params=call.params,
+                headers=call.headers(),
+            )
+        except httpx.TransportError as exc:
+            return exc

@@ -1,0 +1,100 @@
+"""The coalescer with an in-memory sender: batching, bounds, and whose outcome is whose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from jobs_sdk import QuotaExceeded, Unavailable
+from jobs_sdk._coalesce import Coalescer
+
+
+class FakeSender:
+    """Doubles numbers; refuses negative ones; raises `fail` for the whole batch if set."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail = fail
+
+    async def __call__(self, items: list[int]) -> Sequence[int | Exception]:
+        self.batches.append(items)
+        await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        return [QuotaExceeded(f"no {i}") if i < 0 else 2 * i for i in items]
+
+
+async def test_concurrent_submissions_share_one_batch():
+    sender = FakeSender()
+    coalescer = Coalescer(sender, linger=0.01, max_batch=100)
+    assert await asyncio.gather(*(coalescer.submit(i) for i in range(50))) == [
+        2 * i for i in range(50)
+    ]
+    assert sender.batches == [list(range(50))]
+    await coalescer.aclose()
+
+
+async def test_a_full_batch_leaves_at_once_and_the_rest_after_the_linger():
+    sender = FakeSender()
+    coalescer = Coalescer(sender, linger=0.01, max_batch=4)
+    await asyncio.gather(*(coalescer.submit(i) for i in range(10)))
+    assert sender.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    await coalescer.aclose()
+
+
+async def test_each_caller_gets_its_own_outcome():
+    coalescer = Coalescer(FakeSender(), linger=0.001, max_batch=100)
+    outcomes = await asyncio.gather(
+        *(coalescer.submit(i) for i in (1, -2, 3)), return_exceptions=True
+    )
+    assert outcomes[0] == 2 and outcomes[2] == 6
+    assert isinstance(outcomes[1], QuotaExceeded) and outcomes[1].message == "no -2"
+    await coalescer.aclose()
+
+
+async def test_a_whole_batch_failure_reaches_every_caller_as_its_own_copy():
+    down = Unavailable("server down", status=503)
+    coalescer = Coalescer(FakeSender(fail=down), linger=0.001, max_batch=100)
+    outcomes = await asyncio.gather(
+        *(coalescer.submit(i) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, Unavailable) and o.status == 503 for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 3
+    await coalescer.aclose()
+
+
+async def test_a_caller_that_gave_up_is_not_sent():
+    sender = FakeSender()
+    coalescer = Coalescer(sender, linger=0.05, max_batch=100)
+    quitter = asyncio.create_task(coalescer.submit(1))
+    stayer = asyncio.create_task(coalescer.submit(2))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    assert await stayer == 4
+    assert sender.batches == [[2]]
+    await coalescer.aclose()
+
+
+async def test_close_sends_what_waits_and_refuses_more():
+    sender = FakeSender()
+    coalescer = Coalescer(sender, linger=60, max_batch=100)
+    waiting = asyncio.create_task(coalescer.submit(5))
+    await asyncio.sleep(0)
+    await coalescer.aclose()
+    assert await waiting == 10
+    with pytest.raises(RuntimeError):
+        await coalescer.submit(1)
+
+
+async def test_a_sender_that_miscounts_fails_its_callers_instead_of_hanging_them():
+    async def short(items: list[int]) -> Sequence[int | Exception]:
+        return items[1:]
+
+    coalescer = Coalescer(short, linger=0.001, max_batch=100)
+    outcomes = await asyncio.gather(
+        *(coalescer.submit(i) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    await coalescer.aclose()

@@ -1,0 +1,176 @@
+"""The Worker loop against in-memory fakes: concurrency, duplicates, cancellation, leases,
+shutdown. The same behaviours against PostgreSQL and SQS are in tests/integration."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel
+
+from jobs_schema import JobStatus, UseCaseConfig
+from jobs_worker import InMemoryConsumer, JobContext, Registry, Worker
+from jobs_worker.testing import InMemoryWorkerApi
+
+QUEUE = "q"
+
+
+class Item(BaseModel):
+    n: int
+    sleep: float = 0.0
+
+
+def make_worker(registry: Registry, **overrides: object) -> tuple[Worker, InMemoryWorkerApi]:
+    consumer = InMemoryConsumer(visibility_seconds=30)
+    api = InMemoryWorkerApi(consumer)
+    lease = overrides.pop("lease_seconds", 30)
+    use_case = UseCaseConfig(queue=QUEUE, timeout_seconds=5, lease_seconds=lease)
+    options: dict[str, object] = {
+        "concurrency": 4,
+        "burst_idle_seconds": 0.1,
+        "grace_seconds": 5,
+        "poll_seconds": 0.05,
+    }
+    options.update(overrides)
+    worker = Worker(registry, consumer=consumer, api=api, use_cases={"test": use_case}, **options)  # type: ignore[arg-type]
+    return worker, api
+
+
+@pytest.fixture
+def registry() -> Registry:
+    registry = Registry()
+
+    @registry.handler("double")
+    async def double(payload: Item, ctx: JobContext) -> int:
+        await asyncio.sleep(payload.sleep)
+        return payload.n * 2
+
+    return registry
+
+
+async def test_burst_runs_every_job_and_reports_results(registry):
+    worker, api = make_worker(registry)
+    sent = [api.dispatch(QUEUE, "double", {"n": i}) for i in range(25)]
+    stats = await asyncio.wait_for(worker.run(burst=True), 10)
+    assert stats.succeeded == 25
+    for m in sent:
+        job = api.jobs[m.job_id]
+        assert job.status is JobStatus.SUCCEEDED
+        assert job.reports[0].result == m.payload["n"] * 2  # type: ignore[index,operator]
+        assert job.reports[0].worker_id == worker.worker_id
+    assert api.consumer.pending(QUEUE) == 0
+
+
+async def test_concurrency_is_never_exceeded(registry):
+    running = 0
+    peak = 0
+
+    @registry.handler("count")
+    async def count(payload: Item, ctx: JobContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    worker, api = make_worker(registry, concurrency=3)
+    for i in range(20):
+        api.dispatch(QUEUE, "count", {"n": i})
+    await asyncio.wait_for(worker.run(burst=True), 10)
+    assert peak == 3
+
+
+async def test_duplicate_delivery_runs_once(registry):
+    worker, api = make_worker(registry)
+    message = api.dispatch(QUEUE, "double", {"n": 1, "sleep": 0.1})
+    api.consumer.send(QUEUE, message.model_dump_json())
+    stats = await asyncio.wait_for(worker.run(burst=True), 10)
+    assert stats.succeeded == 1 and stats.skipped == 1
+    assert len(api.jobs[message.job_id].reports) == 1
+    assert api.consumer.pending(QUEUE) == 0
+
+
+async def test_payload_left_out_of_the_message_is_fetched(registry):
+    worker, api = make_worker(registry)
+    api._embed = False
+    message = api.dispatch(QUEUE, "double", {"n": 21})
+    await asyncio.wait_for(worker.run(burst=True), 10)
+    assert api.jobs[message.job_id].reports[0].result == 42
+
+
+async def test_cancellation_reaches_the_handler(registry):
+    started = asyncio.Event()
+
+    @registry.handler("wait")
+    async def wait(payload: Item, ctx: JobContext) -> str:
+        started.set()
+        await asyncio.wait_for(ctx.wait_cancelled(), 5)
+        return "saw it"
+
+    worker, api = make_worker(registry, lease_seconds=0.3)
+    message = api.dispatch(QUEUE, "wait", {"n": 0})
+    run = asyncio.create_task(worker.run(burst=True))
+    await started.wait()
+    api.cancel(message.job_id)
+    await asyncio.wait_for(run, 10)
+    job = api.jobs[message.job_id]
+    assert job.status is JobStatus.CANCELLED
+    assert job.reports[0].result == "saw it"
+
+
+async def test_lost_lease_stops_the_handler_and_reports_nothing(registry):
+    started = asyncio.Event()
+
+    @registry.handler("long")
+    async def long(payload: Item, ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    worker, api = make_worker(registry, lease_seconds=0.3)
+    message = api.dispatch(QUEUE, "long", {"n": 0})
+    run = asyncio.create_task(worker.run(burst=True))
+    await started.wait()
+    api.jobs[message.job_id].status = JobStatus.PENDING  # e.g. the reaper took it back
+    await asyncio.wait_for(run, 5)
+    assert api.jobs[message.job_id].reports == []
+    assert api.consumer.pending(QUEUE) == 0
+
+
+async def test_stop_waits_for_handlers_within_grace_then_releases(registry):
+    worker, api = make_worker(registry, grace_seconds=0.3)
+    quick = api.dispatch(QUEUE, "double", {"n": 1, "sleep": 0.1})
+    slow = api.dispatch(QUEUE, "double", {"n": 2, "sleep": 10})
+    run = asyncio.create_task(worker.run())
+    while worker.stats.started < 2:
+        await asyncio.sleep(0.01)
+    worker.stop()
+    stats = await asyncio.wait_for(run, 5)
+    assert api.jobs[quick.job_id].status is JobStatus.SUCCEEDED
+    assert api.jobs[slow.job_id].status is JobStatus.PENDING
+    assert [r.job_id for r in api.released] == [slow.job_id]
+    assert stats.released == 1
+    assert api.consumer.pending(QUEUE) == 0
+
+
+async def test_cancelled_before_start_is_released_unrun(registry):
+    calls = 0
+
+    @registry.handler("never")
+    async def never(payload: Item, ctx: JobContext) -> None:
+        nonlocal calls
+        calls += 1
+
+    worker, api = make_worker(registry)
+    message = api.dispatch(QUEUE, "never", {"n": 0})
+    api.cancel(message.job_id)
+    await asyncio.wait_for(worker.run(burst=True), 5)
+    assert calls == 0
+    assert api.jobs[message.job_id].status is JobStatus.CANCELLED
+
+
+async def test_malformed_message_is_left_alone(registry):
+    worker, api = make_worker(registry)
+    api.consumer.send(QUEUE, "not json")
+    stats = await asyncio.wait_for(worker.run(burst=True), 5)
+    assert stats.malformed == 1
+    assert api.consumer.pending(QUEUE) == 1
