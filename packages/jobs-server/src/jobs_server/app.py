@@ -100,7 +100,7 @@ class JobsServer:
             self.config,
             default_quota=self.settings.default_tenant_quota,
             max_payload_bytes=self.settings.max_payload_bytes,
-            on_enqueued=self._wakeups.enqueued,
+            on_enqueued=self._wakeups.enqueued if self.settings.enqueue_wakeups else None,
         )
         self._outcomes = OutcomeService(store, on_slots_freed=self._wakeups.slots_freed)
         if self.settings.run_scheduler:

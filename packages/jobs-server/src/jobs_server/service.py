@@ -24,6 +24,7 @@ from jobs_schema import (
     JobStatus,
 )
 from jobs_server.auth import Principal
+from jobs_server.batching import EnqueueBatcher
 from jobs_server.errors import (
     BadRequest,
     IdempotencyMismatch,
@@ -102,6 +103,7 @@ class JobService:
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock
         self._on_enqueued = on_enqueued
+        self._batcher = EnqueueBatcher(self._store_batch)
 
     @property
     def config(self) -> JobsConfig:
@@ -161,13 +163,7 @@ class JobService:
         results: list[EnqueueResult | None] = [None] * len(new)
         todo = list(range(len(new)))
         for _ in range(_MAX_RETRIES):
-            out = await self._store.enqueue_jobs(
-                tenant,
-                quota=self._quota(tenant),
-                jobs=[new[i] for i in todo],
-                idempotency_key=key,
-                request_hash=digest,
-            )
+            out = await self._store_jobs(tenant, [new[i] for i in todo], key, digest)
             if isinstance(out, IdempotentReplay):
                 return await self._replay(out, digest, key)
             for i, r in zip(todo, out, strict=True):
@@ -182,6 +178,20 @@ class JobService:
         ]
         self._announce(final)
         return final
+
+    async def _store_jobs(
+        self, tenant: str, jobs: list[NewJob], key: str | None, digest: str | None
+    ) -> list[EnqueueResult] | IdempotentReplay:
+        if len(jobs) == 1 and key is None:
+            return [await self._batcher.submit(tenant, jobs[0])]
+        return await self._store.enqueue_jobs(
+            tenant, quota=self._quota(tenant), jobs=jobs, idempotency_key=key, request_hash=digest
+        )
+
+    async def _store_batch(self, tenant: str, jobs: list[NewJob]) -> list[EnqueueResult]:
+        out = await self._store.enqueue_jobs(tenant, quota=self._quota(tenant), jobs=jobs)
+        assert not isinstance(out, IdempotentReplay)
+        return out
 
     def _announce(self, results: list[EnqueueResult]) -> None:
         created = [r.job for r in results if r.outcome is EnqueueOutcome.CREATED and r.job]

@@ -36,6 +36,9 @@ class ServerSettings(BaseSettings):
     sqs_endpoint_url: str | None = Field(default=None, description="default: AWS's endpoint")
     aws_region: str = "us-east-1"
     run_scheduler: bool = Field(default=False, description="run the scheduler inside serve")
+    enqueue_wakeups: bool = Field(
+        default=True, description="NOTIFY the scheduler after enqueues (coalesced)"
+    )
     scheduler_tick_seconds: float = Field(default=1.0, gt=0, le=60)
     leader_ttl_seconds: float = Field(default=10.0, gt=0, le=300)
     claim_batch: int = Field(default=500, ge=1, le=10_000)

@@ -80,7 +80,7 @@ async def migrate(dsn: str, *, target: int | None = None) -> list[Migration]:
                             "applied; never edit an applied migration, add a new one"
                         )
                     continue
-                logger.info("applying migration", extra={"version": m.version, "name": m.name})
+                logger.info("applying migration", extra={"version": m.version, "migration": m.name})
                 await conn.execute(m.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
