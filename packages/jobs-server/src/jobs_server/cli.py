@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -166,59 +171,126 @@ async def _run_scheduler(settings: ServerSettings) -> None:
 def dev(
     data_dir: Annotated[Path, typer.Option(help="embedded PostgreSQL data")] = Path(".jobs-dev"),
     port: int = 8000,
+    worker: Annotated[
+        str, typer.Option(help="handlers for the dev worker, MODULE:REGISTRY ('' for none)")
+    ] = "examples.handlers:registry",
 ) -> None:
-    """Everything on one machine: embedded PostgreSQL (unless JOBS_DATABASE_URL is set),
-    migrations, the API with a printed dev token. Never use it in production."""
+    """Everything on one machine: embedded PostgreSQL (unless JOBS_DATABASE_URL is set), an SQS
+    endpoint on loopback (moto, unless JOBS_SQS_ENDPOINT_URL is set), migrations, queues, the
+    API, the scheduler and a worker. Never use it in production."""
     _configure_logging("info")
-    env_url = os.environ.get("JOBS_DATABASE_URL")
-    pg = None
-    if not env_url:
+    with contextlib.ExitStack() as stack:
+        token = _dev_environment(stack, data_dir)
+        settings = _settings()
+        try:
+            asyncio.run(_dev_prepare(settings))
+            fastapi_app = _build_app(settings)
+        except JobsServerError as exc:
+            _fail(exc.message)
+        if worker:
+            stack.enter_context(_dev_worker(worker, settings, port))
+        typer.echo(_dev_banner(settings, token, port))
+        _run_uvicorn(fastapi_app, "127.0.0.1", port, "info")
+
+
+def _dev_environment(stack: contextlib.ExitStack, data_dir: Path) -> str:
+    """Default every setting `dev` needs, starting embedded services for what is not set."""
+    if not os.environ.get("JOBS_DATABASE_URL"):
         import pgserver
 
         data_dir.mkdir(parents=True, exist_ok=True)
         pg = pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
-        env_url = pg.get_uri()
+        stack.callback(pg.cleanup)
+        os.environ["JOBS_DATABASE_URL"] = pg.get_uri()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "dev")
+    if not os.environ.get("JOBS_SQS_ENDPOINT_URL"):
+        os.environ["JOBS_SQS_ENDPOINT_URL"] = stack.enter_context(_moto_server())
     token = os.environ.get("JOBS_DEV_TOKEN") or "dev-" + secrets.token_urlsafe(12)
     defaults = {
-        "JOBS_DATABASE_URL": env_url,
         "JOBS_ADMIN_TOKEN": "dev-admin-" + token,
         "JOBS_WORKER_TOKEN": "dev-worker-" + token,
         "JOBS_CONFIG_FILE": str(Path(__file__).with_name("dev_config.toml")),
         "JOBS_TENANTS": json.dumps({"dev": {"max_active_jobs": 100_000, "tokens": [token]}}),
+        "JOBS_RUN_SCHEDULER": "true",
+        "JOBS_SCHEDULER_TICK_SECONDS": "0.5",
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
-    settings = _settings()
+    return token
+
+
+async def _dev_prepare(settings: ServerSettings) -> None:
     from jobs_server.store.migrations import migrate as run_migrations
 
-    try:
-        asyncio.run(run_migrations(settings.require_database_url()))
-        fastapi_app = _build_app(settings)
-    except JobsServerError as exc:
-        _fail(exc.message)
-    base = f"http://127.0.0.1:{port}"
-    typer.echo(
-        "\n".join(
-            [
-                "",
-                "jobs-server dev is up:",
-                f"  API          {base}/v1   (docs: {base}/docs)",
-                f"  tenant token {token}   (tenant 'dev')",
-                f"  admin token  {os.environ['JOBS_ADMIN_TOKEN']}",
-                f"  database     {settings.database_url}",
-                "",
-                f"  curl -s -X POST {base}/v1/jobs -H 'Authorization: Bearer {token}' \\",
-                "       -H 'Content-Type: application/json' \\",
-                "       -d '" + _EXAMPLE_JOB + "'",
-                "",
-            ]
-        )
+    await run_migrations(settings.require_database_url())
+    await _create_queues(settings)
+
+
+@contextlib.contextmanager
+def _moto_server() -> Iterator[str]:
+    """moto's SQS server on a free loopback port, for as long as `dev` runs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        _run_uvicorn(fastapi_app, "127.0.0.1", port, "info")
+        _wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        if pg is not None:
-            pg.cleanup()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise ConfigError("the dev SQS endpoint (moto's server) did not start; is moto installed?")
+
+
+@contextlib.contextmanager
+def _dev_worker(target: str, settings: ServerSettings, port: int) -> Iterator[None]:
+    """`jobs-worker run` as a process of its own, as in production (no import of it here)."""
+    env = os.environ | {"JOBS_SERVER_URL": f"http://127.0.0.1:{port}"}
+    use_cases = [arg for name in settings.jobs_config().use_cases for arg in ("-u", name)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs_worker", "run", target, *use_cases], env=env
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=40)
+
+
+def _dev_banner(settings: ServerSettings, token: str, port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return "\n".join(
+        [
+            "",
+            "jobs-server dev is up:",
+            f"  API          {base}/v1   (docs: {base}/docs)",
+            f"  tenant token {token}   (tenant 'dev')",
+            f"  admin token  {os.environ['JOBS_ADMIN_TOKEN']}",
+            f"  database     {settings.database_url}",
+            f"  SQS          {settings.sqs_endpoint_url}",
+            "",
+            "  enqueue a job, then read it back until it has succeeded:",
+            f"  curl -s -X POST {base}/v1/jobs -H 'Authorization: Bearer {token}' \\",
+            "       -H 'Content-Type: application/json' \\",
+            "       -d '" + _EXAMPLE_JOB + "'",
+            f"  curl -s {base}/v1/jobs/<id> -H 'Authorization: Bearer {token}'",
+            "",
+        ]
+    )
 
 
 _EXAMPLE_JOB = json.dumps(
