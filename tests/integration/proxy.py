@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class TcpProxy:
+    """Listens on a loopback TCP port; forwards to host:port, or to a unix socket path (when
+    `target_host` starts with a slash, as PostgreSQL's socket directories do)."""
+
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
@@ -32,8 +36,13 @@ class TcpProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.target
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if host.startswith("/"):
+                path = f"{host}/.s.PGSQL.{port}"
+                up_reader, up_writer = await asyncio.open_unix_connection(path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.close()
             return
@@ -54,3 +63,19 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 dst.close()
             self._writers.discard(dst)
+
+
+async def start_database_proxy(database_url: str) -> tuple[TcpProxy, str]:
+    """A running proxy in front of the test database, and the URL that goes through it (TCP on
+    loopback, whether the database listens on TCP or, embedded, on a unix socket)."""
+    parts = urlsplit(database_url)
+    query = dict(parse_qsl(parts.query))
+    host = query.pop("host", None) or parts.hostname or "127.0.0.1"
+    proxy = TcpProxy(host, parts.port or 5432)
+    await proxy.start()
+    user = parts.username or "postgres"
+    auth = f"{user}:{parts.password}" if parts.password else user
+    url = urlunsplit(
+        parts._replace(netloc=f"{auth}@127.0.0.1:{proxy.port}", query=urlencode(query))
+    )
+    return proxy, url

@@ -6,7 +6,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from fastapi import FastAPI
 
 from jobs_server.app import JobsServer
 from tests.conftest import LiveServer, make_settings
-from tests.integration.proxy import TcpProxy
+from tests.integration.proxy import start_database_proxy
 
 ACME = {"Authorization": "Bearer tok-acme"}
 GLOBEX = {"Authorization": "Bearer tok-globex"}
@@ -312,10 +311,7 @@ async def test_openapi_is_served(client):
 
 
 async def test_database_down_answers_503_and_recovers(start_server, database_url, db):
-    parts = urlsplit(database_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.start()
-    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    proxy, proxied = await start_database_proxy(database_url)
     server = await start_server(database_url=proxied)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
         assert (await c.post("/v1/jobs", json=job(), headers=ACME)).status_code == 201

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -20,7 +19,7 @@ from jobs_schema import JobMessage
 from jobs_server.errors import StoreUnavailable
 from jobs_server.scheduler import Scheduler, SchedulerConfig
 from jobs_server.store.postgres import PostgresJobStore
-from tests.integration.proxy import TcpProxy
+from tests.integration.proxy import start_database_proxy
 from tests.integration.scheduler_support import Rig, make_rig, use_case
 from tests.integration.sqs import sqs_probe
 
@@ -173,10 +172,7 @@ async def enqueue_retrying(rig: Rig, n: int) -> None:
 
 
 async def test_scheduler_rides_out_database_restart_and_killed_backend(rig, db, database_url):
-    parts = urlsplit(database_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.start()
-    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    proxy, proxied = await start_database_proxy(database_url)
     store = await PostgresJobStore.connect(proxied, min_size=1, max_size=4)
     sched = Scheduler(
         store,
