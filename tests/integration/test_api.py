@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from jobs_server.app import JobsServer
+from jobs_server.store.migrations import migrate
 from tests.conftest import LiveServer, make_settings
 from tests.integration.proxy import start_database_proxy
 
@@ -347,3 +348,39 @@ async def test_router_mounts_inside_an_existing_app(database_url):
             r = await c.post("/v1/jobs", json=job(), headers=ACME)
             assert r.status_code == 201
             assert (await c.get("/v1/jobs/nope", headers=ACME)).status_code == 422
+
+
+async def test_liveness_and_readiness(start_server, empty_database_url, database_url):
+    async with httpx.AsyncClient(timeout=30) as c:
+        ready = await start_server()
+        assert (await c.get(ready.url + "/healthz")).json() == {"status": "ok"}
+        r = await c.get(ready.url + "/readyz")
+        assert r.status_code == 200
+        assert r.json()["status"] == "ready"
+        # a database without the schema: alive, not ready, and it says how to fix it
+        unmigrated = await start_server(database_url=empty_database_url)
+        assert (await c.get(unmigrated.url + "/healthz")).status_code == 200
+        r = await c.get(unmigrated.url + "/readyz")
+        assert r.status_code == 503
+        assert r.json()["pending_migrations"] == [1]
+        assert "jobs-server migrate" in r.json()["fix"]
+        await migrate(empty_database_url)
+        assert (await c.get(unmigrated.url + "/readyz")).status_code == 200
+
+
+async def test_readiness_fails_while_the_database_is_down(start_server, database_url):
+    proxy, proxied = await start_database_proxy(database_url)
+    server = await start_server(database_url=proxied)
+    async with httpx.AsyncClient(timeout=30) as c:
+        assert (await c.get(server.url + "/readyz")).status_code == 200
+        await proxy.stop()
+        r = await c.get(server.url + "/readyz")
+        assert r.status_code == 503
+        assert r.json()["status"] == "unready"
+        await proxy.start()
+        for _ in range(50):
+            if (await c.get(server.url + "/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await c.get(server.url + "/readyz")).status_code == 200
+    await proxy.stop()

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from jobs_server.api import public, worker
+from jobs_server.api import health, public, worker
 from jobs_server.api.errors import install_error_handlers
 from jobs_server.api.limits import BodyLimitMiddleware
 from jobs_server.auth import Authenticator
@@ -82,6 +82,12 @@ class JobsServer:
         return self._service
 
     @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._store
+
+    @property
     def outcomes(self) -> OutcomeService:
         if self._outcomes is None:
             raise RuntimeError("JobsServer.start() has not run")
@@ -149,6 +155,7 @@ class JobsServer:
         app.state.jobs = self
         app.include_router(public.router)
         app.include_router(worker.router)
+        app.include_router(health.router)
         install_error_handlers(app)
         single = self.settings.max_payload_bytes + _ENVELOPE_SLACK
         batch = self.settings.max_batch_body_bytes
