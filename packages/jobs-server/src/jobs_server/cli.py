@@ -18,6 +18,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from jobs_schema import JobsConfig
 from jobs_server.errors import ConfigError, JobsServerError
 from jobs_server.settings import ServerSettings, load_settings
 
@@ -123,6 +124,91 @@ async def _create_queues(settings: ServerSettings) -> dict[str, str]:
         return await publisher.ensure_queues(specs)
     finally:
         await publisher.close()
+
+
+@app.command()
+def check() -> None:
+    """Check settings, database, migrations and queues; print a report, exit 1 on a problem."""
+    _configure_logging("warning")
+    report: list[tuple[bool, str, str]] = []
+    try:
+        settings = load_settings()
+        config = settings.jobs_config()
+    except ConfigError as exc:
+        report.append((False, "settings", exc.message))
+    else:
+        report += _check_settings(settings, config)
+        if settings.database_url:
+            report += asyncio.run(_check_database(settings.require_database_url()))
+        if config.use_cases:
+            report += asyncio.run(_check_queues(settings, config))
+    for ok, what, detail in report:
+        typer.echo(f"{'ok  ' if ok else 'FAIL'}  {what:<12} {detail}")
+    if not all(ok for ok, _, _ in report):
+        raise typer.Exit(code=1)
+
+
+def _check_settings(settings: ServerSettings, config: JobsConfig) -> list[tuple[bool, str, str]]:
+    out = [(True, "settings", "environment and config file parse")]
+    if not settings.database_url:
+        out.append((False, "settings", "JOBS_DATABASE_URL is not set"))
+    else:
+        try:
+            settings.require_database_url()
+        except ConfigError as exc:
+            out.append((False, "settings", exc.message))
+    names = ", ".join(config.use_cases) or "none: set JOBS_CONFIG_FILE or JOBS_USE_CASES"
+    out.append((bool(config.use_cases), "use cases", names))
+    if not settings.worker_token:
+        out.append((False, "tokens", "JOBS_WORKER_TOKEN is not set: workers cannot report"))
+    if not any(t.tokens for t in config.tenants.values()):
+        out.append((False, "tokens", "no tenant has a token (JOBS_TENANTS): nobody can enqueue"))
+    return out
+
+
+async def _check_database(url: str) -> list[tuple[bool, str, str]]:
+    from jobs_server.store.postgres import PostgresJobStore
+
+    try:
+        store = await PostgresJobStore.connect(url, min_size=0, max_size=1)
+    except JobsServerError as exc:
+        return [(False, "database", exc.message)]
+    try:
+        pending = await store.pending_migrations()
+    except JobsServerError as exc:
+        return [(False, "database", exc.message)]
+    finally:
+        await store.close()
+    if pending:
+        versions = ", ".join(f"{v:04d}" for v in pending)
+        return [
+            (True, "database", "reachable"),
+            (False, "migrations", f"pending: {versions}; run `jobs-server migrate`"),
+        ]
+    return [(True, "database", "reachable"), (True, "migrations", "current")]
+
+
+async def _check_queues(
+    settings: ServerSettings, config: JobsConfig
+) -> list[tuple[bool, str, str]]:
+    from jobs_server.publisher.sqs import SqsPublisher
+
+    publisher = await SqsPublisher.connect(
+        region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url
+    )
+    out = []
+    try:
+        for name, uc in config.use_cases.items():
+            try:
+                url = await publisher.queue_url(uc.queue)
+                out.append((True, "queue", f"{name}: {url}"))
+            except JobsServerError as exc:
+                out.append(
+                    (False, "queue", f"{name}: {exc.message}; run `jobs-server queues create`")
+                )
+    finally:
+        await publisher.close()
+    return out
 
 
 @app.command()

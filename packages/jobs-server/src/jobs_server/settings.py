@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
 from jobs_server.errors import ConfigError
@@ -95,6 +96,10 @@ def load_settings() -> ServerSettings:
     """Read the environment; a malformed variable raises ConfigError naming it."""
     try:
         return ServerSettings()
+    except SettingsError as exc:  # a variable that should hold JSON does not
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = "JOBS_" + field.group(1).upper() if field else "a JOBS_ variable"
+        raise ConfigError(f"{name} is not valid JSON: {exc}") from exc
     except ValidationError as exc:
         names = ", ".join(
             "JOBS_" + str(e["loc"][0]).upper() + f" ({e['msg']})" for e in exc.errors()[:5]
