@@ -9,12 +9,21 @@ import itertools
 import json
 import threading
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
 from jobs_schema import AttemptOutcome, JobStatus
-from jobs_worker import JobContext, PermanentFailure, Registry, Retry, TenantClients
+from jobs_worker import (
+    HttpWorkerApi,
+    JobContext,
+    PermanentFailure,
+    Registry,
+    Retry,
+    TenantClients,
+)
 from tests.integration import test_worker_harness as harness
+from tests.integration.proxy import TcpProxy
 from tests.integration.sqs import sqs_probe
 from tests.integration.test_worker_harness import EMAIL, PUSH, USE_CASE, MakeStack, Stack, finished
 
@@ -346,3 +355,33 @@ async def test_burst_with_many_jobs_and_bounded_concurrency(make_stack: MakeStac
     assert all(finished(j) and j.status is JobStatus.SUCCEEDED for j in jobs)
     assert stats.succeeded == 30
     assert peak == 5
+
+
+async def test_outcome_is_kept_until_the_server_is_back(make_stack: MakeStack):
+    stack = await make_stack(lease_seconds=20)
+    proxy = TcpProxy("127.0.0.1", urlsplit(stack.server.url).port or 80)
+    await proxy.start()
+    registry = Registry()
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    @registry.handler(EMAIL)
+    async def waits(payload: Email, ctx: JobContext) -> str:
+        started.set()
+        await finish.wait()
+        return "done"
+
+    # one try per call: an outage surfaces at once and the worker's own retrying shows
+    api = HttpWorkerApi(f"http://127.0.0.1:{proxy.port}", stack.server.worker_token, attempts=1)
+    worker, run = await in_background(stack, registry, api=api)
+    job_id = await stack.enqueue({"to": "a@example.com"})
+    await asyncio.wait_for(started.wait(), 15)
+    await proxy.stop()
+    finish.set()
+    await asyncio.sleep(1.5)  # the handler is done; its report keeps failing
+    assert (await stack.client.get(job_id)).status is JobStatus.RUNNING
+    await proxy.start()
+    [job] = await stack.wait_all([job_id])
+    worker.stop()
+    await run
+    await proxy.stop()
+    assert job.status is JobStatus.SUCCEEDED and job.result == "done"

@@ -33,9 +33,9 @@ PUSH = "notifications.send_push"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def use_case_config(queue_prefix: str, **overrides: Any) -> dict[str, Any]:
+def use_case_config(queue_prefix: str, name: str = USE_CASE, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "queue": f"{queue_prefix}-notifications",
+        "queue": f"{queue_prefix}-{name}",
         "capacity": 20,
         "default_delay_tolerance_seconds": 60,
         "max_attempts": 3,
@@ -84,11 +84,13 @@ class Stack:
                 raise AssertionError(f"job {job_id} never got there: {job.status} {job.history}")
             await asyncio.sleep(0.05)
 
-    async def worker(self, registry: Registry, **options: Any) -> Worker:
+    async def worker(
+        self, registry: Registry, *, api: HttpWorkerApi | None = None, **options: Any
+    ) -> Worker:
         """A worker in this process, against the real server and SQS."""
         consumer = await SqsConsumer.connect(region="us-east-1", endpoint_url=self.sqs_endpoint)
         self.exits.push_async_callback(consumer.close)
-        api = HttpWorkerApi(self.server.url, self.server.worker_token)
+        api = api or HttpWorkerApi(self.server.url, self.server.worker_token)
         self.exits.push_async_callback(api.close)
         defaults: dict[str, Any] = {
             "concurrency": 4,
@@ -100,12 +102,12 @@ class Stack:
             registry,
             consumer=consumer,
             api=api,
-            use_cases={USE_CASE: self.use_cases[USE_CASE]},
+            use_cases=self.use_cases,
             **{**defaults, **options},
         )
 
     def worker_env(self, pythonpath: Path) -> dict[str, str]:
-        config = {USE_CASE: self.use_cases[USE_CASE].model_dump(mode="json")}
+        config = {name: uc.model_dump(mode="json") for name, uc in self.use_cases.items()}
         return {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")]),
@@ -128,8 +130,14 @@ async def make_stack(
     """Factory: server + scheduler + queues for a `notifications` use case with overrides."""
     stacks: list[Stack] = []
 
-    async def make(server: dict[str, Any] | None = None, **overrides: Any) -> Stack:
-        raw = {USE_CASE: use_case_config(queue_prefix, **overrides)}
+    async def make(
+        server: dict[str, Any] | None = None,
+        use_cases: dict[str, dict[str, Any]] | None = None,
+        **overrides: Any,
+    ) -> Stack:
+        """`overrides` for the notifications use case, or `use_cases`: name -> overrides."""
+        wanted = use_cases if use_cases is not None else {USE_CASE: overrides}
+        raw = {name: use_case_config(queue_prefix, name, **o) for name, o in wanted.items()}
         use_cases = {k: UseCaseConfig.model_validate(v) for k, v in raw.items()}
         await create_queues(sqs_endpoint, use_cases)
         server = await start_server(
@@ -194,6 +202,13 @@ class WorkerProcess:
                 raise AssertionError(f"worker did not exit; its log:\n{self.output()}")
             await asyncio.sleep(0.05)
         return self.proc.returncode
+
+    async def wait_for_output(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker never logged {text!r}; its log:\n{self.output()}")
+            await asyncio.sleep(0.05)
 
     def output(self) -> str:
         self._out.flush()

@@ -9,7 +9,8 @@ import pytest
 from pydantic import BaseModel
 
 from jobs_schema import JobStatus, UseCaseConfig
-from jobs_worker import InMemoryConsumer, JobContext, Registry, Worker
+from jobs_worker import InMemoryConsumer, JobContext, Registry, Worker, runtime
+from jobs_worker.health import metrics_text
 from jobs_worker.testing import InMemoryWorkerApi
 
 QUEUE = "q"
@@ -22,7 +23,7 @@ class Item(BaseModel):
 
 def make_worker(registry: Registry, **overrides: object) -> tuple[Worker, InMemoryWorkerApi]:
     consumer = InMemoryConsumer(visibility_seconds=30)
-    api = InMemoryWorkerApi(consumer)
+    api = InMemoryWorkerApi(consumer, embed_payloads=bool(overrides.pop("embed_payloads", True)))
     lease = overrides.pop("lease_seconds", 30)
     use_case = UseCaseConfig(queue=QUEUE, timeout_seconds=5, lease_seconds=lease)
     options: dict[str, object] = {
@@ -91,8 +92,7 @@ async def test_duplicate_delivery_runs_once(registry):
 
 
 async def test_payload_left_out_of_the_message_is_fetched(registry):
-    worker, api = make_worker(registry)
-    api._embed = False
+    worker, api = make_worker(registry, embed_payloads=False)
     message = api.dispatch(QUEUE, "double", {"n": 21})
     await asyncio.wait_for(worker.run(burst=True), 10)
     assert api.jobs[message.job_id].reports[0].result == 42
@@ -174,3 +174,42 @@ async def test_malformed_message_is_left_alone(registry):
     stats = await asyncio.wait_for(worker.run(burst=True), 5)
     assert stats.malformed == 1
     assert api.consumer.pending(QUEUE) == 1
+
+
+async def test_health_reports_running_stopping_and_a_hung_receive(registry, monkeypatch):
+    worker, _ = make_worker(registry)
+    assert worker.health().problems == ["not running"]
+    run = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.05)
+    assert worker.health().ok
+    worker.stop()
+    await run
+    assert "stopping" in worker.health().problems
+
+    class Stuck(InMemoryConsumer):
+        async def receive(self, queue: str, *, max_messages: int, wait_seconds: float) -> list:
+            await asyncio.sleep(3600)
+            return []
+
+    monkeypatch.setattr(runtime, "_RECEIVE_HUNG_AFTER", 0.05)
+    stuck = Worker(
+        registry,
+        consumer=Stuck(),
+        api=InMemoryWorkerApi(Stuck()),
+        use_cases={"test": UseCaseConfig(queue=QUEUE)},
+        poll_seconds=0,
+    )
+    run = asyncio.create_task(stuck.run())
+    await asyncio.sleep(0.2)
+    assert stuck.health().problems == ["receive on test hung"]
+    stuck.stop()
+    await run
+
+
+async def test_metrics_text(registry):
+    worker, api = make_worker(registry)
+    api.dispatch(QUEUE, "double", {"n": 1})
+    await asyncio.wait_for(worker.run(burst=True), 10)
+    text = metrics_text(worker)
+    assert "jobs_worker_succeeded_total 1\n" in text
+    assert "jobs_worker_free_slots 4\n" in text

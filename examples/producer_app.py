@@ -1,0 +1,107 @@
+"""A producer service: a small FastAPI app whose endpoints enqueue jobs with jobs-sdk.
+
+    JOBS_URL=http://127.0.0.1:8000 JOBS_TOKEN=<a tenant token> \
+        uvicorn examples.producer_app:app --port 8080
+
+    curl -X POST localhost:8080/signups -H 'Content-Type: application/json' \
+        -d '{"email": "ada@example.com"}'
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from jobs_sdk import JobsClient, NotFound, QuotaExceeded
+
+__all__ = ["app", "create_app"]
+
+
+class Signup(BaseModel):
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class IncomingMessage(BaseModel):
+    message_id: str
+    text: str
+
+
+class Conversation(BaseModel):
+    messages: list[str] = Field(min_length=1)
+
+
+class Accepted(BaseModel):
+    job_id: UUID
+    status: str
+    deduplicated: bool = False
+
+
+def _jobs(request: Request) -> JobsClient:
+    client: JobsClient = request.app.state.jobs
+    return client
+
+
+Jobs = Annotated[JobsClient, Depends(_jobs)]
+
+
+def create_app(client: JobsClient | None = None) -> FastAPI:
+    """`client` for tests; by default one from JOBS_URL and JOBS_TOKEN."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # one client for the app's lifetime: it pools connections and batches enqueues
+        async with client or JobsClient.from_env() as jobs:
+            app.state.jobs = jobs
+            yield
+
+    app = FastAPI(title="example producer", lifespan=lifespan)
+    app.post("/signups", status_code=202)(welcome_email)
+    app.post("/messages", status_code=202)(label_message)
+    app.post("/conversations/{conversation_id}/analysis", status_code=202)(analyse)
+    app.get("/jobs/{job_id}")(job_status)
+    return app
+
+
+async def welcome_email(body: Signup, jobs: Jobs) -> Accepted:
+    try:
+        result = await jobs.enqueue(
+            "notifications",
+            "notifications.send_email",
+            {"to": body.email, "subject": "Welcome!"},
+            dedup_key=f"welcome:{body.email}",  # a double-clicked signup sends one email
+            delay_tolerance=30,
+        )
+    except QuotaExceeded as exc:
+        raise HTTPException(429, "too many jobs pending; try again later") from exc
+    return Accepted(
+        job_id=result.job.id, status=result.job.status, deduplicated=result.deduplicated
+    )
+
+
+async def label_message(body: IncomingMessage, jobs: Jobs) -> Accepted:
+    result = await jobs.enqueue("message_labeling", "messages.label", body.model_dump())
+    return Accepted(job_id=result.job.id, status=result.job.status)
+
+
+async def analyse(conversation_id: str, body: Conversation, jobs: Jobs) -> Accepted:
+    payload = {"conversation_id": conversation_id, "messages": body.messages}
+    result = await jobs.enqueue(
+        "message_labeling", "messages.analyse_conversation", payload, delay_tolerance=300
+    )
+    return Accepted(job_id=result.job.id, status=result.job.status)
+
+
+async def job_status(job_id: UUID, jobs: Jobs) -> dict[str, object]:
+    try:
+        job = await jobs.get(job_id)
+    except NotFound as exc:
+        raise HTTPException(404, "no such job") from exc
+    return {"status": job.status, "result": job.result, "attempts": job.attempts}
+
+
+app = create_app()

@@ -1,0 +1,231 @@
+"""`jobs-worker run MODULE:REGISTRY --use-case NAME`: settings are read here, once, and
+passed down; every setting, the registry and the queues are checked before the first receive."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, NoReturn
+
+import typer
+
+from jobs_schema import JobsConfig, UseCaseConfig
+from jobs_worker.consumer.sqs import SqsConsumer
+from jobs_worker.context import TenantClients
+from jobs_worker.errors import ConfigError, JobsWorkerError
+from jobs_worker.health import serve_health
+from jobs_worker.registry import Registry
+from jobs_worker.reporter import HttpWorkerApi
+from jobs_worker.runtime import Worker, WorkerStats
+from jobs_worker.settings import WorkerSettings, load_settings
+
+__all__ = ["app", "load_registry", "main"]
+
+app = typer.Typer(help="jobs-worker: run job handlers for jobs-server.", no_args_is_help=True)
+logger = logging.getLogger("jobs_worker")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def load_registry(target: str) -> Registry:
+    """Import `module:attribute` (from the current directory too, as uvicorn does)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{target!r} is not MODULE:REGISTRY, e.g. myapp.handlers:registry")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
+    registry = getattr(module, attr, None)
+    if not isinstance(registry, Registry):
+        found = "nothing" if registry is None else type(registry).__name__
+        raise ConfigError(f"{target!r} is {found}, not a jobs_worker.Registry")
+    return registry
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="MODULE:REGISTRY, e.g. myapp.handlers:registry")],
+    use_case: Annotated[
+        list[str], typer.Option("--use-case", "-u", help="a use case to consume (repeatable)")
+    ],
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="handlers at once; default: JOBS_CONCURRENCY")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="return once the queues are empty")] = False,
+    grace_seconds: Annotated[
+        float | None, typer.Option(min=0, help="on SIGTERM; default: JOBS_GRACE_SECONDS")
+    ] = None,
+    log_level: str = "info",
+) -> None:
+    """Consume the use cases' queues and run the registry's handlers until SIGTERM."""
+    _configure_logging(log_level)
+    try:
+        settings = load_settings()
+        registry = load_registry(target)
+        use_cases = settings.select_use_cases(use_case)
+        settings.require_server()
+    except JobsWorkerError as exc:
+        _fail(exc.message)
+    overrides = {"concurrency": concurrency, "grace_seconds": grace_seconds}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    try:
+        asyncio.run(_serve(settings, registry, use_cases, burst=burst))
+    except JobsWorkerError as exc:
+        _fail(exc.message)
+    _exit_despite_stuck_threads()
+
+
+@app.command()
+def check(target: Annotated[str, typer.Argument(help="MODULE:REGISTRY")]) -> None:
+    """Import the registry (running every registration check) and list its handlers."""
+    try:
+        registry = load_registry(target)
+    except JobsWorkerError as exc:
+        _fail(exc.message)
+    for h in registry:
+        kind = "async" if h.is_async else "sync"
+        typer.echo(
+            f"{h.name}: {h.func.__module__}.{h.func.__qualname__} "
+            f"({h.payload_model.__name__}, {kind})"
+        )
+
+
+async def _serve(
+    settings: WorkerSettings,
+    registry: Registry,
+    use_cases: dict[str, UseCaseConfig],
+    *,
+    burst: bool,
+) -> WorkerStats:
+    url, token = settings.require_server()
+    api = HttpWorkerApi(url, token, timeout=settings.request_timeout_seconds)
+    clients = TenantClients(url, _tenant_tokens(settings.jobs_config()))
+    consumer = await SqsConsumer.connect(
+        region=settings.aws_region,
+        endpoint_url=settings.sqs_endpoint_url,
+        max_connections=len(use_cases) + 8,
+    )
+    try:
+        await api.check()
+        for uc in use_cases.values():
+            await consumer.queue_url(uc.queue)
+        worker = _worker(settings, registry, use_cases, consumer=consumer, api=api, clients=clients)
+        _on_signals(worker)
+        async with _health_port(worker, settings):
+            return await worker.run(burst=burst)
+    finally:
+        await clients.aclose()
+        await api.close()
+        await consumer.close()
+
+
+def _worker(
+    settings: WorkerSettings,
+    registry: Registry,
+    use_cases: dict[str, UseCaseConfig],
+    *,
+    consumer: SqsConsumer,
+    api: HttpWorkerApi,
+    clients: TenantClients,
+) -> Worker:
+    return Worker(
+        registry,
+        consumer=consumer,
+        api=api,
+        use_cases=use_cases,
+        concurrency=settings.concurrency,
+        grace_seconds=settings.grace_seconds,
+        clients=clients,
+        poll_seconds=settings.poll_seconds,
+        burst_idle_seconds=settings.burst_idle_seconds,
+        report_batch=settings.report_batch,
+        report_linger=settings.report_linger_seconds,
+        report_retry_seconds=settings.report_retry_seconds,
+    )
+
+
+@asynccontextmanager
+async def _health_port(worker: Worker, settings: WorkerSettings) -> AsyncIterator[None]:
+    if settings.health_port is None:
+        yield
+        return
+    try:
+        server = await serve_health(worker, host=settings.health_host, port=settings.health_port)
+    except OSError as exc:
+        port = settings.health_port
+        raise ConfigError(f"JOBS_HEALTH_PORT: cannot listen on {port}: {exc}") from exc
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _tenant_tokens(config: JobsConfig) -> dict[str, str]:
+    return {
+        name: tenant.tokens[0].get_secret_value()
+        for name, tenant in config.tenants.items()
+        if tenant.tokens
+    }
+
+
+def _on_signals(worker: Worker) -> None:
+    """First SIGTERM/SIGINT: graceful stop; a second: release what runs and exit now."""
+    loop = asyncio.get_running_loop()
+
+    def handle(signum: int) -> None:
+        hurry = worker.stopping
+        logger.info("signal received", extra={"signal": signum, "hurry": hurry})
+        worker.stop(now=hurry)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, handle, signum)
+
+
+def _exit_despite_stuck_threads() -> None:
+    # a sync handler past its timeout cannot be interrupted; interpreter exit would wait for it
+    stuck = [t for t in threading.enumerate() if t.name.startswith("jobs-handler")]
+    for thread in stuck:
+        thread.join(timeout=0.2)  # idle pool threads are on their way out
+    stuck = [t for t in stuck if t.is_alive()]
+    if stuck:
+        logger.warning("exiting with sync handlers still running", extra={"count": len(stuck)})
+        logging.shutdown()
+        os._exit(0)
+
+
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class _ExtraFormatter(logging.Formatter):
+    """Messages are constant; the variable parts travel in `extra`: show them as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        return line + "".join(f" {k}={v}" for k, v in extra.items())
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ExtraFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    # one line per request would drown the worker's own lines
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def main() -> None:
+    app()

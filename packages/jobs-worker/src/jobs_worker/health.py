@@ -1,0 +1,73 @@
+"""The worker's own small HTTP port (JOBS_HEALTH_PORT): `GET /healthz` for container health
+checks (200 while running, 503 once stopping or a loop is dead or hung) and `GET /metrics`
+(Prometheus text). Plain asyncio: a worker needs no web framework for two paths."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from jobs_worker.runtime import Worker
+
+__all__ = ["metrics_text", "serve_health"]
+
+logger = logging.getLogger(__name__)
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+async def serve_health(worker: Worker, *, host: str, port: int) -> asyncio.Server:
+    """Start serving; close the returned server when the worker has stopped."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            status, ctype, body = _answer(worker, request.split(b"\r\n", 1)[0])
+            writer.write(_response(status, ctype, body))
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, host, port)
+    logger.info("health port open", extra={"host": host, "port": port})
+    return server
+
+
+def _answer(worker: Worker, request_line: bytes) -> tuple[int, str, bytes]:
+    method, _, rest = request_line.decode("latin-1").partition(" ")
+    path = rest.split(" ", 1)[0].split("?", 1)[0]
+    if method not in ("GET", "HEAD"):
+        return 405, "text/plain", b"GET only\n"
+    if path == "/healthz":
+        health = worker.health()
+        body = {"ok": health.ok, "problems": health.problems, "worker_id": worker.worker_id}
+        return 200 if health.ok else 503, "application/json", json.dumps(body).encode()
+    if path == "/metrics":
+        return 200, "text/plain; version=0.0.4", metrics_text(worker).encode()
+    return 404, "text/plain", b"try /healthz or /metrics\n"
+
+
+def _response(status: int, ctype: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def metrics_text(worker: Worker) -> str:
+    """The worker's counters and gauges in Prometheus' text format."""
+    lines = []
+    for name, value in vars(worker.stats).items():
+        metric = f"jobs_worker_{name}_total"
+        lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
+    gauges = {"running": worker.running, "free_slots": worker.free_slots}
+    for name, value in gauges.items():
+        lines += [f"# TYPE jobs_worker_{name} gauge", f"jobs_worker_{name} {value}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,606 @@
+"""The worker: receive job messages, run their handlers (at most `concurrency` at once, each
+under its use case's timeout), heartbeat them, report outcomes in batches, delete messages.
+
+The server is the source of truth and SQS messages are only wake-ups: a message whose lease
+is gone (a duplicate delivery, a stale copy) is deleted without running, and every report is
+fenced by its lease on the server, so the worker can be killed between any two steps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from jobs_schema import (
+    JobMessage,
+    LeaseRef,
+    LeaseState,
+    OutcomeAck,
+    OutcomeKind,
+    OutcomeReport,
+    UseCaseConfig,
+)
+from jobs_worker.batching import Batcher
+from jobs_worker.consumer.base import Consumer, ReceivedMessage
+from jobs_worker.context import JobContext, JobsClientProvider, job_logger
+from jobs_worker.errors import JobsWorkerError, WorkerApiError
+from jobs_worker.execution import Failed, Outcome, execute
+from jobs_worker.heartbeats import Heartbeater, HeldLease
+from jobs_worker.registry import Registry
+from jobs_worker.reporter import JobGone, Reporter, ServerUnavailable, WorkerApi
+
+__all__ = ["Worker", "WorkerHealth", "WorkerStats", "new_worker_id"]
+
+logger = logging.getLogger(__name__)
+
+_RECEIVE_MAX = 10  # SQS hands out at most 10 messages a receive
+_BURST_WAIT = 1.0
+_RECEIVE_BACKOFF = (0.5, 10.0)
+_REPORT_RETRY_PAUSE = 1.0
+# a receive in flight this long past its long poll has hung (e.g. a connection silently dropped)
+_RECEIVE_HUNG_AFTER = 30.0
+
+Key = tuple[UUID, int, UUID]
+
+
+def new_worker_id() -> str:
+    """Unique per process start; recorded on the attempts this worker runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerStats:
+    received: int = 0
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    stale: int = 0  # outcomes the server refused: the lease had moved on
+    skipped: int = 0  # messages not run: duplicates, or their lease was already gone
+    released: int = 0
+    malformed: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    ok: bool
+    problems: list[str]
+
+
+@dataclass(eq=False)
+class _Attempt:
+    job: JobMessage
+    lease: HeldLease
+    config: UseCaseConfig
+    task: asyncio.Task[None] | None = None
+    holds_slot: bool = True
+    released: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.job.job_id, self.job.attempt, self.job.lease_token)
+
+
+class _Slots:
+    """Handler slots; a receive reserves the slots its messages will take."""
+
+    def __init__(self, total: int) -> None:
+        self.free = total
+        self._freed = asyncio.Event()
+
+    async def reserve(self, up_to: int) -> int:
+        while self.free == 0:
+            self._freed.clear()
+            await self._freed.wait()
+        taken = min(up_to, self.free)
+        self.free -= taken
+        return taken
+
+    def release(self, count: int = 1) -> None:
+        if count:
+            self.free += count
+            self._freed.set()
+
+
+@dataclass
+class _Idle:
+    """What burst mode needs to know: when each queue last came back empty."""
+
+    last_activity: float
+    empty_since: dict[str, float] = field(default_factory=dict)
+
+
+class Worker:
+    """Consume the use cases' queues and run the registry's handlers.
+
+    `run()` until `stop()` (SIGTERM in the CLI), or with `burst=True` until the queues are
+    empty. The consumer, the API client and the tenant clients belong to the caller."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        consumer: Consumer,
+        api: WorkerApi,
+        use_cases: dict[str, UseCaseConfig],
+        concurrency: int = 10,
+        grace_seconds: float = 30.0,
+        worker_id: str | None = None,
+        clients: JobsClientProvider | None = None,
+        poll_seconds: float = 20.0,
+        burst_idle_seconds: float = 1.0,
+        report_batch: int = 100,
+        report_linger: float = 0.02,
+        report_retry_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not use_cases:
+            raise JobsWorkerError("a worker needs at least one use case to consume")
+        if concurrency < 1:
+            raise JobsWorkerError("concurrency must be at least 1")
+        self.registry = registry
+        self.worker_id = worker_id or new_worker_id()
+        self.stats = WorkerStats()
+        self._consumer = consumer
+        self._api = api
+        self._use_cases = dict(use_cases)
+        self._concurrency = concurrency
+        self._grace = grace_seconds
+        self._clients = clients
+        self._poll = poll_seconds
+        self._burst_idle = burst_idle_seconds
+        self._report_retry = report_retry_seconds
+        self._clock = clock
+        self._slots = _Slots(concurrency)
+        self._running: dict[Key, _Attempt] = {}
+        self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._idle = _Idle(last_activity=clock())
+        self._background: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._receiving: dict[str, float] = {}  # queue -> when its receive in flight began
+        self._heartbeater = Heartbeater(api, consumer, worker_id=self.worker_id, clock=clock)
+        self._reporter = Reporter(api, max_batch=report_batch, linger=report_linger)
+        self._deleter: Batcher[ReceivedMessage, bool] = Batcher(
+            self._delete_batch, max_batch=_RECEIVE_MAX, linger=report_linger
+        )
+        # sync handlers get threads of their own: the loop's default executor stays free for
+        # the asyncio.to_thread calls of handlers (and libraries) themselves
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="jobs-handler")
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def free_slots(self) -> int:
+        return self._slots.free
+
+    def health(self) -> WorkerHealth:
+        """For a liveness check: running, no loop dead, no receive hung."""
+        problems = []
+        if not self._tasks:
+            problems.append("not running")
+        if self.stopping:
+            problems.append("stopping")
+        problems += [f"loop ended: {t.get_name()}" for t in self._tasks if t.done()]
+        hung = self._clock() - self._poll - _RECEIVE_HUNG_AFTER
+        problems += [f"receive on {q} hung" for q, t in self._receiving.items() if t < hung]
+        return WorkerHealth(ok=not problems, problems=problems)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop receiving; running handlers get `grace_seconds` to finish (none if `now`),
+        then what is left is released to run again elsewhere."""
+        self._stopping.set()
+        if now:
+            self._hurry.set()
+
+    async def run(self, *, burst: bool = False) -> WorkerStats:
+        """Consume until stopped (or, in burst mode, until the queues are empty)."""
+        self._warn_missing_handlers()
+        logger.info(
+            "worker started",
+            extra={"worker_id": self.worker_id, "use_cases": list(self._use_cases)},
+        )
+        self._idle.last_activity = self._clock()
+        heartbeats = asyncio.create_task(
+            self._guard("heartbeats", self._heartbeater.run()), name="heartbeats"
+        )
+        loops = [
+            asyncio.create_task(
+                self._guard(f"receive {name}", self._receive_loop(name, uc, burst)),
+                name=f"receive {name}",
+            )
+            for name, uc in self._use_cases.items()
+        ]
+        if burst:
+            loops.append(asyncio.create_task(self._burst_monitor()))
+        self._tasks = [heartbeats, *loops]
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(loops, heartbeats)
+        logger.info("worker stopped", extra={"worker_id": self.worker_id, **vars(self.stats)})
+        return self.stats
+
+    async def _guard(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
+        """A loop that dies of a bug stops the worker (gracefully) instead of idling on."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("worker loop crashed; stopping", extra={"loop": name})
+            self.stop()
+
+    def _warn_missing_handlers(self) -> None:
+        for name, uc in self._use_cases.items():
+            missing = [t for t in uc.job_types if t not in self.registry]
+            if missing:
+                logger.warning(
+                    "use case has job types without a handler here; such jobs will fail",
+                    extra={"use_case": name, "job_types": missing},
+                )
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def _receive_loop(self, name: str, uc: UseCaseConfig, burst: bool) -> None:
+        want = _RECEIVE_MAX
+        failures = 0
+        while not self._stopping.is_set():
+            reserved = await self._slots.reserve(want)
+            started = self._receiving[name] = self._clock()
+            try:
+                messages = await self._consumer.receive(
+                    uc.queue, max_messages=reserved, wait_seconds=self._wait(burst)
+                )
+            except JobsWorkerError as exc:
+                self._slots.release(reserved)
+                failures += 1
+                await self._receive_failed(name, exc, failures)
+                continue
+            except BaseException:
+                self._slots.release(reserved)
+                raise
+            finally:
+                self._receiving.pop(name, None)
+            failures = 0
+            self._slots.release(reserved - len(messages))
+            if messages:
+                self._idle.last_activity = self._clock()
+                await self._admit(name, uc, messages)
+            else:
+                self._idle.empty_since[name] = started
+            want = self._next_want(len(messages))
+
+    def _wait(self, burst: bool) -> float:
+        # several queues share the slots; a long poll holding one would starve the others
+        # when there are fewer slots than queues
+        short = burst or self._concurrency < len(self._use_cases)
+        return min(self._poll, _BURST_WAIT) if short else self._poll
+
+    def _next_want(self, got: int) -> int:
+        if len(self._use_cases) == 1:
+            return _RECEIVE_MAX
+        # an idle queue reserves one slot while it polls; a busy one grows its share
+        return max(1, min(_RECEIVE_MAX, 2 * got))
+
+    async def _receive_failed(self, name: str, exc: JobsWorkerError, failures: int) -> None:
+        low, high = _RECEIVE_BACKOFF
+        delay = min(high, low * 2 ** (failures - 1))
+        logger.warning(
+            "receive failed", extra={"use_case": name, "error": exc.message, "retry_in": delay}
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    async def _admit(self, name: str, uc: UseCaseConfig, messages: list[ReceivedMessage]) -> None:
+        """Start the messages' attempts; each holds one reserved slot until its handler ends."""
+        self.stats.received += len(messages)
+        attempts = []
+        for received in messages:
+            attempt = self._attempt_for(received, uc)
+            if attempt is None:
+                self._slots.release()
+                continue
+            self._running[attempt.key] = attempt
+            attempts.append(attempt)
+        # one heartbeat for the batch: a stale or duplicate message is not run at all
+        await self._heartbeater.beat([a.lease for a in attempts])
+        for attempt in attempts:
+            if attempt.lease.state is LeaseState.LOST:
+                self._skip(attempt)
+            else:
+                attempt.task = asyncio.create_task(self._run_attempt(attempt))
+
+    def _attempt_for(self, received: ReceivedMessage, uc: UseCaseConfig) -> _Attempt | None:
+        try:
+            job = JobMessage.model_validate_json(received.body)
+        except ValidationError as exc:
+            # no lease to report against; SQS's redrive moves it to the dead-letter queue
+            self.stats.malformed += 1
+            logger.error(
+                "message is not a job message; left for the dead-letter queue",
+                extra={
+                    "queue": received.queue,
+                    "message_id": received.message_id,
+                    "error": str(exc),
+                },
+            )
+            return None
+        config = self._use_cases.get(job.use_case, uc)
+        attempt = _Attempt(job=job, lease=self._lease(job, received, config), config=config)
+        if attempt.key in self._running:
+            self.stats.skipped += 1
+            logger.info("duplicate delivery of a running attempt", extra=_job_extra(job))
+            self._delete_soon(received)
+            return None
+        return attempt
+
+    def _lease(self, job: JobMessage, received: ReceivedMessage, uc: UseCaseConfig) -> HeldLease:
+        ref = LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token)
+        lease = HeldLease(ref=ref, message=received, seconds=uc.lease_duration_seconds)
+        lease.on_lost = lambda: self._lease_lost(ref)
+        return lease
+
+    def _skip(self, attempt: _Attempt) -> None:
+        self.stats.skipped += 1
+        logger.info("lease already gone; message dropped", extra=_job_extra(attempt.job))
+        self._free_slot(attempt)
+        self._running.pop(attempt.key, None)
+        self._delete_soon(attempt.lease.message)
+
+    def _lease_lost(self, ref: LeaseRef) -> None:
+        attempt = self._running.get((ref.job_id, ref.attempt, ref.lease_token))
+        if attempt is not None and attempt.task is not None:
+            attempt.task.cancel()  # its outcome could not count any more
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
+        self._heartbeater.track(attempt.lease)
+        try:
+            done = await self._run_handler(attempt)
+            if done is not None:
+                await self._finish(attempt, *done)
+        except asyncio.CancelledError:
+            if attempt.lease.state is not LeaseState.LOST or attempt.released:
+                raise
+            logger.warning("handler stopped: lease lost", extra=_job_extra(attempt.job))
+            await self._delete(attempt.lease.message)
+        except Exception:
+            logger.exception("attempt failed inside the worker", extra=_job_extra(attempt.job))
+        finally:
+            self._free_slot(attempt)
+            self._heartbeater.untrack(attempt.lease)
+            self._running.pop(attempt.key, None)
+            self._idle.last_activity = self._clock()
+
+    async def _run_handler(self, attempt: _Attempt) -> tuple[Outcome, datetime] | None:
+        job = attempt.job
+        try:
+            if attempt.lease.state is LeaseState.CANCELLED:
+                await self._give_back([attempt], reason="cancelled before it started")
+                return None
+            payload = job.payload
+            if payload is None:  # too large for the message
+                payload = await self._api.payload(job.job_id)
+        except JobGone:
+            self._skip_gone(attempt)
+            return None
+        except WorkerApiError as exc:
+            # the message stays and comes back after its visibility timeout
+            logger.error("payload not fetched", extra={**_job_extra(job), "error": exc.message})
+            return None
+        self.stats.started += 1
+        started_at = datetime.now(UTC)
+        try:
+            outcome = await execute(
+                self.registry.get(job.job_type),
+                payload,
+                self._context(attempt),
+                timeout_seconds=attempt.config.timeout_seconds,
+                executor=self._executor,
+                known=self.registry.names,
+            )
+        finally:
+            self._free_slot(attempt)
+        return outcome, started_at
+
+    def _skip_gone(self, attempt: _Attempt) -> None:
+        self.stats.skipped += 1
+        logger.info("job no longer running; message dropped", extra=_job_extra(attempt.job))
+        self._delete_soon(attempt.lease.message)
+
+    def _context(self, attempt: _Attempt) -> JobContext:
+        job = attempt.job
+        handler = self.registry.get(job.job_type)
+        base = logging.getLogger(handler.func.__module__ if handler else __name__)
+        return JobContext(
+            job_id=job.job_id,
+            tenant=job.tenant,
+            use_case=job.use_case,
+            job_type=job.job_type,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            deadline=job.deadline,
+            worker_id=self.worker_id,
+            logger=job_logger(base, **_job_extra(job)),
+            trace_context=job.trace_context,
+            _cancel=attempt.lease.cancel,
+            _clients=self._clients,
+            _loop=asyncio.get_running_loop(),
+        )
+
+    async def _finish(self, attempt: _Attempt, outcome: Outcome, started_at: datetime) -> None:
+        report = _report(attempt.job, outcome, worker_id=self.worker_id, started_at=started_at)
+        ack = await self._report(attempt, report)
+        if ack is None:
+            return  # the message stays: it comes back after its visibility, or the lease expires
+        if isinstance(outcome, Failed):
+            self.stats.failed += 1
+        else:
+            self.stats.succeeded += 1
+        if not ack.applied:
+            self.stats.stale += 1
+            logger.warning(
+                "outcome refused as stale", extra={**_job_extra(attempt.job), "status": ack.status}
+            )
+        await self._delete(attempt.lease.message)
+
+    async def _report(self, attempt: _Attempt, report: OutcomeReport) -> OutcomeAck | None:
+        """The work is done: keep offering its outcome (the lease is still heartbeated) while
+        the server is unreachable, up to `report_retry_seconds`."""
+        give_up = self._clock() + self._report_retry
+        while True:
+            try:
+                return await self._reporter.report(report)
+            except ServerUnavailable as exc:
+                if self._clock() >= give_up or self._hurry.is_set():
+                    error = exc.message
+                    break
+                await asyncio.sleep(_REPORT_RETRY_PAUSE)
+            except WorkerApiError as exc:
+                error = exc.message
+                break
+        logger.error("outcome not reported", extra={**_job_extra(attempt.job), "error": error})
+        return None
+
+    def _free_slot(self, attempt: _Attempt) -> None:
+        if attempt.holds_slot:
+            attempt.holds_slot = False
+            self._slots.release()
+
+    # -- deleting ------------------------------------------------------------------------------
+
+    async def _delete(self, message: ReceivedMessage) -> None:
+        try:
+            deleted = await self._deleter.submit(message)
+        except JobsWorkerError as exc:
+            deleted = False
+            logger.warning("message not deleted", extra={"error": exc.message})
+        if not deleted:
+            # harmless: when it comes back its lease is gone and it is dropped unrun
+            logger.info("message not deleted", extra={"message_id": message.message_id})
+
+    def _delete_soon(self, message: ReceivedMessage) -> None:
+        task = asyncio.create_task(self._delete(message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delete_batch(self, messages: list[ReceivedMessage]) -> list[bool]:
+        failed = await self._consumer.delete(messages)
+        return [m.receipt not in failed for m in messages]
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def _burst_monitor(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(0.05)
+            if self._running:
+                continue
+            idle = self._idle
+            all_empty = all(
+                idle.empty_since.get(name, -math.inf) >= idle.last_activity
+                for name in self._use_cases
+            )
+            if all_empty and self._clock() - idle.last_activity >= self._burst_idle:
+                self.stop()
+
+    async def _shutdown(
+        self, loops: list[asyncio.Task[None]], heartbeats: asyncio.Task[None]
+    ) -> None:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await self._wait_for_handlers()
+        # also attempts admitted but not started: the receive loop stopped mid-admission
+        unfinished = [a for a in self._running.values() if a.task is None or not a.task.done()]
+        for attempt in unfinished:
+            attempt.released = True
+            if attempt.task is not None:
+                attempt.task.cancel()
+        await asyncio.gather(*(a.task for a in unfinished if a.task), return_exceptions=True)
+        await self._give_back(unfinished, reason="worker stopping")
+        await self._reporter.aclose()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._deleter.aclose()
+        heartbeats.cancel()
+        await asyncio.gather(heartbeats, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _wait_for_handlers(self) -> None:
+        """Until every attempt is done, the grace period is over or `stop(now=True)`."""
+        tasks = [a.task for a in self._running.values() if a.task is not None]
+        if not tasks or self._hurry.is_set():
+            return
+        logger.info(
+            "waiting for running handlers", extra={"count": len(tasks), "grace": self._grace}
+        )
+        # waiting on asyncio.wait (not gather) so that giving up does not cancel the attempts
+        all_done = asyncio.ensure_future(asyncio.wait(tasks))
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait(
+                [all_done, hurry], timeout=self._grace, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            all_done.cancel()
+            hurry.cancel()
+
+    async def _give_back(self, attempts: list[_Attempt], *, reason: str) -> None:
+        """Release the leases so the jobs run again soon (a cancelled job ends cancelled),
+        then drop their messages: the scheduler publishes new ones."""
+        if not attempts:
+            return
+        leases = [a.lease.ref for a in attempts]
+        try:
+            released = set(await self._api.release(self.worker_id, leases))
+        except WorkerApiError as exc:
+            logger.error("leases not released; they will expire", extra={"error": exc.message})
+            return
+        self.stats.released += len(released)
+        logger.info("leases released", extra={"count": len(released), "reason": reason})
+        await asyncio.gather(*(self._delete(a.lease.message) for a in attempts))
+
+
+def _report(
+    job: JobMessage, outcome: Outcome, *, worker_id: str, started_at: datetime
+) -> OutcomeReport:
+    failed = isinstance(outcome, Failed)
+    return OutcomeReport(
+        job_id=job.job_id,
+        attempt=job.attempt,
+        lease_token=job.lease_token,
+        outcome=OutcomeKind.FAILED if failed else OutcomeKind.SUCCEEDED,
+        worker_id=worker_id,
+        result=None if isinstance(outcome, Failed) else outcome.result,
+        failure=outcome.failure if isinstance(outcome, Failed) else None,
+        started_at=started_at,
+    )
+
+
+def _job_extra(job: JobMessage) -> dict[str, object]:
+    return {
+        "job_id": str(job.job_id),
+        "job_type": job.job_type,
+        "use_case": job.use_case,
+        "tenant": job.tenant,
+        "attempt": job.attempt,
+    }

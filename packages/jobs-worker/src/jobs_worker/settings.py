@@ -1,0 +1,119 @@
+"""WorkerSettings: the one place jobs-worker reads its environment (JOBS_*). Use cases come
+from JOBS_CONFIG_FILE (the TOML file the server reads) and/or JOBS_USE_CASES (JSON)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
+from jobs_worker.errors import ConfigError
+
+__all__ = ["WorkerSettings", "load_settings"]
+
+
+class WorkerSettings(BaseSettings):
+    """Built once in the CLI and passed down; the environment wins over the file per name."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBS_", extra="ignore", frozen=True)
+
+    server_url: str | None = Field(
+        default=None, description="the jobs server, e.g. http://jobs:8000"
+    )
+    worker_token: SecretStr | None = None
+    sqs_endpoint_url: str | None = Field(default=None, description="default: AWS's endpoint")
+    aws_region: str = "us-east-1"
+
+    config_file: Path | None = None
+    use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
+    tenants: dict[str, TenantConfig] = Field(
+        default_factory=dict, description="tenant tokens, for handlers' follow-up enqueues"
+    )
+
+    concurrency: int = Field(default=10, ge=1, le=10_000, description="handlers run at once")
+    grace_seconds: float = Field(
+        default=30.0, ge=0, description="on SIGTERM, how long running handlers may still take"
+    )
+    poll_seconds: float = Field(default=20.0, ge=0, le=20, description="SQS long-poll wait")
+    burst_idle_seconds: float = Field(
+        default=1.0, ge=0, description="burst mode returns after its queues were empty this long"
+    )
+    report_batch: int = Field(default=100, ge=1, le=1000)
+    report_linger_seconds: float = Field(default=0.02, ge=0, le=5)
+    report_retry_seconds: float = Field(
+        default=60.0, ge=0, description="how long to keep offering an outcome to a server down"
+    )
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    health_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve GET /healthz and /metrics here"
+    )
+    health_host: str = Field(default="0.0.0.0", description="where the health port listens")
+
+    def jobs_config(self) -> JobsConfig:
+        base = _read_config_file(self.config_file) if self.config_file else JobsConfig()
+        try:
+            return JobsConfig(
+                use_cases={**base.use_cases, **self.use_cases},
+                tenants={**base.tenants, **self.tenants},
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"JOBS_USE_CASES / JOBS_TENANTS: {_first_errors(exc)}") from exc
+
+    def select_use_cases(self, names: list[str]) -> dict[str, UseCaseConfig]:
+        """The named use cases' configs; an unknown name is a ConfigError listing the known."""
+        known = self.jobs_config().use_cases
+        if not names:
+            raise ConfigError("name at least one use case to consume (--use-case NAME)")
+        missing = [n for n in names if n not in known]
+        if missing:
+            where = "JOBS_USE_CASES / JOBS_CONFIG_FILE"
+            raise ConfigError(
+                f"unknown use case {', '.join(map(repr, missing))}: {where} defines "
+                f"{', '.join(map(repr, sorted(known))) or 'none'}"
+            )
+        return {n: known[n] for n in names}
+
+    def require_server(self) -> tuple[str, str]:
+        """JOBS_SERVER_URL and JOBS_WORKER_TOKEN, or a ConfigError naming the missing one."""
+        if not self.server_url:
+            raise ConfigError("JOBS_SERVER_URL is not set; set it to the jobs server's URL")
+        if not self.server_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"JOBS_SERVER_URL must start with http:// or https:// (got {self.server_url!r})"
+            )
+        if self.worker_token is None or not self.worker_token.get_secret_value():
+            raise ConfigError("JOBS_WORKER_TOKEN is not set; set it to the server's worker token")
+        return self.server_url, self.worker_token.get_secret_value()
+
+
+def _read_config_file(path: Path) -> JobsConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {path} is not valid TOML: {exc}") from exc
+    try:
+        return JobsConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {path}: {_first_errors(exc)}") from exc
+
+
+def _first_errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def load_settings() -> WorkerSettings:
+    """Read the environment; a malformed variable raises ConfigError naming it."""
+    try:
+        return WorkerSettings()
+    except ValidationError as exc:
+        names = ", ".join(
+            "JOBS_" + str(e["loc"][0]).upper() + f" ({e['msg']})" for e in exc.errors()[:5]
+        )
+        raise ConfigError(f"bad settings: {names}") from exc
+    except SettingsError as exc:  # e.g. JOBS_USE_CASES is not JSON
+        raise ConfigError(f"bad settings: {exc}") from exc
