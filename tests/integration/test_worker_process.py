@@ -126,6 +126,9 @@ async def test_sigkill_mid_handler_jobs_retry_after_lease_on_another_worker(
         attempt = int(killed[str(job.id)])
         *expired, last = job.history or []
         assert [a.outcome for a in expired] == [AttemptOutcome.LEASE_EXPIRED] * attempt
+        # the killed attempt names its worker: learnt from the heartbeat before it died
+        assert expired[-1].worker_id is not None
+        assert expired[-1].worker_id != second.worker_id
         assert last.outcome is AttemptOutcome.SUCCEEDED
         assert last.attempt == attempt + 1 and last.worker_id == second.worker_id
 

@@ -15,6 +15,7 @@ from jobs_schema import (
     HeartbeatResult,
     JobStatus,
     LeaseRef,
+    LeaseState,
     OutcomeAck,
     OutcomeKind,
     OutcomeReport,
@@ -87,6 +88,12 @@ class OutcomeService:
     async def heartbeat(self, req: HeartbeatRequest) -> HeartbeatResponse:
         statuses = await self._store.extend_leases(
             list(req.items), extend_seconds=[i.extend_seconds for i in req.items]
+        )
+        # the attempt learns its worker now, not only when it reports: a worker that dies
+        # mid-handler is still named on the attempt the reaper closes
+        held = {s.id for s in statuses if s.state is not LeaseState.LOST}
+        await self._store.mark_attempts_started(
+            [i for i in req.items if i.job_id in held], worker_id=req.worker_id
         )
         return HeartbeatResponse(
             results=[
