@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from jobs_server.store.migrations import available_migrations
 from tests.conftest import free_port
 
 
@@ -128,4 +129,5 @@ def test_check_reports_pending_migrations(empty_database_url, sqs_endpoint):
         }
     )
     assert r.returncode == 1
-    assert "pending: 0001; run `jobs-server migrate`" in r.stdout
+    versions = ", ".join(f"{m.version:04d}" for m in available_migrations())
+    assert f"pending: {versions}; run `jobs-server migrate`" in r.stdout
