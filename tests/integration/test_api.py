@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from jobs_server.app import JobsServer
-from jobs_server.store.migrations import migrate
+from jobs_server.store.migrations import available_migrations, migrate
 from tests.conftest import LiveServer, make_settings
 from tests.integration.proxy import start_database_proxy
 
@@ -362,7 +362,7 @@ async def test_liveness_and_readiness(start_server, empty_database_url, database
         assert (await c.get(unmigrated.url + "/healthz")).status_code == 200
         r = await c.get(unmigrated.url + "/readyz")
         assert r.status_code == 503
-        assert r.json()["pending_migrations"] == [1]
+        assert r.json()["pending_migrations"] == [m.version for m in available_migrations()]
         assert "jobs-server migrate" in r.json()["fix"]
         await migrate(empty_database_url)
         assert (await c.get(unmigrated.url + "/readyz")).status_code == 200
@@ -384,3 +384,22 @@ async def test_readiness_fails_while_the_database_is_down(start_server, database
             await asyncio.sleep(0.1)
         assert (await c.get(server.url + "/readyz")).status_code == 200
     await proxy.stop()
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ('{"x": NaN}', "NaN or Infinity"),
+        ('{"x": 1e400}', "NaN or Infinity"),
+        ('{"x": "a\\u0000b"}', "NUL character"),
+        ('{"x": "\\ud800"}', "unpaired UTF-16 surrogate"),
+    ],
+)
+async def test_payloads_postgres_cannot_store_are_refused_clearly(client, db, raw, says):
+    body = '{"use_case": "labeling", "job_type": "t", "payload": ' + raw + "}"
+    r = await client.post(
+        "/v1/jobs", content=body.encode(), headers=ACME | {"Content-Type": "application/json"}
+    )
+    assert r.status_code in (400, 422), r.text
+    assert says in r.json()["error"]["message"]
+    assert await db.fetchval("SELECT count(*) FROM jobs") == 0

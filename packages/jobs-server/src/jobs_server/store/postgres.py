@@ -7,11 +7,13 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
+from pydantic import TypeAdapter
 
 from jobs_schema import (
     AttemptOutcome,
@@ -25,18 +27,28 @@ from jobs_schema import (
 )
 from jobs_server.errors import StoreUnavailable
 from jobs_server.store.base import (
+    ActionBatch,
     ClaimedJob,
+    DispatchStat,
     EnqueueOutcome,
     EnqueueResult,
     FailedAttempt,
     IdempotentReplay,
+    JobCounts,
     JobFilter,
     LeaderLease,
     LeaseStatus,
+    MinuteStats,
     NewJob,
+    QueueDepth,
+    QueueSnapshot,
+    RetryRules,
     RunningLease,
+    SchedulerPass,
+    SchedulerStatus,
     SucceededAttempt,
 )
+from jobs_server.store.migrations import applied_versions, available_migrations
 
 __all__ = ["PostgresJobStore", "load_queries"]
 
@@ -82,6 +94,17 @@ def _encode_jsonb(value: Any) -> bytes:
 
 def _decode_jsonb(data: bytes) -> Any:
     return json.loads(data[1:])
+
+
+# json.dumps(value, separators=...) builds an encoder on every call, and json.loads of bytes
+# first detects their encoding; these are the same encoder and decoder, built once.
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
+_from_json = json.JSONDecoder().decode
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """No session state is ever left on a pooled connection (no SET, LISTEN or session
+    advisory lock; settings are fixed at connect), so asyncpg's reset round trip is skipped."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -138,6 +161,7 @@ class PostgresJobStore:
                 timeout=connect_timeout,
                 command_timeout=60,
                 init=_init_connection,
+                reset=_no_reset,
                 # JIT compiles for hundreds of ms when estimates are large (skip scans, laterals);
                 # every query here is short OLTP work where it only ever costs.
                 server_settings={"jit": "off"},
@@ -180,25 +204,27 @@ class PostgresJobStore:
         idempotency_key: str | None = None,
         request_hash: str | None = None,
     ) -> list[EnqueueResult] | IdempotentReplay:
+        # JSON as text (see enqueue_jobs in queries.sql): the jsonb codec builds a json encoder
+        # per value.
         args = (
             tenant,
             quota,
             [j.id for j in jobs],
             [j.use_case for j in jobs],
             [j.job_type for j in jobs],
-            [j.payload for j in jobs],
+            [_to_json(j.payload) for j in jobs],
             [j.priority for j in jobs],
             [j.run_at for j in jobs],
             [j.deadline for j in jobs],
             [j.max_attempts for j in jobs],
-            [j.backoff.model_dump(mode="json") for j in jobs],
+            _shared_json([j.backoff for j in jobs], lambda b: b.model_dump(mode="json")),
             [j.dedup_key for j in jobs],
-            [j.trace_context for j in jobs],
+            _shared_json([j.trace_context for j in jobs], lambda c: c),
         )
         async with self._conn() as conn:
             if idempotency_key is None:
                 rows = await conn.fetch(self._q["enqueue_jobs"], *args)
-                return [_enqueue_result(r) for r in rows]
+                return _enqueue_results(rows)
             async with conn.transaction():
                 claimed = await conn.fetchval(
                     self._q["claim_idempotency_key"], tenant, idempotency_key, request_hash
@@ -209,7 +235,7 @@ class PostgresJobStore:
                     )
                     return _replay(rec)
                 rows = await conn.fetch(self._q["enqueue_jobs"], *args)
-                results = [_enqueue_result(r) for r in rows]
+                results = _enqueue_results(rows)
                 stored = [[str(r.job.id) if r.job else None, r.outcome.value] for r in results]
                 await conn.execute(
                     self._q["save_idempotency_result"], tenant, idempotency_key, stored
@@ -237,24 +263,15 @@ class PostgresJobStore:
                 error_type=r["error_type"],
                 error_message=r["error_message"],
                 traceback=r["traceback"],
+                deadline=r["deadline"],
             )
             for r in rows
         ]
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]:
-        rows = await self._run(
-            lambda c: c.fetch(
-                self._q["list_jobs"],
-                flt.tenant,
-                flt.status.value if flt.status else None,
-                flt.use_case,
-                flt.job_type,
-                flt.created_after,
-                flt.created_before,
-                flt.before_id,
-                flt.limit,
-            )
-        )
+        args: list[Any] = [flt.limit]
+        q = _filtered(self._q["list_jobs"], flt, args)
+        rows = await self._run(lambda c: c.fetch(q, *args))
         return [_job(r["j"]) for r in rows]
 
     async def cancel_job(self, job_id: UUID, *, tenant: str | None) -> Job | None:
@@ -263,6 +280,11 @@ class PostgresJobStore:
 
     async def ping(self) -> None:
         await self._run(lambda c: c.fetchval(self._q["ping"]))
+
+    async def pending_migrations(self) -> list[int]:
+        """Versions this code has that the database does not (readiness)."""
+        applied = await self._run(applied_versions)
+        return [m.version for m in available_migrations() if m.version not in applied]
 
     # -- scheduler and worker path ----------------------------------------------------------
 
@@ -370,6 +392,8 @@ class PostgresJobStore:
         ]
 
     async def mark_attempts_started(self, leases: list[LeaseRef], *, worker_id: str) -> None:
+        if not leases:
+            return
         ids, attempts, _ = _lease_arrays(leases)
         q = self._q["mark_attempts_started"]
         await self._run(lambda c: c.execute(q, ids, attempts, worker_id))
@@ -404,6 +428,222 @@ class PostgresJobStore:
                 raise StoreUnavailable(f"cannot LISTEN: {exc}") from exc
             raise
         return _PgSubscription(conn)
+
+    # -- operator actions --------------------------------------------------------------------
+
+    async def count_jobs(
+        self, flt: JobFilter, *, statuses: frozenset[JobStatus] | None = None
+    ) -> tuple[int, UUID | None]:
+        args: list[Any] = []
+        q = _filtered(self._q["count_jobs"], flt, args, statuses=statuses)
+        rec = await self._run(lambda c: c.fetchrow(q, *args))
+        return int(rec["n"]), rec["max_id"]
+
+    async def cancel_jobs(
+        self, flt: JobFilter, *, batch: int, before_id: UUID | None
+    ) -> ActionBatch:
+        args: list[Any] = [batch, before_id]
+        q = _filtered(self._q["cancel_jobs"], flt, args)
+        return _action_batch(await self._retrying(q, args))
+
+    async def retry_jobs(
+        self, flt: JobFilter, *, batch: int, before_id: UUID | None, rules: RetryRules
+    ) -> ActionBatch:
+        args: list[Any] = [
+            batch,
+            before_id,
+            list(rules.tolerances),
+            list(rules.tolerances.values()),
+            list(rules.quotas),
+            list(rules.quotas.values()),
+            rules.default_quota,
+            rules.default_tolerance,
+        ]
+        q = _filtered(self._q["retry_jobs"], flt, args)
+        return _action_batch(await self._retrying(q, args))
+
+    async def _retrying(self, q: str, args: list[Any]) -> Any:
+        """A bulk statement locks many rows and waits for them: a deadlock with a concurrent
+        report, or a dedup key an enqueue took meanwhile, fails it as a whole; run it again."""
+        for attempt in range(3):
+            try:
+                return await self._run(lambda c: c.fetchrow(q, *args))
+            except (
+                asyncpg.exceptions.DeadlockDetectedError,
+                asyncpg.exceptions.UniqueViolationError,
+            ):
+                if attempt == 2:
+                    raise
+                logger.info("bulk action batch retried", extra={"attempt": attempt + 1})
+        raise AssertionError("unreachable")
+
+    # -- dashboard statistics ----------------------------------------------------------------
+
+    async def record_scheduler_pass(self, name: str, info: SchedulerPass) -> None:
+        args = (
+            name,
+            info.holder,
+            info.epoch,
+            info.last_pass_at,
+            info.last_pass_seconds,
+            info.passes,
+            info.dispatched,
+        )
+        await self._run(lambda c: c.execute(self._q["record_scheduler_pass"], *args))
+
+    async def refresh_job_counts(self, name: str) -> None:
+        await self._run(lambda c: c.execute(self._q["refresh_job_counts"], name))
+
+    async def add_dispatch_stats(self, stats: list[DispatchStat]) -> None:
+        if not stats:
+            return
+        args = (
+            [s.minute for s in stats],
+            [s.use_case for s in stats],
+            [s.tenant for s in stats],
+            [s.dispatched for s in stats],
+            [s.missed for s in stats],
+            [s.slack_sum for s in stats],
+            [s.slack_min for s in stats],
+            [s.slack_max for s in stats],
+        )
+        await self._run(lambda c: c.execute(self._q["add_dispatch_stats"], *args))
+
+    async def roll_up_finished(
+        self, name: str, *, use_cases: list[str], lag_seconds: float, max_window_seconds: float
+    ) -> int:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["ensure_scheduler_status"], name)
+            n = await conn.fetchval(
+                self._q["roll_up_finished"], name, use_cases, lag_seconds, max_window_seconds
+            )
+        return int(n)
+
+    async def prune_job_stats(self, *, older_than_seconds: float) -> int:
+        q = self._q["prune_job_stats"]
+        status = await self._run(lambda c: c.execute(q, older_than_seconds))
+        return int(status.split()[-1])
+
+    async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]:
+        rows = await self._run(lambda c: c.fetch(self._q["get_job_counts"], tenant))
+        return [JobCounts(**dict(r)) for r in rows]
+
+    async def get_minute_stats(self, *, since: datetime, tenant: str | None) -> list[MinuteStats]:
+        rows = await self._run(lambda c: c.fetch(self._q["get_minute_stats"], since, tenant))
+        return [
+            MinuteStats(
+                minute=r["minute"],
+                use_case=r["use_case"],
+                dispatched=int(r["dispatched"]),
+                missed=int(r["missed"]),
+                slack_sum=float(r["slack_sum"]),
+                slack_min=r["slack_min"],
+                slack_max=r["slack_max"],
+                succeeded=int(r["succeeded"]),
+                dead=int(r["dead"]),
+                cancelled=int(r["cancelled"]),
+            )
+            for r in rows
+        ]
+
+    async def get_scheduler_status(self, name: str) -> SchedulerStatus:
+        r = await self._run(lambda c: c.fetchrow(self._q["get_scheduler_status"], name))
+        return SchedulerStatus(
+            now=r["now"],
+            holder=r["holder"],
+            epoch=r["epoch"],
+            lease_expires_at=r["expires_at"],
+            live=r["live"],
+            last_pass_at=r["last_pass_at"],
+            last_pass_seconds=r["last_pass_seconds"],
+            passes=int(r["passes"]),
+            dispatched=int(r["dispatched"]),
+            counts_at=r["counts_at"],
+        )
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    async def count_active_jobs(self, *, tenants: list[str]) -> QueueSnapshot:
+        rows = await self._run(lambda c: c.fetch(self._q["count_active_jobs"], tenants))
+        measured_at = rows[0]["measured_at"] if rows else datetime.now(UTC)
+        return QueueSnapshot(
+            measured_at=measured_at,
+            rows=[
+                QueueDepth(
+                    use_case=r["use_case"],
+                    tenant=r["tenant"],
+                    pending=int(r["pending"]),
+                    due=int(r["due"]),
+                    running=int(r["running"]),
+                    oldest_due_run_at=r["oldest_due_run_at"],
+                )
+                for r in rows
+            ],
+        )
+
+
+# Job ids are UUIDv7 (service.new_job_id): their first 48 bits are the creation time in ms, a
+# few ms before created_at. A created-at range is also an id range, which the id indexes seek
+# to; the margin covers clock skew between the servers and the database.
+_ID_CLOCK_MARGIN = timedelta(minutes=10)
+
+
+def _id_floor(at: datetime) -> UUID:
+    ms = max(0, int(at.timestamp() * 1000))
+    return UUID(int=(min(ms, (1 << 48) - 1)) << 80)
+
+
+def job_filter(
+    flt: JobFilter, args: list[Any], *, statuses: frozenset[JobStatus] | None = None
+) -> str:
+    """The AND of `flt`'s filters over `jobs j` (and of `statuses`), with their values appended
+    to `args`. Only the filters given appear, each as a fixed fragment; values are parameters."""
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    clauses = []
+    if statuses is not None:
+        clauses.append(f"j.status = ANY ({arg(sorted(s.value for s in statuses))}::job_status[])")
+    if flt.job_id is not None:
+        clauses.append(f"j.id = {arg(flt.job_id)}")
+    if flt.tenant is not None:
+        clauses.append(f"j.tenant = {arg(flt.tenant)}")
+    if flt.status is not None:
+        clauses.append(f"j.status = {arg(flt.status.value)}::job_status")
+    if flt.use_case is not None:
+        clauses.append(f"j.use_case = {arg(flt.use_case)}")
+    if flt.job_type is not None:
+        clauses.append(f"j.job_type = {arg(flt.job_type)}")
+    if flt.dedup_key is not None:
+        clauses.append(f"j.dedup_key = {arg(flt.dedup_key)}")
+    if flt.created_after is not None:
+        clauses.append(f"j.created_at >= {arg(flt.created_after)}")
+        clauses.append(f"j.id >= {arg(_id_floor(flt.created_after - _ID_CLOCK_MARGIN))}")
+    if flt.created_before is not None:
+        clauses.append(f"j.created_at < {arg(flt.created_before)}")
+        clauses.append(f"j.id < {arg(_id_floor(flt.created_before + _ID_CLOCK_MARGIN))}")
+    if flt.before_id is not None:
+        clauses.append(f"j.id < {arg(flt.before_id)}")
+    if flt.max_id is not None:
+        clauses.append(f"j.id <= {arg(flt.max_id)}")
+    return " AND ".join(clauses) or "true"
+
+
+def _filtered(
+    query: str, flt: JobFilter, args: list[Any], *, statuses: frozenset[JobStatus] | None = None
+) -> str:
+    return query.replace("/*filter*/", "(" + job_filter(flt, args, statuses=statuses) + ")")
+
+
+def _action_batch(rec: Any) -> ActionBatch:
+    return ActionBatch(
+        picked=int(rec["picked"]),
+        touched=int(rec["touched"]),
+        last_id=rec["last_id"],
+        use_cases=frozenset(rec["use_cases"]),
+    )
 
 
 class _PgSubscription:
@@ -453,15 +693,44 @@ def _running(r: Any) -> RunningLease:
         lease_token=r["lease_token"],
         max_attempts=r["max_attempts"],
         backoff=BackoffPolicy.model_validate(r["backoff"]),
+        tenant=r["tenant"],
+        use_case=r["use_case"],
     )
 
 
-def _enqueue_result(rec: Any) -> EnqueueResult:
-    job = rec["job"]
-    return EnqueueResult(
-        outcome=EnqueueOutcome(rec["outcome"]),
-        job=_job(job) if job is not None and job["id"] is not None else None,
-    )
+def _shared_json(values: list[T | None], jsonable: Callable[[T], Any]) -> list[str | None]:
+    """JSON text per value, each object encoded once: the jobs of a call mostly share one
+    backoff policy (their use case's) and one trace context (the request's)."""
+    done: dict[int, str] = {}
+    out: list[str | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+        elif (text := done.get(id(v))) is not None:
+            out.append(text)
+        else:
+            out.append(done.setdefault(id(v), _to_json(jsonable(v))))
+    return out
+
+
+_JOBS = TypeAdapter(list[Job])
+_OUTCOMES = {o.value: o for o in EnqueueOutcome}
+
+
+def _enqueue_results(rows: list[Any]) -> list[EnqueueResult]:
+    """One result per row; a row's job columns are null when it has no job. The jobs are
+    validated in one call: pydantic's overhead per call is a good part of a small job's cost."""
+    jobs = iter(_JOBS.validate_python([_job_fields(r) for r in rows if r["id"] is not None]))
+    return [
+        EnqueueResult(_OUTCOMES[r["outcome"]], next(jobs) if r["id"] is not None else None)
+        for r in rows
+    ]
+
+
+def _job_fields(rec: Any) -> dict[str, Any]:
+    fields = dict(rec)
+    fields["payload"] = _from_json(fields["payload"])  # text, see enqueue_jobs in queries.sql
+    return fields
 
 
 def _replay(rec: Any) -> IdempotentReplay:

@@ -2,28 +2,34 @@
 -- called by the PostgresJobStore method of the same name.
 
 -- name: enqueue_jobs
-SELECT ord, outcome, job
-FROM jobs_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+-- The job as plain columns, not the `jobs` composite: asyncpg decodes those faster, and skips
+-- backoff and trace_context, which Job does not carry. JSON travels as text both ways, encoded
+-- and decoded in PostgresJobStore.enqueue_jobs more cheaply than by the jsonb codec.
+SELECT ord, outcome, (job).id, (job).tenant, (job).use_case, (job).job_type, (job).payload::text,
+       (job).status, (job).priority, (job).run_at, (job).deadline, (job).attempts,
+       (job).max_attempts, (job).dedup_key, (job).result, (job).last_error,
+       (job).cancel_requested, (job).deadline_missed, (job).created_at, (job).updated_at,
+       (job).finished_at
+FROM jobs_enqueue($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10, $11::text[]::jsonb[],
+                  $12, $13::text[]::jsonb[]);
 
 -- name: get_job
 SELECT j FROM jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2);
 
 -- name: get_job_attempts
 SELECT attempt, outcome, worker_id, dispatched_at, started_at, finished_at,
-       error_type, error_message, traceback
+       error_type, error_message, traceback, deadline
 FROM job_attempts WHERE job_id = $1 ORDER BY attempt;
 
 -- name: list_jobs
+-- Newest first, keyset on id. The filter marker becomes the AND of the filters given
+-- (job_filter in postgres.py, parameters from $2): each combination is its own statement,
+-- planned for the index that serves it, where a catch-all `$n IS NULL OR ...` lets a cached
+-- generic plan ignore them all.
 SELECT j FROM jobs j
-WHERE ($1::text IS NULL OR j.tenant = $1)
-  AND ($2::job_status IS NULL OR j.status = $2)
-  AND ($3::text IS NULL OR j.use_case = $3)
-  AND ($4::text IS NULL OR j.job_type = $4)
-  AND ($5::timestamptz IS NULL OR j.created_at >= $5)
-  AND ($6::timestamptz IS NULL OR j.created_at < $6)
-  AND ($7::uuid IS NULL OR j.id < $7)
+WHERE /*filter*/
 ORDER BY j.id DESC
-LIMIT $8;
+LIMIT $1;
 
 -- name: cancel_job
 -- A pending job is cancelled at once; a running one is marked and ends cancelled when its
@@ -239,14 +245,14 @@ WITH input AS (
 SELECT id, status FROM done;
 
 -- name: find_expired_leases
-SELECT id, attempts, lease_token, max_attempts, backoff
+SELECT id, attempts, lease_token, max_attempts, backoff, tenant, use_case
 FROM jobs
 WHERE status = 'running' AND lease_expires_at < now()
 ORDER BY lease_expires_at
 LIMIT $1;
 
 -- name: get_leases
-SELECT id, attempts, lease_token, max_attempts, backoff
+SELECT id, attempts, lease_token, max_attempts, backoff, tenant, use_case
 FROM jobs WHERE id = ANY ($1::uuid[]) AND status = 'running';
 
 -- name: extend_leases
@@ -270,7 +276,7 @@ FROM input i LEFT JOIN extended e ON e.id = i.id;
 -- name: mark_attempts_started
 UPDATE job_attempts a SET started_at = coalesce(a.started_at, now()), worker_id = $3
 FROM unnest($1::uuid[], $2::integer[]) AS i(id, attempt)
-WHERE a.job_id = i.id AND a.attempt = i.attempt;
+WHERE a.job_id = i.id AND a.attempt = i.attempt AND a.worker_id IS NULL;
 
 -- name: get_payload
 SELECT payload FROM jobs WHERE id = $1 AND status = 'running';
@@ -317,3 +323,231 @@ SELECT pg_notify($1, $2);
 
 -- name: count_running
 SELECT use_case, count(*) AS n FROM jobs WHERE status = 'running' GROUP BY use_case;
+
+-- name: count_jobs
+-- The confirmation of a bulk action: how many match, and the newest id (the action's bound).
+-- The filter's parameters from $1.
+SELECT (SELECT count(*) FROM jobs j WHERE /*filter*/) AS n,
+       (SELECT j.id FROM jobs j WHERE /*filter*/ ORDER BY j.id DESC LIMIT 1) AS max_id;
+
+-- name: cancel_jobs
+-- One batch of a bulk cancel, as cancel_job does it: pending jobs end cancelled at once,
+-- running ones are marked. Keyset from $2 down, at most $1 rows locked per statement.
+WITH picked AS (
+    SELECT j.id FROM jobs j
+    WHERE /*filter*/ AND j.status IN ('pending', 'running') AND NOT j.cancel_requested
+      AND ($2::uuid IS NULL OR j.id < $2)
+    ORDER BY j.id DESC
+    LIMIT $1
+    FOR UPDATE
+), done AS (
+    UPDATE jobs j SET
+        status = CASE WHEN j.status = 'pending' THEN 'cancelled'::job_status ELSE j.status END,
+        cancel_requested = j.cancel_requested OR j.status = 'running',
+        finished_at = CASE WHEN j.status = 'pending' THEN now() ELSE j.finished_at END,
+        updated_at = now()
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.use_case
+)
+SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS touched,
+       (SELECT id FROM picked ORDER BY id LIMIT 1) AS last_id,
+       (SELECT coalesce(array_agg(DISTINCT use_case), '{}') FROM done) AS use_cases;
+
+-- name: retry_jobs
+-- One batch of retries: dead or cancelled jobs become pending now, with a new deadline (now +
+-- the use case's default tolerance, $3/$4, else $8) and at least one attempt left. A job whose
+-- dedup key an active job holds stays as it is (so does all but the newest of a batch's jobs
+-- sharing a key), and so do jobs past their tenant's quota ($5/$6, else $7; null: none): the
+-- usage rows are locked after the job rows, the order enqueue and the usage trigger use.
+-- The attempts so far keep the deadline they ran under. Keyset from $2 down, at most $1 rows
+-- per statement; the filter's parameters from $9.
+WITH picked AS (
+    SELECT j.id, j.tenant, j.use_case, j.dedup_key FROM jobs j
+    WHERE /*filter*/ AND j.status IN ('dead', 'cancelled')
+      AND ($2::uuid IS NULL OR j.id < $2)
+    ORDER BY j.id DESC
+    LIMIT $1
+    FOR UPDATE
+), usage AS (
+    SELECT u.tenant, u.active FROM tenant_usage u
+    WHERE u.tenant IN (SELECT tenant FROM picked)
+    ORDER BY u.tenant
+    FOR UPDATE
+), eligible AS (
+    SELECT e.id, e.tenant, row_number() OVER (PARTITION BY e.tenant ORDER BY e.id DESC) AS n
+    FROM (
+        SELECT DISTINCT ON (p.tenant, p.use_case, coalesce('k:' || p.dedup_key, 'i:' || p.id))
+               p.id, p.tenant
+        FROM picked p
+        WHERE p.dedup_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM jobs a
+            WHERE a.tenant = p.tenant AND a.use_case = p.use_case AND a.dedup_key = p.dedup_key
+              AND a.status IN ('pending', 'running'))
+        ORDER BY p.tenant, p.use_case, coalesce('k:' || p.dedup_key, 'i:' || p.id), p.id DESC
+    ) e
+), granted AS (
+    SELECT e.id FROM eligible e
+    LEFT JOIN usage u ON u.tenant = e.tenant
+    LEFT JOIN unnest($5::text[], $6::bigint[]) AS q(tenant, quota) ON q.tenant = e.tenant
+    WHERE coalesce(q.quota, $7::bigint) IS NULL
+       OR e.n <= coalesce(q.quota, $7::bigint) - coalesce(u.active, 0)
+), stamped AS (
+    UPDATE job_attempts a SET deadline = j.deadline
+    FROM jobs j
+    WHERE j.id = a.job_id AND a.job_id = ANY (ARRAY(SELECT id FROM granted)) AND a.deadline IS NULL
+), done AS (
+    UPDATE jobs j SET
+        status = 'pending',
+        run_at = now(),
+        deadline = now() + coalesce(
+            (SELECT t.seconds FROM unnest($3::text[], $4::float8[]) AS t(use_case, seconds)
+             WHERE t.use_case = j.use_case), $8::float8) * interval '1 second',
+        max_attempts = greatest(j.max_attempts, j.attempts + 1),
+        deadline_missed = false,
+        cancel_requested = false,
+        result = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        finished_at = NULL,
+        updated_at = now()
+    WHERE j.id = ANY (ARRAY(SELECT id FROM granted))
+    RETURNING j.id, j.use_case
+)
+SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS touched,
+       (SELECT id FROM picked ORDER BY id LIMIT 1) AS last_id,
+       (SELECT coalesce(array_agg(DISTINCT use_case), '{}') FROM done) AS use_cases;
+
+-- name: record_scheduler_pass
+INSERT INTO scheduler_status AS s
+    (name, holder, epoch, last_pass_at, last_pass_seconds, passes, dispatched, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+ON CONFLICT (name) DO UPDATE SET
+    holder = EXCLUDED.holder,
+    epoch = EXCLUDED.epoch,
+    last_pass_at = EXCLUDED.last_pass_at,
+    last_pass_seconds = EXCLUDED.last_pass_seconds,
+    passes = EXCLUDED.passes,
+    dispatched = EXCLUDED.dispatched,
+    updated_at = now();
+
+-- name: refresh_job_counts
+-- Replace the active-jobs snapshot with one GROUP BY over pending and running rows (the only
+-- statement here whose cost grows with the backlog; the scheduler runs it in the background).
+WITH fresh AS (
+    SELECT tenant, use_case,
+           count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
+           count(*) FILTER (WHERE status = 'pending' AND deadline < now()) AS overdue,
+           count(*) FILTER (WHERE status = 'running') AS running,
+           min(run_at) FILTER (WHERE status = 'pending' AND run_at <= now()) AS oldest_due,
+           min(deadline) FILTER (WHERE status = 'pending' AND run_at <= now()) AS earliest
+    FROM jobs WHERE status IN ('pending', 'running')
+    GROUP BY tenant, use_case
+), gone AS (
+    DELETE FROM job_counts c
+    WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.tenant = c.tenant AND f.use_case = c.use_case)
+), stamped AS (
+    UPDATE scheduler_status SET counts_at = now() WHERE name = $1
+)
+INSERT INTO job_counts AS c (tenant, use_case, pending, due, overdue, running, oldest_due_run_at,
+                             earliest_due_deadline)
+SELECT tenant, use_case, pending, due, overdue, running, oldest_due, earliest FROM fresh
+ON CONFLICT (tenant, use_case) DO UPDATE SET
+    pending = EXCLUDED.pending,
+    due = EXCLUDED.due,
+    overdue = EXCLUDED.overdue,
+    running = EXCLUDED.running,
+    oldest_due_run_at = EXCLUDED.oldest_due_run_at,
+    earliest_due_deadline = EXCLUDED.earliest_due_deadline;
+
+-- name: add_dispatch_stats
+INSERT INTO job_stats_minute AS m
+    (minute, use_case, tenant, dispatched, missed, slack_sum, slack_min, slack_max)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::integer[], $5::integer[],
+                     $6::float8[], $7::float8[], $8::float8[])
+ON CONFLICT (minute, use_case, tenant) DO UPDATE SET
+    dispatched = m.dispatched + EXCLUDED.dispatched,
+    missed = m.missed + EXCLUDED.missed,
+    slack_sum = m.slack_sum + EXCLUDED.slack_sum,
+    slack_min = least(m.slack_min, EXCLUDED.slack_min),
+    slack_max = greatest(m.slack_max, EXCLUDED.slack_max);
+
+-- name: roll_up_finished
+-- Add the jobs that finished since the watermark to job_stats_minute, through jobs_finished_idx,
+-- and move the watermark. The window ends $3 seconds ago (finished_at is its statement's start:
+-- a report still committing must not be passed by) and spans at most $4 seconds; the first
+-- window starts an hour back. The status row's lock makes concurrent callers take turns.
+-- $1 scheduler name, $2 use cases.
+WITH state AS (
+    SELECT finished_through FROM scheduler_status WHERE name = $1 FOR UPDATE
+), bounds AS (
+    SELECT lo, least(now() - $3 * interval '1 second', lo + $4 * interval '1 second') AS hi
+    FROM (SELECT coalesce((SELECT finished_through FROM state), now() - interval '1 hour')
+          AS lo) s
+), counted AS (
+    INSERT INTO job_stats_minute AS m (minute, use_case, tenant, succeeded, dead, cancelled)
+    SELECT date_trunc('minute', j.finished_at), j.use_case, j.tenant,
+           count(*) FILTER (WHERE j.status = 'succeeded'),
+           count(*) FILTER (WHERE j.status = 'dead'),
+           count(*) FILTER (WHERE j.status = 'cancelled')
+    FROM jobs j, bounds b
+    WHERE j.use_case = ANY ($2::text[]) AND j.status IN ('succeeded', 'dead', 'cancelled')
+      AND j.finished_at >= b.lo AND j.finished_at < b.hi
+    GROUP BY 1, 2, 3
+    ON CONFLICT (minute, use_case, tenant) DO UPDATE SET
+        succeeded = m.succeeded + EXCLUDED.succeeded,
+        dead = m.dead + EXCLUDED.dead,
+        cancelled = m.cancelled + EXCLUDED.cancelled
+    RETURNING m.succeeded
+), moved AS (
+    UPDATE scheduler_status s SET finished_through = b.hi FROM bounds b
+    WHERE s.name = $1 AND b.hi > b.lo
+)
+SELECT count(*) FROM counted;
+
+-- name: prune_job_stats
+DELETE FROM job_stats_minute WHERE minute < now() - $1 * interval '1 second';
+
+-- name: get_job_counts
+SELECT tenant, use_case, pending, due, overdue, running, oldest_due_run_at, earliest_due_deadline
+FROM job_counts WHERE ($1::text IS NULL OR tenant = $1)
+ORDER BY use_case, tenant;
+
+-- name: get_minute_stats
+SELECT minute, use_case, sum(dispatched) AS dispatched, sum(missed) AS missed,
+       sum(slack_sum) AS slack_sum, min(slack_min) AS slack_min, max(slack_max) AS slack_max,
+       sum(succeeded) AS succeeded, sum(dead) AS dead, sum(cancelled) AS cancelled
+FROM job_stats_minute
+WHERE minute >= $1 AND ($2::text IS NULL OR tenant = $2)
+GROUP BY minute, use_case
+ORDER BY minute, use_case;
+
+-- name: get_scheduler_status
+SELECT now() AS now, l.holder, l.epoch, l.expires_at, coalesce(l.expires_at > now(), false) AS live,
+       s.last_pass_at, s.last_pass_seconds, coalesce(s.passes, 0) AS passes,
+       coalesce(s.dispatched, 0) AS dispatched, s.counts_at
+FROM (SELECT $1::text AS name) n
+LEFT JOIN scheduler_leader l ON l.name = n.name
+LEFT JOIN scheduler_status s ON s.name = n.name;
+
+-- name: ensure_scheduler_status
+INSERT INTO scheduler_status (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
+
+-- name: count_active_jobs
+-- Queue depth for /metrics: pending, due and running jobs per use case, per tenant for the
+-- tenants in $1 (the rest together under ''), and the run_at of the oldest due job. One arm
+-- per status, each read through its partial index (jobs_claim_idx, jobs_running_idx): the
+-- cost grows with active jobs, never with finished ones. The scheduler leader runs it every
+-- JOBS_METRICS_REFRESH_SECONDS, never per scrape.
+WITH active AS (
+    SELECT j.use_case, j.tenant, 1 AS pending, (j.run_at <= now())::int AS due, 0 AS running,
+           CASE WHEN j.run_at <= now() THEN j.run_at END AS due_run_at
+    FROM jobs j WHERE j.status = 'pending'
+    UNION ALL
+    SELECT j.use_case, j.tenant, 0, 0, 1, NULL FROM jobs j WHERE j.status = 'running'
+)
+SELECT use_case, CASE WHEN tenant = ANY ($1::text[]) THEN tenant ELSE '' END AS tenant,
+       sum(pending) AS pending, sum(due) AS due, sum(running) AS running,
+       min(due_run_at) AS oldest_due_run_at, now() AS measured_at
+FROM active
+GROUP BY 1, 2;
