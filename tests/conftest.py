@@ -170,11 +170,17 @@ async def start_server(database_url: str) -> AsyncIterator[StartServer]:
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(**overrides: Any) -> LiveServer:
+        """`app_options`: keyword arguments of create_app besides the settings."""
         db_url = overrides.pop("database_url", database_url)
+        app_options = overrides.pop("app_options", {})
         settings = make_settings(db_url, **overrides)
         port = free_port()
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            create_app(settings, **app_options),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from jobs_schema import AttemptOutcome, JobStatus
@@ -149,7 +150,9 @@ async def test_sigterm_lets_handlers_finish_releases_the_rest_and_exits_zero(
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{health_port}") as health:
         alive = await health.get("/healthz")
         assert alive.status_code == 200 and alive.json()["ok"] is True
-        assert "jobs_worker_running 4\n" in (await health.get("/metrics")).text
+        families = text_string_to_metric_families((await health.get("/metrics")).text)
+        running = [s.value for f in families for s in f.samples if s.name == "jobs_worker_running"]
+        assert running == [4]
     proc.signal(signal.SIGTERM)
     assert await proc.wait(timeout=15) == 0, proc.output()
     assert "leases released" in proc.output()

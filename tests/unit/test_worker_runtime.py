@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from jobs_schema import JobStatus, UseCaseConfig
@@ -210,6 +211,10 @@ async def test_metrics_text(registry):
     worker, api = make_worker(registry)
     api.dispatch(QUEUE, "double", {"n": 1})
     await asyncio.wait_for(worker.run(burst=True), 10)
-    text = metrics_text(worker)
-    assert "jobs_worker_succeeded_total 1\n" in text
-    assert "jobs_worker_free_slots 4\n" in text
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(metrics_text(worker))
+        for s in family.samples
+    }
+    assert samples["jobs_worker_succeeded_total"] == 1
+    assert samples["jobs_worker_free_slots"] == 4

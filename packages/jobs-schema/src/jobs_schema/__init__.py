@@ -1,5 +1,6 @@
 """Shared wire models of the jobs system. No I/O lives here."""
 
+from jobs_schema.actions import MAX_BULK_JOBS, BulkAction, BulkResult, JobCount, JobSelection
 from jobs_schema.config import BackoffKind, BackoffPolicy, JobsConfig, TenantConfig, UseCaseConfig
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
 from jobs_schema.jobs import (
@@ -43,6 +44,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "FINISHED_STATUSES",
     "MAX_BATCH_SIZE",
+    "MAX_BULK_JOBS",
     "MAX_SQS_MESSAGE_BYTES",
     "AttemptOutcome",
     "AttemptRecord",
@@ -51,6 +53,8 @@ __all__ = [
     "BatchEnqueueRequest",
     "BatchEnqueueResponse",
     "BatchItemResult",
+    "BulkAction",
+    "BulkResult",
     "EnqueueRequest",
     "EnqueueResponse",
     "ErrorBody",
@@ -62,8 +66,10 @@ __all__ = [
     "HeartbeatResponse",
     "HeartbeatResult",
     "Job",
+    "JobCount",
     "JobMessage",
     "JobPage",
+    "JobSelection",
     "JobStatus",
     "JobsConfig",
     "LeaseRef",

@@ -103,6 +103,11 @@ class AttemptRecord(BaseModel):
     error_type: str | None = None
     error_message: str | None = None
     traceback: str | None = None
+    deadline: datetime | None = Field(
+        default=None,
+        description="the deadline this attempt ran under, when a retry has since given the job "
+        "a new one; None: the job's deadline",
+    )
 
 
 class Job(BaseModel):

@@ -51,6 +51,8 @@ class JobMessage(BaseModel):
     lease_expires_at: datetime
     max_attempts: int
     trace_context: dict[str, str] = Field(default_factory=dict)
+    # when the job was enqueued (start-lag metrics); absent in messages of older schedulers
+    enqueued_at: datetime | None = None
 
 
 class LeaseRef(BaseModel):

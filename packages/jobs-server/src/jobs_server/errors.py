@@ -8,6 +8,7 @@ from uuid import UUID
 __all__ = [
     "BadRequest",
     "ConfigError",
+    "Forbidden",
     "IdempotencyMismatch",
     "JobConflict",
     "JobNotFound",
@@ -73,6 +74,10 @@ class QuotaExceeded(JobsServerError):
 class JobNotFound(JobsServerError):
     def __init__(self, job_id: UUID) -> None:
         super().__init__(f"job {job_id} not found", job_id=str(job_id))
+
+
+class Forbidden(JobsServerError):
+    """The token may not do this (a read-only token asking for an action)."""
 
 
 class JobConflict(JobsServerError):

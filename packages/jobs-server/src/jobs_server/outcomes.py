@@ -23,8 +23,9 @@ from jobs_schema import (
     ReleaseRequest,
 )
 from jobs_server.errors import JobNotFound
+from jobs_server.metrics import ServerMetrics
 from jobs_server.retries import LEASE_EXPIRED, decide_failure
-from jobs_server.store.base import FailedAttempt, JobStore, SucceededAttempt
+from jobs_server.store.base import FailedAttempt, JobStore, RunningLease, SucceededAttempt
 
 __all__ = ["OutcomeService"]
 
@@ -46,10 +47,12 @@ class OutcomeService:
         *,
         clock: Clock = _utcnow,
         on_slots_freed: SlotsFreed | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._on_slots_freed = on_slots_freed
+        self._metrics = metrics
 
     async def report(self, reports: list[OutcomeReport]) -> list[OutcomeAck]:
         """Apply a batch of outcomes; a stale one (not the job's current lease) changes nothing."""
@@ -57,9 +60,11 @@ class OutcomeService:
         successes = [r for r in unique if r.outcome is OutcomeKind.SUCCEEDED]
         failures = [r for r in unique if r.outcome is OutcomeKind.FAILED]
         applied = await self._store.complete_attempts([_success(r) for r in successes])
-        applied |= await self._store.fail_attempts(
-            await self._decide(failures), require_expired=False
-        )
+        decided, leases = await self._decide(failures)
+        applied |= await self._store.fail_attempts(decided, require_expired=False)
+        _log_failures(decided, leases, applied)
+        if self._metrics is not None:
+            self._metrics.observe_outcomes(applied.get(r.job_id) for r in unique)
         if applied:
             self._slots_freed()
         return [
@@ -67,9 +72,11 @@ class OutcomeService:
             for r in reports
         ]
 
-    async def _decide(self, failures: list[OutcomeReport]) -> list[FailedAttempt]:
+    async def _decide(
+        self, failures: list[OutcomeReport]
+    ) -> tuple[list[FailedAttempt], dict[UUID, RunningLease]]:
         if not failures:
-            return []
+            return [], {}
         leases = {x.id: x for x in await self._store.get_leases([r.job_id for r in failures])}
         now = self._clock()
         decided = []
@@ -83,7 +90,7 @@ class OutcomeService:
                     lease, r.failure, now=now, worker_id=r.worker_id, started_at=r.started_at
                 )
             )
-        return decided
+        return decided, leases
 
     async def heartbeat(self, req: HeartbeatRequest) -> HeartbeatResponse:
         statuses = await self._store.extend_leases(
@@ -131,12 +138,44 @@ class OutcomeService:
         applied = await self._store.fail_attempts(decided, require_expired=True)
         if applied:
             logger.warning("leases expired", extra={"count": len(applied)})
+            _log_failures(decided, {x.id: x for x in expired}, applied)
+            if self._metrics is not None:
+                by_id = {x.id: x.use_case for x in expired}
+                self._metrics.observe_lease_expiries(by_id[i] for i in applied)
             self._slots_freed()
         return applied
 
     def _slots_freed(self) -> None:
         if self._on_slots_freed is not None:
             self._on_slots_freed()
+
+
+def _log_failures(
+    decided: list[FailedAttempt],
+    leases: dict[UUID, RunningLease],
+    applied: dict[UUID, JobStatus],
+) -> None:
+    """A line per failed attempt that counted, the job's fields bound (never its error text,
+    which may quote the payload)."""
+    for f in decided:
+        status = applied.get(f.id)
+        lease = leases.get(f.id)
+        if status is None or lease is None:
+            continue
+        extra = {
+            "job_id": str(f.id),
+            "tenant": lease.tenant,
+            "use_case": lease.use_case,
+            "attempt": f.attempt,
+            "error_type": f.error_type,
+            "status": status.value,
+        }
+        if status is JobStatus.PENDING:
+            logger.info("attempt failed; retry scheduled", extra={**extra, "run_at": f.run_at})
+        elif status is JobStatus.DEAD:
+            logger.warning("attempt failed; job dead", extra=extra)
+        else:
+            logger.info("attempt failed; job cancelled", extra=extra)
 
 
 def _success(r: OutcomeReport) -> SucceededAttempt:

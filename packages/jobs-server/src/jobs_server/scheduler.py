@@ -19,9 +19,12 @@ from datetime import UTC, datetime
 
 from jobs_schema import MAX_SQS_MESSAGE_BYTES, JobMessage, UseCaseConfig
 from jobs_server.errors import JobsServerError
+from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import OutgoingMessage, Publisher
+from jobs_server.stats import DispatchRollup, StatsRefresher
 from jobs_server.store.base import ClaimedJob, JobStore, LeaderLease, Subscription
+from jobs_server.tracing import Tracing
 from jobs_server.wakeups import CHANNEL, parse_wakeup
 
 __all__ = ["Scheduler", "SchedulerConfig", "SchedulerStats", "new_holder_id"]
@@ -48,6 +51,8 @@ class SchedulerConfig:
     prune_batch: int = 1000
     idempotency_retention_seconds: float = 86_400.0
     max_backoff_seconds: float = 30.0
+    metrics_refresh_seconds: float = 15.0  # queue-depth gauges
+    stats_every_seconds: float = 2.0
 
 
 @dataclass
@@ -74,6 +79,8 @@ class Scheduler:
         config: SchedulerConfig | None = None,
         holder: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: ServerMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -81,7 +88,16 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.holder = holder or new_holder_id()
         self._clock = clock
-        self._outcomes = OutcomeService(store, clock=clock)
+        self._outcomes = OutcomeService(store, clock=clock, metrics=metrics)
+        self._metrics = metrics
+        self._tracing = tracing or Tracing()
+        self.depth = (
+            QueueDepthRefresher(
+                metrics, store, list(use_cases), every_seconds=self.config.metrics_refresh_seconds
+            )
+            if metrics is not None
+            else None
+        )
         self._leader: LeaderLease | None = None
         self._renewed_at = 0.0
         self._pruned_at = 0.0
@@ -89,6 +105,13 @@ class Scheduler:
         self._next_due: datetime | None = None
         self._subscription: Subscription | None = None
         self.stats = SchedulerStats()
+        self.rollup = DispatchRollup()  # the dashboard's dispatch and slack figures
+        self._refresher = StatsRefresher(
+            store,
+            list(use_cases),
+            name=self.config.name,
+            every_seconds=self.config.stats_every_seconds,
+        )
 
     @property
     def is_leader(self) -> bool:
@@ -138,6 +161,8 @@ class Scheduler:
         self.stats.passes += 1
         self.stats.last_pass_at = self._clock()
         self.stats.last_pass_seconds = time.monotonic() - started
+        if self._metrics is not None:
+            self._metrics.observe_pass(self.stats.last_pass_seconds)
         return sum(counts)
 
     async def _dispatch(self, name: str, uc: UseCaseConfig) -> int:
@@ -171,10 +196,16 @@ class Scheduler:
         )
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
+        claimed_at = self._clock()
         by_key = {str(c.id): c for c in claimed}
+        spans = self._tracing.start_dispatch(claimed)
         failed = await self._publisher.publish(
-            uc.queue, [OutgoingMessage(k, message_body(c)) for k, c in by_key.items()]
+            uc.queue,
+            [OutgoingMessage(k, message_body(c, spans.carrier(c.id))) for k, c in by_key.items()],
         )
+        spans.end(failed={by_key[k].id for k in failed})
+        if self._metrics is not None:
+            self._metrics.observe_published(name, by_key, failed=failed, now=self._clock())
         if failed:
             released = await self._store.release_leases([by_key[k].lease for k in failed])
             self.stats.publish_failures += len(failed)
@@ -184,6 +215,7 @@ class Scheduler:
                 extra={"use_case": name, "failed": len(failed), "released": len(released)},
             )
             raise PublishFailed(name, len(failed))
+        self.rollup.add(claimed, claimed_at)
         misses = sum(c.missed_deadline for c in claimed)
         self.stats.dispatched += len(claimed)
         self.stats.deadline_misses += misses
@@ -218,6 +250,10 @@ class Scheduler:
         )
         self.stats.pruned += total
         return total
+
+    async def refresh_stats(self) -> None:
+        """Bring the dashboard's statistics up to date now (the loop does it every few s)."""
+        await self._refresher.refresh(self)
 
     async def maintain(self) -> None:
         await self.reap()
@@ -265,6 +301,8 @@ class Scheduler:
                     failures += 1
                     logger.exception("scheduler pass failed")
                     self._leader = None if failures > 2 else self._leader
+                if self.depth is not None:
+                    self.depth.poke(self.is_leader)
                 if not busy:
                     await self._sleep(self._delay(failures), stop)
         finally:
@@ -274,6 +312,7 @@ class Scheduler:
         self._wake.clear()
         sent = await self.run_once()
         await self.maintain()
+        self._refresher.poke(self)
         # a full batch may mean more is due: go again without sleeping
         return sent >= self.config.claim_batch
 
@@ -299,6 +338,9 @@ class Scheduler:
                 w.cancel()
 
     async def _shutdown(self) -> None:
+        if self.depth is not None:
+            await self.depth.close()
+        await self._refresher.close()
         try:
             await self.resign()
         except Exception as exc:
@@ -313,8 +355,9 @@ class PublishFailed(JobsServerError):
         super().__init__(f"{count} messages of use case {use_case!r} could not be published")
 
 
-def message_body(job: ClaimedJob) -> str:
-    """The SQS body; a payload too large to embed is left out for the worker to fetch."""
+def message_body(job: ClaimedJob, trace_context: dict[str, str] | None = None) -> str:
+    """The SQS body; a payload too large to embed is left out for the worker to fetch.
+    `trace_context` (the dispatch span's) replaces the one stored on the job."""
     msg = JobMessage(
         job_id=job.id,
         lease_token=job.lease_token,
@@ -326,7 +369,8 @@ def message_body(job: ClaimedJob) -> str:
         deadline=job.deadline,
         lease_expires_at=job.lease_expires_at,
         max_attempts=job.max_attempts,
-        trace_context=job.trace_context or {},
+        trace_context=trace_context or job.trace_context or {},
+        enqueued_at=job.created_at,
     )
     body = msg.model_dump_json()
     if len(body.encode()) > _EMBED_LIMIT:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
 from jobs_server.errors import ConfigError
+from jobs_server.logs import LogFormat
 
 __all__ = ["ServerSettings", "load_settings"]
 
@@ -49,6 +52,48 @@ class ServerSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     db_pool_min: int = Field(default=0, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
+
+    log_format: LogFormat = Field(
+        default=LogFormat.JSON, description="json: one object a line; text: readable (dev)"
+    )
+    metrics_enabled: bool = Field(default=True, description="count into GET /metrics")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="when set, GET /metrics wants it as a bearer token"
+    )
+    metrics_tenant_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="tenants given a `tenant` label (comma-separated); the rest are 'other'",
+    )
+    metrics_refresh_seconds: float = Field(
+        default=15.0, gt=0, le=3600, description="how often the leader counts queue depth"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="`jobs-server scheduler` serves /metrics here"
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="where JOBS_METRICS_PORT listens")
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="prometheus-client's multiprocess mode (uvicorn --workers)",
+    )
+    otel_enabled: bool = Field(default=False, description="OpenTelemetry spans (the otel extra)")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+    @field_validator("metrics_tenant_labels", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return self.otel_enabled or bool(self.otel_exporter_otlp_endpoint)
 
     def jobs_config(self) -> JobsConfig:
         """The file's use cases and tenants, overlaid with the environment's."""

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -21,10 +21,16 @@ from jobs_worker.consumer.sqs import SqsConsumer
 from jobs_worker.context import TenantClients
 from jobs_worker.errors import ConfigError, JobsWorkerError
 from jobs_worker.health import serve_health
+from jobs_worker.logs import LogFormat, configure_logging
+from jobs_worker.metrics import WorkerMetrics
 from jobs_worker.registry import Registry
 from jobs_worker.reporter import HttpWorkerApi
 from jobs_worker.runtime import Worker, WorkerStats
 from jobs_worker.settings import WorkerSettings, load_settings
+from jobs_worker.tracing import WorkerTracing, sdk_tracer_provider
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = ["app", "load_registry", "main"]
 
@@ -69,23 +75,46 @@ def run(
         float | None, typer.Option(min=0, help="on SIGTERM; default: JOBS_GRACE_SECONDS")
     ] = None,
     log_level: str = "info",
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", help="json or text; default: JOBS_LOG_FORMAT (json)"),
+    ] = None,
 ) -> None:
     """Consume the use cases' queues and run the registry's handlers until SIGTERM."""
-    _configure_logging(log_level)
     try:
         settings = load_settings()
+    except JobsWorkerError as exc:
+        _fail(exc.message)
+    _configure_logging(
+        log_level, log_format or settings.log_format, trace_ids=settings.tracing_enabled
+    )
+    provider = None
+    try:
         registry = load_registry(target)
         use_cases = settings.select_use_cases(use_case)
         settings.require_server()
+        provider = _tracer_provider(settings)
+        overrides = {"concurrency": concurrency, "grace_seconds": grace_seconds}
+        settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        asyncio.run(_serve(settings, registry, use_cases, burst=burst, provider=provider))
     except JobsWorkerError as exc:
         _fail(exc.message)
-    overrides = {"concurrency": concurrency, "grace_seconds": grace_seconds}
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    try:
-        asyncio.run(_serve(settings, registry, use_cases, burst=burst))
-    except JobsWorkerError as exc:
-        _fail(exc.message)
+    finally:
+        if provider is not None:
+            provider.shutdown()
     _exit_despite_stuck_threads()
+
+
+def _tracer_provider(settings: WorkerSettings) -> TracerProvider | None:
+    """The OpenTelemetry SDK's provider when tracing is on, made the global one so that the
+    handlers' own spans nest under `jobs.run`."""
+    if not settings.tracing_enabled:
+        return None
+    provider = sdk_tracer_provider("jobs-worker")
+    from opentelemetry import trace
+
+    trace.set_tracer_provider(provider)
+    return provider
 
 
 @app.command()
@@ -109,6 +138,7 @@ async def _serve(
     use_cases: dict[str, UseCaseConfig],
     *,
     burst: bool,
+    provider: TracerProvider | None = None,
 ) -> WorkerStats:
     url, token = settings.require_server()
     api = HttpWorkerApi(url, token, timeout=settings.request_timeout_seconds)
@@ -122,7 +152,15 @@ async def _serve(
         await api.check()
         for uc in use_cases.values():
             await consumer.queue_url(uc.queue)
-        worker = _worker(settings, registry, use_cases, consumer=consumer, api=api, clients=clients)
+        worker = _worker(
+            settings,
+            registry,
+            use_cases,
+            consumer=consumer,
+            api=api,
+            clients=clients,
+            tracing=WorkerTracing(provider),
+        )
         _on_signals(worker)
         async with _health_port(worker, settings):
             return await worker.run(burst=burst)
@@ -140,6 +178,7 @@ def _worker(
     consumer: SqsConsumer,
     api: HttpWorkerApi,
     clients: TenantClients,
+    tracing: WorkerTracing,
 ) -> Worker:
     return Worker(
         registry,
@@ -154,6 +193,8 @@ def _worker(
         report_batch=settings.report_batch,
         report_linger=settings.report_linger_seconds,
         report_retry_seconds=settings.report_retry_seconds,
+        metrics=WorkerMetrics() if settings.metrics_enabled else None,
+        tracing=tracing,
     )
 
 
@@ -207,22 +248,8 @@ def _exit_despite_stuck_threads() -> None:
         os._exit(0)
 
 
-_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class _ExtraFormatter(logging.Formatter):
-    """Messages are constant; the variable parts travel in `extra`: show them as key=value."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
-        return line + "".join(f" {k}={v}" for k, v in extra.items())
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_ExtraFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+def _configure_logging(level: str, fmt: LogFormat, *, trace_ids: bool) -> None:
+    configure_logging(fmt, level, trace_ids=trace_ids)
     # one line per request would drown the worker's own lines
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -1,6 +1,7 @@
 """The worker's own small HTTP port (JOBS_HEALTH_PORT): `GET /healthz` for container health
 checks (200 while running, 503 once stopping or a loop is dead or hung) and `GET /metrics`
-(Prometheus text). Plain asyncio: a worker needs no web framework for two paths."""
+(Prometheus text: the worker's WorkerMetrics, or only its own counters when metrics are off).
+Plain asyncio: a worker needs no web framework for two paths."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import json
 import logging
 
+from jobs_worker.metrics import CONTENT_TYPE, stats_text
 from jobs_worker.runtime import Worker
 
 __all__ = ["metrics_text", "serve_health"]
@@ -49,7 +51,7 @@ def _answer(worker: Worker, request_line: bytes) -> tuple[int, str, bytes]:
         body = {"ok": health.ok, "problems": health.problems, "worker_id": worker.worker_id}
         return 200 if health.ok else 503, "application/json", json.dumps(body).encode()
     if path == "/metrics":
-        return 200, "text/plain; version=0.0.4", metrics_text(worker).encode()
+        return 200, CONTENT_TYPE, metrics_text(worker).encode()
     return 404, "text/plain", b"try /healthz or /metrics\n"
 
 
@@ -62,12 +64,6 @@ def _response(status: int, ctype: str, body: bytes) -> bytes:
 
 
 def metrics_text(worker: Worker) -> str:
-    """The worker's counters and gauges in Prometheus' text format."""
-    lines = []
-    for name, value in vars(worker.stats).items():
-        metric = f"jobs_worker_{name}_total"
-        lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
-    gauges = {"running": worker.running, "free_slots": worker.free_slots}
-    for name, value in gauges.items():
-        lines += [f"# TYPE jobs_worker_{name} gauge", f"jobs_worker_{name} {value}"]
-    return "\n".join(lines) + "\n"
+    """The worker's metrics in Prometheus' text format."""
+    text = worker.metrics.render() if worker.metrics is not None else stats_text(worker)
+    return text.decode()

@@ -39,8 +39,10 @@ from jobs_worker.context import JobContext, JobsClientProvider, job_logger
 from jobs_worker.errors import JobsWorkerError, WorkerApiError
 from jobs_worker.execution import Failed, Outcome, execute
 from jobs_worker.heartbeats import Heartbeater, HeldLease
+from jobs_worker.metrics import WorkerMetrics, outcome_label
 from jobs_worker.registry import Registry
 from jobs_worker.reporter import JobGone, Reporter, ServerUnavailable, WorkerApi
+from jobs_worker.tracing import WorkerTracing
 
 __all__ = ["Worker", "WorkerHealth", "WorkerStats", "new_worker_id"]
 
@@ -145,6 +147,8 @@ class Worker:
         report_linger: float = 0.02,
         report_retry_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: WorkerMetrics | None = None,
+        tracing: WorkerTracing | None = None,
     ) -> None:
         if not use_cases:
             raise JobsWorkerError("a worker needs at least one use case to consume")
@@ -153,6 +157,10 @@ class Worker:
         self.registry = registry
         self.worker_id = worker_id or new_worker_id()
         self.stats = WorkerStats()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch(self)
+        self._tracing = tracing or WorkerTracing()
         self._consumer = consumer
         self._api = api
         self._use_cases = dict(use_cases)
@@ -410,18 +418,30 @@ class Worker:
             return None
         self.stats.started += 1
         started_at = datetime.now(UTC)
+        if self.metrics is not None:
+            self.metrics.observe_start(job.use_case, job.attempt, job.enqueued_at, started_at)
+        started = time.perf_counter()
         try:
-            outcome = await execute(
-                self.registry.get(job.job_type),
-                payload,
-                self._context(attempt),
-                timeout_seconds=attempt.config.timeout_seconds,
-                executor=self._executor,
-                known=self.registry.names,
-            )
+            with self._tracing.run_span(job) as record:
+                outcome = await execute(
+                    self.registry.get(job.job_type),
+                    payload,
+                    self._context(attempt),
+                    timeout_seconds=attempt.config.timeout_seconds,
+                    executor=self._executor,
+                    known=self.registry.names,
+                )
+                record(outcome_label(outcome))
         finally:
             self._free_slot(attempt)
+        self._observe(job, outcome, time.perf_counter() - started)
         return outcome, started_at
+
+    def _observe(self, job: JobMessage, outcome: Outcome, seconds: float) -> None:
+        if self.metrics is None:
+            return
+        job_type = job.job_type if job.job_type in self.registry else "unknown"
+        self.metrics.observe_handler(job.use_case, job_type, outcome_label(outcome), seconds)
 
     def _skip_gone(self, attempt: _Attempt) -> None:
         self.stats.skipped += 1

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
 from jobs_worker.errors import ConfigError
+from jobs_worker.logs import LogFormat
 
 __all__ = ["WorkerSettings", "load_settings"]
 
@@ -51,6 +52,21 @@ class WorkerSettings(BaseSettings):
         default=None, ge=0, le=65535, description="serve GET /healthz and /metrics here"
     )
     health_host: str = Field(default="0.0.0.0", description="where the health port listens")
+
+    log_format: LogFormat = Field(
+        default=LogFormat.JSON, description="json: one object a line; text: readable"
+    )
+    metrics_enabled: bool = Field(
+        default=True, description="handler histograms and outcomes on the health port's /metrics"
+    )
+    otel_enabled: bool = Field(default=False, description="OpenTelemetry spans (the otel extra)")
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+    @property
+    def tracing_enabled(self) -> bool:
+        return self.otel_enabled or bool(self.otel_exporter_otlp_endpoint)
 
     def jobs_config(self) -> JobsConfig:
         base = _read_config_file(self.config_file) if self.config_file else JobsConfig()

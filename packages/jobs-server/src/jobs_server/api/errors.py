@@ -23,6 +23,7 @@ _TABLE: list[tuple[type[errors.JobsServerError], int, ErrorCode]] = [
     (errors.PayloadTooLarge, 413, ErrorCode.PAYLOAD_TOO_LARGE),
     (errors.QuotaExceeded, 429, ErrorCode.QUOTA_EXCEEDED),
     (errors.JobNotFound, 404, ErrorCode.NOT_FOUND),
+    (errors.Forbidden, 403, ErrorCode.FORBIDDEN),
     (errors.JobConflict, 409, ErrorCode.CONFLICT),
     (errors.IdempotencyMismatch, 409, ErrorCode.IDEMPOTENCY_MISMATCH),
     (errors.StoreUnavailable, 503, ErrorCode.UNAVAILABLE),

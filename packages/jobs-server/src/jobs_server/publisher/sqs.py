@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -22,6 +22,13 @@ logger = logging.getLogger(__name__)
 
 _BATCH = 10  # SendMessageBatch takes at most 10 entries
 _DLQ_RETENTION = str(14 * 86_400)
+
+# Told of each failed SQS call (operation, count): the metrics' SQS error counter.
+ErrorHook = Callable[[str, int], None]
+
+
+def _ignore(operation: str, count: int) -> None:
+    return None
 
 
 class SqsUnavailable(JobsServerError):
@@ -48,8 +55,16 @@ async def sqs_client(
 class SqsPublisher:
     """SendMessageBatch, 10 a call, several calls in flight; failed entries retried alone."""
 
-    def __init__(self, client: Any, *, in_flight: int = 8, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        in_flight: int = 8,
+        attempts: int = 3,
+        on_error: ErrorHook | None = None,
+    ) -> None:
         self._client = client
+        self._on_error = on_error or _ignore
         self._slots = asyncio.Semaphore(in_flight)
         self._attempts = attempts
         self._urls: dict[str, str] = {}
@@ -57,13 +72,18 @@ class SqsPublisher:
 
     @classmethod
     async def connect(
-        cls, *, region: str, endpoint_url: str | None, in_flight: int = 8
+        cls,
+        *,
+        region: str,
+        endpoint_url: str | None,
+        in_flight: int = 8,
+        on_error: ErrorHook | None = None,
     ) -> SqsPublisher:
         stack = AsyncExitStack()
         client = await stack.enter_async_context(
             sqs_client(region=region, endpoint_url=endpoint_url, max_connections=in_flight * 2)
         )
-        publisher = cls(client, in_flight=in_flight)
+        publisher = cls(client, in_flight=in_flight, on_error=on_error)
         publisher._stack = stack
         return publisher
 
@@ -78,6 +98,7 @@ class SqsPublisher:
             try:
                 resp = await self._client.get_queue_url(QueueName=queue)
             except (ClientError, BotoCoreError) as exc:
+                self._on_error("get_queue_url", 1)
                 raise SqsUnavailable(f"cannot find SQS queue {queue!r}: {exc}") from exc
             self._urls[queue] = resp["QueueUrl"]
         return self._urls[queue]
@@ -104,9 +125,12 @@ class SqsPublisher:
                 async with self._slots:
                     resp = await self._client.send_message_batch(QueueUrl=url, Entries=entries)
             except (ClientError, BotoCoreError, OSError) as exc:
+                self._on_error("send_message_batch", 1)
                 logger.warning("SendMessageBatch failed", extra={"error": str(exc)})
                 continue
             failed = resp.get("Failed", [])
+            if failed:
+                self._on_error("send_message_batch_entry", len(failed))
             for f in failed:
                 if f.get("SenderFault"):
                     logger.error("SQS refused a message", extra={"code": f.get("Code")})

@@ -23,17 +23,26 @@ from jobs_schema import (
 )
 
 __all__ = [
+    "ActionBatch",
     "ClaimedJob",
+    "DispatchStat",
     "EnqueueOutcome",
     "EnqueueResult",
     "FailedAttempt",
     "IdempotentReplay",
+    "JobCounts",
     "JobFilter",
     "JobStore",
     "LeaderLease",
     "LeaseStatus",
+    "MinuteStats",
     "NewJob",
+    "QueueDepth",
+    "QueueSnapshot",
+    "RetryRules",
     "RunningLease",
+    "SchedulerPass",
+    "SchedulerStatus",
     "Subscription",
     "SucceededAttempt",
 ]
@@ -86,6 +95,9 @@ class JobFilter:
     created_before: datetime | None = None
     before_id: UUID | None = None
     limit: int = 50
+    dedup_key: str | None = None
+    max_id: UUID | None = None  # inclusive, unlike before_id (a bulk action's upper bound)
+    job_id: UUID | None = None  # this job only
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +140,8 @@ class RunningLease:
     lease_token: UUID
     max_attempts: int
     backoff: BackoffPolicy
+    tenant: str = ""
+    use_case: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +252,165 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
+    # -- operator actions (jobs_server.actions) ---------------------------------------------
+
+    async def count_jobs(
+        self, flt: JobFilter, *, statuses: frozenset[JobStatus] | None = None
+    ) -> tuple[int, UUID | None]:
+        """How many jobs match (and have one of `statuses`), and the newest one's id."""
+        ...
+
+    async def cancel_jobs(
+        self, flt: JobFilter, *, batch: int, before_id: UUID | None
+    ) -> ActionBatch:
+        """Cancel (pending) or mark (running) up to `batch` matching jobs below `before_id`."""
+        ...
+
+    async def retry_jobs(
+        self, flt: JobFilter, *, batch: int, before_id: UUID | None, rules: RetryRules
+    ) -> ActionBatch:
+        """Make up to `batch` matching dead or cancelled jobs below `before_id` pending now."""
+        ...
+
+    # -- dashboard statistics (jobs_server.stats) -------------------------------------------
+
+    async def record_scheduler_pass(self, name: str, info: SchedulerPass) -> None: ...
+
+    async def refresh_job_counts(self, name: str) -> None: ...
+
+    async def add_dispatch_stats(self, stats: list[DispatchStat]) -> None: ...
+
+    async def roll_up_finished(
+        self, name: str, *, use_cases: list[str], lag_seconds: float, max_window_seconds: float
+    ) -> int: ...
+
+    async def prune_job_stats(self, *, older_than_seconds: float) -> int: ...
+
+    async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]: ...
+
+    async def get_minute_stats(self, *, since: datetime, tenant: str | None) -> list[MinuteStats]:
+        """Per minute and use case, summed over tenants (or of one tenant)."""
+        ...
+
+    async def get_scheduler_status(self, name: str) -> SchedulerStatus: ...
+
+    # -- metrics (jobs_server.metrics) --------------------------------------------------------
+
+    async def count_active_jobs(self, *, tenants: list[str]) -> QueueSnapshot:
+        """Pending, due and running jobs per use case, and per tenant for `tenants` (the others
+        together under tenant ""), with the run_at of the oldest due job."""
+        ...
+
 
 class Subscription(Protocol):
     @property
     def alive(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+# -- operator actions and dashboard statistics ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ActionBatch:
+    """One bounded statement of a bulk action."""
+
+    picked: int  # matching jobs examined (and locked)
+    touched: int  # changed
+    last_id: UUID | None  # the oldest picked id: where the next batch starts
+    use_cases: frozenset[str]  # of the touched jobs
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRules:
+    """What a retry needs from the configuration: each use case's default tolerance (the new
+    deadline is now + it) and each tenant's quota of active jobs (None: unlimited)."""
+
+    tolerances: dict[str, float]
+    quotas: dict[str, int | None]
+    default_quota: int | None
+    default_tolerance: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchStat:
+    """Jobs of one tenant and use case published within one minute."""
+
+    minute: datetime
+    use_case: str
+    tenant: str
+    dispatched: int
+    missed: int
+    slack_sum: float
+    slack_min: float
+    slack_max: float
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerPass:
+    holder: str
+    epoch: int | None
+    last_pass_at: datetime | None
+    last_pass_seconds: float
+    passes: int
+    dispatched: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    tenant: str
+    use_case: str
+    pending: int
+    due: int
+    overdue: int
+    running: int
+    oldest_due_run_at: datetime | None
+    earliest_due_deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    minute: datetime
+    use_case: str
+    dispatched: int
+    missed: int
+    slack_sum: float
+    slack_min: float | None
+    slack_max: float | None
+    succeeded: int
+    dead: int
+    cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatus:
+    now: datetime  # the database's clock, which every other time here is read against
+    holder: str | None
+    epoch: int | None
+    lease_expires_at: datetime | None
+    live: bool
+    last_pass_at: datetime | None
+    last_pass_seconds: float | None
+    passes: int
+    dispatched: int
+    counts_at: datetime | None
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    use_case: str
+    tenant: str  # "" for the tenants not asked for by name
+    pending: int
+    due: int
+    running: int
+    oldest_due_run_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    measured_at: datetime  # the database's clock, which run_at is read against
+    rows: list[QueueDepth]

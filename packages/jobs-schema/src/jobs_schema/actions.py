@@ -1,0 +1,67 @@
+"""Bodies of the operator actions: retry, and cancel or retry every job matching a filter."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from jobs_schema.jobs import JobStatus
+
+__all__ = ["MAX_BULK_JOBS", "BulkAction", "BulkResult", "JobCount", "JobSelection"]
+
+MAX_BULK_JOBS = 100_000
+
+Key = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class BulkAction(StrEnum):
+    """What a bulk request does; each touches only the jobs it can act on."""
+
+    CANCEL = "cancel"  # pending (cancelled at once) and running (marked) jobs
+    RETRY = "retry"  # dead and cancelled jobs
+
+
+class JobSelection(BaseModel):
+    """The jobs matching every given field, as the filters of `GET /v1/jobs`. A tenant token
+    selects among its own jobs only; `tenant` narrows an admin's selection."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: JobStatus | None = None
+    use_case: Key | None = None
+    job_type: Key | None = None
+    tenant: Key | None = Field(default=None, description="admins only")
+    dedup_key: Key | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    max_id: UUID | None = Field(
+        default=None,
+        description="only jobs with an id up to this one: pass the `max_id` that "
+        "`GET /v1/jobs/count` returned, and jobs created after the count are left alone",
+    )
+    limit: int = Field(
+        default=10_000, ge=1, le=MAX_BULK_JOBS, description="touch at most this many jobs"
+    )
+
+
+class BulkResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    action: BulkAction
+    touched: int = Field(description="jobs cancelled, marked for cancellation, or retried")
+    skipped: int = Field(
+        default=0,
+        description="matching jobs left alone: over the tenant's quota, or their dedup key "
+        "is held by an active job",
+    )
+    more: bool = Field(description="the limit was reached before every match was examined")
+
+
+class JobCount(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    max_id: UUID | None = Field(description="the newest matching job's id; None: no match")

@@ -1,0 +1,102 @@
+"""Operator actions under /v1: retry a job, count jobs matching a filter, and cancel or retry
+all of them. Thin, like public.py: every rule is in ActionService, which the dashboard calls
+too. Include this router before public.py's, whose /v1/jobs/{job_id} would take /count."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from jobs_schema import (
+    BulkAction,
+    BulkResult,
+    ErrorEnvelope,
+    Job,
+    JobCount,
+    JobSelection,
+    JobStatus,
+)
+from jobs_server.actions import ActionService
+from jobs_server.api.deps import Producer, Reader
+
+__all__ = ["router"]
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 422, 429, 503)
+}
+
+router = APIRouter(prefix="/v1", tags=["actions"], responses=_ERRORS)
+
+
+async def _actions_of(request: Request) -> ActionService:
+    actions: ActionService = request.app.state.jobs.actions
+    return actions
+
+
+Actions = Annotated[ActionService, Depends(_actions_of)]
+
+
+def _json(model: Job | JobCount | BulkResult) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/jobs/count",
+    responses={200: {"model": JobCount}},
+    summary="Count the jobs matching the filters of GET /v1/jobs (to confirm a bulk action)",
+)
+async def count_jobs(
+    who: Reader,
+    actions: Actions,
+    status: JobStatus | None = None,
+    use_case: str | None = None,
+    job_type: str | None = None,
+    tenant: Annotated[str | None, Query(description="admins only")] = None,
+    dedup_key: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    action: Annotated[
+        BulkAction | None, Query(description="count only the jobs this action would change")
+    ] = None,
+) -> Response:
+    selection = JobSelection(
+        status=status,
+        use_case=use_case,
+        job_type=job_type,
+        tenant=tenant,
+        dedup_key=dedup_key,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    return _json(await actions.count(who, selection, action=action))
+
+
+@router.post(
+    "/jobs/cancel",
+    responses={200: {"model": BulkResult}},
+    summary="Cancel every pending job matching the filter, and mark every running one",
+)
+async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
+    return _json(await actions.cancel_matching(who, body))
+
+
+@router.post(
+    "/jobs/retry",
+    responses={200: {"model": BulkResult}},
+    summary="Retry now every dead or cancelled job matching the filter",
+)
+async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
+    return _json(await actions.retry_matching(who, body))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    responses={200: {"model": Job}},
+    summary="Retry a dead or cancelled job now, with one more attempt and a new deadline",
+)
+async def retry_job(job_id: UUID, who: Producer, actions: Actions) -> Response:
+    return _json(await actions.retry(who, job_id))

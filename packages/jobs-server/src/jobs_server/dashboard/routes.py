@@ -1,0 +1,442 @@
+"""The dashboard's pages under /ui: server-rendered HTML and forms that post back here. Reads go
+through JobService and the overview's statistics; every action calls the same JobService and
+ActionService methods as the public API, with the same principal, so the dashboard can do
+nothing a script holding the same token cannot."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.routing import APIRoute
+
+from jobs_schema import MAX_BULK_JOBS, BulkAction, JobSelection, JobStatus
+from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
+from jobs_server.dashboard.overview import load_overview
+from jobs_server.dashboard.session import (
+    Viewer,
+    clear_session,
+    dashboard_principal,
+    same_origin,
+    start_session,
+    viewer_of,
+)
+from jobs_server.dashboard.templating import Templates
+from jobs_server.dashboard.timeline import timeline
+from jobs_server.errors import (
+    BadRequest,
+    Forbidden,
+    JobConflict,
+    JobNotFound,
+    JobsServerError,
+    QuotaExceeded,
+)
+from jobs_server.service import JobService
+
+__all__ = ["LoginRequired", "Refused", "login_required", "refused", "router"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Route(APIRoute):
+    """Domain errors on a dashboard page become an error page, not the API's JSON envelope."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except JobsServerError as exc:
+                raise Refused(_domain_status(exc), exc.message) from exc
+
+        return run
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=_Route)
+
+_FORM_LIMIT = 64 * 1024
+_PAGE = 50
+_STATUS_OF: list[tuple[type[JobsServerError], int]] = [
+    (JobNotFound, 404),
+    (Forbidden, 403),
+    (JobConflict, 409),
+    (QuotaExceeded, 429),
+    (BadRequest, 400),
+]
+
+
+class LoginRequired(Exception):
+    def __init__(self, next_url: str) -> None:
+        super().__init__("log in first")
+        self.next_url = next_url
+
+
+class Refused(Exception):
+    """A request the dashboard turns down with an error page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+
+def _templates(request: Request) -> Templates:
+    templates: Templates = request.app.state.dashboard
+    return templates
+
+
+def _service(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs.service
+    return service
+
+
+def _actions(request: Request) -> ActionService:
+    actions: ActionService = request.app.state.jobs.actions
+    return actions
+
+
+async def _viewer(request: Request) -> Viewer:
+    viewer = viewer_of(request, request.app.state.jobs.authenticator)
+    if viewer is None:
+        query = f"?{request.url.query}" if request.url.query else ""
+        raise LoginRequired(request.url.path + query)
+    return viewer
+
+
+Page = Annotated[Viewer, Depends(_viewer)]
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > _FORM_LIMIT:
+        raise Refused(413, "form too large")
+    return dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+
+
+async def _action_form(request: Request, viewer: Viewer) -> dict[str, str]:
+    """The posted form, once it is known to come from our own page and the viewer may act."""
+    form = await _form(request)
+    if viewer.csrf is not None and not (same_origin(request) and viewer.csrf_ok(form.get("csrf"))):
+        raise Refused(
+            403, "This form expired or did not come from this dashboard. Reload the page."
+        )
+    if not viewer.can_write:
+        raise Refused(403, "This token is read-only: it can look, not act.")
+    return form
+
+
+def _see_other(url: str) -> Response:
+    return RedirectResponse(url, status_code=303)
+
+
+def _ui(request: Request) -> str:
+    return str(request.scope.get("root_path", "")) + "/ui"
+
+
+def _domain_status(exc: JobsServerError) -> int:
+    return next((status for cls, status in _STATUS_OF if isinstance(exc, cls)), 500)
+
+
+def _local(url: str | None, fallback: str) -> str:
+    """`url` if it is a path of this dashboard (never another site), else `fallback`."""
+    if url and url.startswith("/") and not url.startswith("//") and "\\" not in url:
+        return url
+    return fallback
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The job list's filters, as they travel in query strings and hidden form fields."""
+
+    status: str = ""
+    use_case: str = ""
+    tenant: str = ""
+    job_type: str = ""
+    created_after: str = ""
+    created_before: str = ""
+    q: str = ""
+
+    @classmethod
+    def parse(cls, values: Any, viewer: Viewer) -> Filters:
+        found = {f.name: str(values.get(f.name, "")).strip()[:200] for f in fields(cls)}
+        if not viewer.is_admin:
+            found["tenant"] = ""
+        return cls(**found)
+
+    def query(self, **extra: object) -> str:
+        pairs = [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name)]
+        pairs += [(k, str(v)) for k, v in extra.items() if v not in (None, "")]
+        return urlencode(pairs)
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+    def job_status(self) -> JobStatus | None:
+        if not self.status:
+            return None
+        try:
+            return JobStatus(self.status)
+        except ValueError:
+            raise Refused(400, f"unknown status {self.status!r}") from None
+
+    def selection(self, **extra: Any) -> JobSelection:
+        dedup_key = self.q if self.q and _as_uuid(self.q) is None else None
+        return JobSelection(
+            status=self.job_status(),
+            use_case=self.use_case or None,
+            job_type=self.job_type or None,
+            tenant=self.tenant or None,
+            dedup_key=dedup_key,
+            created_after=_as_time(self.created_after, "created after"),
+            created_before=_as_time(self.created_before, "created before"),
+            **extra,
+        )
+
+
+def _as_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+def _as_time(text: str, what: str) -> datetime | None:
+    """A datetime-local field (or any ISO time); without a zone it is UTC."""
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused(400, f"{what}: {text!r} is not a date and time") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+# -- login ------------------------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "") -> Response:
+    return _templates(request).page(request, "login.html", viewer=None, next=next, error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    if not same_origin(request):
+        raise Refused(403, "Log in from this dashboard's own login page.")
+    form = await _form(request)
+    token = form.get("token", "").strip()
+    next_url = _local(form.get("next"), _ui(request))
+    who = dashboard_principal(request.app.state.jobs.authenticator, token) if token else None
+    if who is None:
+        return _templates(request).page(
+            request,
+            "login.html",
+            status=401,
+            viewer=None,
+            next=next_url,
+            error="That token is not one this server knows (worker tokens cannot log in here).",
+        )
+    response = _see_other(next_url)
+    start_session(request, response, token)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, viewer: Page) -> Response:
+    form = await _form(request)
+    if viewer.csrf is not None and not (same_origin(request) and viewer.csrf_ok(form.get("csrf"))):
+        raise Refused(403, "This form expired. Reload the page.")
+    response = _see_other(_ui(request) + "/login")
+    clear_session(response)
+    return response
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+@router.get("")
+@router.get("/")
+async def overview(request: Request, viewer: Page) -> Response:
+    jobs = request.app.state.jobs
+    data = await load_overview(jobs.store, jobs.config, viewer.principal)
+    return _templates(request).page(request, "overview.html", viewer=viewer, data=data)
+
+
+@router.get("/jobs")
+async def jobs_list(request: Request, viewer: Page) -> Response:
+    filters = Filters.parse(request.query_params, viewer)
+    cursor = request.query_params.get("cursor") or None
+    found = _as_uuid(filters.q) if filters.q else None
+    if found is not None:
+        try:
+            await _service(request).get(viewer.principal, found)
+            return _see_other(f"{_ui(request)}/jobs/{found}")
+        except JobNotFound:
+            page = None
+    else:
+        selection = filters.selection()
+        page = await _service(request).list(
+            viewer.principal,
+            status=selection.status,
+            use_case=selection.use_case,
+            job_type=selection.job_type,
+            tenant=selection.tenant,
+            created_after=selection.created_after,
+            created_before=selection.created_before,
+            dedup_key=selection.dedup_key,
+            cursor=cursor,
+            limit=_PAGE,
+        )
+    return _templates(request).page(
+        request,
+        "jobs.html",
+        viewer=viewer,
+        filters=filters,
+        page=page,
+        cursor=cursor,
+        statuses=list(JobStatus),
+        can_cancel=filters.status in ("", JobStatus.PENDING, JobStatus.RUNNING),
+        can_retry=filters.status in ("", *RETRYABLE),
+        done=_done(request),
+    )
+
+
+def _done(request: Request) -> dict[str, Any] | None:
+    """What the last action did (counts only: no text from the query string is shown)."""
+    q = request.query_params
+    if q.get("done") not in ("cancel", "retry", "cancelled", "retried"):
+        return None
+    try:
+        return {
+            "action": q["done"],
+            "n": int(q.get("n", "0")),
+            "skipped": int(q.get("skipped", "0")),
+        }
+    except ValueError:
+        return None
+
+
+@router.get("/jobs/bulk")
+async def bulk_confirm(request: Request, viewer: Page) -> Response:
+    filters = Filters.parse(request.query_params, viewer)
+    action = _bulk_action(request.query_params.get("action"))
+    count = await _actions(request).count(viewer.principal, filters.selection(), action=action)
+    return _templates(request).page(
+        request,
+        "confirm.html",
+        viewer=viewer,
+        filters=filters,
+        action=action,
+        count=count,
+        limit=MAX_BULK_JOBS,
+        statuses=sorted(s.value for s in ACTIONABLE[action]),
+    )
+
+
+def _bulk_action(value: str | None) -> BulkAction:
+    try:
+        return BulkAction(value or "")
+    except ValueError:
+        raise Refused(400, "choose cancel or retry") from None
+
+
+@router.post("/jobs/bulk")
+async def bulk(request: Request, viewer: Page) -> Response:
+    form = await _action_form(request, viewer)
+    filters = Filters.parse(form, viewer)
+    action = _bulk_action(form.get("action"))
+    expected = _int(form.get("expected"))
+    back = f"{_ui(request)}/jobs?{filters.query()}"
+    if expected <= 0:
+        return _see_other(back)
+    selection = filters.selection(
+        max_id=_as_uuid(form.get("max_id", "")), limit=min(expected, MAX_BULK_JOBS)
+    )
+    actions = _actions(request)
+    if action is BulkAction.CANCEL:
+        result = await actions.cancel_matching(viewer.principal, selection)
+    else:
+        result = await actions.retry_matching(viewer.principal, selection)
+    done = {"done": action.value, "n": result.touched, "skipped": result.skipped}
+    return _see_other(f"{_ui(request)}/jobs?{filters.query(**done)}")
+
+
+def _job_id(text: str) -> UUID:
+    parsed = _as_uuid(text)
+    if parsed is None:
+        raise Refused(404, "There is no job with that id.")
+    return parsed
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or "0")
+    except ValueError:
+        return 0
+
+
+@router.get("/jobs/{job_id}")
+async def job_detail(request: Request, viewer: Page, job_id: str) -> Response:
+    job = await _service(request).get(viewer.principal, _job_id(job_id))
+    now = datetime.now(UTC)
+    notice = request.query_params.get("done")
+    return _templates(request).page(
+        request,
+        "job.html",
+        viewer=viewer,
+        job=job,
+        events=timeline(job, now),
+        now=now,
+        notice=notice if notice in ("cancelled", "retried") else None,
+        can_cancel=job.status in (JobStatus.PENDING, JobStatus.RUNNING)
+        and not job.cancel_requested,
+        can_retry=job.status in RETRYABLE,
+    )
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel(request: Request, viewer: Page, job_id: str) -> Response:
+    form = await _action_form(request, viewer)
+    job = await _service(request).cancel(viewer.principal, _job_id(job_id))
+    back = _local(form.get("next"), f"{_ui(request)}/jobs/{job.id}?done=cancelled")
+    return _see_other(back)
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry(request: Request, viewer: Page, job_id: str) -> Response:
+    form = await _action_form(request, viewer)
+    job = await _actions(request).retry(viewer.principal, _job_id(job_id))
+    back = _local(form.get("next"), f"{_ui(request)}/jobs/{job.id}?done=retried")
+    return _see_other(back)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+async def login_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    if request.method != "GET":
+        return await refused(request, Refused(401, "Log in first."))
+    return _see_other(f"{_ui(request)}/login?{urlencode({'next': exc.next_url})}")
+
+
+async def refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    viewer = viewer_of(request, request.app.state.jobs.authenticator)
+    return _templates(request).page(
+        request, "error.html", status=exc.status, viewer=viewer, message=exc.message
+    )
