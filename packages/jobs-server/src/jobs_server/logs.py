@@ -1,101 +1,23 @@
-"""How the jobs-server commands write their logs: one JSON object per line (`json`, the default
-of the production commands) or plain lines with the `extra` fields as key=value (`text`, the
-default of `dev`). Messages are constant and the variable parts travel in `extra`, so a log
-pipeline filters on `job_id`, `tenant`, `use_case` or `attempt` instead of parsing sentences.
-
-Only the CLI calls `configure_logging` (libraries configure no handlers); `logging_config` is
-the same set-up as a dictConfig for uvicorn, which applies it in each of its worker processes."""
+"""How the jobs-server commands write their logs: the shared format of
+jobs_schema.logformat (`json` by default, `text` under `dev`), uvicorn's loggers included;
+`logging_config` is also handed to uvicorn, which applies it in each of its worker processes."""
 
 from __future__ import annotations
 
-import json
-import logging
 import logging.config
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
+
+from jobs_schema.logformat import JsonFormatter, LogFormat, TextFormatter
+from jobs_schema.logformat import logging_config as _shared_config
 
 __all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "configure_logging", "logging_config"]
 
-# Attributes every LogRecord has; anything else on a record came from `extra` (but uvicorn's
-# colored copy of its message).
-_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {
-    "message",
-    "asctime",
-    "taskName",
-    "color_message",
-}
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class LogFormat(StrEnum):
-    JSON = "json"
-    TEXT = "text"
-
-
-def _extra(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, then every `extra` field."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in _extra(record).items():
-            out.setdefault(key, value)
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
-
-
-class TextFormatter(logging.Formatter):
-    """A readable line, the `extra` fields appended as key=value."""
-
-    def __init__(self) -> None:
-        super().__init__(_TEXT_FORMAT)
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = "".join(f" {k}={v}" for k, v in _extra(record).items())
-        if not extra:
-            return line
-        head, sep, rest = line.partition("\n")  # a traceback stays below the fields
-        return head + extra + sep + rest
+_UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def logging_config(fmt: LogFormat | str, level: str, *, trace_ids: bool = False) -> dict[str, Any]:
-    """A dictConfig: one stderr handler on the root logger; uvicorn's loggers propagate to it.
-    `trace_ids`: add the current span's trace_id and span_id to each line (tracing on)."""
-    formatter = JsonFormatter if LogFormat(fmt) is LogFormat.JSON else TextFormatter
-    level = level.upper()
-    filters = {"trace": {"()": "jobs_server.tracing.TraceLogFilter"}} if trace_ids else {}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"jobs": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
-        "filters": filters,
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "jobs",
-                "stream": "ext://sys.stderr",
-                "filters": list(filters),
-            }
-        },
-        "root": {"level": level, "handlers": ["stderr"]},
-        "loggers": {
-            name: {"handlers": [], "propagate": True, "level": level}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-        },
-    }
+    trace = "jobs_server.tracing.TraceLogFilter" if trace_ids else None
+    return _shared_config(fmt, level, trace_filter=trace, propagate=_UVICORN)
 
 
 def configure_logging(fmt: LogFormat | str, level: str, *, trace_ids: bool = False) -> None:
