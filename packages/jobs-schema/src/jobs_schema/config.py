@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 __all__ = [
     "BackoffKind",
@@ -13,6 +14,7 @@ __all__ = [
     "JobsConfig",
     "TenantConfig",
     "UseCaseConfig",
+    "describe_errors",
 ]
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -92,3 +94,22 @@ class JobsConfig(BaseModel):
                 if owner != tenant:
                     raise ValueError(f"tenants {owner!r} and {tenant!r} share a token")
         return self
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str) -> JobsConfig:
+        """Parse the config file's text; ValueError names `source` and what is wrong in it."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{source} is not valid TOML: {exc}") from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(f"{source}: {describe_errors(exc)}") from exc
+
+
+def describe_errors(exc: ValidationError, *, limit: int = 5) -> str:
+    """`use_cases.n.max_attempts: Input should be a valid integer; ...`"""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:limit]
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated
 
@@ -122,19 +121,13 @@ class ServerSettings(BaseSettings):
 
 def _read_config_file(path: Path) -> JobsConfig:
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise ConfigError(f"JOBS_CONFIG_FILE: {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"JOBS_CONFIG_FILE: {path} is not valid TOML: {exc}") from exc
     try:
-        return JobsConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"JOBS_CONFIG_FILE: {path}: {_first_errors(exc)}") from exc
-
-
-def _first_errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return JobsConfig.from_toml(text, source=str(path))
+    except ValueError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {exc}") from exc
 
 
 def load_settings() -> ServerSettings:

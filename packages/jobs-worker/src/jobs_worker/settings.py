@@ -3,13 +3,13 @@ from JOBS_CONFIG_FILE (the TOML file the server reads) and/or JOBS_USE_CASES (JS
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
+from jobs_schema.config import describe_errors
 from jobs_worker.errors import ConfigError
 from jobs_worker.logs import LogFormat
 
@@ -76,7 +76,7 @@ class WorkerSettings(BaseSettings):
                 tenants={**base.tenants, **self.tenants},
             )
         except ValidationError as exc:
-            raise ConfigError(f"JOBS_USE_CASES / JOBS_TENANTS: {_first_errors(exc)}") from exc
+            raise ConfigError(f"JOBS_USE_CASES / JOBS_TENANTS: {describe_errors(exc)}") from exc
 
     def select_use_cases(self, names: list[str]) -> dict[str, UseCaseConfig]:
         """The named use cases' configs; an unknown name is a ConfigError listing the known."""
@@ -107,19 +107,13 @@ class WorkerSettings(BaseSettings):
 
 def _read_config_file(path: Path) -> JobsConfig:
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise ConfigError(f"JOBS_CONFIG_FILE: {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"JOBS_CONFIG_FILE: {path} is not valid TOML: {exc}") from exc
     try:
-        return JobsConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"JOBS_CONFIG_FILE: {path}: {_first_errors(exc)}") from exc
-
-
-def _first_errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return JobsConfig.from_toml(text, source=str(path))
+    except ValueError as exc:
+        raise ConfigError(f"JOBS_CONFIG_FILE: {exc}") from exc
 
 
 def load_settings() -> WorkerSettings:
