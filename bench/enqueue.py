@@ -20,15 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import httpx
 
+from _common import bench_database, summary
 from jobs_schema import EnqueueRequest
 from jobs_sdk import JobsClient
-
-from _common import bench_database, summary
 
 TOKEN = "bench-token"
 USE_CASES = {"bench": {"queue": "bench", "capacity": 100}}
@@ -153,10 +151,18 @@ async def main() -> None:
                     (
                         "a",
                         f"(a) POST /v1/jobs, aiohttp, concurrency 32{tag}",
-                        lambda: http_single(url, s),
+                        lambda url=url: http_single(url, s),
                     ),
-                    ("b", f"(b) SDK enqueue, 32 tasks, coalesced{tag}", lambda: sdk_single(url, s)),
-                    ("c", f"(c) SDK enqueue_batch, batches of 500{tag}", lambda: sdk_batch(url, s)),
+                    (
+                        "b",
+                        f"(b) SDK enqueue, 32 tasks, coalesced{tag}",
+                        lambda url=url: sdk_single(url, s),
+                    ),
+                    (
+                        "c",
+                        f"(c) SDK enqueue_batch, batches of 500{tag}",
+                        lambda url=url: sdk_batch(url, s),
+                    ),
                 ):
                     if key == "c" and not wakeups:
                         continue

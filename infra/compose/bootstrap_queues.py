@@ -15,6 +15,7 @@ comes from LOCALSTACK_HOST (host:port, default localhost:4566).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import tomllib
@@ -46,7 +47,9 @@ def plan(config: dict[str, Any]) -> list[QueuePlan]:
         lease = uc.get("lease_seconds")
         if lease is None:
             lease = float(uc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)) + LEASE_MARGIN_SECONDS
-        out.append(QueuePlan(name, queue, queue + DLQ_SUFFIX, int(lease)))
+        # half a lease longer than the lease, at most 12 h (UseCaseConfig.queue_visibility_seconds)
+        visibility = min(43_200, math.ceil(1.5 * lease))
+        out.append(QueuePlan(name, queue, queue + DLQ_SUFFIX, visibility))
     return out
 
 

@@ -560,7 +560,7 @@ def test_compose_queue_bootstrap_creates_the_configured_queues():
     bootstrap = load_bootstrap()
     plan = bootstrap.plan(tomllib.loads(toml_path.read_text()))
     assert [(q.use_case, q.queue, q.dlq, q.visibility_timeout_seconds) for q in plan] == [
-        (name, uc.queue, uc.queue + "-dlq", int(uc.lease_duration_seconds))
+        (name, uc.queue, uc.queue + "-dlq", uc.queue_visibility_seconds)
         for name, uc in config.use_cases.items()
     ]
     assert str(bootstrap.DLQ_RETENTION_SECONDS) == _DLQ_RETENTION

@@ -165,7 +165,7 @@ async def create_queues(endpoint: str, use_cases: dict[str, UseCaseConfig]) -> N
     try:
         await publisher.ensure_queues(
             [
-                QueueSpec(uc.queue, visibility_timeout_seconds=int(uc.lease_duration_seconds))
+                QueueSpec(uc.queue, visibility_timeout_seconds=uc.queue_visibility_seconds)
                 for uc in use_cases.values()
             ]
         )

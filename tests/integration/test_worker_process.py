@@ -111,6 +111,7 @@ async def test_sigkill_mid_handler_jobs_retry_after_lease_on_another_worker(
     await first.wait_for_output("worker started")  # its start-up is not part of the race
     ids = [await stack.enqueue({"to": f"u{i}", "sleep": 60}) for i in range(4)]
     await wait_for_file(marks, count=4)  # every handler is mid-sleep
+    await asyncio.sleep(1.0)  # past the first heartbeat, which names the worker
     first.signal(signal.SIGKILL)
     assert await first.wait() == -signal.SIGKILL
     killed = dict(mark.name.rsplit("-", 1) for mark in marks.iterdir())  # job id -> attempt

@@ -153,7 +153,7 @@ async def test_stop_waits_for_handlers_within_grace_then_releases(registry):
     assert api.consumer.pending(QUEUE) == 0
 
 
-async def test_cancelled_before_start_is_released_unrun(registry):
+async def test_redelivered_cancelled_job_is_released_unrun(registry):
     calls = 0
 
     @registry.handler("never")
@@ -163,9 +163,28 @@ async def test_cancelled_before_start_is_released_unrun(registry):
 
     worker, api = make_worker(registry)
     message = api.dispatch(QUEUE, "never", {"n": 0})
+    # an earlier receiver died with it: this delivery is a redelivery, checked before it runs
+    for stored in api.consumer.queues[QUEUE]:
+        stored.receive_count = 1
     api.cancel(message.job_id)
     await asyncio.wait_for(worker.run(burst=True), 5)
     assert calls == 0
+    assert api.jobs[message.job_id].status is JobStatus.CANCELLED
+
+
+async def test_first_delivery_of_a_cancelled_job_learns_it_at_its_first_beat(registry):
+    saw = []
+
+    @registry.handler("waits")
+    async def waits(payload: Item, ctx: JobContext) -> None:
+        await asyncio.wait_for(ctx.wait_cancelled(), 3)
+        saw.append(ctx.cancelled)
+
+    worker, api = make_worker(registry)
+    message = api.dispatch(QUEUE, "waits", {"n": 0})
+    api.cancel(message.job_id)
+    await asyncio.wait_for(worker.run(burst=True), 5)
+    assert saw == [True]
     assert api.jobs[message.job_id].status is JobStatus.CANCELLED
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from enum import StrEnum
 from typing import Annotated
@@ -66,6 +67,13 @@ class UseCaseConfig(BaseModel):
     @property
     def lease_duration_seconds(self) -> float:
         return self.lease_seconds if self.lease_seconds is not None else self.timeout_seconds + 30
+
+    @property
+    def queue_visibility_seconds(self) -> int:
+        """The queue's visibility timeout: half a lease longer than the lease, so a message
+        whose worker died comes back after the server has already taken the lease back (the
+        redelivery is then a fresh attempt's, or refused as stale). SQS allows 12 h at most."""
+        return min(43_200, math.ceil(1.5 * self.lease_duration_seconds))
 
 
 class TenantConfig(BaseModel):

@@ -192,7 +192,7 @@ async def _create_queues(settings: ServerSettings) -> dict[str, str]:
     )
     try:
         specs = [
-            QueueSpec(uc.queue, visibility_timeout_seconds=int(uc.lease_duration_seconds))
+            QueueSpec(uc.queue, visibility_timeout_seconds=uc.queue_visibility_seconds)
             for uc in config.use_cases.values()
         ]
         return await publisher.ensure_queues(specs)

@@ -47,6 +47,7 @@ class SchedulerConfig:
     leader_ttl_seconds: float = 10.0
     claim_batch: int = 500
     reap_batch: int = 500
+    reap_every_seconds: float = 0.5
     prune_every_seconds: float = 60.0
     prune_batch: int = 1000
     idempotency_retention_seconds: float = 86_400.0
@@ -101,6 +102,7 @@ class Scheduler:
         self._leader: LeaderLease | None = None
         self._renewed_at = 0.0
         self._pruned_at = 0.0
+        self._reaped_at = 0.0
         self._wake = asyncio.Event()
         self._next_due: datetime | None = None
         self._subscription: Subscription | None = None
@@ -256,7 +258,10 @@ class Scheduler:
         await self._refresher.refresh(self)
 
     async def maintain(self) -> None:
-        await self.reap()
+        # passes run on every wake-up under load; leases expire on a scale of seconds
+        if time.monotonic() - self._reaped_at >= self.config.reap_every_seconds:
+            self._reaped_at = time.monotonic()
+            await self.reap()
         if time.monotonic() - self._pruned_at >= self.config.prune_every_seconds:
             self._pruned_at = time.monotonic()
             await self.prune()

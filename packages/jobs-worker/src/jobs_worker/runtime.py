@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ _RECEIVE_MAX = 10  # SQS hands out at most 10 messages a receive
 _BURST_WAIT = 1.0
 _RECEIVE_BACKOFF = (0.5, 10.0)
 _REPORT_RETRY_PAUSE = 1.0
+_FINISHED_MEMORY = 10_000  # attempts remembered as done, to drop late duplicate copies
 # a receive in flight this long past its long poll has hung (e.g. a connection silently dropped)
 _RECEIVE_HUNG_AFTER = 30.0
 
@@ -173,6 +175,7 @@ class Worker:
         self._clock = clock
         self._slots = _Slots(concurrency)
         self._running: dict[Key, _Attempt] = {}
+        self._finished: OrderedDict[Key, None] = OrderedDict()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
         self._idle = _Idle(last_activity=clock())
@@ -329,8 +332,12 @@ class Worker:
                 continue
             self._running[attempt.key] = attempt
             attempts.append(attempt)
-        # one heartbeat for the batch: a stale or duplicate message is not run at all
-        await self._heartbeater.beat([a.lease for a in attempts])
+        # A first delivery starts at once: its lease is fresh, and every report is fenced by
+        # it on the server anyway. A redelivery (its worker died, or SQS duplicated it late)
+        # is checked first with one heartbeat for the batch, so a stale copy is not run.
+        again = [a.lease for a in attempts if a.lease.message.receive_count > 1]
+        if again:
+            await self._heartbeater.beat(again)
         for attempt in attempts:
             if attempt.lease.state is LeaseState.LOST:
                 self._skip(attempt)
@@ -354,7 +361,7 @@ class Worker:
             return None
         config = self._use_cases.get(job.use_case, uc)
         attempt = _Attempt(job=job, lease=self._lease(job, received, config), config=config)
-        if attempt.key in self._running:
+        if attempt.key in self._running or attempt.key in self._finished:
             self.stats.skipped += 1
             logger.info("duplicate delivery of a running attempt", extra=_job_extra(job))
             self._delete_soon(received)
@@ -373,6 +380,13 @@ class Worker:
         self._free_slot(attempt)
         self._running.pop(attempt.key, None)
         self._delete_soon(attempt.lease.message)
+
+    def _remember_finished(self, key: Key) -> None:
+        """A copy of a message that arrives after its attempt ended is dropped without a
+        round trip; bounded, so memory stays flat however many jobs run."""
+        self._finished[key] = None
+        if len(self._finished) > _FINISHED_MEMORY:
+            self._finished.popitem(last=False)
 
     def _lease_lost(self, ref: LeaseRef) -> None:
         attempt = self._running.get((ref.job_id, ref.attempt, ref.lease_token))
@@ -398,6 +412,7 @@ class Worker:
             self._free_slot(attempt)
             self._heartbeater.untrack(attempt.lease)
             self._running.pop(attempt.key, None)
+            self._remember_finished(attempt.key)
             self._idle.last_activity = self._clock()
 
     async def _run_handler(self, attempt: _Attempt) -> tuple[Outcome, datetime] | None:

@@ -31,7 +31,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(prefix="/v1/worker", tags=["worker"], responses=_ERRORS)
 
 
-def _outcomes(request: Request) -> OutcomeService:
+async def _outcomes(request: Request) -> OutcomeService:
     service: OutcomeService = request.app.state.jobs.outcomes
     return service
 

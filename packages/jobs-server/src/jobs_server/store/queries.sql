@@ -433,7 +433,12 @@ ON CONFLICT (name) DO UPDATE SET
 -- name: refresh_job_counts
 -- Replace the active-jobs snapshot with one GROUP BY over pending and running rows (the only
 -- statement here whose cost grows with the backlog; the scheduler runs it in the background).
-WITH fresh AS (
+-- One branch per status, so that each reads its partial index, not the whole table.
+WITH active AS (
+    SELECT tenant, use_case, status, run_at, deadline FROM jobs WHERE status = 'pending'
+    UNION ALL
+    SELECT tenant, use_case, status, run_at, deadline FROM jobs WHERE status = 'running'
+), fresh AS (
     SELECT tenant, use_case,
            count(*) FILTER (WHERE status = 'pending') AS pending,
            count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
@@ -441,7 +446,7 @@ WITH fresh AS (
            count(*) FILTER (WHERE status = 'running') AS running,
            min(run_at) FILTER (WHERE status = 'pending' AND run_at <= now()) AS oldest_due,
            min(deadline) FILTER (WHERE status = 'pending' AND run_at <= now()) AS earliest
-    FROM jobs WHERE status IN ('pending', 'running')
+    FROM active
     GROUP BY tenant, use_case
 ), gone AS (
     DELETE FROM job_counts c
