@@ -156,7 +156,11 @@ def environment(args: argparse.Namespace, db: str, queue: str, server: str) -> d
         f"{USE_CASE}_rx{i}": use_case for i in range(2, args.receive_loops + 1)
     }
     tenants = {"acme": {"max_active_jobs": 100_000_000, "tokens": [TOKEN]}}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBS_") and k != "PYTHONPATH"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JOBS_", "OTEL_")) and k != "PYTHONPATH"
+    }
     return env | {
         "PYTHONPATH": str(HERE),
         "JOBS_DATABASE_URL": db,
@@ -171,6 +175,10 @@ def environment(args: argparse.Namespace, db: str, queue: str, server: str) -> d
         "JOBS_SCHEDULER_TICK_SECONDS": str(args.tick),
         "JOBS_PUBLISH_IN_FLIGHT": str(args.publish_in_flight),
         "JOBS_SERVER_URL": server,
+        # metrics and JSON logs as in production, tracing off (issue 5's comparison)
+        "JOBS_METRICS_ENABLED": "true" if args.observability == "on" else "false",
+        "JOBS_LOG_FORMAT": "json" if args.observability == "on" else "text",
+        "JOBS_OTEL_ENABLED": "false",
         "JOBS_CONCURRENCY": str(args.concurrency),
         "JOBS_REPORT_BATCH": str(args.report_batch),
         "JOBS_REPORT_LINGER_SECONDS": str(args.report_linger),
@@ -660,6 +668,12 @@ async def main() -> None:
         help="diagnosis: N use cases on the one queue, so the worker runs N receive loops",
     )
     g.add_argument("--keep-logs", action="store_true", help="keep our processes' logs")
+    g.add_argument(
+        "--observability",
+        choices=("on", "off"),
+        default="on",
+        help="on: metrics and JSON logs (tracing off); off: neither",
+    )
     args = parser.parse_args()
 
     ours = await run_ours(args)

@@ -180,7 +180,7 @@ async def test_first_delivery_of_a_cancelled_job_learns_it_at_its_first_beat(reg
         await asyncio.wait_for(ctx.wait_cancelled(), 3)
         saw.append(ctx.cancelled)
 
-    worker, api = make_worker(registry)
+    worker, api = make_worker(registry, lease_seconds=0.9)  # first beat 0.3 s in
     message = api.dispatch(QUEUE, "waits", {"n": 0})
     api.cancel(message.job_id)
     await asyncio.wait_for(worker.run(burst=True), 5)

@@ -27,7 +27,6 @@ _BEATS_PER_LEASE = 3
 # A message stays invisible longer than the lease: when its worker dies, the lease expires and
 # the reaper retries the job before the old message comes back (and is then dropped unrun).
 _VISIBILITY_PER_LEASE = 1.5
-_FIRST_BEAT_SECONDS = 0.5
 _MIN_SLEEP = 0.05
 
 
@@ -69,10 +68,9 @@ class Heartbeater:
         self._changed = asyncio.Event()
 
     def track(self, lease: HeldLease) -> None:
-        # The first beat comes early (batched with every attempt started meanwhile): it tells
-        # the server which worker runs the attempt, so one whose worker dies is still named.
-        # Short handlers end before it and cost no heartbeat at all.
-        lease.next_beat = self._clock() + min(lease.interval, _FIRST_BEAT_SECONDS)
+        # The first beat (a third of the lease in) also tells the server which worker runs the
+        # attempt; handlers shorter than that cost no heartbeat at all.
+        lease.next_beat = self._clock() + lease.interval
         self._held.add(lease)
         self._changed.set()
 

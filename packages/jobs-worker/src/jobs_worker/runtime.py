@@ -90,6 +90,7 @@ class _Attempt:
     config: UseCaseConfig
     task: asyncio.Task[None] | None = None
     holds_slot: bool = True
+    reporting: bool = False  # the handler is done; its outcome is on its way
     released: bool = False
 
     @property
@@ -390,7 +391,9 @@ class Worker:
 
     def _lease_lost(self, ref: LeaseRef) -> None:
         attempt = self._running.get((ref.job_id, ref.attempt, ref.lease_token))
-        if attempt is not None and attempt.task is not None:
+        # a beat racing the attempt's own report sees the lease gone because the report
+        # landed: the attempt is over, not lost
+        if attempt is not None and attempt.task is not None and not attempt.reporting:
             attempt.task.cancel()  # its outcome could not count any more
 
     # -- one attempt ---------------------------------------------------------------------------
@@ -484,6 +487,7 @@ class Worker:
         )
 
     async def _finish(self, attempt: _Attempt, outcome: Outcome, started_at: datetime) -> None:
+        attempt.reporting = True
         report = _report(attempt.job, outcome, worker_id=self.worker_id, started_at=started_at)
         ack = await self._report(attempt, report)
         if ack is None:
