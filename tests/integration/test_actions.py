@@ -12,23 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer
-
-ACME = {"Authorization": "Bearer tok-acme"}
-GLOBEX = {"Authorization": "Bearer tok-globex"}
-TINY = {"Authorization": "Bearer tok-tiny"}
-ADMIN = {"Authorization": "Bearer tok-admin"}
-READONLY = {"Authorization": "Bearer tok-readonly"}
-WORKER = {"Authorization": "Bearer tok-worker"}
-
-
-def job(**overrides: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "use_case": "notifications",
-        "job_type": "notifications.send_email",
-        "payload": {"to": "a@example.com"},
-    }
-    body.update(overrides)
-    return body
+from tests.integration.requests import ACME, ADMIN, GLOBEX, READONLY, TINY, WORKER, job
 
 
 @pytest.fixture

@@ -15,20 +15,7 @@ from jobs_server.app import JobsServer
 from jobs_server.store.migrations import available_migrations, migrate
 from tests.conftest import LiveServer, make_settings
 from tests.integration.proxy import start_database_proxy
-
-ACME = {"Authorization": "Bearer tok-acme"}
-GLOBEX = {"Authorization": "Bearer tok-globex"}
-TINY = {"Authorization": "Bearer tok-tiny"}
-
-
-def job(**overrides: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "use_case": "notifications",
-        "job_type": "notifications.send_email",
-        "payload": {"to": "a@example.com"},
-    }
-    body.update(overrides)
-    return body
+from tests.integration.requests import ACME, GLOBEX, TINY, job
 
 
 @pytest.fixture

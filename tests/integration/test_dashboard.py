@@ -15,20 +15,9 @@ import pytest
 
 from jobs_server.store.postgres import PostgresJobStore
 from tests.conftest import LiveServer
+from tests.integration.requests import ACME, GLOBEX, job
 
-ACME = {"Authorization": "Bearer tok-acme"}
-GLOBEX = {"Authorization": "Bearer tok-globex"}
 EVIL = "<script>alert('pwned')</script>"
-
-
-def job(**overrides: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "use_case": "notifications",
-        "job_type": "notifications.send_email",
-        "payload": {"to": "a@example.com"},
-    }
-    body.update(overrides)
-    return body
 
 
 @pytest.fixture
