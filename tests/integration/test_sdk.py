@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,7 +30,7 @@ from jobs_sdk import (
     ValidationFailed,
 )
 from tests.conftest import LiveServer, free_port
-from tests.integration.proxy import TcpProxy
+from tests.integration.proxy import start_database_proxy
 
 EMAIL = ("notifications", "notifications.send_email")
 FAST_RETRIES = RetryPolicy(attempts=50, base_delay=0.02, max_delay=0.1)
@@ -428,14 +428,8 @@ async def test_retries_until_the_server_is_reachable(flaky, db):
 
 
 async def test_retries_while_the_database_is_down(start_server, database_url, db):
-    parts = urlsplit(database_url)
-    db_proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await db_proxy.start()
-    server = await start_server(
-        database_url=urlunsplit(
-            parts._replace(netloc=f"{parts.username}@127.0.0.1:{db_proxy.port}")
-        )
-    )
+    db_proxy, proxied = await start_database_proxy(database_url)
+    server = await start_server(database_url=proxied)
     log: list[int] = []
 
     async def status(response: httpx.Response) -> None:
