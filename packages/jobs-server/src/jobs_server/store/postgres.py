@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -182,7 +183,10 @@ class PostgresJobStore:
                     yield conn
                 except Exception as exc:
                     if _is_unavailable(exc):
-                        conn.terminate()  # never hand a broken connection to the next caller
+                        # never hand a broken connection to the next caller (asyncpg may have
+                        # taken it back already)
+                        with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                            conn.terminate()
                     raise
         except Exception as exc:
             if _is_unavailable(exc):
