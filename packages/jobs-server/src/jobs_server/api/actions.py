@@ -14,7 +14,6 @@ from fastapi.responses import Response
 from jobs_schema import (
     BulkAction,
     BulkResult,
-    ErrorEnvelope,
     Job,
     JobCount,
     JobSelection,
@@ -22,12 +21,11 @@ from jobs_schema import (
 )
 from jobs_server.actions import ActionService
 from jobs_server.api.deps import Producer, Reader
+from jobs_server.api.errors import documented_errors, json_response
 
 __all__ = ["router"]
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 422, 429, 503)
-}
+_ERRORS = documented_errors(400, 401, 403, 404, 409, 422, 429, 503)
 
 router = APIRouter(prefix="/v1", tags=["actions"], responses=_ERRORS)
 
@@ -38,10 +36,6 @@ async def _actions_of(request: Request) -> ActionService:
 
 
 Actions = Annotated[ActionService, Depends(_actions_of)]
-
-
-def _json(model: Job | JobCount | BulkResult) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -72,7 +66,7 @@ async def count_jobs(
         created_after=created_after,
         created_before=created_before,
     )
-    return _json(await actions.count(who, selection, action=action))
+    return json_response(await actions.count(who, selection, action=action))
 
 
 @router.post(
@@ -81,7 +75,7 @@ async def count_jobs(
     summary="Cancel every pending job matching the filter, and mark every running one",
 )
 async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
-    return _json(await actions.cancel_matching(who, body))
+    return json_response(await actions.cancel_matching(who, body))
 
 
 @router.post(
@@ -90,7 +84,7 @@ async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Re
     summary="Retry now every dead or cancelled job matching the filter",
 )
 async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
-    return _json(await actions.retry_matching(who, body))
+    return json_response(await actions.retry_matching(who, body))
 
 
 @router.post(
@@ -99,4 +93,4 @@ async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Res
     summary="Retry a dead or cancelled job now, with one more attempt and a new deadline",
 )
 async def retry_job(job_id: UUID, who: Producer, actions: Actions) -> Response:
-    return _json(await actions.retry(who, job_id))
+    return json_response(await actions.retry(who, job_id))

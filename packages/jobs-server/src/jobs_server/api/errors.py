@@ -7,13 +7,20 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobs_schema import ErrorBody, ErrorCode, ErrorEnvelope
 from jobs_server import errors
 
-__all__ = ["ApiError", "error_response", "install_error_handlers", "validation_details"]
+__all__ = [
+    "ApiError",
+    "documented_errors",
+    "error_response",
+    "install_error_handlers",
+    "json_response",
+    "validation_details",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +58,16 @@ def error_response(
     return Response(
         body.model_dump_json(), status_code=status, media_type="application/json", headers=headers
     )
+
+
+def json_response(model: BaseModel, status: int = 200) -> Response:
+    """A model as the JSON body, serialized once by pydantic (no second pass by FastAPI)."""
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+def documented_errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    """The envelope as the documented body of each of these statuses (OpenAPI)."""
+    return {code: {"model": ErrorEnvelope} for code in codes}
 
 
 def validation_details(exc: ValidationError | RequestValidationError) -> dict[str, object]:

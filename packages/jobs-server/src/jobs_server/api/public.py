@@ -18,21 +18,18 @@ from jobs_schema import (
     EnqueueRequest,
     EnqueueResponse,
     ErrorCode,
-    ErrorEnvelope,
     Job,
     JobPage,
     JobStatus,
 )
 from jobs_server.api.deps import Producer, Reader, Service, producer_of, service_of
-from jobs_server.api.errors import ApiError
+from jobs_server.api.errors import ApiError, documented_errors, json_response
 from jobs_server.auth import Principal
 from jobs_server.service import request_hash
 
 __all__ = ["router"]
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
-}
+_ERRORS = documented_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
 
@@ -93,12 +90,6 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
     }
 
 
-def _json(
-    model: EnqueueResponse | BatchEnqueueResponse | Job | JobPage, status: int = 200
-) -> Response:
-    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
-
-
 def _tenant(who: Principal) -> str:
     if who.tenant is None:
         raise ApiError(403, ErrorCode.FORBIDDEN, "enqueue with a tenant token")
@@ -121,7 +112,7 @@ async def enqueue(
     result = await service.enqueue(
         _tenant(who), body, idempotency=await _idempotency(request, idempotency_key)
     )
-    return _json(result, 200 if result.deduplicated else 201)
+    return json_response(result, 200 if result.deduplicated else 201)
 
 
 router.add_api_route(
@@ -145,7 +136,7 @@ async def enqueue_batch(
     result = await service.enqueue_batch(
         _tenant(who), body.jobs, idempotency=await _idempotency(request, idempotency_key)
     )
-    return _json(result)
+    return json_response(result)
 
 
 router.add_api_route(
@@ -160,7 +151,7 @@ router.add_api_route(
 
 @router.get("/jobs/{job_id}", responses={200: {"model": Job}}, summary="A job with its attempts")
 async def get_job(job_id: UUID, who: Reader, service: Service) -> Response:
-    return _json(await service.get(who, job_id))
+    return json_response(await service.get(who, job_id))
 
 
 @router.get("/jobs", responses={200: {"model": JobPage}}, summary="List jobs, newest first")
@@ -189,7 +180,7 @@ async def list_jobs(
         limit=limit,
         dedup_key=dedup_key,
     )
-    return _json(page)
+    return json_response(page)
 
 
 @router.post(
@@ -198,4 +189,4 @@ async def list_jobs(
     summary="Cancel a pending job at once, or mark a running one",
 )
 async def cancel_job(job_id: UUID, who: Producer, service: Service) -> Response:
-    return _json(await service.cancel(who, job_id))
+    return json_response(await service.cancel(who, job_id))

@@ -11,7 +11,6 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from jobs_schema import (
-    ErrorEnvelope,
     HeartbeatRequest,
     HeartbeatResponse,
     OutcomeRequest,
@@ -20,13 +19,12 @@ from jobs_schema import (
     ReleaseRequest,
 )
 from jobs_server.api.deps import Worker
+from jobs_server.api.errors import documented_errors, json_response
 from jobs_server.outcomes import OutcomeService
 
 __all__ = ["router"]
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorEnvelope} for code in (401, 403, 404, 413, 422, 503)
-}
+_ERRORS = documented_errors(401, 403, 404, 413, 422, 503)
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"], responses=_ERRORS)
 
@@ -43,29 +41,25 @@ class ReleaseResponse(BaseModel):
     released: list[UUID]
 
 
-def _json(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
-
-
 @router.post("/outcomes", responses={200: {"model": OutcomeResponse}})
 async def report_outcomes(body: OutcomeRequest, _: Worker, outcomes: Outcomes) -> Response:
     """Apply a batch of outcomes; stale reports come back with applied=false."""
-    return _json(OutcomeResponse(acks=await outcomes.report(list(body.reports))))
+    return json_response(OutcomeResponse(acks=await outcomes.report(list(body.reports))))
 
 
 @router.post("/heartbeats", responses={200: {"model": HeartbeatResponse}})
 async def heartbeats(body: HeartbeatRequest, _: Worker, outcomes: Outcomes) -> Response:
     """Extend leases; each answer says held, lost or cancelled."""
-    return _json(await outcomes.heartbeat(body))
+    return json_response(await outcomes.heartbeat(body))
 
 
 @router.post("/release", responses={200: {"model": ReleaseResponse}})
 async def release(body: ReleaseRequest, _: Worker, outcomes: Outcomes) -> Response:
     """Give back leases of attempts that will not finish (worker shutdown)."""
-    return _json(ReleaseResponse(released=await outcomes.release(body)))
+    return json_response(ReleaseResponse(released=await outcomes.release(body)))
 
 
 @router.get("/jobs/{job_id}/payload", responses={200: {"model": PayloadResponse}})
 async def payload(job_id: UUID, _: Worker, outcomes: Outcomes) -> Response:
     """The payload of a running job whose message left it out (too large for SQS)."""
-    return _json(await outcomes.payload(job_id))
+    return json_response(await outcomes.payload(job_id))
