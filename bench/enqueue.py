@@ -7,6 +7,13 @@ Prints jobs/s (median of 3 runs, with min and max) for:
   (b) the SDK's single `enqueue` from 32 concurrent tasks in one process (coalesced),
   (c) the SDK's `enqueue_batch` with batches of 500,
 and (a) and (b) again with scheduler wake-ups (NOTIFY) off, to show what they cost.
+
+    uv run python bench/enqueue.py --baseline REV   # this checkout against REV, in one run
+
+With `--baseline`, a server of REV (a git worktree under ~/.cache/jobs-bench, synced from its
+own lock, on a database migrated by its own migrations) runs beside ours, the runs alternate
+(REV, ours, REV, ours, ...) and each figure is printed with its ratio ours / REV per pair of
+runs: the machine's speed drifts, a ratio taken in the same run does not.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import httpx
 
-from _common import bench_database, summary
+from _common import baseline_python, bench_database, load_average, summary
 from jobs_schema import EnqueueRequest
 from jobs_sdk import JobsClient
 
@@ -40,7 +47,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def start_server(database_url: str, *, wakeups: bool) -> tuple[subprocess.Popen[bytes], str]:
+async def start_server(
+    database_url: str, *, wakeups: bool, python: str = sys.executable
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = os.environ | {
         "JOBS_DATABASE_URL": database_url,
@@ -52,7 +61,7 @@ async def start_server(database_url: str, *, wakeups: bool) -> tuple[subprocess.
     }
     proc = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "jobs_server",
             "serve",
@@ -129,8 +138,42 @@ async def sdk_batch(url: str, seconds: float, size: int = 500, workers: int = 4)
 
 async def measure(name: str, fn: Callable[[], Awaitable[float]], runs: int) -> list[float]:
     rates = [await fn() for _ in range(runs)]
-    print(f"{name:<58} {summary(rates)} jobs/s", flush=True)
+    print(f"{name:<58} {summary(rates)} jobs/s ({load_average()})", flush=True)
     return rates
+
+
+FIGURES: dict[str, tuple[str, Callable[[str, float], Awaitable[float]]]] = {
+    "a": ("(a) POST /v1/jobs, aiohttp, concurrency 32", http_single),
+    "b": ("(b) SDK enqueue, 32 tasks, coalesced", sdk_single),
+    "c": ("(c) SDK enqueue_batch, batches of 500", sdk_batch),
+}
+
+
+async def against_baseline(rev: str, seconds: float, runs: int) -> None:
+    base_python = baseline_python(rev)
+    async with (
+        bench_database("enqueue_base", python=base_python) as base_db,
+        bench_database("enqueue") as db,
+    ):
+        base, base_url = await start_server(base_db, wakeups=True, python=base_python)
+        ours, url = await start_server(db, wakeups=True)
+        try:
+            for label, fn in FIGURES.values():
+                theirs: list[float] = []
+                mine: list[float] = []
+                for _ in range(runs):
+                    theirs.append(await fn(base_url, seconds))
+                    mine.append(await fn(url, seconds))
+                ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+                print(
+                    f"{label}\n    ours {summary(mine)} jobs/s; {rev} {summary(theirs)} jobs/s;"
+                    f"\n    ratio ours/{rev} {summary(ratios)} ({load_average()})",
+                    flush=True,
+                )
+        finally:
+            for proc in (base, ours):
+                proc.terminate()
+                proc.wait(timeout=10)
 
 
 async def main() -> None:
@@ -139,34 +182,22 @@ async def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REV", help="also run REV's server; print ratios")
     args = parser.parse_args()
     s, runs = args.seconds, args.runs
+    if args.baseline:
+        await against_baseline(args.baseline, s, runs)
+        return
     medians: dict[str, float] = {}
     async with bench_database("enqueue") as db:
         for wakeups in (True, False):
             proc, url = await start_server(db, wakeups=wakeups)
             tag = "" if wakeups else ", wake-ups off"
             try:
-                for key, label, fn in (
-                    (
-                        "a",
-                        f"(a) POST /v1/jobs, aiohttp, concurrency 32{tag}",
-                        lambda url=url: http_single(url, s),
-                    ),
-                    (
-                        "b",
-                        f"(b) SDK enqueue, 32 tasks, coalesced{tag}",
-                        lambda url=url: sdk_single(url, s),
-                    ),
-                    (
-                        "c",
-                        f"(c) SDK enqueue_batch, batches of 500{tag}",
-                        lambda url=url: sdk_batch(url, s),
-                    ),
-                ):
+                for key, (label, fn) in FIGURES.items():
                     if key == "c" and not wakeups:
                         continue
-                    rates = await measure(label, fn, runs)
+                    rates = await measure(label + tag, lambda fn=fn, url=url: fn(url, s), runs)
                     medians[key + tag] = sorted(rates)[len(rates) // 2]
             finally:
                 proc.terminate()
