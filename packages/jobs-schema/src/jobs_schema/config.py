@@ -31,7 +31,9 @@ class BackoffPolicy(BaseModel):
     """Delay before retry n (n = 1 after the first failure).
 
     exponential: base * 2**(n-1); linear: base * n; constant: base. Capped at `cap_seconds`,
-    then spread by +/- `jitter` (a fraction of the delay) so retries of a burst do not align.
+    then shortened by up to `jitter` (a fraction of the delay, drawn at random) so retries of a
+    burst do not align: the delay lies in [d * (1 - jitter), d], d = min(raw, cap), and never
+    exceeds the cap.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -21,7 +21,12 @@ LEASE_EXPIRED = FailureInfo(
 def backoff_delay(
     policy: BackoffPolicy, retry: int, *, rng: Callable[[], float] = random.random
 ) -> float:
-    """Seconds to wait before retry number `retry` (1 = after the first failure)."""
+    """Seconds to wait before retry number `retry` (1 = after the first failure).
+
+    The jitter spreads the delay downwards only, after the cap: the delay lies in
+    `[d * (1 - jitter), d]` with `d = min(raw, cap)`. So `cap_seconds` is a promise that holds
+    (no retry waits longer), and retries that reached the cap still spread out instead of
+    lining up on it."""
     n = max(retry, 1)
     if policy.kind is BackoffKind.EXPONENTIAL:
         # past 2**63 the cap has long won; avoid float overflow
@@ -31,8 +36,7 @@ def backoff_delay(
     else:
         raw = policy.base_seconds
     delay = min(raw, policy.cap_seconds)
-    spread = delay * policy.jitter
-    return max(0.0, delay - spread + 2 * spread * rng())
+    return delay * (1.0 - policy.jitter * rng())
 
 
 def decide_failure(
