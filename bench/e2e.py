@@ -81,13 +81,14 @@ OTHER_LOAD_WARN = 0.25  # cores of other load on the machine that make a run sus
 class Processes:
     """Our processes, their logs, and stopping them (worker first, then scheduler, server)."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, python: str = sys.executable) -> None:
         self.log_dir = log_dir
+        self.python = python  # another checkout's interpreter runs that checkout's code
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=log)
+        proc = subprocess.Popen([self.python, *args], env=env, stdout=log, stderr=log)
         log.close()
         self.procs[name] = proc
         return proc
@@ -300,15 +301,18 @@ async def latency(
     }
 
 
-async def run_ours(args: argparse.Namespace) -> dict[str, Any]:
+async def run_ours(args: argparse.Namespace, *, python: str | None = None) -> dict[str, Any]:
+    """One run of both phases. `python`: another checkout's interpreter (bench/_common.py
+    `baseline_python`), whose server, scheduler and worker then run, on a database migrated by
+    that checkout's own migrations."""
     queue = f"bench-e2e-{uuid.uuid4().hex[:6]}"
     port = free_port()
     publisher = await SqsPublisher.connect(region="us-east-1", endpoint_url=SQS_URL)
     log_dir = Path(tempfile.mkdtemp(prefix="jobs-e2e-"))
-    procs = Processes(log_dir)
+    procs = Processes(log_dir, python=python or sys.executable)
     try:
         await publisher.ensure_queues([QueueSpec(queue, visibility_timeout_seconds=60)])
-        async with bench_database("e2e") as db:
+        async with bench_database("e2e", python=python) as db:
             try:
                 return await _start_and_measure(args, db, queue, port, procs)
             finally:
@@ -642,9 +646,9 @@ def report(args: argparse.Namespace, ours: dict[str, Any], theirs: dict[str, Any
         )
 
 
-async def main() -> None:
+def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs", type=int, default=20_000, help="throughput phase")
     parser.add_argument("--batch", type=int, default=500, help="enqueue_batch size")
@@ -674,7 +678,11 @@ async def main() -> None:
         default="on",
         help="on: metrics and JSON logs (tracing off); off: neither",
     )
-    args = parser.parse_args()
+    return parser
+
+
+async def main() -> None:
+    args = build_parser().parse_args()
 
     ours = await run_ours(args)
     theirs = None if args.skip_procrastinate else run_procrastinate(args)
