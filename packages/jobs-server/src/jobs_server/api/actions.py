@@ -21,18 +21,22 @@ from jobs_schema import (
 )
 from jobs_server.actions import ActionService
 from jobs_server.api.deps import Producer, Reader
-from jobs_server.api.errors import documented_errors, json_response
+from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
+from jobs_server.api.route import JobsRoute, operation_id, server_in
 
 __all__ = ["router"]
 
-_ERRORS = documented_errors(400, 401, 403, 404, 409, 422, 429, 503)
-
-router = APIRouter(prefix="/v1", tags=["actions"], responses=_ERRORS)
+router = APIRouter(
+    prefix="/v1",
+    tags=["actions"],
+    responses=documented_errors(*COMMON_ERRORS),
+    route_class=JobsRoute,
+    generate_unique_id_function=operation_id,
+)
 
 
 async def _actions_of(request: Request) -> ActionService:
-    actions: ActionService = request.app.state.jobs.actions
-    return actions
+    return server_in(request.scope).actions
 
 
 Actions = Annotated[ActionService, Depends(_actions_of)]
@@ -40,7 +44,7 @@ Actions = Annotated[ActionService, Depends(_actions_of)]
 
 @router.get(
     "/jobs/count",
-    responses={200: {"model": JobCount}},
+    responses={200: {"model": JobCount}, **documented_errors(400)},
     summary="Count the jobs matching the filters of GET /v1/jobs (to confirm a bulk action)",
 )
 async def count_jobs(
@@ -71,7 +75,7 @@ async def count_jobs(
 
 @router.post(
     "/jobs/cancel",
-    responses={200: {"model": BulkResult}},
+    responses={200: {"model": BulkResult}, **documented_errors(*BODY_ERRORS)},
     summary="Cancel every pending job matching the filter, and mark every running one",
 )
 async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
@@ -80,7 +84,7 @@ async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Re
 
 @router.post(
     "/jobs/retry",
-    responses={200: {"model": BulkResult}},
+    responses={200: {"model": BulkResult}, **documented_errors(*BODY_ERRORS)},
     summary="Retry now every dead or cancelled job matching the filter",
 )
 async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
@@ -89,7 +93,7 @@ async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Res
 
 @router.post(
     "/jobs/{job_id}/retry",
-    responses={200: {"model": Job}},
+    responses={200: {"model": Job}, **documented_errors(404, 409, 429)},
     summary="Retry a dead or cancelled job now, with one more attempt and a new deadline",
 )
 async def retry_job(job_id: UUID, who: Producer, actions: Actions) -> Response:
