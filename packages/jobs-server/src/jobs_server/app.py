@@ -121,6 +121,10 @@ class JobsServer:
         self._methods: dict[str, set[str]] = {}
 
     @property
+    def started(self) -> bool:
+        return self._store is not None
+
+    @property
     def service(self) -> JobService:
         if self._service is None:
             raise RuntimeError("JobsServer.start() has not run")
@@ -335,8 +339,10 @@ class _DashboardMount(Mount):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
-        rest = str(child.get("path_params", {}).get("path", "")) if match is Match.FULL else ""
-        if rest == "ui" or rest.startswith("ui/"):
+        if match is not Match.FULL:
+            return match, child
+        rest = scope["path"][len(child["root_path"]) :]
+        if rest == "/ui" or rest.startswith("/ui/"):
             return match, child
         return Match.NONE, {}
 
