@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
@@ -318,9 +318,13 @@ def create_app(
     return app
 
 
-def openapi_schema(settings: ServerSettings) -> dict[str, object]:
-    """The OpenAPI document of the standalone server (docs/openapi.json is this)."""
-    return create_app(settings).openapi()
+def openapi_schema() -> dict[str, Any]:
+    """The OpenAPI document of the standalone server, the same whatever the settings
+    (docs/openapi.json is this; `jobs-server openapi` prints it)."""
+    placeholder = ServerSettings(
+        use_cases={"example": {"queue": "example"}}, metrics_enabled=True, run_scheduler=False
+    )
+    return create_app(placeholder).openapi()
 
 
 def _offline_app(*, static_url: str) -> FastAPI:
