@@ -204,3 +204,15 @@ async def test_without_any_lifespan_the_server_starts_on_first_request(database_
             assert r.status_code == 201, r.text
     finally:
         await jobs.stop()
+
+
+async def test_mounted_app_lifespan_composes_into_the_hosts(database_url):
+    jobs_app = create_app(make_settings(database_url))
+    app = FastAPI(lifespan=jobs_app.router.lifespan_context)
+    app.mount("/jobs", jobs_app)
+    server: JobsServer = jobs_app.state.jobs_server
+    async with serving(app) as url:
+        assert server.started, "the host's lifespan starts the mounted app's server"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            assert (await c.post("/jobs/v1/jobs", json=job(), headers=ACME)).status_code == 201
+    assert not server.started
