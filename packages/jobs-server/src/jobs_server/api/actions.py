@@ -4,7 +4,6 @@ too. Include this router before public.py's, whose /v1/jobs/{job_id} would take 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -19,6 +18,7 @@ from jobs_schema import (
     JobSelection,
     JobStatus,
 )
+from jobs_schema.limits import Text, Timestamp
 from jobs_server.actions import ActionService
 from jobs_server.api.deps import Producer, Reader
 from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
@@ -40,6 +40,7 @@ async def _actions_of(request: Request) -> ActionService:
 
 
 Actions = Annotated[ActionService, Depends(_actions_of)]
+Filter = Annotated[Text | None, Query(max_length=200)]
 
 
 @router.get(
@@ -51,12 +52,12 @@ async def count_jobs(
     who: Reader,
     actions: Actions,
     status: JobStatus | None = None,
-    use_case: str | None = None,
-    job_type: str | None = None,
-    tenant: Annotated[str | None, Query(description="admins only")] = None,
-    dedup_key: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    use_case: Filter = None,
+    job_type: Filter = None,
+    tenant: Annotated[Text | None, Query(max_length=200, description="admins only")] = None,
+    dedup_key: Filter = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
     action: Annotated[
         BulkAction | None, Query(description="count only the jobs this action would change")
     ] = None,

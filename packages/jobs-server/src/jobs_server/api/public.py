@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, get_type_hints
 from uuid import UUID
 
@@ -20,6 +19,7 @@ from jobs_schema import (
     JobPage,
     JobStatus,
 )
+from jobs_schema.limits import Text, Timestamp
 from jobs_server.api.deps import Producer, Reader, Service, producer_of, service_of
 from jobs_server.api.errors import (
     BODY_ERRORS,
@@ -43,6 +43,8 @@ router = APIRouter(
 )
 
 _KEY_MAX = 200
+# A text filter of the job list: refused (422) when it holds what no stored job can.
+Filter = Annotated[Text | None, Query(max_length=_KEY_MAX)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -88,7 +90,14 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
     try:
         who = await producer_of(request)
         body = model.model_validate_json(await request.body())
-    except (ApiError, ValidationError):
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            # answered here: FastAPI's own parser reads some of what this one refuses (NaN,
+            # unpaired surrogates, nesting past this parser's limit) into a 500 or an error
+            # on the payload far from the cause
+            raise
+        return None
+    except ApiError:
         return None
     return {
         "body": body,
@@ -181,14 +190,14 @@ async def list_jobs(
     who: Reader,
     service: Service,
     status: JobStatus | None = None,
-    use_case: str | None = None,
-    job_type: str | None = None,
-    tenant: Annotated[str | None, Query(description="admins only")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    cursor: str | None = None,
+    use_case: Filter = None,
+    job_type: Filter = None,
+    tenant: Annotated[Text | None, Query(max_length=200, description="admins only")] = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
+    cursor: Filter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    dedup_key: str | None = None,
+    dedup_key: Filter = None,
 ) -> Response:
     page = await service.list(
         who,
