@@ -86,9 +86,10 @@ def zoned(value: datetime) -> datetime:
 
 
 def check_text(value: str) -> str:
-    # pydantic itself refuses unpaired surrogates in a str (string_unicode); NUL is left to us
     if "\x00" in value:
         raise ValueError("text holds a NUL character (\\u0000), which cannot be stored; remove it")
+    if not value.isascii() and _UNSTORABLE.search(value):
+        raise ValueError("text holds an unpaired UTF-16 surrogate; send valid Unicode text")
     return value
 
 

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from jobs_schema import (
     BatchEnqueueRequest,
@@ -91,10 +92,9 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
         who = await producer_of(request)
         body = model.model_validate_json(await request.body())
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            # answered here: FastAPI's own parser reads some of what this one refuses (NaN,
-            # unpaired surrogates, nesting past this parser's limit) into a 500 or an error
-            # on the payload far from the cause
+        if any(_too_deep(e) for e in exc.errors()):
+            # answered here (400 malformed_json): FastAPI's own parser fails on such nesting
+            # with an error of no clear code
             raise
         return None
     except ApiError:
@@ -106,6 +106,10 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
         "request": request,
         "idempotency_key": key,
     }
+
+
+def _too_deep(error: ErrorDetails) -> bool:
+    return error["type"] == "json_invalid" and "recursion limit" in error["msg"]
 
 
 def _tenant(who: Principal) -> str:
