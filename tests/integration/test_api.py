@@ -327,7 +327,7 @@ async def test_router_mounts_inside_an_existing_app(database_url):
         return {"hello": "world"}
 
     jobs = JobsServer(make_settings(database_url))
-    jobs.mount(user_app)
+    jobs.include_in(user_app)
     async with jobs.running():
         transport = httpx.ASGITransport(app=user_app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from jobs_schema import JobStatus, UseCaseConfig
+from jobs_schema import JobStatus, LeaseRef, UseCaseConfig, lease_attributes
 from jobs_worker import InMemoryConsumer, JobContext, Registry, Worker, runtime
 from jobs_worker.health import metrics_text
 from jobs_worker.testing import InMemoryWorkerApi
@@ -194,6 +194,23 @@ async def test_malformed_message_is_left_alone(registry):
     stats = await asyncio.wait_for(worker.run(burst=True), 5)
     assert stats.malformed == 1
     assert api.consumer.pending(QUEUE) == 1
+
+
+async def test_unparseable_message_naming_its_lease_fails_that_attempt_for_good(registry):
+    worker, api = make_worker(registry)
+    message = api.dispatch(QUEUE, "double", {"n": 1})
+    api.consumer.queues[QUEUE].clear()  # in its place, a body no worker can read
+    ref = LeaseRef(job_id=message.job_id, attempt=1, lease_token=message.lease_token)
+    api.consumer.send(QUEUE, '{"v": 1, "payload": ' + "[" * 300, lease_attributes(ref))
+    stats = await asyncio.wait_for(worker.run(burst=True), 5)
+    assert stats.malformed == 1
+    job = api.jobs[message.job_id]
+    assert job.status is JobStatus.DEAD
+    [report] = job.reports
+    assert report.failure is not None and report.failure.type == "InvalidMessage"
+    assert report.failure.retryable is False
+    assert "could not be read" in report.failure.message
+    assert api.consumer.pending(QUEUE) == 0  # deleted once reported
 
 
 async def test_health_reports_running_stopping_and_a_hung_receive(registry, monkeypatch):

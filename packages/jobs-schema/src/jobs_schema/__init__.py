@@ -36,6 +36,8 @@ from jobs_schema.messages import (
     OutcomeResponse,
     PayloadResponse,
     ReleaseRequest,
+    lease_attributes,
+    lease_from_attributes,
 )
 
 __version__ = "0.1.0"
@@ -84,4 +86,6 @@ __all__ = [
     "ReleaseRequest",
     "TenantConfig",
     "UseCaseConfig",
+    "lease_attributes",
+    "lease_from_attributes",
 ]

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from jobs_schema.jobs import JobStatus
+from jobs_schema.jobs import JobStatus, Key
+from jobs_schema.limits import Timestamp
 
 __all__ = ["MAX_BULK_JOBS", "BulkAction", "BulkResult", "JobCount", "JobSelection"]
 
 MAX_BULK_JOBS = 100_000
-
-Key = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class BulkAction(StrEnum):
@@ -35,15 +33,19 @@ class JobSelection(BaseModel):
     job_type: Key | None = None
     tenant: Key | None = Field(default=None, description="admins only")
     dedup_key: Key | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
     max_id: UUID | None = Field(
         default=None,
         description="only jobs with an id up to this one: pass the `max_id` that "
         "`GET /v1/jobs/count` returned, and jobs created after the count are left alone",
     )
     limit: int = Field(
-        default=10_000, ge=1, le=MAX_BULK_JOBS, description="touch at most this many jobs"
+        default=10_000,
+        ge=1,
+        le=MAX_BULK_JOBS,
+        strict=True,
+        description="touch at most this many jobs",
     )
 
 

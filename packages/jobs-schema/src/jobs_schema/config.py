@@ -39,9 +39,9 @@ class BackoffPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: BackoffKind = BackoffKind.EXPONENTIAL
-    base_seconds: float = Field(default=1.0, ge=0, le=86_400)
-    cap_seconds: float = Field(default=300.0, ge=0, le=7 * 86_400)
-    jitter: float = Field(default=0.1, ge=0, le=1)
+    base_seconds: float = Field(default=1.0, ge=0, le=86_400, strict=True)
+    cap_seconds: float = Field(default=300.0, ge=0, le=7 * 86_400, strict=True)
+    jitter: float = Field(default=0.1, ge=0, le=1, strict=True)
 
 
 class UseCaseConfig(BaseModel):
@@ -121,5 +121,6 @@ class JobsConfig(BaseModel):
 def describe_errors(exc: ValidationError, *, limit: int = 5) -> str:
     """`use_cases.n.max_attempts: Input should be a valid integer; ...`"""
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:limit]
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+        for e in exc.errors()[:limit]
     )

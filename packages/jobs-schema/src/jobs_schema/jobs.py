@@ -7,10 +7,11 @@ from enum import StrEnum
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from jobs_schema.config import BackoffPolicy
 from jobs_schema.errors import ErrorBody
+from jobs_schema.limits import Text, Timestamp, check_payload, zoned
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -32,7 +33,11 @@ __all__ = [
 MAX_BATCH_SIZE = 1000
 
 Payload = dict[str, JsonValue]
-Key = Annotated[str, Field(min_length=1, max_length=200)]
+# A payload the API takes: storable, and within the nesting every parser on its way reads.
+CheckedPayload = Annotated[Payload, AfterValidator(check_payload)]
+Key = Annotated[Text, Field(min_length=1, max_length=200)]
+# A time as stored and returned: always with a zone.
+StoredTime = Annotated[datetime, AfterValidator(zoned)]
 
 
 class JobStatus(StrEnum):
@@ -67,13 +72,15 @@ class EnqueueRequest(BaseModel):
 
     use_case: Key
     job_type: Key
-    payload: Payload = Field(default_factory=dict)
-    run_at: AwareDatetime | None = None
-    deadline: AwareDatetime | None = None
-    delay_tolerance_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400)
-    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
+    payload: CheckedPayload = Field(default_factory=dict)
+    run_at: Timestamp | None = None
+    deadline: Timestamp | None = None
+    delay_tolerance_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, strict=True, description="higher runs first"
+    )
     dedup_key: Key | None = None
-    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    max_attempts: int | None = Field(default=None, ge=1, le=1000, strict=True)
     backoff: BackoffPolicy | None = None
 
     @model_validator(mode="after")
@@ -97,13 +104,13 @@ class AttemptRecord(BaseModel):
     attempt: int
     outcome: AttemptOutcome
     worker_id: str | None = None
-    dispatched_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    dispatched_at: StoredTime
+    started_at: StoredTime | None = None
+    finished_at: StoredTime | None = None
     error_type: str | None = None
     error_message: str | None = None
     traceback: str | None = None
-    deadline: datetime | None = Field(
+    deadline: StoredTime | None = Field(
         default=None,
         description="the deadline this attempt ran under, when a retry has since given the job "
         "a new one; None: the job's deadline",
@@ -120,8 +127,8 @@ class Job(BaseModel):
     payload: Payload
     status: JobStatus
     priority: int
-    run_at: datetime
-    deadline: datetime
+    run_at: StoredTime
+    deadline: StoredTime
     attempts: int
     max_attempts: int
     dedup_key: str | None = None
@@ -129,9 +136,9 @@ class Job(BaseModel):
     last_error: str | None = None
     cancel_requested: bool = False
     deadline_missed: bool = False
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None = None
+    created_at: StoredTime
+    updated_at: StoredTime
+    finished_at: StoredTime | None = None
     history: list[AttemptRecord] | None = Field(
         default=None, description="every attempt, oldest first; only on single-job reads"
     )

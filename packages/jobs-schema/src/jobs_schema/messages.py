@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
-from jobs_schema.jobs import JobStatus, Payload
+from jobs_schema.jobs import JobStatus, Payload, StoredTime
+from jobs_schema.limits import ReportedText, Text, Timestamp
+
+WorkerId = Annotated[Text, Field(min_length=1, max_length=200)]
 
 __all__ = [
     "MAX_SQS_MESSAGE_BYTES",
@@ -28,6 +31,8 @@ __all__ = [
     "OutcomeResponse",
     "PayloadResponse",
     "ReleaseRequest",
+    "lease_attributes",
+    "lease_from_attributes",
 ]
 
 MAX_SQS_MESSAGE_BYTES = 256 * 1024
@@ -47,12 +52,12 @@ class JobMessage(BaseModel):
     use_case: str
     job_type: str
     payload: Payload | None
-    deadline: datetime
-    lease_expires_at: datetime
+    deadline: StoredTime
+    lease_expires_at: StoredTime
     max_attempts: int
     trace_context: dict[str, str] = Field(default_factory=dict)
     # when the job was enqueued (start-lag metrics); absent in messages of older schedulers
-    enqueued_at: datetime | None = None
+    enqueued_at: StoredTime | None = None
 
 
 class LeaseRef(BaseModel):
@@ -61,8 +66,30 @@ class LeaseRef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: UUID
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, strict=True)
     lease_token: UUID
+
+
+def lease_attributes(ref: LeaseRef) -> dict[str, str]:
+    """The lease as SQS message attributes, beside the body: a worker that cannot parse the
+    body can still report the attempt as failed, instead of leaving it to lease expiry."""
+    return {
+        "jobs.job_id": str(ref.job_id),
+        "jobs.attempt": str(ref.attempt),
+        "jobs.lease_token": str(ref.lease_token),
+    }
+
+
+def lease_from_attributes(attributes: Mapping[str, str]) -> LeaseRef | None:
+    """The lease `lease_attributes` wrote, or None when the attributes do not name one."""
+    try:
+        return LeaseRef(
+            job_id=UUID(attributes["jobs.job_id"]),
+            attempt=int(attributes["jobs.attempt"]),
+            lease_token=UUID(attributes["jobs.lease_token"]),
+        )
+    except (KeyError, ValueError, ValidationError):
+        return None
 
 
 class OutcomeKind(StrEnum):
@@ -73,19 +100,22 @@ class OutcomeKind(StrEnum):
 class FailureInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: str = Field(max_length=200)
-    message: str = Field(max_length=10_000)
-    traceback: str | None = Field(default=None, max_length=100_000)
-    retryable: bool = True
-    retry_delay_seconds: float | None = Field(default=None, ge=0)
+    """Why an attempt failed. Text PostgreSQL cannot store (NUL, unpaired surrogates) is kept
+    with each such character replaced by U+FFFD: a failure is never lost for its message."""
+
+    type: ReportedText = Field(max_length=200)
+    message: ReportedText = Field(max_length=10_000)
+    traceback: ReportedText | None = Field(default=None, max_length=100_000)
+    retryable: bool = Field(default=True, strict=True)
+    retry_delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
 
 
 class OutcomeReport(LeaseRef):
     outcome: OutcomeKind
-    worker_id: str = Field(min_length=1, max_length=200)
+    worker_id: WorkerId
     result: JsonValue = None
     failure: FailureInfo | None = None
-    started_at: datetime | None = None
+    started_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _failure_iff_failed(self) -> OutcomeReport:
@@ -118,13 +148,13 @@ class OutcomeResponse(BaseModel):
 
 
 class HeartbeatItem(LeaseRef):
-    extend_seconds: float = Field(gt=0, le=12 * 3600)
+    extend_seconds: float = Field(gt=0, le=12 * 3600, strict=True)
 
 
 class HeartbeatRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    worker_id: str = Field(min_length=1, max_length=200)
+    worker_id: WorkerId
     items: list[HeartbeatItem] = Field(min_length=1, max_length=1000)
 
 
@@ -139,7 +169,7 @@ class HeartbeatResult(BaseModel):
 
     job_id: UUID
     state: LeaseState
-    lease_expires_at: datetime | None = None
+    lease_expires_at: StoredTime | None = None
 
 
 class HeartbeatResponse(BaseModel):
@@ -153,7 +183,7 @@ class ReleaseRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    worker_id: str = Field(min_length=1, max_length=200)
+    worker_id: WorkerId
     leases: Annotated[list[LeaseRef], Field(min_length=1, max_length=1000)]
 
 

@@ -1,21 +1,30 @@
-"""Wiring: JobsServer owns the store, services, wake-ups and (when asked) the scheduler;
-create_app makes a FastAPI app around it, and `JobsServer.mount` adds the jobs API to a user's
-own FastAPI app."""
+"""Wiring: JobsServer owns the store, services, wake-ups and (when asked) the scheduler.
+
+- `create_app(settings)` is the standalone server: the API, the dashboard, health, metrics,
+  docs, and our error envelope for every path.
+- `JobsServer.include_in(app, prefix=...)` adds the jobs API to a user's own FastAPI app and
+  touches nothing else of it (see "Embedding" in the package README).
+- `app.mount("/jobs", create_app(settings))` works too: the mounted app starts its server on
+  the first request, since Starlette runs no lifespan of a mounted app.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
-from jobs_server.api import actions, health, public, worker
+from jobs_server.api import actions, public, worker
 from jobs_server.api.errors import install_error_handlers
-from jobs_server.api.limits import BodyLimitMiddleware
+from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
 from jobs_server.auth import Authenticator
 from jobs_server.dashboard import install_dashboard
@@ -34,12 +43,21 @@ from jobs_server.wakeups import WakeupSender
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["JobsServer", "create_app", "scheduler_config", "server_metrics"]
+__all__ = ["JobsServer", "create_app", "openapi_schema", "scheduler_config", "server_metrics"]
 
 logger = logging.getLogger(__name__)
 
 # Room for the JSON around a payload of the maximum size.
 _ENVELOPE_SLACK = 16 * 1024
+# The dashboard's forms are small; FastAPI's own limit (a plain-text 413) suits a browser form.
+_DASHBOARD_BODY_LIMIT = 64 * 1024
+
+TITLE = "jobs-server"
+VERSION = "0.1.0"
+DESCRIPTION = (
+    "Deadline-aware jobs: enqueue, query, cancel and retry jobs; the worker API. "
+    'Every error answers `{"error": {"code", "message", "details"}}`.'
+)
 
 
 def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
@@ -98,7 +116,13 @@ class JobsServer:
         self._wakeups: WakeupSender | None = None
         self.scheduler: Scheduler | None = None
         self._stop = asyncio.Event()
+        self._starting = asyncio.Lock()
         self._scheduler_task: asyncio.Task[None] | None = None
+        self._methods: dict[str, set[str]] = {}
+
+    @property
+    def started(self) -> bool:
+        return self._store is not None
 
     @property
     def service(self) -> JobService:
@@ -125,6 +149,9 @@ class JobsServer:
         return self._outcomes
 
     async def start(self) -> None:
+        """Connect and start the services (and the scheduler when JOBS_RUN_SCHEDULER); once."""
+        if self._store is not None:
+            return
         store = self._given_store or await PostgresJobStore.connect(
             self.settings.require_database_url(),
             min_size=self.settings.db_pool_min,
@@ -185,6 +212,14 @@ class JobsServer:
             await self._store.close()
         self._store = None
 
+    async def ensure_started(self) -> None:
+        """Start on the first request when no lifespan did (concurrent first requests start
+        it once)."""
+        if self._store is not None:
+            return
+        async with self._starting:
+            await self.start()
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobsServer]:
         await self.start()
@@ -193,28 +228,71 @@ class JobsServer:
         finally:
             await self.stop()
 
-    def mount(self, app: FastAPI) -> None:
-        """Add the jobs API (routes, error envelope, body limit) to `app`. Call `start()` and
-        `stop()` from the app's lifespan."""
-        app.state.jobs = self
-        app.include_router(actions.router)  # before public: /v1/jobs/count is not a job id
-        app.include_router(public.router)
-        app.include_router(worker.router)
-        app.include_router(health.router)
-        if self.metrics is not None:
-            app.include_router(metrics_router)
-        install_dashboard(app, self.config)
-        install_error_handlers(app)
-        single = self.settings.max_payload_bytes + _ENVELOPE_SLACK
-        batch = self.settings.max_batch_body_bytes
-        app.add_middleware(
-            BodyLimitMiddleware,
-            limit_for=lambda path: single if path == "/v1/jobs" else batch,
+    @asynccontextmanager
+    async def lifespan(self, _: object = None) -> AsyncIterator[None]:
+        """`running()` in the shape of a Starlette lifespan: `FastAPI(lifespan=jobs.lifespan)`."""
+        async with self.running():
+            yield
+
+    def body_limit(self, route_name: str) -> int:
+        """The largest request body a route takes, in bytes."""
+        if route_name == "enqueue_job":
+            return self.settings.max_payload_bytes + _ENVELOPE_SLACK
+        return self.settings.max_batch_body_bytes
+
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods our routes serve on `path` (the 405's Allow header)."""
+        return sorted(self._methods.get(path, set()))
+
+    def router(self, *, health: bool = False, metrics: bool = False) -> APIRouter:
+        """Our API routes (plus health and metrics when asked) in one router whose lifespan
+        starts and stops this server; `include_router` composes it with the app's own."""
+        routers = [actions.router, public.router, worker.router]  # actions: /v1/jobs/count
+        if health:
+            routers.append(health_router)
+        if metrics and self.metrics is not None:
+            routers.append(metrics_router)
+        router = APIRouter(lifespan=self.lifespan)
+        for child in routers:
+            router.include_router(child)
+            self._learn_methods(child.routes)
+        return router
+
+    def include_in(
+        self,
+        app: FastAPI,
+        *,
+        prefix: str = "",
+        dashboard: bool = False,
+        health: bool = False,
+        metrics: bool = False,
+    ) -> None:
+        """Serve the jobs API from `app` under `prefix`. Only our routes are added: `app`'s
+        handlers, error shapes, body sizes and other paths stay as they were. The dashboard
+        (`{prefix}/ui`), `/healthz` and `/readyz`, and `/metrics` are each opt-in. The server
+        starts and stops with `app`'s lifespan (or on the first request, without one)."""
+        current = getattr(app.state, "jobs_server", None)
+        if current is not None and current is not self:
+            raise ConfigError("this app already serves another JobsServer; include one per app")
+        app.state.jobs_server = self
+        app.include_router(self.router(health=health, metrics=metrics), prefix=prefix)
+        if dashboard:
+            app.router.routes.append(_DashboardMount(prefix, self._dashboard_app()))
+
+    def _dashboard_app(self) -> FastAPI:
+        ui = FastAPI(
+            openapi_url=None, docs_url=None, redoc_url=None, max_body_size=_DASHBOARD_BODY_LIMIT
         )
-        if self.tracing.enabled:
-            app.add_middleware(TracingMiddleware, tracing=self.tracing)
-        if self.metrics is not None:
-            app.add_middleware(HttpMetricsMiddleware, metrics=self.metrics)
+        ui.state.jobs = ui.state.jobs_server = self
+        ui.add_middleware(_StartOnFirstRequest, server=self)
+        install_dashboard(ui, self.config)
+        return ui
+
+    def _learn_methods(self, routes: Iterable[object]) -> None:
+        for route in routes:
+            path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+            if path is not None and methods:
+                self._methods.setdefault(path, set()).update(methods)
 
 
 def create_app(
@@ -224,23 +302,65 @@ def create_app(
     publisher: Publisher | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
-    """`tracer_provider` turns on the enqueue and dispatch spans (the CLI passes one when
-    JOBS_OTEL_ENABLED; tests pass their own)."""
+    """The standalone server: everything on, and our envelope for every path. `tracer_provider`
+    turns on the enqueue and dispatch spans (the CLI passes one when JOBS_OTEL_ENABLED; tests
+    pass their own)."""
     server = JobsServer(settings, store=store, publisher=publisher, tracer_provider=tracer_provider)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with server.running():
-            yield
-
-    app = FastAPI(
-        title="jobs-server",
-        version="0.1.0",
-        description="Deadline-aware jobs: enqueue, query and cancel; the worker API.",
-        lifespan=lifespan,
-    )
-    server.mount(app)
+    app = _offline_app(static_url="/docs/static")
+    app.state.jobs = server
+    server.include_in(app, dashboard=True, health=True, metrics=True)
+    install_error_handlers(app)
+    app.add_middleware(_StartOnFirstRequest, server=server)
+    if server.tracing.enabled:
+        app.add_middleware(TracingMiddleware, tracing=server.tracing)
+    if server.metrics is not None:
+        app.add_middleware(HttpMetricsMiddleware, metrics=server.metrics)
     return app
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The OpenAPI document of the standalone server, the same whatever the settings
+    (docs/openapi.json is this; `jobs-server openapi` prints it)."""
+    placeholder = ServerSettings(
+        use_cases={"example": {"queue": "example"}}, metrics_enabled=True, run_scheduler=False
+    )
+    return create_app(placeholder).openapi()
+
+
+def _offline_app(*, static_url: str) -> FastAPI:
+    """Swagger UI and ReDoc served from the fastapi-offline package, not from a CDN."""
+    return FastAPIOffline(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        static_url=static_url,
+        separate_input_output_schemas=True,
+    )
+
+
+class _DashboardMount(Mount):
+    """The dashboard app under `{prefix}/ui` only: other paths under the prefix stay the host's."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.FULL:
+            return match, child
+        rest = scope["path"][len(child["root_path"]) :]
+        if rest == "/ui" or rest.startswith("/ui/"):
+            return match, child
+        return Match.NONE, {}
+
+
+class _StartOnFirstRequest:
+    """Start the server before the first request when no lifespan started it."""
+
+    def __init__(self, app: ASGIApp, *, server: JobsServer) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.server.ensure_started()
+        await self.app(scope, receive, send)
 
 
 def _secret(value: object) -> str | None:

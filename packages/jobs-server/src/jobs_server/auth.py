@@ -6,9 +6,18 @@ import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 
+from fastapi.security import HTTPBearer
+
 from jobs_schema import JobsConfig
 
-__all__ = ["Authenticator", "Principal", "Role"]
+__all__ = ["BEARER", "Authenticator", "Principal", "Role"]
+
+# The scheme the OpenAPI declares; `Authenticator` does the checking.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A tenant token, the admin (or read-only admin) token, or the worker token.",
+)
 
 
 class Role(StrEnum):

@@ -201,6 +201,14 @@ async def _create_queues(settings: ServerSettings) -> dict[str, str]:
 
 
 @app.command()
+def openapi() -> None:
+    """Print the OpenAPI document (docs/openapi.json: `jobs-server openapi > docs/openapi.json`)."""
+    from jobs_server.app import openapi_schema
+
+    typer.echo(json.dumps(openapi_schema(), indent=2, sort_keys=False))
+
+
+@app.command()
 def check() -> None:
     """Check settings, database, migrations and queues; print a report, exit 1 on a problem."""
     _configure_logging("warning")

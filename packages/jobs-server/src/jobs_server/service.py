@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ from jobs_schema import (
     JobStatus,
     Payload,
 )
+from jobs_schema.limits import MAX_TIMESTAMP, JsonRefused, json_text
 from jobs_server.auth import Principal
 from jobs_server.batching import EnqueueBatcher
 from jobs_server.errors import (
@@ -98,27 +98,13 @@ def new_job_id() -> UUID:
     return UUID(int=value)
 
 
-# json.dumps(value, separators=...) builds an encoder on every call; the same encoder, built once.
-# allow_nan=False: NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses them.
-_to_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
 def _payload_json(payload: Payload) -> str:
-    """The payload as JSON, or BadRequest when it holds what jsonb cannot store."""
+    """The payload as JSON, or BadRequest when it breaks a rule of jobs_schema.limits (the
+    request models check them already; this keeps a model built another way honest)."""
     try:
-        text = _to_json(payload)
-    except ValueError as exc:
-        raise BadRequest(
-            "payload holds a number JSON cannot carry (NaN or Infinity); send a finite number"
-        ) from exc
-    if "\\u0000" in text:
-        raise BadRequest("payload holds a NUL character (\\u0000), which PostgreSQL cannot store")
-    if "\\ud" in text:  # rare: only then look for lone UTF-16 surrogates
-        try:
-            json.dumps(payload, ensure_ascii=False).encode()
-        except UnicodeEncodeError as exc:
-            raise BadRequest("payload holds an unpaired UTF-16 surrogate; send valid text") from exc
-    return text
+        return json_text(payload)
+    except JsonRefused as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def request_hash(route: str, body: bytes) -> str:
@@ -293,7 +279,8 @@ class JobService:
                 if req.delay_tolerance_seconds is not None
                 else use_case.default_delay_tolerance_seconds
             )
-            deadline = run_at + timedelta(seconds=tolerance)
+            # a tolerance reaching past the range is a deadline at its end, not an overflow
+            deadline = run_at + min(timedelta(seconds=tolerance), MAX_TIMESTAMP - run_at)
         return NewJob(
             id=new_job_id(),
             use_case=req.use_case,

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
+from jobs_schema.limits import DEFAULT_MAX_PAYLOAD_BYTES
 from jobs_server.errors import ConfigError
 from jobs_server.logs import LogFormat
 
@@ -33,7 +34,7 @@ class ServerSettings(BaseSettings):
     worker_token: SecretStr | None = None
     default_tenant_quota: int | None = Field(default=100_000, ge=0)
 
-    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
     max_batch_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
     sqs_endpoint_url: str | None = Field(default=None, description="default: AWS's endpoint")

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from jobs_schema.limits import clamp_timestamp
 from jobs_server.store.base import JobStore
 
 __all__ = ["CHANNEL", "Wakeup", "WakeupSender", "parse_wakeup"]
@@ -36,7 +37,7 @@ def parse_wakeup(payload: str) -> Wakeup:
             frozenset(data.get("u", [])),
             datetime.fromtimestamp(at, UTC) if at is not None else None,
         )
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError, OSError):
         return Wakeup(frozenset(), None)
 
 
@@ -50,6 +51,7 @@ class WakeupSender:
         self._task: asyncio.Task[None] | None = None
 
     def enqueued(self, use_cases: set[str], earliest_run_at: datetime) -> None:
+        earliest_run_at = clamp_timestamp(earliest_run_at)  # a row's time can be anything
         self._use_cases |= use_cases
         if self._earliest is None or earliest_run_at < self._earliest:
             self._earliest = earliest_run_at

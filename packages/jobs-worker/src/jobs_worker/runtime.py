@@ -26,6 +26,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from jobs_schema import (
+    FailureInfo,
     JobMessage,
     LeaseRef,
     LeaseState,
@@ -33,7 +34,9 @@ from jobs_schema import (
     OutcomeKind,
     OutcomeReport,
     UseCaseConfig,
+    lease_from_attributes,
 )
+from jobs_schema.config import describe_errors
 from jobs_worker.batching import Batcher
 from jobs_worker.consumer.base import Consumer, ReceivedMessage
 from jobs_worker.context import JobContext, JobsClientProvider, job_logger
@@ -349,16 +352,7 @@ class Worker:
         try:
             job = JobMessage.model_validate_json(received.body)
         except ValidationError as exc:
-            # no lease to report against; SQS's redrive moves it to the dead-letter queue
-            self.stats.malformed += 1
-            logger.error(
-                "message is not a job message; left for the dead-letter queue",
-                extra={
-                    "queue": received.queue,
-                    "message_id": received.message_id,
-                    "error": str(exc),
-                },
-            )
+            self._malformed(received, exc)
             return None
         config = self._use_cases.get(job.use_case, uc)
         attempt = _Attempt(job=job, lease=self._lease(job, received, config), config=config)
@@ -368,6 +362,42 @@ class Worker:
             self._delete_soon(received)
             return None
         return attempt
+
+    def _malformed(self, received: ReceivedMessage, exc: ValidationError) -> None:
+        """A body that is not a job message fails its attempt for good, with the reason, when
+        the message's attributes name the lease; else SQS's redrive moves it to the
+        dead-letter queue."""
+        self.stats.malformed += 1
+        ref = lease_from_attributes(received.attributes)
+        where = {"queue": received.queue, "message_id": received.message_id}
+        if ref is None:
+            logger.error(
+                "message is not a job message; left for the dead-letter queue",
+                extra={**where, "error": str(exc)},
+            )
+            return
+        logger.error(
+            "message is not a job message; its attempt fails", extra={**where, "job_id": ref.job_id}
+        )
+        reason = f"the job's SQS message could not be read: {describe_errors(exc)}"
+        report = OutcomeReport(
+            **ref.model_dump(),
+            outcome=OutcomeKind.FAILED,
+            worker_id=self.worker_id,
+            failure=FailureInfo(type="InvalidMessage", message=reason[:10_000], retryable=False),
+        )
+        task = asyncio.create_task(self._reject(received, report))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reject(self, received: ReceivedMessage, report: OutcomeReport) -> None:
+        try:
+            await self._reporter.report(report)
+        except WorkerApiError as exc:
+            # the lease expires instead, and the message comes back to be tried again
+            logger.error("outcome not reported", extra={"error": exc.message})
+            return
+        await self._delete(received)
 
     def _lease(self, job: JobMessage, received: ReceivedMessage, uc: UseCaseConfig) -> HeldLease:
         ref = LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token)

@@ -25,6 +25,7 @@ from jobs_schema import (
     OutcomeKind,
     OutcomeReport,
     Payload,
+    lease_attributes,
 )
 from jobs_worker.consumer.memory import InMemoryConsumer
 from jobs_worker.context import CancelSignal, JobContext, JobsClientProvider, job_logger
@@ -139,7 +140,8 @@ class InMemoryWorkerApi:
             max_attempts=max_attempts,
         )
         self.jobs[message.job_id] = _FakeJob(message, payload)
-        self.consumer.send(queue, message.model_dump_json())
+        lease = LeaseRef(job_id=message.job_id, attempt=1, lease_token=message.lease_token)
+        self.consumer.send(queue, message.model_dump_json(), lease_attributes(lease))
         return message
 
     def cancel(self, job_id: UUID) -> None:

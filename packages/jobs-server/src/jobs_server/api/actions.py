@@ -4,7 +4,6 @@ too. Include this router before public.py's, whose /v1/jobs/{job_id} would take 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -19,40 +18,46 @@ from jobs_schema import (
     JobSelection,
     JobStatus,
 )
+from jobs_schema.limits import Text, Timestamp
 from jobs_server.actions import ActionService
 from jobs_server.api.deps import Producer, Reader
-from jobs_server.api.errors import documented_errors, json_response
+from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
+from jobs_server.api.route import JobsRoute, operation_id, server_in
 
 __all__ = ["router"]
 
-_ERRORS = documented_errors(400, 401, 403, 404, 409, 422, 429, 503)
-
-router = APIRouter(prefix="/v1", tags=["actions"], responses=_ERRORS)
+router = APIRouter(
+    prefix="/v1",
+    tags=["actions"],
+    responses=documented_errors(*COMMON_ERRORS),
+    route_class=JobsRoute,
+    generate_unique_id_function=operation_id,
+)
 
 
 async def _actions_of(request: Request) -> ActionService:
-    actions: ActionService = request.app.state.jobs.actions
-    return actions
+    return server_in(request.scope).actions
 
 
 Actions = Annotated[ActionService, Depends(_actions_of)]
+Filter = Annotated[Text | None, Query(max_length=200)]
 
 
 @router.get(
     "/jobs/count",
-    responses={200: {"model": JobCount}},
+    responses={200: {"model": JobCount}, **documented_errors(400)},
     summary="Count the jobs matching the filters of GET /v1/jobs (to confirm a bulk action)",
 )
 async def count_jobs(
     who: Reader,
     actions: Actions,
     status: JobStatus | None = None,
-    use_case: str | None = None,
-    job_type: str | None = None,
-    tenant: Annotated[str | None, Query(description="admins only")] = None,
-    dedup_key: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    use_case: Filter = None,
+    job_type: Filter = None,
+    tenant: Annotated[Text | None, Query(max_length=200, description="admins only")] = None,
+    dedup_key: Filter = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
     action: Annotated[
         BulkAction | None, Query(description="count only the jobs this action would change")
     ] = None,
@@ -71,7 +76,7 @@ async def count_jobs(
 
 @router.post(
     "/jobs/cancel",
-    responses={200: {"model": BulkResult}},
+    responses={200: {"model": BulkResult}, **documented_errors(*BODY_ERRORS)},
     summary="Cancel every pending job matching the filter, and mark every running one",
 )
 async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
@@ -80,7 +85,7 @@ async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Re
 
 @router.post(
     "/jobs/retry",
-    responses={200: {"model": BulkResult}},
+    responses={200: {"model": BulkResult}, **documented_errors(*BODY_ERRORS)},
     summary="Retry now every dead or cancelled job matching the filter",
 )
 async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
@@ -89,7 +94,7 @@ async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Res
 
 @router.post(
     "/jobs/{job_id}/retry",
-    responses={200: {"model": Job}},
+    responses={200: {"model": Job}, **documented_errors(404, 409, 429)},
     summary="Retry a dead or cancelled job now, with one more attempt and a new deadline",
 )
 async def retry_job(job_id: UUID, who: Producer, actions: Actions) -> Response:

@@ -8,21 +8,26 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 
 from jobs_schema import ErrorCode
 from jobs_server.api.errors import ApiError
-from jobs_server.auth import Authenticator, Principal, Role
+from jobs_server.api.route import server_in
+from jobs_server.auth import BEARER, Authenticator, Principal, Role
 from jobs_server.service import JobService
 
 __all__ = ["Producer", "Reader", "Service", "Worker", "principal", "producer_of", "service_of"]
 
+# Declares bearer auth in the OpenAPI (the Authorize button, generated clients); the token itself
+# is checked by `principal`, with our own 401.
+_Declared = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+
 
 async def service_of(request: Request) -> JobService:
-    service: JobService = request.app.state.jobs.service
-    return service
+    return server_in(request.scope).service
 
 
-async def principal(request: Request) -> Principal:
+async def principal(request: Request, _declared: _Declared = None) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -31,7 +36,7 @@ async def principal(request: Request) -> Principal:
             ErrorCode.UNAUTHORIZED,
             "missing bearer token: send 'Authorization: Bearer <token>'",
         )
-    auth: Authenticator = request.app.state.jobs.authenticator
+    auth: Authenticator = server_in(request.scope).authenticator
     who = auth.authenticate(token.strip())
     if who is None:
         raise ApiError(401, ErrorCode.UNAUTHORIZED, "unknown token")

@@ -1,4 +1,9 @@
-"""The one table from domain errors to HTTP status and envelope, and the handlers using it."""
+"""The one table from errors to HTTP status and envelope.
+
+`response_for` turns any exception raised while serving one of our routes into the envelope;
+`JobsRoute` (api/route.py) calls it inside each route, so an application that embeds ours keeps
+its own handlers and error shapes. `install_error_handlers` covers what no route of ours sees
+(unknown paths and methods) and is installed only on the standalone app."""
 
 from __future__ import annotations
 
@@ -14,11 +19,16 @@ from jobs_schema import ErrorBody, ErrorCode, ErrorEnvelope
 from jobs_server import errors
 
 __all__ = [
+    "BODY_ERRORS",
+    "COMMON_ERRORS",
     "ApiError",
+    "BodyTooLarge",
     "documented_errors",
     "error_response",
     "install_error_handlers",
     "json_response",
+    "response_for",
+    "status_for",
     "validation_details",
 ]
 
@@ -37,6 +47,30 @@ _TABLE: list[tuple[type[errors.JobsServerError], int, ErrorCode]] = [
     (errors.BadRequest, 400, ErrorCode.VALIDATION),
 ]
 
+# When to ask again: the database is usually back within a second; a quota frees as jobs end.
+_RETRY_AFTER = {429: "5", 503: "1"}
+
+_HTTP_CODES = {
+    400: ErrorCode.MALFORMED_JSON,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.VALIDATION,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+
+# What every route of ours can answer besides success (auth, validation, database down), and
+# what a route with a request body adds (malformed JSON, body over the limit).
+COMMON_ERRORS = (401, 403, 422, 503)
+BODY_ERRORS = (400, 413)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """The request body is over the route's limit. An HTTPException, because FastAPI lets only
+    those through unchanged from reading the body."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
+        self.limit = limit
+
 
 class ApiError(Exception):
     """An error born in the HTTP layer itself (auth, malformed JSON, body too large)."""
@@ -46,15 +80,30 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
+def status_for(exc: errors.JobsServerError) -> tuple[int, ErrorCode]:
+    """The status and code of a domain error (the dashboard shows the same)."""
+    for cls, status, code in _TABLE:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, ErrorCode.INTERNAL
+
+
 def error_response(
-    status: int, code: ErrorCode, message: str, details: dict[str, object] | None = None
+    status: int,
+    code: ErrorCode,
+    message: str,
+    details: dict[str, object] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     body = ErrorEnvelope(
         error=ErrorBody.model_validate({"code": code, "message": message, "details": details or {}})
     )
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status == 503:
-        headers = {"Retry-After": "1"}
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status in _RETRY_AFTER:
+        headers["Retry-After"] = _RETRY_AFTER[status]
     return Response(
         body.model_dump_json(), status_code=status, media_type="application/json", headers=headers
     )
@@ -67,7 +116,20 @@ def json_response(model: BaseModel, status: int = 200) -> Response:
 
 def documented_errors(*codes: int) -> dict[int | str, dict[str, object]]:
     """The envelope as the documented body of each of these statuses (OpenAPI)."""
-    return {code: {"model": ErrorEnvelope} for code in codes}
+    return {code: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+_DESCRIPTIONS = {
+    400: "Malformed JSON, or a request that breaks a rule",
+    401: "Missing or unknown bearer token",
+    403: "The token may not do this",
+    404: "No such job (or not this tenant's)",
+    409: "The job's state does not allow this, or the Idempotency-Key was used with another body",
+    413: "Request body over the limit",
+    422: "Invalid parameters or body; details name each field",
+    429: "Tenant quota of active jobs reached (see Retry-After)",
+    503: "Database unavailable (see Retry-After)",
+}
 
 
 def validation_details(exc: ValidationError | RequestValidationError) -> dict[str, object]:
@@ -85,44 +147,58 @@ def _summary(details: dict[str, object]) -> str:
     return "; ".join(f"{'.'.join(e['loc']) or 'body'}: {e['msg']}" for e in errs[:5])
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def domain(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, errors.JobsServerError)
-        for cls, status, code in _TABLE:
-            if isinstance(exc, cls):
-                if status == 503:
-                    logger.warning("database unavailable", extra={"error": str(exc)})
-                return error_response(status, code, exc.message, exc.details)
+def response_for(exc: Exception) -> Response:
+    """The envelope answering `exc`; an unexpected one is logged and answers 500."""
+    if isinstance(exc, errors.JobsServerError):
+        return _domain(exc)
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, RequestValidationError | ValidationError):
+        return _invalid(exc)
+    if isinstance(exc, StarletteHTTPException):
+        return _http(exc)
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(500, ErrorCode.INTERNAL, "internal error")
+
+
+def _domain(exc: errors.JobsServerError) -> Response:
+    status, code = status_for(exc)
+    if status == 500:
         logger.error("unmapped domain error", exc_info=exc)
         return error_response(500, ErrorCode.INTERNAL, "internal error")
+    if status == 503:
+        logger.warning("database unavailable", extra={"error": str(exc)})
+    return error_response(status, code, exc.message, exc.details)
 
-    async def api(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.details)
 
-    async def invalid(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError | ValidationError)
-        details = validation_details(exc)
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            return error_response(
-                400, ErrorCode.MALFORMED_JSON, "request body is not valid JSON", details
-            )
-        return error_response(422, ErrorCode.VALIDATION, _summary(details), details)
-
-    async def http(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.VALIDATION}.get(
-            exc.status_code, ErrorCode.INTERNAL
+def _invalid(exc: RequestValidationError | ValidationError) -> Response:
+    details = validation_details(exc)
+    if any(e["type"] == "json_invalid" for e in exc.errors()):
+        return error_response(
+            400, ErrorCode.MALFORMED_JSON, "request body is not valid JSON", details
         )
-        return error_response(exc.status_code, code, str(exc.detail))
+    return error_response(422, ErrorCode.VALIDATION, _summary(details), details)
 
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        logger.error("unhandled error", exc_info=exc)
-        return error_response(500, ErrorCode.INTERNAL, "internal error")
 
-    app.add_exception_handler(errors.JobsServerError, domain)
-    app.add_exception_handler(ApiError, api)
-    app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(ValidationError, invalid)
-    app.add_exception_handler(StarletteHTTPException, http)
-    app.add_exception_handler(Exception, unexpected)
+def _http(exc: StarletteHTTPException) -> Response:
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, ErrorCode.INTERNAL)
+    message = str(exc.detail)
+    if status == 400:
+        # FastAPI's answer to a body it cannot decode (e.g. invalid UTF-8).
+        message = "request body is not valid JSON: send UTF-8 encoded JSON"
+    elif status == 405:
+        message = f"method not allowed here; allowed: {(exc.headers or {}).get('Allow', '')}"
+    details: dict[str, object] = {"limit": exc.limit} if isinstance(exc, BodyTooLarge) else {}
+    return error_response(status, code, message, details, headers=dict(exc.headers or {}))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Our envelope for what reaches the app itself: unknown paths, wrong methods."""
+
+    async def handle(_: Request, exc: Exception) -> Response:
+        return response_for(exc)
+
+    app.add_exception_handler(StarletteHTTPException, handle)
+    app.add_exception_handler(RequestValidationError, handle)
+    app.add_exception_handler(Exception, handle)

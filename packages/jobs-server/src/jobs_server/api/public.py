@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from datetime import datetime
 from typing import Annotated, Any, get_type_hints
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from jobs_schema import (
     BatchEnqueueRequest,
@@ -22,18 +20,32 @@ from jobs_schema import (
     JobPage,
     JobStatus,
 )
+from jobs_schema.limits import Text, Timestamp
 from jobs_server.api.deps import Producer, Reader, Service, producer_of, service_of
-from jobs_server.api.errors import ApiError, documented_errors, json_response
+from jobs_server.api.errors import (
+    BODY_ERRORS,
+    COMMON_ERRORS,
+    ApiError,
+    documented_errors,
+    json_response,
+)
+from jobs_server.api.route import Handler, JobsRoute, operation_id
 from jobs_server.auth import Principal
 from jobs_server.service import request_hash
 
 __all__ = ["router"]
 
-_ERRORS = documented_errors(400, 401, 403, 404, 409, 413, 422, 429, 503)
-
-router = APIRouter(prefix="/v1", tags=["jobs"], responses=_ERRORS)
+router = APIRouter(
+    prefix="/v1",
+    tags=["jobs"],
+    responses=documented_errors(*COMMON_ERRORS),
+    route_class=JobsRoute,
+    generate_unique_id_function=operation_id,
+)
 
 _KEY_MAX = 200
+# A text filter of the job list: refused (422) when it holds what no stored job can.
+Filter = Annotated[Text | None, Query(max_length=_KEY_MAX)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -42,7 +54,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-class _FastPost(APIRoute):
+class _FastPost(JobsRoute):
     """The enqueue routes. FastAPI's generic handling (solving the dependency tree, then
     json.loads and validating the dict) cost more server CPU than the rest of a single enqueue.
     So a request that is plainly fine, a JSON body that pydantic's JSON parser validates in one
@@ -51,8 +63,8 @@ class _FastPost(APIRoute):
     included, and the OpenAPI schema stay FastAPI's. The endpoints take exactly the arguments
     `_fast_args` builds."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        slow = super().get_route_handler()
+    def inner_handler(self) -> Handler:
+        slow = super().inner_handler()
         endpoint = self.endpoint
         model: type[BaseModel] = get_type_hints(endpoint, include_extras=False)["body"]
 
@@ -79,7 +91,13 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
     try:
         who = await producer_of(request)
         body = model.model_validate_json(await request.body())
-    except (ApiError, ValidationError):
+    except ValidationError as exc:
+        if any(_too_deep(e) for e in exc.errors()):
+            # answered here (400 malformed_json): FastAPI's own parser fails on such nesting
+            # with an error of no clear code
+            raise
+        return None
+    except ApiError:
         return None
     return {
         "body": body,
@@ -88,6 +106,10 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
         "request": request,
         "idempotency_key": key,
     }
+
+
+def _too_deep(error: ErrorDetails) -> bool:
+    return error["type"] == "json_invalid" and "recursion limit" in error["msg"]
 
 
 def _tenant(who: Principal) -> str:
@@ -120,8 +142,13 @@ router.add_api_route(
     enqueue,
     methods=["POST"],
     route_class_override=_FastPost,
+    name="enqueue_job",
     status_code=201,
-    responses={201: {"model": EnqueueResponse}, 200: {"model": EnqueueResponse}},
+    responses={
+        201: {"model": EnqueueResponse, "description": "Enqueued"},
+        200: {"model": EnqueueResponse, "description": "Deduplicated to an existing job"},
+        **documented_errors(*BODY_ERRORS, 409, 429),
+    },
     summary="Enqueue one job (200 when deduplicated to an existing job)",
 )
 
@@ -144,29 +171,37 @@ router.add_api_route(
     enqueue_batch,
     methods=["POST"],
     route_class_override=_FastPost,
-    responses={200: {"model": BatchEnqueueResponse}},
+    responses={200: {"model": BatchEnqueueResponse}, **documented_errors(*BODY_ERRORS, 409)},
     summary="Enqueue up to 1,000 jobs in one transaction, with a result per item",
 )
 
 
-@router.get("/jobs/{job_id}", responses={200: {"model": Job}}, summary="A job with its attempts")
+@router.get(
+    "/jobs/{job_id}",
+    responses={200: {"model": Job}, **documented_errors(404)},
+    summary="A job with its attempts",
+)
 async def get_job(job_id: UUID, who: Reader, service: Service) -> Response:
     return json_response(await service.get(who, job_id))
 
 
-@router.get("/jobs", responses={200: {"model": JobPage}}, summary="List jobs, newest first")
+@router.get(
+    "/jobs",
+    responses={200: {"model": JobPage}, **documented_errors(400)},
+    summary="List jobs, newest first",
+)
 async def list_jobs(
     who: Reader,
     service: Service,
     status: JobStatus | None = None,
-    use_case: str | None = None,
-    job_type: str | None = None,
-    tenant: Annotated[str | None, Query(description="admins only")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    cursor: str | None = None,
+    use_case: Filter = None,
+    job_type: Filter = None,
+    tenant: Annotated[Text | None, Query(max_length=200, description="admins only")] = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
+    cursor: Filter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    dedup_key: str | None = None,
+    dedup_key: Filter = None,
 ) -> Response:
     page = await service.list(
         who,
@@ -185,7 +220,7 @@ async def list_jobs(
 
 @router.post(
     "/jobs/{job_id}/cancel",
-    responses={200: {"model": Job}},
+    responses={200: {"model": Job}, **documented_errors(404, 409)},
     summary="Cancel a pending job at once, or mark a running one",
 )
 async def cancel_job(job_id: UUID, who: Producer, service: Service) -> Response:

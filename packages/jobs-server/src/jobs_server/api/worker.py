@@ -19,19 +19,24 @@ from jobs_schema import (
     ReleaseRequest,
 )
 from jobs_server.api.deps import Worker
-from jobs_server.api.errors import documented_errors, json_response
+from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
+from jobs_server.api.route import JobsRoute, operation_id, server_in
 from jobs_server.outcomes import OutcomeService
 
 __all__ = ["router"]
 
-_ERRORS = documented_errors(401, 403, 404, 413, 422, 503)
-
-router = APIRouter(prefix="/v1/worker", tags=["worker"], responses=_ERRORS)
+router = APIRouter(
+    prefix="/v1/worker",
+    tags=["worker"],
+    responses=documented_errors(*COMMON_ERRORS),
+    route_class=JobsRoute,
+    generate_unique_id_function=operation_id,
+)
+_BODY = documented_errors(*BODY_ERRORS)
 
 
 async def _outcomes(request: Request) -> OutcomeService:
-    service: OutcomeService = request.app.state.jobs.outcomes
-    return service
+    return server_in(request.scope).outcomes
 
 
 Outcomes = Annotated[OutcomeService, Depends(_outcomes)]
@@ -41,25 +46,35 @@ class ReleaseResponse(BaseModel):
     released: list[UUID]
 
 
-@router.post("/outcomes", responses={200: {"model": OutcomeResponse}})
+@router.post("/outcomes", responses={200: {"model": OutcomeResponse}, **_BODY})
 async def report_outcomes(body: OutcomeRequest, _: Worker, outcomes: Outcomes) -> Response:
     """Apply a batch of outcomes; stale reports come back with applied=false."""
     return json_response(OutcomeResponse(acks=await outcomes.report(list(body.reports))))
 
 
-@router.post("/heartbeats", responses={200: {"model": HeartbeatResponse}})
+@router.post(
+    "/heartbeats",
+    name="send_heartbeats",
+    responses={200: {"model": HeartbeatResponse}, **_BODY},
+)
 async def heartbeats(body: HeartbeatRequest, _: Worker, outcomes: Outcomes) -> Response:
     """Extend leases; each answer says held, lost or cancelled."""
     return json_response(await outcomes.heartbeat(body))
 
 
-@router.post("/release", responses={200: {"model": ReleaseResponse}})
+@router.post(
+    "/release", name="release_leases", responses={200: {"model": ReleaseResponse}, **_BODY}
+)
 async def release(body: ReleaseRequest, _: Worker, outcomes: Outcomes) -> Response:
     """Give back leases of attempts that will not finish (worker shutdown)."""
     return json_response(ReleaseResponse(released=await outcomes.release(body)))
 
 
-@router.get("/jobs/{job_id}/payload", responses={200: {"model": PayloadResponse}})
+@router.get(
+    "/jobs/{job_id}/payload",
+    name="get_job_payload",
+    responses={200: {"model": PayloadResponse}, **documented_errors(404)},
+)
 async def payload(job_id: UUID, _: Worker, outcomes: Outcomes) -> Response:
     """The payload of a running job whose message left it out (too large for SQS)."""
     return json_response(await outcomes.payload(job_id))

@@ -16,8 +16,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 
 from jobs_schema import MAX_BULK_JOBS, BulkAction, JobSelection, JobStatus
+from jobs_schema.config import describe_errors
 from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
 from jobs_server.dashboard.overview import load_overview
 from jobs_server.dashboard.session import (
@@ -194,6 +196,12 @@ class Filters:
             raise Refused(400, f"unknown status {self.status!r}") from None
 
     def selection(self, **extra: Any) -> JobSelection:
+        try:
+            return self._selection(**extra)
+        except ValidationError as exc:  # the API's own ranges (jobs_schema.limits)
+            raise Refused(400, describe_errors(exc)) from None
+
+    def _selection(self, **extra: Any) -> JobSelection:
         dedup_key = self.q if self.q and _as_uuid(self.q) is None else None
         return JobSelection(
             status=self.job_status(),

@@ -120,7 +120,7 @@ class SqsPublisher:
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(0.05 * 2**attempt)
-            entries = [{"Id": k, "MessageBody": m.body} for k, m in pending.items()]
+            entries = [_entry(k, m) for k, m in pending.items()]
             try:
                 async with self._slots:
                     resp = await self._client.send_message_batch(QueueUrl=url, Entries=entries)
@@ -174,3 +174,13 @@ class SqsPublisher:
             url = (await self._client.get_queue_url(QueueName=name))["QueueUrl"]
             await self._client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         return url
+
+
+def _entry(key: str, m: OutgoingMessage) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": key, "MessageBody": m.body}
+    if m.attributes:
+        entry["MessageAttributes"] = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in m.attributes.items()
+        }
+    return entry

@@ -26,6 +26,7 @@ from jobs_schema import (
     LeaseState,
     Payload,
 )
+from jobs_schema.limits import clamp_timestamp
 from jobs_server.errors import StoreUnavailable
 from jobs_server.store.base import (
     ActionBatch,
@@ -579,7 +580,7 @@ class PostgresJobStore:
                     pending=int(r["pending"]),
                     due=int(r["due"]),
                     running=int(r["running"]),
-                    oldest_due_run_at=r["oldest_due_run_at"],
+                    oldest_due_run_at=_clamped(r["oldest_due_run_at"]),
                 )
                 for r in rows
             ],
@@ -681,13 +682,19 @@ def _claimed(r: Any) -> ClaimedJob:
         attempt=r["attempts"],
         max_attempts=r["max_attempts"],
         lease_token=r["lease_token"],
-        lease_expires_at=r["lease_expires_at"],
-        deadline=r["deadline"],
-        run_at=r["run_at"],
-        created_at=r["created_at"],
+        lease_expires_at=clamp_timestamp(r["lease_expires_at"]),
+        deadline=clamp_timestamp(r["deadline"]),
+        run_at=clamp_timestamp(r["run_at"]),
+        created_at=clamp_timestamp(r["created_at"]),
         trace_context=r["trace_context"],
         missed_deadline=r["missed"],
     )
+
+
+def _clamped(at: datetime | None) -> datetime | None:
+    # a stored time outside the API's range (a row written before the range was enforced,
+    # or by hand) must not break the arithmetic of the readers: they see its bound
+    return clamp_timestamp(at) if at is not None else None
 
 
 def _running(r: Any) -> RunningLease:

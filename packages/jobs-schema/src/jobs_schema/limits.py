@@ -1,0 +1,177 @@
+"""The ranges every input of the jobs API falls in, defined once for server, SDK and worker.
+
+- Timestamps: timezone-aware ISO 8601 strings (never numbers) from `MIN_TIMESTAMP` to
+  `MAX_TIMESTAMP`, compared in UTC. PostgreSQL's timestamptz, Python's datetime and JSON all
+  hold every such value and its conversion to any offset from -14:00 to +14:00.
+- Text: no NUL (U+0000) and no unpaired UTF-16 surrogate, which PostgreSQL's text and jsonb
+  cannot store. Input text holding one is refused (`Text`); a handler's error text is kept with
+  each replaced by U+FFFD (`ReportedText`), so a failure is never lost for its message.
+- JSON values stored for a job (payload, result): finite numbers, text as above, nested at most
+  `MAX_PAYLOAD_DEPTH` levels, which every parser on the way (the worker's included) reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_PAYLOAD_DEPTH",
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP",
+    "JsonRefused",
+    "ReportedText",
+    "Text",
+    "Timestamp",
+    "check_json",
+    "check_payload",
+    "check_text",
+    "clamp_timestamp",
+    "json_text",
+    "replace_unstorable",
+    "zoned",
+]
+
+MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
+MAX_PAYLOAD_DEPTH = 32
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+_RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+# -- timestamps --------------------------------------------------------------------------------
+
+
+def _not_a_number(value: Any) -> Any:
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError(
+            "give a time as an ISO 8601 string with a zone (e.g. 2026-01-31T12:00:00Z), "
+            "not a number"
+        )
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    if not MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise ValueError(f"time out of range: give one from {_RANGE} (UTC)")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_in_range)]
+"""A time the API takes: timezone-aware, not a number, from MIN_TIMESTAMP to MAX_TIMESTAMP."""
+
+
+def clamp_timestamp(value: datetime) -> datetime:
+    """`value` as an aware time within the range, for readers of stored rows: a naive value
+    (asyncpg's reading of +/-infinity) counts as UTC, and one out of range becomes its bound."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return min(max(value, MIN_TIMESTAMP), MAX_TIMESTAMP)
+
+
+def zoned(value: datetime) -> datetime:
+    """`value` with a zone: a naive one (asyncpg reads +/-infinity so) counts as UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def check_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text holds a NUL character (\\u0000), which cannot be stored; remove it")
+    if not value.isascii() and _UNSTORABLE.search(value):
+        raise ValueError("text holds an unpaired UTF-16 surrogate; send valid Unicode text")
+    return value
+
+
+def replace_unstorable(value: str) -> str:
+    """`value` with each NUL and unpaired surrogate replaced by U+FFFD."""
+    if "\x00" in value or (not value.isascii() and _UNSTORABLE.search(value)):
+        return _UNSTORABLE.sub("\ufffd", value)
+    return value
+
+
+Text = Annotated[str, AfterValidator(check_text)]
+"""Text the API takes and stores: refused when it holds NUL or an unpaired surrogate."""
+
+
+def _replaced(value: Any) -> Any:
+    # before pydantic's own str check, which refuses unpaired surrogates
+    return replace_unstorable(value) if isinstance(value, str) else value
+
+
+ReportedText = Annotated[str, BeforeValidator(_replaced)]
+"""A handler's error text: kept, with what cannot be stored replaced by U+FFFD."""
+
+
+# -- JSON values -------------------------------------------------------------------------------
+
+
+class JsonRefused(ValueError):
+    """A JSON value (payload or result) that cannot be stored or parsed on its way."""
+
+
+# One encoder, built once (json.dumps builds one per call). allow_nan=False: NaN and Infinity
+# are not JSON, and jsonb refuses them.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def json_text(value: Any, *, what: str = "payload") -> str:
+    """`value` as compact JSON; JsonRefused names what breaks a rule of this module."""
+    try:
+        text = _encode(value)
+    except ValueError as exc:
+        raise JsonRefused(
+            f"{what} holds a number JSON cannot carry (NaN or Infinity); send a finite number"
+        ) from exc
+    if "\\u0000" in text:
+        raise JsonRefused(f"{what} holds a NUL character (\\u0000), which cannot be stored")
+    if "\\ud" in text:  # rare: only then look for unpaired surrogates
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise JsonRefused(
+                f"{what} holds an unpaired UTF-16 surrogate; send valid Unicode text"
+            ) from exc
+    # fewer brackets than the limit cannot nest deeper than it: the walk is for the rest
+    if text.count("[") + text.count("{") > MAX_PAYLOAD_DEPTH and _depth(value) > MAX_PAYLOAD_DEPTH:
+        raise JsonRefused(
+            f"{what} nests deeper than {MAX_PAYLOAD_DEPTH} levels of objects and arrays; flatten it"
+        )
+    return text
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and arrays in `value`, counted up to one past the limit."""
+    if not isinstance(value, dict | list):
+        return 0
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_PAYLOAD_DEPTH:
+            return level
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def check_json(value: Any, *, what: str = "payload") -> Any:
+    json_text(value, what=what)
+    return value
+
+
+def check_payload(value: dict[str, Any]) -> dict[str, Any]:
+    """The payload, or ValueError saying which rule it breaks (the enqueue models' check)."""
+    json_text(value, what="payload")
+    return value

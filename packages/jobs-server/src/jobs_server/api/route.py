@@ -1,0 +1,93 @@
+"""The route class of every jobs-server endpoint.
+
+Everything that makes a request ours happens inside our own routes, so an application that
+includes them keeps its exception handlers, its error shapes and its own body sizes:
+
+- any exception raised while serving the route becomes our error envelope here (no app-level
+  handler is involved, and an unexpected error answers 500 without the connection being dropped,
+  which is what Starlette's ServerErrorMiddleware does after answering);
+- a route with a body counts it against the server's limit while it streams in;
+- a method the path does not serve answers 405 with `Allow`;
+- the server starts on the first request when no lifespan started it (an app mounted with
+  `app.mount(...)` gets no lifespan from Starlette).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
+
+from jobs_schema import ErrorCode
+from jobs_server.api.errors import BodyTooLarge, error_response, response_for
+from jobs_server.api.limits import declared_over, limited
+from jobs_server.errors import JobsServerError
+
+if TYPE_CHECKING:
+    from jobs_server.app import JobsServer
+
+__all__ = ["JobsRoute", "operation_id", "server_in"]
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def operation_id(route: APIRoute) -> str:
+    """Stable OpenAPI operation ids: the route's name (`enqueue_job`, `list_jobs`, ...)."""
+    return route.name
+
+
+def server_in(scope: Scope) -> JobsServer:
+    """The JobsServer serving this request (`include_in` and `create_app` put it there)."""
+    server: JobsServer = scope["app"].state.jobs_server
+    return server
+
+
+class JobsRoute(APIRoute):
+    def get_route_handler(self) -> Handler:
+        handler = self.inner_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                return response_for(exc)
+
+        return run
+
+    def inner_handler(self) -> Handler:
+        """FastAPI's handler of this route; subclasses may answer some requests faster."""
+        return super().get_route_handler()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().handle(scope, receive, send)
+            return
+        server = server_in(scope)
+        refusal = await self._refusal(server, scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if self.body_field is not None:
+            receive = limited(receive, server.body_limit(self.name))
+        await super().handle(scope, receive, send)
+
+    async def _refusal(self, server: JobsServer, scope: Scope) -> Response | None:
+        if scope["method"] not in (self.methods or ()):
+            allow = ", ".join(server.allowed_methods(self.path))
+            return error_response(
+                405,
+                ErrorCode.VALIDATION,
+                f"method {scope['method']} is not allowed on this path; allowed: {allow}",
+                headers={"Allow": allow},
+            )
+        if self.body_field is not None and declared_over(scope, server.body_limit(self.name)):
+            return response_for(BodyTooLarge(server.body_limit(self.name)))
+        try:
+            await server.ensure_started()
+        except JobsServerError as exc:
+            return response_for(exc)
+        return None

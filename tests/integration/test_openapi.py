@@ -1,0 +1,85 @@
+"""The OpenAPI document: committed, stable operation ids, bearer auth declared, documented
+errors; and the docs pages work with no internet (assets served by the server itself)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+
+from jobs_server.app import openapi_schema
+
+REGENERATE = "uv run jobs-server openapi > docs/openapi.json"
+OPERATIONS = {
+    "enqueue_job",
+    "enqueue_batch",
+    "get_job",
+    "list_jobs",
+    "cancel_job",
+    "retry_job",
+    "count_jobs",
+    "cancel_jobs",
+    "retry_jobs",
+    "report_outcomes",
+    "send_heartbeats",
+    "release_leases",
+    "get_job_payload",
+    "healthz",
+    "readyz",
+    "metrics",
+}
+UNAUTHENTICATED = {"healthz", "readyz", "metrics"}
+
+
+def _operations(spec: dict[str, object]) -> dict[str, dict[str, object]]:
+    paths = spec["paths"]
+    assert isinstance(paths, dict)
+    return {op["operationId"]: op for item in paths.values() for op in item.values()}
+
+
+def test_committed_spec_is_current(repo_root: Path):
+    committed = json.loads((repo_root / "docs" / "openapi.json").read_text())
+    assert committed == openapi_schema(), f"docs/openapi.json is stale: run `{REGENERATE}`"
+
+
+def test_operation_ids_tags_and_bearer_auth():
+    spec = openapi_schema()
+    operations = _operations(spec)
+    assert set(operations) == OPERATIONS
+    assert spec["components"]["securitySchemes"]["bearer"] == {  # type: ignore[index]
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A tenant token, the admin (or read-only admin) token, or the worker token.",
+    }
+    for name, op in operations.items():
+        assert op["tags"], name
+        if name not in UNAUTHENTICATED:
+            assert op["security"] == [{"bearer": []}], name
+            assert {"401", "403", "422", "503"} <= set(op["responses"]), name  # type: ignore[arg-type]
+
+
+def test_errors_are_documented_with_the_envelope():
+    operations = _operations(openapi_schema())
+    enqueue = operations["enqueue_job"]["responses"]
+    assert isinstance(enqueue, dict)
+    assert {"200", "201", "400", "409", "413", "422", "429", "503"} <= set(enqueue)
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    assert enqueue["429"]["content"]["application/json"]["schema"] == envelope
+    assert "404" in operations["get_job"]["responses"]  # type: ignore[operator]
+    assert "413" not in operations["get_job"]["responses"]  # type: ignore[operator]
+
+
+async def test_docs_pages_need_no_internet(live_server):
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as c:
+        for page in ("/docs", "/redoc"):
+            html = (await c.get(page)).text
+            urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", html)
+            assert urls, page
+            assert not [u for u in urls if not u.startswith("/")], (page, urls)
+            assert "//cdn" not in html and "https://" not in html, page
+            for url in urls:
+                assert (await c.get(url)).status_code == 200, url
+        spec = (await c.get("/openapi.json")).json()
+        assert spec == openapi_schema()
