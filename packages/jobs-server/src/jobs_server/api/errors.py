@@ -19,6 +19,7 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "json_response",
+    "status_for",
     "validation_details",
 ]
 
@@ -36,6 +37,14 @@ _TABLE: list[tuple[type[errors.JobsServerError], int, ErrorCode]] = [
     (errors.StoreUnavailable, 503, ErrorCode.UNAVAILABLE),
     (errors.BadRequest, 400, ErrorCode.VALIDATION),
 ]
+
+
+def status_for(exc: errors.JobsServerError) -> tuple[int, ErrorCode]:
+    """The status and code of a domain error, by the table; 500 for one it does not map."""
+    for cls, status, code in _TABLE:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, ErrorCode.INTERNAL
 
 
 class ApiError(Exception):
