@@ -54,6 +54,11 @@ class ServerSettings(BaseSettings):
         description="how long a dashboard login lasts (60 s to 30 days)",
     )
 
+    dev_token: SecretStr | None = Field(
+        default=None,
+        description="`jobs-server dev`'s tenant token; default: made once, kept in the data dir",
+    )
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     db_pool_min: int = Field(default=0, ge=0)
