@@ -188,6 +188,17 @@ async def test_an_expired_session_is_refused_and_pruned_at_the_next_login(live_s
         assert [r["tenant"] for r in rows] == ["globex"]  # the expired one is gone
 
 
+async def test_logging_in_again_replaces_the_browsers_session(live_server, db):
+    async with logged_in(live_server, "tok-acme") as c:
+        before = session_cookie(c)
+        r = await c.post("/ui/login", data={"token": "tok-globex"})
+        assert r.status_code == 303
+        assert session_cookie(c) != before
+        rows = await db.fetch("SELECT tenant FROM dashboard_sessions")
+        assert [r["tenant"] for r in rows] == ["globex"]
+        assert "tenant globex" in (await c.get("/ui")).text
+
+
 async def test_removing_the_token_ends_its_sessions_in_every_process(start_server):
     first = await start_server()
     # a second process on the same database where acme's token was rotated

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
@@ -80,7 +81,9 @@ def dev_token(data_dir: Path, *, override: str | None) -> str:
 def embedded_postgres(stack: contextlib.ExitStack, pgdata: Path) -> str:
     """Start (or, after a crash, restart) PostgreSQL in `pgdata`; `stack` stops it. Call it
     only while holding the data directory's lock."""
-    import pgserver
+    with warnings.catch_warnings():  # platformdirs warns where XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver
 
     # initdb and pg_ctl print ~60 lines at INFO; pgserver logs them again at ERROR on failure
     logging.getLogger("pgserver").setLevel(logging.WARNING)
