@@ -4,17 +4,23 @@ pages and counts, the read-only token, escaping, search and bulk actions. The br
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import hashlib
 import re
 import subprocess
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from jobs_server.store.postgres import PostgresJobStore
-from tests.conftest import LiveServer
+from tests.conftest import TENANTS, LiveServer
+from tests.integration.proxy import start_database_proxy
 from tests.integration.requests import ACME, GLOBEX, job
 
 EVIL = "<script>alert('pwned')</script>"
@@ -108,6 +114,139 @@ async def test_pages_accept_a_bearer_header_too(api, live_server):
     assert r.status_code == 303
     assert (await api.get(f"/v1/jobs/{job_id}", headers=ACME)).json()["status"] == "cancelled"
     assert (await api.get("/ui", headers={"Authorization": "Bearer tok-worker"})).status_code == 303
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def logged_in(server: LiveServer, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    c = await browser(server, token)
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+def session_cookie(client: httpx.AsyncClient) -> str:
+    value = client.cookies.get("jobs_session")
+    assert value, "no session cookie"
+    return value
+
+
+def replay(server: LiveServer, cookie: str) -> httpx.AsyncClient:
+    """Another client presenting a copied cookie, as a thief (or a second browser) would."""
+    return httpx.AsyncClient(
+        base_url=server.url,
+        timeout=30,
+        headers={"Origin": server.url},
+        cookies={"jobs_session": cookie},
+    )
+
+
+async def test_the_cookie_names_a_stored_session_not_the_token(start_server, db):
+    server = await start_server(dashboard_session_ttl_seconds=3600)
+    async with logged_in(server, "tok-acme") as c:
+        cookie = session_cookie(c)
+        assert "tok-acme" not in cookie
+        assert base64.urlsafe_b64encode(b"tok-acme").decode().rstrip("=") not in cookie
+        row = await db.fetchrow(
+            "SELECT id_hash, role, tenant, token_check, expires_at - created_at AS ttl "
+            "FROM dashboard_sessions"
+        )
+        assert bytes(row["id_hash"]) == hashlib.sha256(cookie.encode()).digest()
+        assert (row["role"], row["tenant"]) == ("tenant", "acme")
+        assert row["ttl"] == timedelta(seconds=3600)
+        for value in row.values():
+            assert b"tok-acme" not in (value if isinstance(value, bytes) else str(value).encode())
+        assert (await c.get("/ui")).status_code == 200
+
+
+async def test_a_cookie_replayed_after_logout_is_refused(live_server, db):
+    async with logged_in(live_server, "tok-acme") as c:
+        cookie = session_cookie(c)
+        page = await c.get("/ui")
+        assert page.status_code == 200
+        r = await c.post("/ui/logout", data={"csrf": csrf_of(page.text)})
+        assert r.status_code == 303
+    assert await db.fetchval("SELECT count(*) FROM dashboard_sessions") == 0
+    async with replay(live_server, cookie) as thief:
+        r = await thief.get("/ui/jobs")
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login")
+        r = await thief.post("/ui/logout", data={"csrf": csrf_of(page.text)})
+        assert r.status_code == 401
+
+
+async def test_an_expired_session_is_refused_and_pruned_at_the_next_login(live_server, db):
+    async with logged_in(live_server, "tok-acme") as c:
+        assert (await c.get("/ui")).status_code == 200
+        await db.execute("UPDATE dashboard_sessions SET expires_at = now() - interval '1 second'")
+        r = await c.get("/ui")
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login")
+    async with logged_in(live_server, "tok-globex"):
+        rows = await db.fetch("SELECT tenant FROM dashboard_sessions")
+        assert [r["tenant"] for r in rows] == ["globex"]  # the expired one is gone
+
+
+async def test_logging_in_again_replaces_the_browsers_session(live_server, db):
+    async with logged_in(live_server, "tok-acme") as c:
+        before = session_cookie(c)
+        r = await c.post("/ui/login", data={"token": "tok-globex"})
+        assert r.status_code == 303
+        assert session_cookie(c) != before
+        rows = await db.fetch("SELECT tenant FROM dashboard_sessions")
+        assert [r["tenant"] for r in rows] == ["globex"]
+        assert "tenant globex" in (await c.get("/ui")).text
+
+
+async def test_removing_the_token_ends_its_sessions_in_every_process(start_server):
+    first = await start_server()
+    # a second process on the same database where acme's token was rotated
+    rotated = TENANTS | {"acme": {"max_active_jobs": 10, "tokens": ["tok-acme-rotated"]}}
+    second = await start_server(tenants=rotated)
+    same = await start_server()
+    async with logged_in(first, "tok-acme") as c:
+        cookie = session_cookie(c)
+    for server, status in ((same, 200), (second, 303), (first, 200)):
+        async with replay(server, cookie) as other:
+            assert (await other.get("/ui")).status_code == status, server.url
+
+
+async def test_a_session_is_refused_when_its_token_now_means_someone_else(start_server):
+    first = await start_server()
+    moved = TENANTS | {
+        "acme": {"max_active_jobs": 10, "tokens": ["tok-acme-2"]},
+        "globex": {"max_active_jobs": 10, "tokens": ["tok-globex", "tok-acme"]},
+    }
+    second = await start_server(tenants=moved)
+    async with logged_in(first, "tok-acme") as c:
+        cookie = session_cookie(c)
+    async with replay(second, cookie) as other:
+        assert (await other.get("/ui")).status_code == 303
+
+
+async def test_database_down_shows_a_503_page_and_recovers(start_server, database_url):
+    proxy, proxied = await start_database_proxy(database_url)
+    server = await start_server(database_url=proxied)
+    try:
+        async with logged_in(server, "tok-acme") as c:
+            assert (await c.get("/ui/jobs")).status_code == 200
+            await proxy.stop()
+            for headers in ({}, ACME):  # the session's lookup fails; the listing fails
+                r = await c.get("/ui/jobs", headers=headers)
+                assert r.status_code == 503, r.text
+                assert "database cannot be reached" in r.text
+                assert r.headers["retry-after"]
+                assert r.headers["content-type"].startswith("text/html")
+            await proxy.start()
+            for _ in range(50):
+                r = await c.get("/ui/jobs")
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.status_code == 200
+    finally:
+        await proxy.stop()
 
 
 # -- CSRF -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from enum import StrEnum
+from hashlib import sha256
 
 from fastapi.security import HTTPBearer
 
@@ -71,5 +72,15 @@ class Authenticator:
         found = None
         for known, principal in self._entries:
             if hmac.compare_digest(known, presented) and found is None:
+                found = principal
+        return found
+
+    def authenticate_keyed(self, key: bytes, digest: bytes) -> Principal | None:
+        """The principal of the known token whose HMAC-SHA256 under `key` is `digest`: whether a
+        token held only as such a digest (a dashboard session's) is still configured."""
+        found = None
+        for known, principal in self._entries:
+            mac = hmac.new(key, known, sha256).digest()
+            if hmac.compare_digest(mac, digest) and found is None:
                 found = principal
         return found

@@ -7,11 +7,8 @@ import contextlib
 import json
 import logging
 import os
-import secrets
-import socket
-import subprocess
+import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -382,46 +379,66 @@ def _metrics_port(settings: ServerSettings, metrics: ServerMetrics | None) -> It
 
 @app.command()
 def dev(
-    data_dir: Annotated[Path, typer.Option(help="embedded PostgreSQL data")] = Path(".jobs-dev"),
-    port: int = 8000,
+    data_dir: Annotated[
+        Path, typer.Option(help="embedded PostgreSQL's data and the dev token")
+    ] = Path(".jobs-dev"),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="the API's port")] = 8000,
     worker: Annotated[
         str, typer.Option(help="handlers for the dev worker, MODULE:REGISTRY ('' for none)")
     ] = "examples.handlers:registry",
 ) -> None:
     """Everything on one machine: embedded PostgreSQL (unless JOBS_DATABASE_URL is set), an SQS
     endpoint on loopback (moto, unless JOBS_SQS_ENDPOINT_URL is set), migrations, queues, the
-    API, the scheduler and a worker. Never use it in production."""
+    API, the scheduler and a worker. Ctrl-C or SIGTERM stops all of it. Never use it in
+    production."""
+    from jobs_server import dev as embedded
+
     _configure_logging("info")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with contextlib.ExitStack() as stack:
-        token = _dev_environment(stack, data_dir)
-        settings = _settings()
         try:
+            data = stack.enter_context(embedded.locked_data_dir(data_dir))
+            token = _dev_environment(stack, data)
+            settings = _settings()
             asyncio.run(_dev_prepare(settings))
             fastapi_app = _build_app(settings)
+            if worker:
+                use_cases = list(settings.jobs_config().use_cases)
+                url = f"http://127.0.0.1:{port}"
+                stack.enter_context(
+                    embedded.worker_process(worker, use_cases=use_cases, server_url=url)
+                )
+            typer.echo(_dev_banner(settings, token, port, data))
+            _run_uvicorn(
+                fastapi_app, "127.0.0.1", port, "info", logging_config(settings.log_format, "info")
+            )
         except JobsServerError as exc:
             _fail(exc.message)
-        if worker:
-            stack.enter_context(_dev_worker(worker, settings, port))
-        typer.echo(_dev_banner(settings, token, port))
-        _run_uvicorn(
-            fastapi_app, "127.0.0.1", port, "info", logging_config(settings.log_format, "info")
-        )
+        finally:
+            # a second Ctrl-C must not interrupt the stopping of what was started
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds `dev` like Ctrl-C does, so what it started is stopped. (uvicorn handles
+    the signal first, then raises it again once it has shut down, which lands here.)"""
+    raise SystemExit(128 + signum)
 
 
 def _dev_environment(stack: contextlib.ExitStack, data_dir: Path) -> str:
     """Default every setting `dev` needs, starting embedded services for what is not set."""
-    if not os.environ.get("JOBS_DATABASE_URL"):
-        import pgserver
+    from jobs_server import dev as embedded
 
-        data_dir.mkdir(parents=True, exist_ok=True)
-        pg = pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
-        stack.callback(pg.cleanup)
-        os.environ["JOBS_DATABASE_URL"] = pg.get_uri()
+    given = _settings()
+    if not given.database_url:
+        os.environ["JOBS_DATABASE_URL"] = embedded.embedded_postgres(stack, data_dir / "pg")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "dev")
-    if not os.environ.get("JOBS_SQS_ENDPOINT_URL"):
-        os.environ["JOBS_SQS_ENDPOINT_URL"] = stack.enter_context(_moto_server())
-    token = os.environ.get("JOBS_DEV_TOKEN") or "dev-" + secrets.token_urlsafe(12)
+    if not given.sqs_endpoint_url:
+        os.environ["JOBS_SQS_ENDPOINT_URL"] = stack.enter_context(embedded.moto_server())
+    override = given.dev_token.get_secret_value() if given.dev_token else None
+    token = embedded.dev_token(data_dir, override=override)
     defaults = {
         "JOBS_ADMIN_TOKEN": "dev-admin-" + token,
         "JOBS_WORKER_TOKEN": "dev-worker-" + token,
@@ -443,58 +460,16 @@ async def _dev_prepare(settings: ServerSettings) -> None:
     await _create_queues(settings)
 
 
-@contextlib.contextmanager
-def _moto_server() -> Iterator[str]:
-    """moto's SQS server on a free loopback port, for as long as `dev` runs."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise ConfigError("the dev SQS endpoint (moto's server) did not start; is moto installed?")
-
-
-@contextlib.contextmanager
-def _dev_worker(target: str, settings: ServerSettings, port: int) -> Iterator[None]:
-    """`jobs-worker run` as a process of its own, as in production (no import of it here)."""
-    env = os.environ | {"JOBS_SERVER_URL": f"http://127.0.0.1:{port}"}
-    use_cases = [arg for name in settings.jobs_config().use_cases for arg in ("-u", name)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs_worker", "run", target, *use_cases], env=env
-    )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=40)
-
-
-def _dev_banner(settings: ServerSettings, token: str, port: int) -> str:
+def _dev_banner(settings: ServerSettings, token: str, port: int, data_dir: Path) -> str:
     base = f"http://127.0.0.1:{port}"
+    kept = "JOBS_DEV_TOKEN" if settings.dev_token else f"kept in {data_dir / 'token'}"
     return "\n".join(
         [
             "",
             "jobs-server dev is up:",
             f"  API          {base}/v1   (docs: {base}/docs)",
-            f"  tenant token {token}   (tenant 'dev')",
+            f"  dashboard    {base}/ui   (log in with a token below)",
+            f"  tenant token {token}   (tenant 'dev'; {kept})",
             f"  admin token  {os.environ['JOBS_ADMIN_TOKEN']}",
             f"  database     {settings.database_url}",
             f"  SQS          {settings.sqs_endpoint_url}",
@@ -504,6 +479,8 @@ def _dev_banner(settings: ServerSettings, token: str, port: int) -> str:
             "       -H 'Content-Type: application/json' \\",
             "       -d '" + _EXAMPLE_JOB + "'",
             f"  curl -s {base}/v1/jobs/<id> -H 'Authorization: Bearer {token}'",
+            "",
+            "  Ctrl-C stops everything.",
             "",
         ]
     )

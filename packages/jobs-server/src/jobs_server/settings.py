@@ -48,6 +48,18 @@ class ServerSettings(BaseSettings):
     claim_batch: int = Field(default=500, ge=1, le=10_000)
     publish_in_flight: int = Field(default=8, ge=1, le=64)
 
+    dashboard_session_ttl_seconds: float = Field(
+        default=12 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="how long a dashboard login lasts (60 s to 30 days)",
+    )
+
+    dev_token: SecretStr | None = Field(
+        default=None,
+        description="`jobs-server dev`'s tenant token; default: made once, kept in the data dir",
+    )
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     db_pool_min: int = Field(default=0, ge=0)

@@ -21,25 +21,19 @@ from pydantic import ValidationError
 from jobs_schema import MAX_BULK_JOBS, BulkAction, JobSelection, JobStatus
 from jobs_schema.config import describe_errors
 from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
+from jobs_server.api.errors import status_for
 from jobs_server.dashboard.overview import load_overview
 from jobs_server.dashboard.session import (
     Viewer,
-    clear_session,
     dashboard_principal,
+    end_session,
     same_origin,
     start_session,
     viewer_of,
 )
 from jobs_server.dashboard.templating import Templates
 from jobs_server.dashboard.timeline import timeline
-from jobs_server.errors import (
-    BadRequest,
-    Forbidden,
-    JobConflict,
-    JobNotFound,
-    JobsServerError,
-    QuotaExceeded,
-)
+from jobs_server.errors import JobNotFound, JobsServerError
 from jobs_server.service import JobService
 
 __all__ = ["LoginRequired", "Refused", "login_required", "refused", "router"]
@@ -57,7 +51,7 @@ class _Route(APIRoute):
             try:
                 return await handler(request)
             except JobsServerError as exc:
-                raise Refused(_domain_status(exc), exc.message) from exc
+                raise _refusal(exc) from exc
 
         return run
 
@@ -66,13 +60,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False, route_class=_Route)
 
 _FORM_LIMIT = 64 * 1024
 _PAGE = 50
-_STATUS_OF: list[tuple[type[JobsServerError], int]] = [
-    (JobNotFound, 404),
-    (Forbidden, 403),
-    (JobConflict, 409),
-    (QuotaExceeded, 429),
-    (BadRequest, 400),
-]
+_UNAVAILABLE = "The database cannot be reached right now; try again in a moment."
 
 
 class LoginRequired(Exception):
@@ -108,7 +96,9 @@ def _actions(request: Request) -> ActionService:
 
 
 async def _viewer(request: Request) -> Viewer:
-    viewer = viewer_of(request, request.app.state.jobs.authenticator)
+    jobs = request.app.state.jobs
+    viewer = await viewer_of(request, jobs.authenticator, jobs.store)
+    request.state.viewer = viewer  # for the error page, which must not look it up again
     if viewer is None:
         query = f"?{request.url.query}" if request.url.query else ""
         raise LoginRequired(request.url.path + query)
@@ -137,16 +127,24 @@ async def _action_form(request: Request, viewer: Viewer) -> dict[str, str]:
     return form
 
 
+def _refusal(exc: JobsServerError) -> Refused:
+    """The error page of a domain error, with the API's status for it (api/errors.py)."""
+    status, _ = status_for(exc)
+    if status == 503:
+        logger.warning("database unavailable", extra={"error": str(exc)})
+        return Refused(503, _UNAVAILABLE)
+    if status >= 500:
+        logger.error("unmapped domain error", exc_info=exc)
+        return Refused(status, "Something went wrong on the server.")
+    return Refused(status, exc.message)
+
+
 def _see_other(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
 def _ui(request: Request) -> str:
     return str(request.scope.get("root_path", "")) + "/ui"
-
-
-def _domain_status(exc: JobsServerError) -> int:
-    return next((status for cls, status in _STATUS_OF if isinstance(exc, cls)), 500)
 
 
 def _local(url: str | None, fallback: str) -> str:
@@ -258,8 +256,16 @@ async def login(request: Request) -> Response:
             next=next_url,
             error="That token is not one this server knows (worker tokens cannot log in here).",
         )
+    jobs = request.app.state.jobs
     response = _see_other(next_url)
-    start_session(request, response, token)
+    await start_session(
+        request,
+        response,
+        store=jobs.store,
+        token=token,
+        principal=who,
+        ttl_seconds=jobs.settings.dashboard_session_ttl_seconds,
+    )
     return response
 
 
@@ -269,7 +275,7 @@ async def logout(request: Request, viewer: Page) -> Response:
     if viewer.csrf is not None and not (same_origin(request) and viewer.csrf_ok(form.get("csrf"))):
         raise Refused(403, "This form expired. Reload the page.")
     response = _see_other(_ui(request) + "/login")
-    clear_session(response)
+    await end_session(request, response, store=request.app.state.jobs.store)
     return response
 
 
@@ -444,7 +450,10 @@ async def login_required(request: Request, exc: Exception) -> Response:
 
 async def refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    viewer = viewer_of(request, request.app.state.jobs.authenticator)
-    return _templates(request).page(
+    viewer = getattr(request.state, "viewer", None)
+    response = _templates(request).page(
         request, "error.html", status=exc.status, viewer=viewer, message=exc.message
     )
+    if exc.status == 503:
+        response.headers["Retry-After"] = "1"
+    return response

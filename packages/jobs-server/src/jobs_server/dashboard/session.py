@@ -1,21 +1,21 @@
-"""Who is looking: the dashboard's session cookie, its CSRF token and the same-origin check.
+"""Who is looking: the dashboard's sessions, their CSRF token and the same-origin check.
 
-The cookie holds the bearer token the operator pasted (HttpOnly, SameSite=Strict, Secure over
-https), with a random nonce per login; every request authenticates it again with the server's
-Authenticator, so a token removed from the configuration stops working at once. A script may
-send `Authorization: Bearer` instead of the cookie.
+Logging in with a token opens a session: a random id in an HttpOnly, SameSite=Strict cookie
+scoped to /ui (Secure over https). PostgreSQL keeps only the id's SHA-256, the principal, the
+expiry (JOBS_DASHBOARD_SESSION_TTL_SECONDS) and HMAC(key=id, token); the token itself is kept
+nowhere. Every request looks the session up, so any API process of `serve --workers N` knows
+it, and checks that its token is still configured, so removing a token ends its sessions.
+Logging out deletes the row. A script may send `Authorization: Bearer` instead of the cookie.
 
-CSRF: every form carries HMAC-SHA256(key=token, nonce). Only someone who can read the HttpOnly
-cookie can compute it, no server secret is needed (so it holds across restarts and replicas),
-and each login has its own. Cookie-authenticated POSTs must also come from this origin (Origin,
-else Referer). Requests with an Authorization header need neither: browsers never attach that
-header to a cross-site request by themselves."""
+CSRF: every form carries HMAC-SHA256(key=session id, "csrf"). Only the holder of the HttpOnly
+cookie can compute it, and it needs no server secret. Cookie-authenticated POSTs must also come
+from this origin (Origin, else Referer). Requests with an Authorization header need neither:
+browsers never attach that header to a cross-site request by themselves."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from hashlib import sha256
@@ -25,19 +25,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobs_server.auth import Authenticator, Principal, Role
+from jobs_server.store.base import JobStore
 
 __all__ = [
     "COOKIE",
     "Viewer",
-    "clear_session",
-    "csrf_token",
+    "dashboard_principal",
+    "end_session",
     "same_origin",
     "start_session",
     "viewer_of",
 ]
 
 COOKIE = "jobs_session"
-_MAX_AGE = 12 * 3600
+# secrets.token_urlsafe(32): anything else is not one of ours and is not looked up
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +62,16 @@ class Viewer:
         return presented is not None and hmac.compare_digest(self.csrf, presented)
 
 
-def csrf_token(token: str, nonce: str) -> str:
-    return hmac.new(token.encode(), b"jobs-dashboard-csrf:" + nonce.encode(), sha256).hexdigest()
+def _id_hash(session_id: str) -> bytes:
+    return sha256(session_id.encode()).digest()
+
+
+def _keyed(session_id: str, message: bytes) -> bytes:
+    return hmac.new(session_id.encode(), message, sha256).digest()
+
+
+def _csrf_token(session_id: str) -> str:
+    return _keyed(session_id, b"jobs-dashboard-csrf").hex()
 
 
 def _label(who: Principal) -> str:
@@ -76,30 +86,52 @@ def dashboard_principal(auth: Authenticator, token: str) -> Principal | None:
     return None if who is None or who.role is Role.WORKER else who
 
 
-def viewer_of(request: Request, auth: Authenticator) -> Viewer | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def _session_id(request: Request) -> str | None:
+    value = request.cookies.get(COOKIE, "")
+    return value if _SESSION_ID.match(value) else None
+
+
+async def viewer_of(request: Request, auth: Authenticator, store: JobStore) -> Viewer | None:
+    """The bearer header's principal, else the session cookie's; None: log in first."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         who = dashboard_principal(auth, token.strip())
         return Viewer(who, None, _label(who)) if who else None
-    nonce, _, encoded = request.cookies.get(COOKIE, "").partition(".")
-    if not nonce or not encoded:
+    session_id = _session_id(request)
+    if session_id is None:
         return None
-    try:
-        token = base64.urlsafe_b64decode(encoded.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    found = await store.get_dashboard_session(_id_hash(session_id))
+    if found is None:
         return None
-    who = dashboard_principal(auth, token)
-    return Viewer(who, csrf_token(token, nonce), _label(who)) if who else None
+    # the token it was opened with must still be configured, for the same principal
+    who = auth.authenticate_keyed(session_id.encode(), found.token_check)
+    if who is None or who != found.principal or who.role is Role.WORKER:
+        return None
+    return Viewer(who, _csrf_token(session_id), _label(who))
 
 
-def start_session(request: Request, response: Response, token: str) -> None:
-    nonce = secrets.token_hex(16)
-    encoded = base64.urlsafe_b64encode(token.encode()).decode()
+async def start_session(
+    request: Request,
+    response: Response,
+    *,
+    store: JobStore,
+    token: str,
+    principal: Principal,
+    ttl_seconds: float,
+) -> None:
+    """Open a session for `principal` (whose token is `token`); the cookie names it."""
+    await _forget(request, store)  # a new login replaces the browser's older one
+    session_id = secrets.token_urlsafe(32)
+    await store.create_dashboard_session(
+        _id_hash(session_id),
+        principal=principal,
+        token_check=_keyed(session_id, token.encode()),
+        ttl_seconds=ttl_seconds,
+    )
     response.set_cookie(
         COOKIE,
-        f"{nonce}.{encoded}",
-        max_age=_MAX_AGE,
+        session_id,
+        max_age=int(ttl_seconds),
         path="/ui",
         httponly=True,
         samesite="strict",
@@ -107,8 +139,16 @@ def start_session(request: Request, response: Response, token: str) -> None:
     )
 
 
-def clear_session(response: Response) -> None:
+async def end_session(request: Request, response: Response, *, store: JobStore) -> None:
+    """Delete the request's session, so its cookie is refused even if replayed."""
+    await _forget(request, store)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
+
+
+async def _forget(request: Request, store: JobStore) -> None:
+    session_id = _session_id(request)
+    if session_id is not None:
+        await store.delete_dashboard_session(_id_hash(session_id))
 
 
 def same_origin(request: Request) -> bool:

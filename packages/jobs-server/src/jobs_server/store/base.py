@@ -21,10 +21,12 @@ from jobs_schema import (
     LeaseState,
     Payload,
 )
+from jobs_server.auth import Principal
 
 __all__ = [
     "ActionBatch",
     "ClaimedJob",
+    "DashboardSession",
     "DispatchStat",
     "EnqueueOutcome",
     "EnqueueResult",
@@ -301,6 +303,20 @@ class JobStore(Protocol):
         together under tenant ""), with the run_at of the oldest due job."""
         ...
 
+    # -- dashboard sessions (jobs_server.dashboard.session) -----------------------------------
+
+    async def create_dashboard_session(
+        self, id_hash: bytes, *, principal: Principal, token_check: bytes, ttl_seconds: float
+    ) -> None:
+        """Store a login (and delete a bounded batch of expired ones)."""
+        ...
+
+    async def get_dashboard_session(self, id_hash: bytes) -> DashboardSession | None:
+        """The session, unless it was deleted or has expired by the database's clock."""
+        ...
+
+    async def delete_dashboard_session(self, id_hash: bytes) -> None: ...
+
 
 class Subscription(Protocol):
     @property
@@ -414,3 +430,12 @@ class QueueDepth:
 class QueueSnapshot:
     measured_at: datetime  # the database's clock, which run_at is read against
     rows: list[QueueDepth]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    """A dashboard login as stored: who it stands for, never the token."""
+
+    principal: Principal
+    token_check: bytes  # HMAC-SHA256(key=session id, token): the token is still configured
+    expires_at: datetime

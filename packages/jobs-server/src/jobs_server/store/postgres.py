@@ -27,10 +27,12 @@ from jobs_schema import (
     Payload,
 )
 from jobs_schema.limits import clamp_timestamp
+from jobs_server.auth import Principal, Role
 from jobs_server.errors import StoreUnavailable
 from jobs_server.store.base import (
     ActionBatch,
     ClaimedJob,
+    DashboardSession,
     DispatchStat,
     EnqueueOutcome,
     EnqueueResult,
@@ -585,6 +587,27 @@ class PostgresJobStore:
                 for r in rows
             ],
         )
+
+    # -- dashboard sessions ------------------------------------------------------------------
+
+    async def create_dashboard_session(
+        self, id_hash: bytes, *, principal: Principal, token_check: bytes, ttl_seconds: float
+    ) -> None:
+        args = (id_hash, principal.role.value, principal.tenant, token_check, ttl_seconds)
+        await self._run(lambda c: c.execute(self._q["create_dashboard_session"], *args))
+
+    async def get_dashboard_session(self, id_hash: bytes) -> DashboardSession | None:
+        r = await self._run(lambda c: c.fetchrow(self._q["get_dashboard_session"], id_hash))
+        if r is None:
+            return None
+        return DashboardSession(
+            principal=Principal(Role(r["role"]), r["tenant"]),
+            token_check=bytes(r["token_check"]),
+            expires_at=r["expires_at"],
+        )
+
+    async def delete_dashboard_session(self, id_hash: bytes) -> None:
+        await self._run(lambda c: c.execute(self._q["delete_dashboard_session"], id_hash))
 
 
 # Job ids are UUIDv7 (service.new_job_id): their first 48 bits are the creation time in ms, a

@@ -556,3 +556,22 @@ SELECT use_case, CASE WHEN tenant = ANY ($1::text[]) THEN tenant ELSE '' END AS 
        min(due_run_at) AS oldest_due_run_at, now() AS measured_at
 FROM active
 GROUP BY 1, 2;
+
+-- name: create_dashboard_session
+-- A login: the new session, and at most 100 expired ones deleted in the same round trip, so the
+-- table stays small with no service of its own.
+WITH pruned AS (
+    DELETE FROM dashboard_sessions
+    WHERE id_hash = ANY (ARRAY(
+        SELECT id_hash FROM dashboard_sessions WHERE expires_at <= now()
+        ORDER BY expires_at LIMIT 100))
+)
+INSERT INTO dashboard_sessions (id_hash, role, tenant, token_check, expires_at)
+VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second');
+
+-- name: get_dashboard_session
+SELECT role, tenant, token_check, expires_at FROM dashboard_sessions
+WHERE id_hash = $1 AND expires_at > now();
+
+-- name: delete_dashboard_session
+DELETE FROM dashboard_sessions WHERE id_hash = $1;
