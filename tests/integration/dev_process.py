@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +72,19 @@ def start_dev(data_dir: Path, log: Path, **env: str) -> Dev:
 
 
 @pytest.fixture
+def pg_home() -> Iterator[Path]:
+    """A directory for embedded PostgreSQL data outside pytest's temporary tree: pgserver runs
+    PostgreSQL as another user when run as root, and each pytest session (any on the machine)
+    makes /tmp/pytest-of-<user> private to its owner again, locking that user out mid-test."""
+    home = Path(tempfile.mkdtemp(prefix="jobs-dev-test-"))
+    yield home
+    for pid in postgres_serving(home):  # one a failed test left running
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
 def devs() -> Iterator[list[Dev]]:
     """Every dev started by a test, stopped at the end whatever happened: with SIGTERM, so
     that its worker is gone (and takes no message of the next test's) before the next test."""
@@ -81,3 +98,27 @@ def devs() -> Iterator[list[Dev]]:
             except subprocess.TimeoutExpired:
                 dev.proc.kill()
                 dev.proc.wait(timeout=30)
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def postgres_serving(pgdata: Path) -> list[int]:
+    """Live processes whose command line names this directory (a postmaster's -D)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        named = any(str(pgdata).encode() in arg for arg in argv[1:])
+        if argv[0].endswith(b"postgres") and named and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found

@@ -13,40 +13,18 @@ import httpx
 import pytest
 
 from tests.integration import dev_process
-from tests.integration.dev_process import start_dev
+from tests.integration.dev_process import alive, postgres_serving, start_dev
 
 pytestmark = pytest.mark.slow
 
 INITDB_SAYS = "The files belonging to this database system"
 
-devs = dev_process.devs  # the fixture
+devs = dev_process.devs  # the fixtures
+pg_home = dev_process.pg_home
 
 
 def postmaster_pid(pgdata: Path) -> int:
     return int((pgdata / "postmaster.pid").read_text().split()[0])
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def postgres_serving(pgdata: Path) -> list[int]:
-    """Live processes whose command line names this data directory (the postmaster)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(pgdata).encode() in argv and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 def children_of(pid: int) -> list[int]:
@@ -71,8 +49,8 @@ def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_everything_dev_started(tmp_path, devs, sig):
-    dev = start_dev(tmp_path / "data", tmp_path / "dev.log")
+def test_a_signal_stops_everything_dev_started(tmp_path, pg_home, devs, sig):
+    dev = start_dev(pg_home / "data", tmp_path / "dev.log")
     devs.append(dev)
     postmaster = postmaster_pid(dev.pgdata)
     children = children_of(dev.proc.pid)  # moto's server and the worker
@@ -86,8 +64,8 @@ def test_a_signal_stops_everything_dev_started(tmp_path, devs, sig):
     assert not (dev.pgdata / "postmaster.pid").exists()  # a clean shutdown
 
 
-def test_a_later_run_stops_the_postgres_a_killed_run_left(tmp_path, devs):
-    data, log = tmp_path / "data", tmp_path / "dev.log"
+def test_a_later_run_stops_the_postgres_a_killed_run_left(tmp_path, pg_home, devs):
+    data, log = pg_home / "data", tmp_path / "dev.log"
     first = start_dev(data, log)
     devs.append(first)
     token = first.token()
@@ -110,10 +88,10 @@ def test_a_later_run_stops_the_postgres_a_killed_run_left(tmp_path, devs):
     assert postgres_serving(second.pgdata) == []
 
 
-def test_a_postmaster_pid_naming_another_live_process_is_cleared(tmp_path, devs):
+def test_a_postmaster_pid_naming_another_live_process_is_cleared(tmp_path, pg_home, devs):
     """A pid file left by a crash whose pid now belongs to another program: PostgreSQL (and
     pgserver) would take it for a running server."""
-    data, log = tmp_path / "data", tmp_path / "dev.log"
+    data, log = pg_home / "data", tmp_path / "dev.log"
     first = start_dev(data, log)
     devs.append(first)
     pidfile = first.pgdata / "postmaster.pid"
@@ -135,8 +113,8 @@ def test_a_postmaster_pid_naming_another_live_process_is_cleared(tmp_path, devs)
         other.wait()
 
 
-def test_jobs_dev_token_overrides_the_kept_one(tmp_path, devs):
-    dev = start_dev(tmp_path / "data", tmp_path / "dev.log", JOBS_DEV_TOKEN="dev-chosen-token")
+def test_jobs_dev_token_overrides_the_kept_one(tmp_path, pg_home, devs):
+    dev = start_dev(pg_home / "data", tmp_path / "dev.log", JOBS_DEV_TOKEN="dev-chosen-token")
     devs.append(dev)
     url = f"http://127.0.0.1:{dev.port}/v1/jobs"
     assert httpx.get(url, headers={"Authorization": "Bearer dev-chosen-token"}).status_code == 200
