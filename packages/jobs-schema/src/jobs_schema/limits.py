@@ -1,8 +1,9 @@
 """The ranges every input of the jobs API falls in, defined once for server, SDK and worker.
 
-- Timestamps: timezone-aware ISO 8601 strings (never numbers) from `MIN_TIMESTAMP` to
-  `MAX_TIMESTAMP`, compared in UTC. PostgreSQL's timestamptz, Python's datetime and JSON all
-  hold every such value and its conversion to any offset from -14:00 to +14:00.
+- Timestamps: timezone-aware ISO 8601 strings (never numbers, at most microseconds) from
+  `MIN_TIMESTAMP` to `MAX_TIMESTAMP`, compared in UTC. PostgreSQL's timestamptz, Python's
+  datetime and JSON all hold every such value and its conversion to any offset from -14:00 to
+  +14:00.
 - Text: no NUL (U+0000) and no unpaired UTF-16 surrogate, which PostgreSQL's text and jsonb
   cannot store. Input text holding one is refused (`Text`); a handler's error text is kept with
   each replaced by U+FFFD (`ReportedText`), so a failure is never lost for its message.
@@ -44,18 +45,21 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 _RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_FINER_THAN_MICROSECONDS = re.compile(r"[.,]\d{7}")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 # -- timestamps --------------------------------------------------------------------------------
 
 
-def _not_a_number(value: Any) -> Any:
+def _time_text(value: Any) -> Any:
     if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         raise ValueError(
             "give a time as an ISO 8601 string with a zone (e.g. 2026-01-31T12:00:00Z), "
             "not a number"
         )
+    if isinstance(value, str) and _FINER_THAN_MICROSECONDS.search(value):
+        raise ValueError("give a time to the microsecond at most (6 fractional digits)")
     return value
 
 
@@ -65,7 +69,7 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_in_range)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_time_text), AfterValidator(_in_range)]
 """A time the API takes: timezone-aware, not a number, from MIN_TIMESTAMP to MAX_TIMESTAMP."""
 
 
