@@ -29,7 +29,6 @@ __all__ = [
     "ReportedText",
     "Text",
     "Timestamp",
-    "check_json",
     "check_payload",
     "check_text",
     "clamp_timestamp",
@@ -47,6 +46,8 @@ _RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
 _FINER_THAN_MICROSECONDS = re.compile(r"[.,]\d{7}")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# \u0000 in JSON text, not the text "\u0000" (an escaped backslash before it)
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 # -- timestamps --------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def json_text(value: Any, *, what: str = "payload") -> str:
         raise JsonRefused(
             f"{what} holds a number JSON cannot carry (NaN or Infinity); send a finite number"
         ) from exc
-    if "\\u0000" in text:
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise JsonRefused(f"{what} holds a NUL character (\\u0000), which cannot be stored")
     if "\\ud" in text:  # rare: only then look for unpaired surrogates
         try:
@@ -168,11 +169,6 @@ def _depth(value: Any) -> int:
         children = item.values() if isinstance(item, dict) else item
         stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
     return deepest
-
-
-def check_json(value: Any, *, what: str = "payload") -> Any:
-    json_text(value, what=what)
-    return value
 
 
 def check_payload(value: dict[str, Any]) -> dict[str, Any]:
