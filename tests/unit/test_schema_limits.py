@@ -22,6 +22,7 @@ from jobs_schema import (
 )
 from jobs_schema.limits import (
     MAX_PAYLOAD_DEPTH,
+    MAX_RETRY_DELAY_SECONDS,
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
     JsonRefused,
@@ -151,6 +152,13 @@ def test_a_handlers_error_text_is_kept_with_replacements():
     info = FailureInfo(type="E\x00", message="m\x00", traceback="t\ud800")
     assert (info.type, info.message, info.traceback) == ("E\ufffd", "m\ufffd", "t\ufffd")
     json.loads(info.model_dump_json())  # and it can be sent
+
+
+def test_a_retry_delay_past_the_cap_is_the_cap():
+    info = FailureInfo(type="Retry", message="later", retry_delay_seconds=1e12)
+    assert info.retry_delay_seconds == MAX_RETRY_DELAY_SECONDS
+    with pytest.raises(ValidationError):
+        FailureInfo.model_validate_json('{"type": "E", "message": "m", "retry_delay_seconds": "5"}')
 
 
 # -- JSON values -------------------------------------------------------------------------------

@@ -7,12 +7,21 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 
 from jobs_schema.jobs import JobStatus, Payload, StoredTime
-from jobs_schema.limits import ReportedText, Text, Timestamp
+from jobs_schema.limits import MAX_RETRY_DELAY_SECONDS, ReportedText, Text, Timestamp
 
 WorkerId = Annotated[Text, Field(min_length=1, max_length=200)]
+RetryDelay = Annotated[float, AfterValidator(lambda v: min(v, MAX_RETRY_DELAY_SECONDS))]
 
 __all__ = [
     "MAX_SQS_MESSAGE_BYTES",
@@ -98,16 +107,17 @@ class OutcomeKind(StrEnum):
 
 
 class FailureInfo(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     """Why an attempt failed. Text PostgreSQL cannot store (NUL, unpaired surrogates) is kept
-    with each such character replaced by U+FFFD: a failure is never lost for its message."""
+    with each such character replaced by U+FFFD, and a retry delay past MAX_RETRY_DELAY_SECONDS
+    is that much: a failure is never lost for its details."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: ReportedText = Field(max_length=200)
     message: ReportedText = Field(max_length=10_000)
     traceback: ReportedText | None = Field(default=None, max_length=100_000)
     retryable: bool = Field(default=True, strict=True)
-    retry_delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
+    retry_delay_seconds: RetryDelay | None = Field(default=None, ge=0, strict=True)
 
 
 class OutcomeReport(LeaseRef):
