@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -18,7 +18,14 @@ from pydantic import (
 )
 
 from jobs_schema.jobs import JobStatus, Payload, StoredTime
-from jobs_schema.limits import MAX_RETRY_DELAY_SECONDS, ReportedText, Text, Timestamp
+from jobs_schema.limits import (
+    MAX_RETRY_DELAY_SECONDS,
+    JsonRefused,
+    ReportedText,
+    Text,
+    Timestamp,
+    json_text,
+)
 
 WorkerId = Annotated[Text, Field(min_length=1, max_length=200)]
 RetryDelay = Annotated[float, AfterValidator(lambda v: min(v, MAX_RETRY_DELAY_SECONDS))]
@@ -121,11 +128,28 @@ class FailureInfo(BaseModel):
 
 
 class OutcomeReport(LeaseRef):
+    """A result that breaks jobs_schema.limits (NUL, unpaired surrogates, NaN, nesting past
+    MAX_PAYLOAD_DEPTH) cannot be stored: the report becomes a permanent failure saying why, on
+    whichever side builds it, so that attempt fails with its reason and the rest of its batch
+    applies."""
+
     outcome: OutcomeKind
     worker_id: WorkerId
     result: JsonValue = None
     failure: FailureInfo | None = None
     started_at: Timestamp | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unstorable_result_fails(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("outcome") != OutcomeKind.SUCCEEDED:
+            return data
+        try:
+            json_text(data.get("result"), what="the handler's result")
+        except JsonRefused as exc:
+            failure = {"type": "ResultNotStorable", "message": str(exc), "retryable": False}
+            return {**data, "outcome": OutcomeKind.FAILED.value, "result": None, "failure": failure}
+        return data
 
     @model_validator(mode="after")
     def _failure_iff_failed(self) -> OutcomeReport:
