@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel
 
-from jobs_schema import AttemptOutcome, JobStatus, lease_attributes
+from jobs_schema import AttemptOutcome, JobStatus, LeaseRef, lease_attributes
 from jobs_schema.limits import MAX_PAYLOAD_DEPTH, MAX_TIMESTAMP, MIN_TIMESTAMP
 from jobs_worker import JobContext, Registry
 from tests.conftest import LiveServer
@@ -29,6 +31,7 @@ make_stack = harness.make_stack  # the fixture
 
 OUT_OF_RANGE = [
     "0001-01-01T00:00:00Z",
+    "2030-01-01T00:00:00.1234567Z",  # finer than PostgreSQL keeps: it would not round-trip
     "1969-12-31T23:59:59.999999Z",
     "9999-12-31T23:59:59Z",
     "9999-01-01T00:00:00.000001Z",
@@ -76,7 +79,8 @@ async def test_year_one_run_at_is_refused_and_other_tenants_still_enqueue(client
     assert await job_count(db) == 0
     r = await client.post("/v1/jobs", json=job(), headers=GLOBEX)
     assert r.status_code == 201, r.text
-    r = await client.post("/v1/jobs", json=job(), headers=ACME)
+    assert await job_count(db) == 1
+    r = await client.post("/v1/jobs", json=job(), headers=ACME)  # and the refused tenant too
     assert r.status_code == 201, r.text
     assert await job_count(db) == 2
 
@@ -159,7 +163,8 @@ async def test_stored_infinite_times_break_no_reader(make_stack: MakeStack):
             "UPDATE jobs SET run_at = '-infinity', deadline = 'infinity' WHERE id = $1", odd
         )
     job_id = await stack.enqueue({"to": "b@example.com"})  # wakes the scheduler
-    await stack.dispatched([odd, job_id])
+    for dispatched in (odd, job_id):  # generous: the scheduler must survive the row, not race
+        await stack.wait_for(dispatched, lambda j: j.status != "pending", timeout=60)
     got = await stack.client.get(odd)
     assert got.run_at.tzinfo is not None and got.deadline.tzinfo is not None
     async with httpx.AsyncClient(base_url=stack.server.url) as http:
@@ -169,20 +174,22 @@ async def test_stored_infinite_times_break_no_reader(make_stack: MakeStack):
             assert datetime.fromisoformat(item["run_at"]).tzinfo is not None
         assert (await http.get("/metrics")).status_code == 200
         assert (await http.post("/v1/jobs", json=job(), headers=GLOBEX)).status_code == 201
+    admin = await browser(stack.server, "tok-admin")
+    try:
+        for page in ("/ui", "/ui/jobs", f"/ui/jobs/{odd}"):
+            r = await admin.get(page)
+            assert r.status_code == 200, (page, r.text)
+    finally:
+        await admin.aclose()
 
 
-def _db(stack: Stack) -> Any:
-    import asyncpg
-
-    class _Conn:
-        async def __aenter__(self) -> asyncpg.Connection:
-            self.conn = await asyncpg.connect(stack.server.database_url)
-            return self.conn
-
-        async def __aexit__(self, *exc: object) -> None:
-            await self.conn.close()
-
-    return _Conn()
+@asynccontextmanager
+async def _db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(stack.server.database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 # -- text --------------------------------------------------------------------------------------
@@ -378,18 +385,18 @@ async def test_unparseable_message_makes_its_job_dead_with_the_reason(make_stack
     job_id = await stack.enqueue({"to": "a@example.com"})
     [lease] = (await _running_leases(stack, [job_id])).values()
     async with sqs_probe(stack.sqs_endpoint) as probe:
-        [real] = await probe.drain(stack.queue)  # the scheduler's own copy, taken away
-        assert real.job_id == job_id
-        from jobs_schema import LeaseRef
-
-        ref = LeaseRef.model_validate(lease)
-        attrs = {
-            k: {"DataType": "String", "StringValue": v} for k, v in lease_attributes(ref).items()
-        }
-        too_deep = '{"v": 1, "payload": ' + "[" * 300 + "]" * 300 + "}"
-        await probe.client.send_message(
-            QueueUrl=await probe.url(stack.queue), MessageBody=too_deep, MessageAttributes=attrs
+        url = await probe.url(stack.queue)
+        got = await probe.client.receive_message(
+            QueueUrl=url, MessageAttributeNames=["All"], VisibilityTimeout=300
         )
+        [real] = got["Messages"]  # the scheduler's own copy, taken away
+        attrs = real["MessageAttributes"]
+        named = {k: v["StringValue"] for k, v in attrs.items()}
+        assert named == lease_attributes(LeaseRef.model_validate(lease))
+        await probe.client.delete_message(QueueUrl=url, ReceiptHandle=real["ReceiptHandle"])
+        # in its place, a body no parser reads, with the attributes of the real attempt
+        too_deep = '{"v": 1, "payload": ' + "[" * 300 + "]" * 300 + "}"
+        await probe.client.send_message(QueueUrl=url, MessageBody=too_deep, MessageAttributes=attrs)
     worker = await stack.worker(Registry())
     stats = await asyncio.wait_for(worker.run(burst=True), 30)
     assert stats.malformed == 1
