@@ -22,10 +22,13 @@ from jobs_sdk.errors import (
     Unavailable,
     ValidationFailed,
 )
+from jobs_sdk.protocols import Enqueuer, SyncEnqueuer
+from jobs_sdk.tasks import Task
 
 __all__ = [
     "Conflict",
     "EnqueueOptions",
+    "Enqueuer",
     "Forbidden",
     "IdempotencyMismatch",
     "JobFilters",
@@ -37,7 +40,9 @@ __all__ = [
     "QuotaExceeded",
     "RetryPolicy",
     "ServerError",
+    "SyncEnqueuer",
     "SyncJobsClient",
+    "Task",
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
