@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from jobs_sdk import JobsClient, SyncJobsClient, Task
+from jobs_sdk import JobsApi, JobsClient, SyncJobsClient, Task
 from jobs_worker import JobContext, Registry
 
 
@@ -36,3 +36,7 @@ async def produce(jobs: JobsClient, sync_jobs: SyncJobsClient) -> None:
     await send_email.enqueue(jobs, SendPush(device="d"))  # error: SendPush
     await send_email.enqueue(jobs, {"too": 1})  # error: dict
     send_email.enqueue_sync(sync_jobs, SendEmail(to="a@b.c"), priorty=1)  # error: priorty
+
+
+def the_client_is_a_jobs_api(jobs: JobsClient) -> JobsApi:
+    return jobs
