@@ -20,7 +20,7 @@ from examples.tasks import AnalyseConversation, LabelMessage, SendEmail
 from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from jobs_sdk import JobsClient, NotFound, QuotaExceeded
+from jobs_sdk import JobsApi, JobsClient, NotFound, QuotaExceeded
 
 __all__ = ["app", "create_app"]
 
@@ -39,21 +39,27 @@ class Accepted(BaseModel):
     deduplicated: bool = False
 
 
-def _jobs(request: Request) -> JobsClient:
-    client: JobsClient = request.app.state.jobs
+def _jobs(request: Request) -> JobsApi:
+    client: JobsApi = request.app.state.jobs
     return client
 
 
-Jobs = Annotated[JobsClient, Depends(_jobs)]
+# JobsApi, not JobsClient: the tests (examples/tests) hand the app a FakeJobsClient
+Jobs = Annotated[JobsApi, Depends(_jobs)]
 
 
-def create_app(client: JobsClient | None = None) -> FastAPI:
-    """`client` for tests; by default one from JOBS_URL and JOBS_TOKEN."""
+def create_app(client: JobsApi | None = None) -> FastAPI:
+    """`client` for tests (the caller closes it); by default one from JOBS_URL and
+    JOBS_TOKEN, for the app's lifetime."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if client is not None:
+            app.state.jobs = client
+            yield
+            return
         # one client for the app's lifetime: it pools connections and batches enqueues
-        async with client or JobsClient.from_env() as jobs:
+        async with JobsClient.from_env() as jobs:
             app.state.jobs = jobs
             yield
 

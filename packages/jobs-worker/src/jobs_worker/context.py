@@ -14,7 +14,7 @@ from uuid import UUID
 from jobs_worker.errors import JobCancelled, JobsWorkerError
 
 if TYPE_CHECKING:
-    from jobs_sdk import JobsClient
+    from jobs_sdk import JobsApi, JobsClient
 
 __all__ = [
     "CancelSignal",
@@ -27,8 +27,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Gives the client that enqueues as the job's tenant (the server takes the tenant from the token).
-JobsClientProvider = Callable[[str], "JobsClient"]
+# Gives the client a handler enqueues follow-up jobs with, as the job's tenant (the server
+# takes the tenant from the credential).
+JobsClientProvider = Callable[["JobContext"], "JobsApi"]
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
@@ -86,11 +87,11 @@ class JobContext:
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     @property
-    def jobs(self) -> JobsClient:
+    def jobs(self) -> JobsApi:
         """A jobs-sdk client for enqueuing follow-up jobs as this job's tenant."""
         if self._clients is None:
             _no_client(self.tenant)
-        return self._clients(self.tenant)
+        return self._clients(self)
 
     @property
     def cancelled(self) -> bool:
@@ -135,7 +136,8 @@ class TenantClients:
         self._tokens = dict(tokens)
         self._clients: dict[str, JobsClient] = {}
 
-    def __call__(self, tenant: str) -> JobsClient:
+    def __call__(self, ctx: JobContext) -> JobsClient:
+        tenant = ctx.tenant
         if tenant not in self._clients:
             token = self._tokens.get(tenant)
             if self._base_url is None or token is None:
