@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from jobs_schema.jobs import JobStatus, Payload
 
 __all__ = [
+    "LEASE_CREDENTIAL_PREFIX",
     "MAX_SQS_MESSAGE_BYTES",
     "FailureInfo",
     "HeartbeatItem",
@@ -55,6 +56,9 @@ class JobMessage(BaseModel):
     enqueued_at: datetime | None = None
 
 
+LEASE_CREDENTIAL_PREFIX = "lease."
+
+
 class LeaseRef(BaseModel):
     """Names one attempt's lease. Every worker report carries it (fencing)."""
 
@@ -63,6 +67,23 @@ class LeaseRef(BaseModel):
     job_id: UUID
     attempt: int = Field(ge=1)
     lease_token: UUID
+
+    def credential(self) -> str:
+        """The bearer credential that enqueues as the job's tenant while this lease lives:
+        `lease.<job id>.<attempt>.<lease token>` (a worker's follow-up jobs need no tenant
+        token)."""
+        return f"{LEASE_CREDENTIAL_PREFIX}{self.job_id}.{self.attempt}.{self.lease_token}"
+
+    @classmethod
+    def from_credential(cls, credential: str) -> LeaseRef:
+        """The lease a `credential()` names; ValueError when it is not one."""
+        parts = credential.removeprefix(LEASE_CREDENTIAL_PREFIX).split(".")
+        if not credential.startswith(LEASE_CREDENTIAL_PREFIX) or len(parts) != 3:
+            raise ValueError("a lease credential is 'lease.<job id>.<attempt>.<lease token>'")
+        job_id, attempt, token = parts
+        if not attempt.isdigit():
+            raise ValueError(f"attempt {attempt!r} is not a number")
+        return cls(job_id=UUID(job_id), attempt=int(attempt), lease_token=UUID(token))
 
 
 class OutcomeKind(StrEnum):

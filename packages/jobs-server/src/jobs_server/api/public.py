@@ -22,7 +22,7 @@ from jobs_schema import (
     JobPage,
     JobStatus,
 )
-from jobs_server.api.deps import Producer, Reader, Service, producer_of, service_of
+from jobs_server.api.deps import Enqueuer, Producer, Reader, Service, enqueuer_of, service_of
 from jobs_server.api.errors import ApiError, documented_errors, json_response
 from jobs_server.auth import Principal
 from jobs_server.service import request_hash
@@ -77,7 +77,7 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
     if key is not None and len(key) > _KEY_MAX:
         return None
     try:
-        who = await producer_of(request)
+        who = await enqueuer_of(request)
         body = model.model_validate_json(await request.body())
     except (ApiError, ValidationError):
         return None
@@ -104,7 +104,7 @@ async def _idempotency(request: Request, key: str | None) -> tuple[str, str] | N
 
 async def enqueue(
     body: EnqueueRequest,
-    who: Producer,
+    who: Enqueuer,
     service: Service,
     request: Request,
     idempotency_key: IdempotencyKey = None,
@@ -128,7 +128,7 @@ router.add_api_route(
 
 async def enqueue_batch(
     body: BatchEnqueueRequest,
-    who: Producer,
+    who: Enqueuer,
     service: Service,
     request: Request,
     idempotency_key: IdempotencyKey = None,
