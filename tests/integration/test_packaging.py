@@ -49,6 +49,13 @@ def test_sdk_wheel_installs_without_server_dependencies(repo_root: Path, tmp_pat
     assert Path(probe["module"]).is_relative_to(venv)
     assert not SERVER_ONLY & set(probe["installed"])
     assert "pydantic-settings" not in probe["installed"]
-    requires = {re.match(r"[\w.-]+", r).group() for r in probe["requires"]}
-    assert requires == {"jobs-schema", "httpx", "pydantic"}
+    base = [r for r in probe["requires"] if "extra ==" not in r]
+    extras = [r for r in probe["requires"] if "extra ==" in r]
+    assert {re.match(r"[\w.-]+", r).group() for r in base} == {"jobs-schema", "httpx", "pydantic"}
+    # the `jobs` command's typer comes only with jobs-sdk[cli]
+    assert [re.match(r"[\w.-]+", r).group() for r in extras] == ["typer"]
+    assert all(re.search(r"extra == [\"']cli[\"']", r) for r in extras), extras
     assert {"JobsClient", "SyncJobsClient", "JobsError"} <= set(probe["exports"])
+    bare = subprocess.run([venv / "bin" / "jobs"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 1
+    assert "pip install 'jobs-sdk[cli]'" in bare.stderr
