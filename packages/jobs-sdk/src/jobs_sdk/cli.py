@@ -12,6 +12,8 @@ people; --json prints the API's JSON for scripts.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -254,6 +256,60 @@ def retry(
         created_before=created_before,
     )
     _act(BulkAction.RETRY, job_id, filters, limit=limit, yes=yes)
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+outbox_app = typer.Typer(
+    help="The transactional outbox (jobs_sdk.outbox): create its table, run its relay.",
+    no_args_is_help=True,
+)
+app.add_typer(outbox_app, name="outbox")
+
+DatabaseUrl = Annotated[
+    str,
+    typer.Option(
+        envvar="JOBS_OUTBOX_DATABASE_URL",
+        help="your PostgreSQL database, where the outbox table is (env JOBS_OUTBOX_DATABASE_URL)",
+    ),
+]
+Table = Annotated[str, typer.Option(help="the outbox table, optionally schema.table")]
+
+
+@outbox_app.command("init")
+def outbox_init(database_url: DatabaseUrl, table: Table = "jobs_outbox") -> None:
+    """Create the outbox table and its indexes if they are missing."""
+    from jobs_sdk.outbox.run import create_table
+
+    asyncio.run(create_table(database_url, table))
+    typer.echo(f"outbox table {table} is ready")
+
+
+@outbox_app.command("relay")
+def outbox_relay(
+    database_url: DatabaseUrl,
+    table: Table = "jobs_outbox",
+    batch_size: Annotated[int, typer.Option(min=1, max=1000, help="rows a request")] = 500,
+    orphan_after: Annotated[
+        float, typer.Option(min=0, help="seconds before another relay's unfinished batch is resent")
+    ] = 30.0,
+    once: Annotated[bool, typer.Option(help="drain the outbox once, then exit")] = False,
+) -> None:
+    """Send the outbox's rows to the server until SIGTERM (or, with --once, until empty)."""
+    from jobs_sdk.outbox.run import relay
+
+    connection = _connection()
+    options = {"batch_size": batch_size, "orphan_after": orphan_after}
+    try:
+        done = asyncio.run(relay(database_url, table, connection, once=once, **options))
+    except JobsError as exc:
+        _fail(str(exc))
+    if done is None:
+        return
+    if _state.as_json:
+        typer.echo(json.dumps(dataclasses.asdict(done)))
+    else:
+        typer.echo(f"{done.sent} sent, {done.requeued} put back, {done.failed} refused for good")
 
 
 # -- actions ---------------------------------------------------------------------------------
