@@ -13,7 +13,7 @@ from jobs_sdk.testing import FakeJobsClient
 from jobs_worker.testing import InlineJobs, Succeeded, make_context, run_handler
 
 
-async def test_one_handler_and_the_jobs_it_enqueues():
+async def test_one_handler_and_the_jobs_it_enqueues() -> None:
     ctx = make_context(tasks.analyse_conversation.job_type, tenant="acme")
     payload = {"conversation_id": "c1", "messages": ["refund please", "thanks"], "label_each": True}
     outcome = await run_handler(registry, "messages.analyse_conversation", payload, context=ctx)
@@ -24,7 +24,7 @@ async def test_one_handler_and_the_jobs_it_enqueues():
     assert fake.payloads(tasks.label_message)[1] == LabelMessage(message_id="c1:1", text="thanks")
 
 
-async def test_a_chain_of_handlers_runs_inline():
+async def test_a_chain_of_handlers_runs_inline() -> None:
     jobs = InlineJobs(registry, tenant="acme")
     conversation = AnalyseConversation(
         conversation_id="c1", messages=["the app is broken", "refund please"], label_each=True
@@ -43,7 +43,7 @@ async def test_a_chain_of_handlers_runs_inline():
     jobs.assert_enqueued(tasks.label_message, count=2, status=JobStatus.SUCCEEDED)
 
 
-async def test_a_permanent_failure_ends_the_job_dead():
+async def test_a_permanent_failure_ends_the_job_dead() -> None:
     jobs = InlineJobs(registry)
     created = await jobs.enqueue(
         "notifications", "notifications.send_push", {"device_token": "revoked-123", "title": "x"}

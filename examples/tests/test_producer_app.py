@@ -32,7 +32,9 @@ async def app(jobs: FakeJobsClient) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def test_signup_enqueues_a_welcome_email(app: httpx.AsyncClient, jobs: FakeJobsClient):
+async def test_signup_enqueues_a_welcome_email(
+    app: httpx.AsyncClient, jobs: FakeJobsClient
+) -> None:
     answer = await app.post("/signups", json={"email": "ada@example.com"})
     assert answer.status_code == 202
     # the whole payload (a model), or a mapping of the fields you care about
@@ -44,19 +46,23 @@ async def test_signup_enqueues_a_welcome_email(app: httpx.AsyncClient, jobs: Fak
     assert jobs.payloads(tasks.send_email) == [SendEmail(to="ada@example.com", subject="Welcome!")]
 
 
-async def test_a_double_signup_sends_one_email(app: httpx.AsyncClient, jobs: FakeJobsClient):
+async def test_a_double_signup_sends_one_email(
+    app: httpx.AsyncClient, jobs: FakeJobsClient
+) -> None:
     first = (await app.post("/signups", json={"email": "ada@example.com"})).json()
     again = (await app.post("/signups", json={"email": "ada@example.com"})).json()
     assert again == {**first, "deduplicated": True}
     jobs.assert_enqueued(tasks.send_email, count=1)
 
 
-async def test_a_bad_address_enqueues_nothing(app: httpx.AsyncClient, jobs: FakeJobsClient):
+async def test_a_bad_address_enqueues_nothing(app: httpx.AsyncClient, jobs: FakeJobsClient) -> None:
     assert (await app.post("/signups", json={"email": "not an address"})).status_code == 422
     jobs.assert_not_enqueued(tasks.send_email)
 
 
-async def test_the_assertion_says_what_was_enqueued(app: httpx.AsyncClient, jobs: FakeJobsClient):
+async def test_the_assertion_says_what_was_enqueued(
+    app: httpx.AsyncClient, jobs: FakeJobsClient
+) -> None:
     await app.post("/signups", json={"email": "ada@example.com"})
     with pytest.raises(AssertionError) as failed:
         jobs.assert_enqueued(tasks.send_email, payload={"to": "bob@example.com"})
@@ -67,7 +73,7 @@ async def test_the_assertion_says_what_was_enqueued(app: httpx.AsyncClient, jobs
         jobs.assert_enqueued(tasks.label_message)
 
 
-async def test_job_status_reads_the_job_back(app: httpx.AsyncClient, jobs: FakeJobsClient):
+async def test_job_status_reads_the_job_back(app: httpx.AsyncClient, jobs: FakeJobsClient) -> None:
     job_id = (await app.post("/messages", json={"message_id": "m1", "text": "hi"})).json()["job_id"]
     assert (await app.get(f"/jobs/{job_id}")).json() == {
         "status": "pending",

@@ -196,6 +196,8 @@ class FakeJobs:
 
     def list_page(self, filters: JobFilters, *, cursor: str | None, limit: int) -> JobPage:
         matching = self._matching(_selection(filters))
+        if cursor is not None and not cursor.isdigit():
+            raise ValidationFailed(f"not a cursor of this listing: {cursor!r}")
         start = int(cursor) if cursor else 0
         items = matching[start : start + limit]
         more = start + limit < len(matching)
