@@ -130,6 +130,8 @@ async def test_cancel_retry_list_count_and_bulk_actions():
     assert (await jobs.retry_where(status="cancelled")).touched == 4
     with pytest.raises(NotFound):
         await jobs.get("00000000-0000-0000-0000-000000000000")
+    with pytest.raises(ValidationFailed, match="not a cursor"):
+        await jobs.list_page(cursor="abc")
     with pytest.raises(JobsTimeout, match="nothing runs jobs in a fake client"):
         await jobs.wait(later)
 

@@ -4,9 +4,10 @@ server has confirmed, and never sends a row twice as two jobs.
 A pass claims up to `batch_size` unclaimed rows under a new batch key (committed first, so
 the batch's content is fixed), then, holding that batch's lock for one transaction, sends it
 as one batch request whose Idempotency-Key is the batch key, and deletes what the server
-stored. A relay that dies after sending, or a server that cannot be reached, leaves the batch
-claimed: after `orphan_after` seconds any relay sends the very same request again, and the
-server answers it with the jobs it stored the first time. Several relays run side by side:
+stored. A server that cannot be reached (or whose answer is lost), or a relay that dies after
+sending, leaves the batch claimed: the same relay sends the very same request again on its
+next pass, any relay after `orphan_after` seconds, and the server answers it with the jobs it
+stored the first time. Several relays run side by side:
 claims skip locked rows, and a batch is sent by one relay at a time.
 
 Items the server refuses: for good (unknown use case, a bad field) the row keeps its error
@@ -97,17 +98,27 @@ class OutboxRelay:
         self._limit = batch_size
         self._orphan_after = orphan_after
         self._on_sent = on_sent
+        self._unfinished: set[str] = set()
 
     async def run_once(self) -> RelayPass:
-        """Send one batch: a claimed batch nobody finished, else a new one."""
+        """Send one batch: one this relay could not finish (at once), one another relay did
+        not finish (after `orphan_after`), else a new one."""
         async with self._pool.acquire() as conn:
-            for key in await self._orphans(conn):
-                done = await self._deliver(conn, key)
+            for key in [*self._unfinished, *await self._orphans(conn)]:
+                done = await self._attempt(conn, key)
                 if done is not None:
                     return done
             key = f"outbox-{uuid.uuid4()}"
             await conn.execute(self._q["claim_batch"], key, self._limit)
-            return await self._deliver(conn, key) or RelayPass(again=True)
+            return await self._attempt(conn, key) or RelayPass(again=True)
+
+    async def _attempt(self, conn: Any, key: str) -> RelayPass | None:
+        self._unfinished.discard(key)
+        try:
+            return await self._deliver(conn, key)
+        except BaseException:
+            self._unfinished.add(key)  # still claimed: resent as is on the next pass
+            raise
 
     async def drain(self) -> RelayPass:
         """Pass after pass until the outbox has nothing to send."""
