@@ -129,6 +129,50 @@ async def test_a_relay_that_dies_between_send_and_delete_leaves_one_job_per_row(
     assert await _rows(pool) == 0
 
 
+KILLED_RELAY = """
+import asyncio, os, signal, sys
+import asyncpg
+from jobs_sdk import JobsClient
+from jobs_sdk.outbox import Outbox
+
+async def main(database_url, server_url):
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+
+    async def die():  # the server has answered; the relay dies before it deletes the rows
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    async with JobsClient(server_url, "tok-acme") as jobs:
+        await Outbox().relay(pool, jobs, on_sent=die).run_once()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_a_relay_process_killed_between_send_and_delete(
+    pool, acme, live_server, empty_database_url
+):
+    await _fill(pool, 20)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_RELAY, empty_database_url, live_server.url
+    )
+    assert await asyncio.wait_for(process.wait(), 60) == -9
+    assert len(await _labels(acme)) == 20  # the server has the jobs
+    for _ in range(200):  # until PostgreSQL has noticed the dead connection
+        if await pool.fetchval(_OTHER_TRANSACTIONS) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await _rows(pool) == 20  # its transaction died with it: nothing was deleted
+    assert (await relay(pool, acme).drain()).sent == 20
+    assert await _labels(acme) == list(range(20))
+    assert await _rows(pool) == 0
+
+
+_OTHER_TRANSACTIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+)
+
+
 async def test_two_relays_at_once_send_each_row_once(pool, live_server):
     await _fill(pool, 400)
     token = live_server.tenant_token("acme")
