@@ -115,9 +115,11 @@ async def test_a_wrong_or_malformed_credential_is_unauthorized(running: Running,
     answers = [await running.enqueue(c) for c in (wrong_token, wrong_attempt, other_job)]
     assert [a.status_code for a in answers] == [401] * 3
     assert "no longer holds the job's lease" in answers[0].json()["error"]["message"]
-    malformed = await running.enqueue("lease.not-a-lease")
-    assert malformed.status_code == 401
-    assert "malformed lease credential" in malformed.json()["error"]["message"]
+    huge = lease.credential().replace(".1.", f".{10**30}.")
+    for bad in ("lease.not-a-lease", huge, "lease." + "x" * 5000):
+        malformed = await running.enqueue(bad)
+        assert malformed.status_code == 401, malformed.text
+        assert "malformed lease credential" in malformed.json()["error"]["message"]
     assert await _stored(db) == 0
 
 

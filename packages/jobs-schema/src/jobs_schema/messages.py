@@ -81,8 +81,9 @@ class LeaseRef(BaseModel):
         if not credential.startswith(LEASE_CREDENTIAL_PREFIX) or len(parts) != 3:
             raise ValueError("a lease credential is 'lease.<job id>.<attempt>.<lease token>'")
         job_id, attempt, token = parts
-        if not attempt.isdigit():
-            raise ValueError(f"attempt {attempt!r} is not a number")
+        # a job has at most 1,000 attempts (UseCaseConfig.max_attempts)
+        if not (attempt.isascii() and attempt.isdigit() and 1 <= int(attempt) <= 1000):
+            raise ValueError(f"attempt {attempt[:20]!r} is not a number from 1 to 1000")
         return cls(job_id=UUID(job_id), attempt=int(attempt), lease_token=UUID(token))
 
 
