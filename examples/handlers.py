@@ -3,8 +3,9 @@
     notifications      notifications.send_email, notifications.send_push
     message_labeling   messages.label, messages.analyse_conversation
 
-The work is fake and deterministic (a short sleep, a hash, keyword matching) so the examples
-run anywhere. Run them with:
+The job types and their payload models are declared once, in examples/tasks.py, which the
+producer imports too. The work is fake and deterministic (a short sleep, a hash, keyword
+matching) so the examples run anywhere. Run them with:
 
     jobs-worker run examples.handlers:registry --use-case notifications \
         --use-case message_labeling
@@ -16,7 +17,8 @@ import asyncio
 import hashlib
 import re
 
-from pydantic import BaseModel, Field
+from examples import tasks
+from examples.tasks import AnalyseConversation, LabelMessage, SendEmail, SendPush
 
 from jobs_worker import JobContext, PermanentFailure, Registry, Retry
 
@@ -37,34 +39,11 @@ _LABELS = {
 }
 
 
-class SendEmail(BaseModel):
-    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-    subject: str = Field(max_length=200)
-    body: str = ""
-
-
-class SendPush(BaseModel):
-    device_token: str = Field(min_length=8)
-    title: str
-    body: str = ""
-
-
-class LabelMessage(BaseModel):
-    message_id: str
-    text: str
-
-
-class AnalyseConversation(BaseModel):
-    conversation_id: str
-    messages: list[str] = Field(min_length=1)
-    label_each: bool = False  # also enqueue a messages.label job per message
-
-
 def _digest(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-@registry.handler("notifications.send_email")
+@registry.task(tasks.send_email)
 async def send_email(payload: SendEmail, ctx: JobContext) -> dict[str, str]:
     await asyncio.sleep(0.05)  # stands in for the mail provider's API call
     if payload.to.endswith("@throttled.example"):
@@ -76,7 +55,7 @@ async def send_email(payload: SendEmail, ctx: JobContext) -> dict[str, str]:
     return {"message_id": message_id}
 
 
-@registry.handler("notifications.send_push")
+@registry.task(tasks.send_push)
 async def send_push(payload: SendPush, ctx: JobContext) -> dict[str, str]:
     await asyncio.sleep(0.02)
     if payload.device_token.startswith("revoked"):
@@ -84,7 +63,7 @@ async def send_push(payload: SendPush, ctx: JobContext) -> dict[str, str]:
     return {"push_id": _digest(ctx.job_id, payload.device_token)}
 
 
-@registry.handler("messages.label")
+@registry.task(tasks.label_message)
 def label_message(payload: LabelMessage, ctx: JobContext) -> dict[str, object]:
     """A sync handler (CPU-bound work): it runs in the worker's thread pool."""
     words = set(re.findall(r"[a-z]+", payload.text.lower()))
@@ -92,7 +71,7 @@ def label_message(payload: LabelMessage, ctx: JobContext) -> dict[str, object]:
     return {"message_id": payload.message_id, "labels": labels or ["other"]}
 
 
-@registry.handler("messages.analyse_conversation")
+@registry.task(tasks.analyse_conversation)
 async def analyse_conversation(payload: AnalyseConversation, ctx: JobContext) -> dict[str, object]:
     words = 0
     for i, text in enumerate(payload.messages):
@@ -100,10 +79,9 @@ async def analyse_conversation(payload: AnalyseConversation, ctx: JobContext) ->
         await asyncio.sleep(0.01)
         words += len(text.split())
         if payload.label_each:
-            await ctx.jobs.enqueue(
-                "message_labeling",
-                "messages.label",
-                {"message_id": f"{payload.conversation_id}:{i}", "text": text},
+            await tasks.label_message.enqueue(
+                ctx.jobs,
+                LabelMessage(message_id=f"{payload.conversation_id}:{i}", text=text),
                 dedup_key=f"label:{payload.conversation_id}:{i}",
             )
     return {

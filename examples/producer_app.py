@@ -1,4 +1,5 @@
-"""A producer service: a small FastAPI app whose endpoints enqueue jobs with jobs-sdk.
+"""A producer service: a small FastAPI app whose endpoints enqueue jobs with jobs-sdk,
+through the typed tasks of examples/tasks.py (the worker's handlers implement the same ones).
 
     JOBS_URL=http://127.0.0.1:8000 JOBS_TOKEN=<a tenant token> \
         uvicorn examples.producer_app:app --port 8080
@@ -14,21 +15,18 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 from uuid import UUID
 
+from examples import tasks
+from examples.tasks import AnalyseConversation, LabelMessage, SendEmail
 from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from jobs_sdk import JobsClient, NotFound, QuotaExceeded
+from jobs_sdk import JobsApi, JobsClient, NotFound, QuotaExceeded
 
 __all__ = ["app", "create_app"]
 
 
 class Signup(BaseModel):
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
-
-
-class IncomingMessage(BaseModel):
-    message_id: str
-    text: str
 
 
 class Conversation(BaseModel):
@@ -41,21 +39,27 @@ class Accepted(BaseModel):
     deduplicated: bool = False
 
 
-def _jobs(request: Request) -> JobsClient:
-    client: JobsClient = request.app.state.jobs
+def _jobs(request: Request) -> JobsApi:
+    client: JobsApi = request.app.state.jobs
     return client
 
 
-Jobs = Annotated[JobsClient, Depends(_jobs)]
+# JobsApi, not JobsClient: the tests (examples/tests) hand the app a FakeJobsClient
+Jobs = Annotated[JobsApi, Depends(_jobs)]
 
 
-def create_app(client: JobsClient | None = None) -> FastAPI:
-    """`client` for tests; by default one from JOBS_URL and JOBS_TOKEN."""
+def create_app(client: JobsApi | None = None) -> FastAPI:
+    """`client` for tests (the caller closes it); by default one from JOBS_URL and
+    JOBS_TOKEN, for the app's lifetime."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if client is not None:
+            app.state.jobs = client
+            yield
+            return
         # one client for the app's lifetime: it pools connections and batches enqueues
-        async with client or JobsClient.from_env() as jobs:
+        async with JobsClient.from_env() as jobs:
             app.state.jobs = jobs
             yield
 
@@ -69,12 +73,10 @@ def create_app(client: JobsClient | None = None) -> FastAPI:
 
 async def welcome_email(body: Signup, jobs: Jobs) -> Accepted:
     try:
-        result = await jobs.enqueue(
-            "notifications",
-            "notifications.send_email",
-            {"to": body.email, "subject": "Welcome!"},
+        result = await tasks.send_email.enqueue(
+            jobs,
+            SendEmail(to=body.email, subject="Welcome!"),
             dedup_key=f"welcome:{body.email}",  # a double-clicked signup sends one email
-            delay_tolerance=30,
         )
     except QuotaExceeded as exc:
         raise HTTPException(429, "too many jobs pending; try again later") from exc
@@ -83,16 +85,15 @@ async def welcome_email(body: Signup, jobs: Jobs) -> Accepted:
     )
 
 
-async def label_message(body: IncomingMessage, jobs: Jobs) -> Accepted:
-    result = await jobs.enqueue("message_labeling", "messages.label", body.model_dump())
+async def label_message(body: LabelMessage, jobs: Jobs) -> Accepted:
+    # the request body is the task's payload model itself
+    result = await tasks.label_message.enqueue(jobs, body)
     return Accepted(job_id=result.job.id, status=result.job.status)
 
 
 async def analyse(conversation_id: str, body: Conversation, jobs: Jobs) -> Accepted:
-    payload = {"conversation_id": conversation_id, "messages": body.messages}
-    result = await jobs.enqueue(
-        "message_labeling", "messages.analyse_conversation", payload, delay_tolerance=300
-    )
+    payload = AnalyseConversation(conversation_id=conversation_id, messages=body.messages)
+    result = await tasks.analyse_conversation.enqueue(jobs, payload)
     return Accepted(job_id=result.job.id, status=result.job.status)
 
 

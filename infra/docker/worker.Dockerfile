@@ -59,9 +59,10 @@ USER 10001:10001
 ENTRYPOINT ["jobs-worker"]
 CMD ["--help"]
 
-# The repository's example handlers (examples/handlers.py), for the compose stack.
+# The repository's example handlers (examples/handlers.py and the tasks they implement,
+# examples/tasks.py), for the compose stack.
 FROM worker AS example
-COPY examples/handlers.py /app/examples/handlers.py
+COPY examples/tasks.py examples/handlers.py /app/examples/
 CMD ["run", "examples.handlers:registry", "--use-case", "notifications", "--use-case", "message_labeling"]
 
 # The default target: the base image, without handlers.

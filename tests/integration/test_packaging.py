@@ -23,6 +23,12 @@ print(json.dumps({
 """
 
 
+def _name(requirement: str) -> str:
+    match = re.match(r"[\w.-]+", requirement)
+    assert match is not None, requirement
+    return match.group()
+
+
 def run(*args: str | Path, cwd: Path | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     done = subprocess.run(
@@ -49,6 +55,17 @@ def test_sdk_wheel_installs_without_server_dependencies(repo_root: Path, tmp_pat
     assert Path(probe["module"]).is_relative_to(venv)
     assert not SERVER_ONLY & set(probe["installed"])
     assert "pydantic-settings" not in probe["installed"]
-    requires = {re.match(r"[\w.-]+", r).group() for r in probe["requires"]}
-    assert requires == {"jobs-schema", "httpx", "pydantic"}
+    base = [r for r in probe["requires"] if "extra ==" not in r]
+    assert {_name(r) for r in base} == {"jobs-schema", "httpx", "pydantic"}
+    # the `jobs` command's typer and the outbox's drivers come only with their extras
+    extras = {
+        (_name(r), re.search(r"extra == [\"'](\w+)[\"']", r).group(1))  # type: ignore[union-attr]
+        for r in probe["requires"]
+        if "extra ==" in r
+    }
+    assert extras == {("typer", "cli"), ("asyncpg", "asyncpg"), ("sqlalchemy", "sqlalchemy")}
+    assert not {"typer", "asyncpg", "sqlalchemy"} & set(probe["installed"])
     assert {"JobsClient", "SyncJobsClient", "JobsError"} <= set(probe["exports"])
+    bare = subprocess.run([venv / "bin" / "jobs"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 1
+    assert "pip install 'jobs-sdk[cli]'" in bare.stderr

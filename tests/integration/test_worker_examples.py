@@ -25,8 +25,10 @@ DEV_USE_CASES: dict[str, dict[str, Any]] = {
 
 async def test_producer_app_and_example_handlers(make_stack: MakeStack):
     stack = await make_stack(use_cases=DEV_USE_CASES)
-    app = create_app(JobsClient(stack.server.url, stack.server.tenant_token("acme")))
+    client = JobsClient(stack.server.url, stack.server.tenant_token("acme"))
+    app = create_app(client)
     async with (
+        client,
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app") as http,
     ):

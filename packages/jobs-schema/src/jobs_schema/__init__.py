@@ -20,6 +20,7 @@ from jobs_schema.jobs import (
     Payload,
 )
 from jobs_schema.messages import (
+    LEASE_CREDENTIAL_PREFIX,
     MAX_SQS_MESSAGE_BYTES,
     FailureInfo,
     HeartbeatItem,
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVE_STATUSES",
     "FINISHED_STATUSES",
+    "LEASE_CREDENTIAL_PREFIX",
     "MAX_BATCH_SIZE",
     "MAX_BULK_JOBS",
     "MAX_SQS_MESSAGE_BYTES",

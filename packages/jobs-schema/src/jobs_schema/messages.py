@@ -31,6 +31,7 @@ WorkerId = Annotated[Text, Field(min_length=1, max_length=200)]
 RetryDelay = Annotated[float, AfterValidator(lambda v: min(v, MAX_RETRY_DELAY_SECONDS))]
 
 __all__ = [
+    "LEASE_CREDENTIAL_PREFIX",
     "MAX_SQS_MESSAGE_BYTES",
     "FailureInfo",
     "HeartbeatItem",
@@ -76,6 +77,9 @@ class JobMessage(BaseModel):
     enqueued_at: StoredTime | None = None
 
 
+LEASE_CREDENTIAL_PREFIX = "lease."
+
+
 class LeaseRef(BaseModel):
     """Names one attempt's lease. Every worker report carries it (fencing)."""
 
@@ -84,6 +88,24 @@ class LeaseRef(BaseModel):
     job_id: UUID
     attempt: int = Field(ge=1, strict=True)
     lease_token: UUID
+
+    def credential(self) -> str:
+        """The bearer credential that enqueues as the job's tenant while this lease lives:
+        `lease.<job id>.<attempt>.<lease token>` (a worker's follow-up jobs need no tenant
+        token)."""
+        return f"{LEASE_CREDENTIAL_PREFIX}{self.job_id}.{self.attempt}.{self.lease_token}"
+
+    @classmethod
+    def from_credential(cls, credential: str) -> LeaseRef:
+        """The lease a `credential()` names; ValueError when it is not one."""
+        parts = credential.removeprefix(LEASE_CREDENTIAL_PREFIX).split(".")
+        if not credential.startswith(LEASE_CREDENTIAL_PREFIX) or len(parts) != 3:
+            raise ValueError("a lease credential is 'lease.<job id>.<attempt>.<lease token>'")
+        job_id, attempt, token = parts
+        # a job has at most 1,000 attempts (UseCaseConfig.max_attempts)
+        if not (attempt.isascii() and attempt.isdigit() and 1 <= int(attempt) <= 1000):
+            raise ValueError(f"attempt {attempt[:20]!r} is not a number from 1 to 1000")
+        return cls(job_id=UUID(job_id), attempt=int(attempt), lease_token=UUID(token))
 
 
 def lease_attributes(ref: LeaseRef) -> dict[str, str]:

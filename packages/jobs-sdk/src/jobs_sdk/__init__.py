@@ -6,6 +6,7 @@ async with JobsClient("http://localhost:8000", token) as jobs:
 
 from jobs_sdk._http import EnqueueOptions, JobFilters
 from jobs_sdk._retry import RetryPolicy
+from jobs_sdk._selection import SelectionFilters
 from jobs_sdk._version import __version__
 from jobs_sdk.client import JobsClient, SyncJobsClient
 from jobs_sdk.errors import (
@@ -22,13 +23,17 @@ from jobs_sdk.errors import (
     Unavailable,
     ValidationFailed,
 )
+from jobs_sdk.protocols import Enqueuer, JobsApi, SyncEnqueuer
+from jobs_sdk.tasks import Task
 
 __all__ = [
     "Conflict",
     "EnqueueOptions",
+    "Enqueuer",
     "Forbidden",
     "IdempotencyMismatch",
     "JobFilters",
+    "JobsApi",
     "JobsClient",
     "JobsError",
     "JobsTimeout",
@@ -36,8 +41,11 @@ __all__ = [
     "PayloadTooLarge",
     "QuotaExceeded",
     "RetryPolicy",
+    "SelectionFilters",
     "ServerError",
+    "SyncEnqueuer",
     "SyncJobsClient",
+    "Task",
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",

@@ -78,6 +78,7 @@ class JobFilters(TypedDict, total=False):
     use_case: str | None
     job_type: str | None
     tenant: str | None
+    dedup_key: str | None
     created_after: datetime | None
     created_before: datetime | None
 

@@ -23,16 +23,21 @@ from jobs_schema import (
     FINISHED_STATUSES,
     MAX_BATCH_SIZE,
     BatchEnqueueResponse,
+    BulkAction,
+    BulkResult,
     EnqueueRequest,
     EnqueueResponse,
     Job,
+    JobCount,
     JobPage,
+    JobSelection,
     JobStatus,
 )
-from jobs_sdk import _http
+from jobs_sdk import _http, _selection
 from jobs_sdk._coalesce import Coalescer, own_copy
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
 from jobs_sdk._retry import RetryPolicy, retry_delay
+from jobs_sdk._selection import SelectionFilters
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 
 __all__ = ["JobsClient", "SyncJobsClient"]
@@ -300,6 +305,40 @@ class JobsClient:
                 return
             cursor = page.next_cursor
 
+    # -- operator actions ----------------------------------------------------------------------
+
+    async def retry(self, job_id: UUID | str) -> Job:
+        """Make a dead or cancelled job pending now, with one more attempt and a new deadline;
+        Conflict if it is not dead or cancelled, QuotaExceeded if the tenant's quota is full."""
+        sent = await self._send(_selection.retry_call(job_id))
+        try:
+            return _http.parse(sent.response, Job)
+        except Conflict as err:
+            if _selection.retried_by_resend(err, sent.attempts):
+                return await self.get(job_id)
+            raise
+
+    async def count(
+        self, *, action: BulkAction | None = None, **filters: Unpack[JobFilters]
+    ) -> JobCount:
+        """How many jobs match (those `action` would change, when given), and the newest
+        one's id: pass it as `max_id` to a bulk action to leave later jobs alone."""
+        return await self._request(_selection.count_call(filters, action), JobCount)
+
+    async def cancel_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        """Cancel every pending job matching the filters, and mark every running one."""
+        call = _selection.bulk_call(BulkAction.CANCEL, _selection.selection_of(selection, filters))
+        return await self._request(call, BulkResult)
+
+    async def retry_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        """Retry now every dead or cancelled job matching the filters."""
+        call = _selection.bulk_call(BulkAction.RETRY, _selection.selection_of(selection, filters))
+        return await self._request(call, BulkResult)
+
     # -- I/O -----------------------------------------------------------------------------------
 
     async def _request(self, call: Call, model: type[M]) -> M:
@@ -458,6 +497,36 @@ class SyncJobsClient:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    def retry(self, job_id: UUID | str) -> Job:
+        """Make a dead or cancelled job pending now, with one more attempt and a new deadline;
+        Conflict if it is not dead or cancelled, QuotaExceeded if the tenant's quota is full."""
+        sent = self._send(_selection.retry_call(job_id))
+        try:
+            return _http.parse(sent.response, Job)
+        except Conflict as err:
+            if _selection.retried_by_resend(err, sent.attempts):
+                return self.get(job_id)
+            raise
+
+    def count(self, *, action: BulkAction | None = None, **filters: Unpack[JobFilters]) -> JobCount:
+        """How many jobs match (those `action` would change, when given), and the newest
+        one's id: pass it as `max_id` to a bulk action to leave later jobs alone."""
+        return self._request(_selection.count_call(filters, action), JobCount)
+
+    def cancel_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        """Cancel every pending job matching the filters, and mark every running one."""
+        call = _selection.bulk_call(BulkAction.CANCEL, _selection.selection_of(selection, filters))
+        return self._request(call, BulkResult)
+
+    def retry_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        """Retry now every dead or cancelled job matching the filters."""
+        call = _selection.bulk_call(BulkAction.RETRY, _selection.selection_of(selection, filters))
+        return self._request(call, BulkResult)
 
     def _request(self, call: Call, model: type[M]) -> M:
         return _http.parse(self._send(call).response, model)

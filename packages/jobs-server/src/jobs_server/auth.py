@@ -1,4 +1,6 @@
-"""Bearer tokens: tenant, admin (read-write or read-only) and worker, compared in constant time."""
+"""Bearer tokens: tenant, admin (read-write or read-only) and worker, compared in constant time;
+and lease credentials, with which a running attempt enqueues follow-up jobs as its job's tenant.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +8,21 @@ import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 from hashlib import sha256
+from typing import Protocol
 
 from fastapi.security import HTTPBearer
 
-from jobs_schema import JobsConfig
+from jobs_schema import LEASE_CREDENTIAL_PREFIX, JobsConfig, LeaseRef
 
-__all__ = ["BEARER", "Authenticator", "Principal", "Role"]
+__all__ = [
+    "BEARER",
+    "Authenticator",
+    "LeaseLookup",
+    "Principal",
+    "Role",
+    "is_lease_credential",
+    "lease_principal",
+]
 
 # The scheme the OpenAPI declares; `Authenticator` does the checking.
 BEARER = HTTPBearer(
@@ -26,6 +37,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     READONLY_ADMIN = "readonly_admin"
     WORKER = "worker"
+    LEASE = "lease"  # a running attempt's credential: enqueue only, as the job's tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +48,7 @@ class Principal:
     @property
     def tenant_scope(self) -> str | None:
         """The tenant whose jobs this principal may see; None: every tenant."""
-        return self.tenant if self.role is Role.TENANT else None
+        return self.tenant if self.role in (Role.TENANT, Role.LEASE) else None
 
     @property
     def can_write(self) -> bool:
@@ -84,3 +96,20 @@ class Authenticator:
             if hmac.compare_digest(mac, digest) and found is None:
                 found = principal
         return found
+
+
+class LeaseLookup(Protocol):
+    async def get_lease_tenant(self, lease: LeaseRef) -> str | None: ...
+
+
+def is_lease_credential(token: str) -> bool:
+    return token.startswith(LEASE_CREDENTIAL_PREFIX)
+
+
+async def lease_principal(store: LeaseLookup, credential: str) -> Principal | None:
+    """The LEASE principal of a live lease's credential; None when the attempt no longer holds
+    its lease (finished, expired, taken over, cancelled). ValueError when it is malformed.
+    The lease token is a random UUID only that attempt's message carried."""
+    lease = LeaseRef.from_credential(credential)
+    tenant = await store.get_lease_tenant(lease)
+    return Principal(Role.LEASE, tenant) if tenant is not None else None

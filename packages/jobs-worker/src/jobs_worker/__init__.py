@@ -10,7 +10,7 @@ Then: `jobs-worker run myapp.handlers:registry --use-case notifications`.
 """
 
 from jobs_worker.consumer import Consumer, InMemoryConsumer, ReceivedMessage, SqsConsumer
-from jobs_worker.context import JobContext, TenantClients
+from jobs_worker.context import JobContext, LeaseClients, TenantClients
 from jobs_worker.errors import (
     ConfigError,
     JobCancelled,
@@ -36,6 +36,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobsWorkerError",
+    "LeaseClients",
     "PermanentFailure",
     "ReceivedMessage",
     "RegistrationError",

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from jobs_schema import JobsConfig, UseCaseConfig
+from jobs_schema import UseCaseConfig
 from jobs_worker.consumer.sqs import SqsConsumer
-from jobs_worker.context import TenantClients
+from jobs_worker.context import LeaseClients
 from jobs_worker.errors import ConfigError, JobsWorkerError
 from jobs_worker.health import serve_health
 from jobs_worker.logs import LogFormat, configure_logging
@@ -142,7 +142,7 @@ async def _serve(
 ) -> WorkerStats:
     url, token = settings.require_server()
     api = HttpWorkerApi(url, token, timeout=settings.request_timeout_seconds)
-    clients = TenantClients(url, _tenant_tokens(settings.jobs_config()))
+    clients = LeaseClients(url)  # follow-up enqueues authenticate with the attempt's lease
     consumer = await SqsConsumer.connect(
         region=settings.aws_region,
         endpoint_url=settings.sqs_endpoint_url,
@@ -177,7 +177,7 @@ def _worker(
     *,
     consumer: SqsConsumer,
     api: HttpWorkerApi,
-    clients: TenantClients,
+    clients: LeaseClients,
     tracing: WorkerTracing,
 ) -> Worker:
     return Worker(
@@ -213,14 +213,6 @@ async def _health_port(worker: Worker, settings: WorkerSettings) -> AsyncIterato
     finally:
         server.close()
         await server.wait_closed()
-
-
-def _tenant_tokens(config: JobsConfig) -> dict[str, str]:
-    return {
-        name: tenant.tokens[0].get_secret_value()
-        for name, tenant in config.tenants.items()
-        if tenant.tokens
-    }
 
 
 def _on_signals(worker: Worker) -> None:

@@ -11,24 +11,29 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from uuid import UUID
 
+import httpx
+
+from jobs_schema import LeaseRef
 from jobs_worker.errors import JobCancelled, JobsWorkerError
 
 if TYPE_CHECKING:
-    from jobs_sdk import JobsClient
+    from jobs_sdk import JobsApi, JobsClient
 
 __all__ = [
     "CancelSignal",
     "JobContext",
     "JobLogger",
     "JobsClientProvider",
+    "LeaseClients",
     "TenantClients",
     "job_logger",
 ]
 
 T = TypeVar("T")
 
-# Gives the client that enqueues as the job's tenant (the server takes the tenant from the token).
-JobsClientProvider = Callable[[str], "JobsClient"]
+# Gives the client a handler enqueues follow-up jobs with, as the job's tenant (the server
+# takes the tenant from the credential).
+JobsClientProvider = Callable[["JobContext"], "JobsApi"]
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
@@ -62,8 +67,8 @@ class CancelSignal:
 
 def _no_client(tenant: str) -> NoReturn:
     raise JobsWorkerError(
-        f"no jobs client for tenant {tenant!r}: give the worker the tenant's token "
-        "(JOBS_TENANTS or the [tenants] of JOBS_CONFIG_FILE) and JOBS_SERVER_URL"
+        f"no jobs client for tenant {tenant!r}: the worker enqueues with the attempt's lease "
+        "(LeaseClients, given JOBS_SERVER_URL), or with the tenant's token (TenantClients)"
     )
 
 
@@ -84,13 +89,17 @@ class JobContext:
     _cancel: CancelSignal = field(default_factory=CancelSignal, repr=False)
     _clients: JobsClientProvider | None = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _lease: LeaseRef | None = field(default=None, repr=False)
+    _client: JobsApi | None = field(default=None, repr=False)
 
     @property
-    def jobs(self) -> JobsClient:
+    def jobs(self) -> JobsApi:
         """A jobs-sdk client for enqueuing follow-up jobs as this job's tenant."""
-        if self._clients is None:
-            _no_client(self.tenant)
-        return self._clients(self.tenant)
+        if self._client is None:
+            if self._clients is None:
+                _no_client(self.tenant)
+            self._client = self._clients(self)
+        return self._client
 
     @property
     def cancelled(self) -> bool:
@@ -135,7 +144,8 @@ class TenantClients:
         self._tokens = dict(tokens)
         self._clients: dict[str, JobsClient] = {}
 
-    def __call__(self, tenant: str) -> JobsClient:
+    def __call__(self, ctx: JobContext) -> JobsClient:
+        tenant = ctx.tenant
         if tenant not in self._clients:
             token = self._tokens.get(tenant)
             if self._base_url is None or token is None:
@@ -149,3 +159,38 @@ class TenantClients:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+
+class _Shared(httpx.AsyncBaseTransport):
+    """One connection pool for every attempt's client; closing a client leaves it open."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class LeaseClients:
+    """A JobsClientProvider that needs no tenant token: each attempt's client authenticates
+    with the attempt's lease credential (`lease.<job id>.<attempt>.<lease token>`), which the
+    server accepts for enqueues, as the job's tenant, only while the lease lives. The clients
+    share one connection pool, closed with the worker."""
+
+    def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._base_url = base_url
+        self._pool = transport or httpx.AsyncHTTPTransport()
+        self._shared = _Shared(self._pool)
+
+    def __call__(self, ctx: JobContext) -> JobsClient:
+        if ctx._lease is None:
+            _no_client(ctx.tenant)
+        from jobs_sdk import JobsClient  # only workers whose handlers enqueue need it
+
+        return JobsClient(self._base_url, ctx._lease.credential(), transport=self._shared)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

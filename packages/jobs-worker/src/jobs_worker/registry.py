@@ -3,21 +3,28 @@ duplicate name or a signature the runtime cannot call fails at start-up, not at 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from jobs_sdk import Task
 from jobs_worker.context import JobContext
 from jobs_worker.errors import PermanentFailure, RegistrationError
 
 __all__ = ["Handler", "InvalidPayload", "Registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
+Rest = ParamSpec("Rest")
+# A handler of a Task[P]: mypy checks that it takes a P first.
+TaskHandler = Callable[Concatenate[P, Rest], R]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 _MAX_NAME = 200
@@ -34,6 +41,7 @@ class Handler:
     payload_model: type[BaseModel]
     wants_context: bool
     is_async: bool
+    task: Task[Any] | None = None
 
     def parse(self, payload: dict[str, Any]) -> BaseModel:
         try:
@@ -62,6 +70,9 @@ class Registry:
 
     @registry.handler("notifications.send_email")
     async def send_email(payload: SendEmail, ctx: JobContext) -> dict[str, str]: ...
+
+    @registry.task(send_email_task)  # a jobs_sdk.Task: its job type and payload model
+    async def send_email(payload: SendEmail, ctx: JobContext) -> dict[str, str]: ...
     """
 
     def __init__(self) -> None:
@@ -80,9 +91,27 @@ class Registry:
 
         return register
 
+    def task(self, task: Task[P]) -> Callable[[TaskHandler[P, Rest, R]], TaskHandler[P, Rest, R]]:
+        """Register the decorated function as the handler of `task` (a jobs_sdk.Task): its
+        job type, and a payload annotation that must be the task's model."""
+
+        def register(func: TaskHandler[P, Rest, R]) -> TaskHandler[P, Rest, R]:
+            caller = sys._getframe(1).f_locals
+            self.register(task, func, localns=dict(caller))
+            return func
+
+        return register
+
     def register(
-        self, name: str, func: Callable[..., Any], *, localns: dict[str, Any] | None = None
+        self,
+        job_type: str | Task[Any],
+        func: Callable[..., Any],
+        *,
+        localns: dict[str, Any] | None = None,
     ) -> Handler:
+        """Register `func` for a job type, or for a Task (checking its payload model)."""
+        task = job_type if isinstance(job_type, Task) else None
+        name = job_type.job_type if isinstance(job_type, Task) else job_type
         _check_name(name)
         if name in self._handlers:
             raise RegistrationError(
@@ -90,13 +119,15 @@ class Registry:
                 f"({_qualname(self._handlers[name].func)}); cannot register {_qualname(func)}"
             )
         handler = inspect_handler(name, func, localns=localns)
+        if task is not None:
+            handler = _bind_task(handler, task)
         self._handlers[name] = handler
         return handler
 
     def include(self, other: Registry) -> None:
         """Add every handler of `other` (e.g. one registry per module)."""
         for h in other:
-            self.register(h.name, h.func)
+            self.register(h.task or h.name, h.func)
 
     def get(self, name: str) -> Handler | None:
         return self._handlers.get(name)
@@ -118,6 +149,16 @@ class Registry:
 def _qualname(func: Callable[..., Any]) -> str:
     module = getattr(func, "__module__", "?")
     return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _bind_task(handler: Handler, task: Task[Any]) -> Handler:
+    if handler.payload_model is not task.payload_model:
+        raise RegistrationError(
+            f"handler {handler.name!r} ({_qualname(handler.func)}) takes a "
+            f"{handler.payload_model.__name__} payload, but its task's payload model is "
+            f"{task.payload_model.__name__}: annotate the payload as {task.payload_model.__name__}"
+        )
+    return dataclasses.replace(handler, task=task)
 
 
 def _check_name(name: str) -> None:

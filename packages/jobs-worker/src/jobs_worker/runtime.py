@@ -515,6 +515,7 @@ class Worker:
             _cancel=attempt.lease.cancel,
             _clients=self._clients,
             _loop=asyncio.get_running_loop(),
+            _lease=LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token),
         )
 
     async def _finish(self, attempt: _Attempt, outcome: Outcome, started_at: datetime) -> None:

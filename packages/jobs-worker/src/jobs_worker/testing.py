@@ -1,22 +1,32 @@
 """Helpers for users' own tests: run a handler on a payload without SQS or a server
-(`run_handler`), or run a whole Worker in memory (`InMemoryWorkerApi` with `InMemoryConsumer`).
+(`run_handler`), run handlers as jobs are enqueued (`InlineJobs`), or run a whole Worker in
+memory (`InMemoryWorkerApi` with `InMemoryConsumer`).
 
     outcome = await run_handler(registry, "notifications.send_email", {"to": "a@b.c"})
     assert outcome == Succeeded({"sent": True})
+
+    jobs = InlineJobs(registry)
+    await analyse.enqueue(jobs, Analyse(...))    # runs the handler, and the jobs it enqueues
+    jobs.assert_enqueued(label, payload={"text": "hi"}, status=JobStatus.SUCCEEDED)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from jobs_schema import (
+    FailureInfo,
     HeartbeatItem,
     HeartbeatResult,
+    Job,
     JobMessage,
     JobStatus,
     LeaseRef,
@@ -25,10 +35,14 @@ from jobs_schema import (
     OutcomeKind,
     OutcomeReport,
     Payload,
+    UseCaseConfig,
     lease_attributes,
 )
+from jobs_sdk import JobsApi
+from jobs_sdk.testing import FakeJobsClient
 from jobs_worker.consumer.memory import InMemoryConsumer
 from jobs_worker.context import CancelSignal, JobContext, JobsClientProvider, job_logger
+from jobs_worker.errors import PermanentFailure
 from jobs_worker.execution import Failed, Outcome, Succeeded, execute
 from jobs_worker.registry import Registry
 from jobs_worker.reporter import JobGone
@@ -36,6 +50,7 @@ from jobs_worker.reporter import JobGone
 __all__ = [
     "Failed",
     "InMemoryWorkerApi",
+    "InlineJobs",
     "Outcome",
     "Succeeded",
     "make_context",
@@ -53,13 +68,21 @@ def make_context(
     max_attempts: int = 3,
     deadline: datetime | None = None,
     cancelled: bool = False,
+    jobs: JobsApi | None = None,
     clients: JobsClientProvider | None = None,
 ) -> JobContext:
-    """A JobContext as the worker would build it; `cancelled` makes the job look cancelled."""
+    """A JobContext as the worker would build it; `cancelled` makes the job look cancelled.
+
+    `ctx.jobs` is `jobs`: by default a new `FakeJobsClient` of `tenant`, which records what
+    the handler enqueues (read it back from `ctx.jobs`); pass an `InlineJobs` to run those
+    jobs too. `clients` instead gives a client per context, as the worker's provider does."""
     job_id = job_id or uuid.uuid4()
     signal = CancelSignal()
     if cancelled:
         signal.set()
+    if clients is None:
+        client = jobs if jobs is not None else FakeJobsClient(tenant=tenant)
+        clients = lambda _ctx: client  # noqa: E731 - one client for every access
     return JobContext(
         job_id=job_id,
         tenant=tenant,
@@ -72,7 +95,16 @@ def make_context(
         logger=job_logger(logging.getLogger("jobs_worker.testing"), job_id=job_id),
         _cancel=signal,
         _clients=clients,
+        _loop=_running_loop(),
     )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    # so a sync handler's ctx.run_async works when the test runs in an event loop
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def run_handler(
@@ -93,6 +125,100 @@ async def run_handler(
         timeout_seconds=timeout_seconds,
         known=registry.names,
     )
+
+
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("inline_depth", default=0)
+
+
+class InlineJobs(FakeJobsClient):
+    """A FakeJobsClient that runs each job it stores at once, in-process, with the handler
+    `registry` has for its job type, as a worker would: validation, the timeout, retries of a
+    retryable failure right away (no backoff, `Retry(delay=...)` included) up to the job's
+    attempts. The handler's `ctx.jobs` is this client, so follow-up jobs run as well, inside
+    the enqueue that made them. A job type without a handler stays pending.
+
+    After `enqueue` returns, read the outcome back: `(await jobs.get(id)).status`, `.result`,
+    `.last_error`, or `jobs.assert_enqueued(task, status=JobStatus.SUCCEEDED)`. An enqueue
+    from a handler nested `max_depth` deep is refused with PermanentFailure (a job that
+    enqueues itself forever): the handler that tried fails for good."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        tenant: str = "test",
+        use_cases: Mapping[str, UseCaseConfig] | None = None,
+        timeout_seconds: float = 60.0,
+        max_depth: int = 20,
+    ) -> None:
+        super().__init__(tenant=tenant, use_cases=use_cases)
+        self.registry = registry
+        self.failures: dict[UUID, list[FailureInfo]] = {}
+        self._use_cases = use_cases or {}
+        self._timeout = timeout_seconds
+        self._max_depth = max_depth
+
+    def _admit(self) -> None:
+        depth = _DEPTH.get()
+        if depth >= self._max_depth:
+            raise PermanentFailure(
+                f"InlineJobs refused an enqueue nested {depth} handlers deep: does a handler "
+                "enqueue itself? (raise max_depth if the chain is real)"
+            )
+
+    async def _enqueued(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.job_type in self.registry:
+                await self._run(job)
+
+    async def _run(self, job: Job) -> None:
+        token = _DEPTH.set(_DEPTH.get() + 1)
+        try:
+            while job.status is JobStatus.PENDING:
+                job = await self._attempt(job)
+        finally:
+            _DEPTH.reset(token)
+
+    async def _attempt(self, job: Job) -> Job:
+        job = self._fake.update(job, status=JobStatus.RUNNING, attempts=job.attempts + 1)
+        outcome = await execute(
+            self.registry.get(job.job_type),
+            job.payload,
+            self._context(job),
+            timeout_seconds=self._timeout_of(job.use_case),
+            known=self.registry.names,
+        )
+        return self._record(self._fake.get(job.id), outcome)
+
+    def _record(self, job: Job, outcome: Outcome) -> Job:
+        now = datetime.now(UTC)
+        if job.cancel_requested:
+            return self._fake.update(job, status=JobStatus.CANCELLED, finished_at=now)
+        if isinstance(outcome, Succeeded):
+            return self._fake.update(
+                job, status=JobStatus.SUCCEEDED, result=outcome.result, finished_at=now
+            )
+        self.failures.setdefault(job.id, []).append(outcome.failure)
+        error = f"{outcome.failure.type}: {outcome.failure.message}"
+        if outcome.failure.retryable and job.attempts < job.max_attempts:
+            return self._fake.update(job, status=JobStatus.PENDING, last_error=error)
+        return self._fake.update(job, status=JobStatus.DEAD, last_error=error, finished_at=now)
+
+    def _context(self, job: Job) -> JobContext:
+        return make_context(
+            job.job_type,
+            job_id=job.id,
+            tenant=job.tenant,
+            use_case=job.use_case,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            deadline=job.deadline,
+            jobs=self,
+        )
+
+    def _timeout_of(self, use_case: str) -> float:
+        config = self._use_cases.get(use_case)
+        return config.timeout_seconds if config is not None else self._timeout
 
 
 @dataclass

@@ -21,7 +21,7 @@ from jobs_schema import (
     JobStatus,
 )
 from jobs_schema.limits import Text, Timestamp
-from jobs_server.api.deps import Producer, Reader, Service, producer_of, service_of
+from jobs_server.api.deps import Enqueuer, Producer, Reader, Service, enqueuer_of, service_of
 from jobs_server.api.errors import (
     BODY_ERRORS,
     COMMON_ERRORS,
@@ -89,7 +89,7 @@ async def _fast_args(request: Request, model: type[BaseModel]) -> dict[str, Any]
     if key is not None and len(key) > _KEY_MAX:
         return None
     try:
-        who = await producer_of(request)
+        who = await enqueuer_of(request)
         body = model.model_validate_json(await request.body())
     except ValidationError as exc:
         if any(_too_deep(e) for e in exc.errors()):
@@ -126,7 +126,7 @@ async def _idempotency(request: Request, key: str | None) -> tuple[str, str] | N
 
 async def enqueue(
     body: EnqueueRequest,
-    who: Producer,
+    who: Enqueuer,
     service: Service,
     request: Request,
     idempotency_key: IdempotencyKey = None,
@@ -155,7 +155,7 @@ router.add_api_route(
 
 async def enqueue_batch(
     body: BatchEnqueueRequest,
-    who: Producer,
+    who: Enqueuer,
     service: Service,
     request: Request,
     idempotency_key: IdempotencyKey = None,

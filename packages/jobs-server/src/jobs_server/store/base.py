@@ -240,6 +240,11 @@ class JobStore(Protocol):
 
     async def get_payload(self, job_id: UUID) -> Payload | None: ...
 
+    async def get_lease_tenant(self, lease: LeaseRef) -> str | None:
+        """The job's tenant while `lease` is its live lease (running, unexpired, not marked
+        for cancellation); None otherwise."""
+        ...
+
     async def prune_finished_jobs(
         self, use_case: str, *, older_than_seconds: float, limit: int
     ) -> int: ...

@@ -411,6 +411,13 @@ class PostgresJobStore:
         )
         return payload
 
+    async def get_lease_tenant(self, lease: LeaseRef) -> str | None:
+        q = self._q["get_lease_tenant"]
+        tenant: str | None = await self._run(
+            lambda c: c.fetchval(q, lease.job_id, lease.attempt, lease.lease_token)
+        )
+        return tenant
+
     async def prune_finished_jobs(
         self, use_case: str, *, older_than_seconds: float, limit: int
     ) -> int:

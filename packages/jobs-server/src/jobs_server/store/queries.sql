@@ -281,6 +281,13 @@ WHERE a.job_id = i.id AND a.attempt = i.attempt AND a.worker_id IS NULL;
 -- name: get_payload
 SELECT payload FROM jobs WHERE id = $1 AND status = 'running';
 
+-- name: get_lease_tenant
+-- A lease credential's tenant: only while that attempt holds the job's lease, unexpired, and
+-- the job is running and not marked for cancellation.
+SELECT tenant FROM jobs
+WHERE id = $1 AND attempts = $2 AND lease_token = $3
+  AND status = 'running' AND lease_expires_at > now() AND NOT cancel_requested;
+
 -- name: acquire_leadership
 -- Take or renew the leader lease. Renewal keeps the epoch; a takeover (only once the lease
 -- expired) bumps it, which fences the old leader's claims.

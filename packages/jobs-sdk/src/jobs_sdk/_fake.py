@@ -1,0 +1,327 @@
+"""The in-memory jobs of `jobs_sdk.testing`: the server's producer-facing rules (defaults,
+deadlines, dedup keys, idempotency keys, cancel and retry) on a dict, without I/O. The sync
+and async fakes both sit on one of these."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from jobs_schema import (
+    ACTIVE_STATUSES,
+    BatchEnqueueRequest,
+    BatchEnqueueResponse,
+    BatchItemResult,
+    BulkAction,
+    BulkResult,
+    EnqueueRequest,
+    EnqueueResponse,
+    ErrorBody,
+    ErrorCode,
+    Job,
+    JobCount,
+    JobPage,
+    JobSelection,
+    JobStatus,
+    UseCaseConfig,
+)
+from jobs_sdk._http import JobFilters, _validated
+from jobs_sdk.errors import Conflict, IdempotencyMismatch, JobsError, NotFound, ValidationFailed
+
+__all__ = ["FakeJobs"]
+
+_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED})
+_ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: _RETRYABLE}
+_DEFAULT_USE_CASE = UseCaseConfig(queue="fake")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Replay:
+    body: tuple[EnqueueRequest, ...]
+    response: EnqueueResponse | BatchEnqueueResponse
+
+
+@dataclass
+class FakeJobs:
+    """Jobs of one tenant. `use_cases`: the server's config, to refuse unknown use cases and
+    job types and take their defaults; None accepts any with the server's own defaults."""
+
+    tenant: str = "test"
+    use_cases: Mapping[str, UseCaseConfig] | None = None
+    clock: Callable[[], datetime] = _utcnow
+    jobs: dict[UUID, Job] = field(default_factory=dict)
+    _seq: int = 0
+    _keys: dict[str, _Replay] = field(default_factory=dict)
+    _fresh: list[UUID] = field(default_factory=list)
+
+    def take_fresh(self) -> list[Job]:
+        """The jobs made pending (enqueued or retried) since the last call, oldest first."""
+        fresh, self._fresh = self._fresh, []
+        return [self.jobs[i] for i in fresh if i in self.jobs]
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, request: EnqueueRequest, key: str | None) -> EnqueueResponse:
+        replay = self._replay(key, (request,))
+        if isinstance(replay, EnqueueResponse):
+            return replay
+        response = self._enqueue(request)
+        self._remember(key, (request,), response)
+        return response
+
+    def enqueue_batch(
+        self, requests: Sequence[EnqueueRequest], key: str | None
+    ) -> BatchEnqueueResponse:
+        _validated_batch(requests)
+        replay = self._replay(key, tuple(requests))
+        if isinstance(replay, BatchEnqueueResponse):
+            return replay
+        results = [self._item(i, r) for i, r in enumerate(requests)]
+        response = BatchEnqueueResponse(results=results)
+        self._remember(key, tuple(requests), response)
+        return response
+
+    def _item(self, index: int, request: EnqueueRequest) -> BatchItemResult:
+        try:
+            done = self._enqueue(request)
+        except JobsError as err:
+            code = err.code or ErrorCode.VALIDATION
+            return BatchItemResult(index=index, error=ErrorBody(code=code, message=err.message))
+        return BatchItemResult(index=index, job=done.job, deduplicated=done.deduplicated)
+
+    def _enqueue(self, request: EnqueueRequest) -> EnqueueResponse:
+        config = self._config(request)
+        held = self._holding_dedup_key(request.use_case, request.dedup_key)
+        if held is not None:
+            return EnqueueResponse(job=held, deduplicated=True)
+        job = self._new_job(request, config)
+        self.jobs[job.id] = job
+        self._fresh.append(job.id)
+        return EnqueueResponse(job=job)
+
+    def _config(self, request: EnqueueRequest) -> UseCaseConfig:
+        if self.use_cases is None:
+            return _DEFAULT_USE_CASE
+        config = self.use_cases.get(request.use_case)
+        if config is None:
+            raise ValidationFailed(
+                f"unknown use case {request.use_case!r}; known: {sorted(self.use_cases)}",
+                code=ErrorCode.UNKNOWN_USE_CASE,
+            )
+        if config.job_types and request.job_type not in config.job_types:
+            raise ValidationFailed(
+                f"use case {request.use_case!r} has no job type {request.job_type!r}; "
+                f"known: {config.job_types}",
+                code=ErrorCode.UNKNOWN_JOB_TYPE,
+            )
+        return config
+
+    def _holding_dedup_key(self, use_case: str, key: str | None) -> Job | None:
+        if key is None:
+            return None
+        return next(
+            (
+                j
+                for j in self.jobs.values()
+                if (j.use_case, j.dedup_key) == (use_case, key) and j.status in ACTIVE_STATUSES
+            ),
+            None,
+        )
+
+    def _new_job(self, request: EnqueueRequest, config: UseCaseConfig) -> Job:
+        now = self.clock()
+        run_at = request.run_at or now
+        tolerance = request.delay_tolerance_seconds
+        if tolerance is None:
+            tolerance = config.default_delay_tolerance_seconds
+        return Job(
+            id=self._new_id(),
+            tenant=self.tenant,
+            use_case=request.use_case,
+            job_type=request.job_type,
+            payload=request.payload,
+            status=JobStatus.PENDING,
+            priority=request.priority,
+            run_at=run_at,
+            deadline=request.deadline or run_at + timedelta(seconds=tolerance),
+            attempts=0,
+            max_attempts=request.max_attempts or config.max_attempts,
+            dedup_key=request.dedup_key,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _new_id(self) -> UUID:
+        # ordered like the server's ids: a later job has a larger id
+        self._seq += 1
+        return UUID(int=(self._seq << 64) | random.getrandbits(64))
+
+    def _replay(
+        self, key: str | None, body: tuple[EnqueueRequest, ...]
+    ) -> EnqueueResponse | BatchEnqueueResponse | None:
+        seen = self._keys.get(key) if key is not None else None
+        if seen is None:
+            return None
+        if seen.body != body:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {key!r} was used with another request",
+                code=ErrorCode.IDEMPOTENCY_MISMATCH,
+                status=409,
+            )
+        return seen.response
+
+    def _remember(
+        self,
+        key: str | None,
+        body: tuple[EnqueueRequest, ...],
+        response: EnqueueResponse | BatchEnqueueResponse,
+    ) -> None:
+        if key is not None:
+            self._keys[key] = _Replay(body, response)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, job_id: UUID | str) -> Job:
+        job = self.jobs.get(_job_id(job_id))
+        if job is None:
+            raise NotFound(f"job {job_id} not found", code=ErrorCode.NOT_FOUND, status=404)
+        return job
+
+    def list_page(self, filters: JobFilters, *, cursor: str | None, limit: int) -> JobPage:
+        matching = self._matching(_selection(filters))
+        if cursor is not None and not cursor.isdigit():
+            raise ValidationFailed(f"not a cursor of this listing: {cursor!r}")
+        start = int(cursor) if cursor else 0
+        items = matching[start : start + limit]
+        more = start + limit < len(matching)
+        return JobPage(items=items, next_cursor=str(start + limit) if more else None)
+
+    def list_all(self, filters: JobFilters) -> list[Job]:
+        return self._matching(_selection(filters))
+
+    def count(self, filters: JobFilters, action: BulkAction | None) -> JobCount:
+        statuses = _ACTIONABLE[action] if action is not None else None
+        found = [j for j in self._matching(_selection(filters)) if _has(j, statuses)]
+        return JobCount(count=len(found), max_id=found[0].id if found else None)
+
+    def _matching(self, sel: JobSelection) -> list[Job]:
+        """Newest first, as the server lists."""
+        jobs = sorted(self.jobs.values(), key=lambda j: j.id, reverse=True)
+        return [j for j in jobs if _selected(j, sel, self.tenant)]
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def cancel(self, job_id: UUID | str) -> Job:
+        job = self.get(job_id)
+        if job.status is JobStatus.PENDING:
+            return self.update(job, status=JobStatus.CANCELLED, finished_at=self.clock())
+        if job.status is JobStatus.RUNNING:
+            return self.update(job, cancel_requested=True)
+        raise _conflict(job, "only pending or running jobs can be cancelled")
+
+    def retry(self, job_id: UUID | str) -> Job:
+        job = self.get(job_id)
+        if job.status not in _RETRYABLE:
+            raise _conflict(job, "only dead or cancelled jobs can be retried")
+        if self._holding_dedup_key(job.use_case, job.dedup_key) is not None:
+            raise _conflict(job, f"an active job holds its dedup key {job.dedup_key!r}")
+        return self._retried(job)
+
+    def _retried(self, job: Job) -> Job:
+        now = self.clock()
+        tolerance = self._tolerance(job.use_case)
+        self._fresh.append(job.id)
+        return self.update(
+            job,
+            status=JobStatus.PENDING,
+            run_at=now,
+            deadline=now + timedelta(seconds=tolerance),
+            max_attempts=max(job.max_attempts, job.attempts + 1),
+            result=None,
+            cancel_requested=False,
+            deadline_missed=False,
+            finished_at=None,
+        )
+
+    def _tolerance(self, use_case: str) -> float:
+        config = (self.use_cases or {}).get(use_case, _DEFAULT_USE_CASE)
+        return config.default_delay_tolerance_seconds
+
+    def bulk(self, action: BulkAction, sel: JobSelection) -> BulkResult:
+        found = [j for j in self._matching(sel) if j.status in _ACTIONABLE[action]]
+        chosen = found[: sel.limit]
+        touched = skipped = 0
+        for job in chosen:
+            try:
+                self.cancel(job.id) if action is BulkAction.CANCEL else self.retry(job.id)
+                touched += 1
+            except Conflict:
+                skipped += 1
+        return BulkResult(
+            action=action, touched=touched, skipped=skipped, more=len(found) > sel.limit
+        )
+
+    def update(self, job: Job, **changes: object) -> Job:
+        """Store a changed copy of `job` (e.g. an outcome, in the worker's inline mode)."""
+        updated = job.model_copy(update={"updated_at": self.clock(), **changes})
+        self.jobs[job.id] = updated
+        return updated
+
+    def of_type(self, job_type: str, *, use_case: str | None = None) -> list[Job]:
+        """Jobs of `job_type`, oldest first (the order they were enqueued)."""
+        jobs = sorted(self.jobs.values(), key=lambda j: j.id)
+        return [j for j in jobs if j.job_type == job_type and use_case in (None, j.use_case)]
+
+
+def _job_id(job_id: UUID | str) -> UUID:
+    try:
+        return job_id if isinstance(job_id, UUID) else UUID(job_id)
+    except ValueError as exc:
+        raise ValidationFailed(f"not a job id: {job_id!r}") from exc
+
+
+def _validated_batch(requests: Sequence[EnqueueRequest]) -> None:
+    _validated(BatchEnqueueRequest, {"jobs": list(requests)})
+
+
+def _selection(filters: JobFilters) -> JobSelection:
+    return _validated(JobSelection, {k: v for k, v in filters.items() if v is not None})
+
+
+def _has(job: Job, statuses: Iterable[JobStatus] | None) -> bool:
+    return statuses is None or job.status in statuses
+
+
+def _selected(job: Job, sel: JobSelection, tenant: str) -> bool:
+    wanted = {
+        "status": sel.status,
+        "use_case": sel.use_case,
+        "job_type": sel.job_type,
+        "dedup_key": sel.dedup_key,
+    }
+    if any(value is not None and getattr(job, name) != value for name, value in wanted.items()):
+        return False
+    if sel.tenant not in (None, tenant):
+        return False
+    if sel.max_id is not None and job.id > sel.max_id:
+        return False
+    after, before = sel.created_after, sel.created_before
+    return (after is None or job.created_at >= after) and (
+        before is None or job.created_at < before
+    )
+
+
+def _conflict(job: Job, why: str) -> Conflict:
+    return Conflict(
+        f"job {job.id} is {job.status.value}; {why}",
+        code=ErrorCode.CONFLICT,
+        status=409,
+        details={"status": job.status.value},
+    )

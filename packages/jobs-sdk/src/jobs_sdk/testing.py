@@ -1,0 +1,435 @@
+"""Test doubles for producers: clients that keep jobs in memory, and assertions on them.
+
+    from jobs_sdk.testing import FakeJobsClient
+
+    async def test_signup_sends_a_welcome_email():
+        jobs = FakeJobsClient()
+        await signup(jobs, "ada@example.com")            # your code, given the fake
+        jobs.assert_enqueued(send_email, payload={"to": "ada@example.com"}, within=60)
+
+`FakeJobsClient` has the methods of `JobsClient` (and `FakeSyncJobsClient` those of
+`SyncJobsClient`) and the server's producer-facing rules: use-case defaults, deadlines, dedup
+keys, idempotency keys, cancel, retry, listing, counts and bulk actions. Nothing runs the jobs:
+for that, `jobs_worker.testing.InlineJobs` runs the worker's handlers as jobs are enqueued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar, Unpack, overload
+from uuid import UUID
+
+from pydantic import BaseModel, JsonValue
+
+from jobs_schema import (
+    FINISHED_STATUSES,
+    BatchEnqueueResponse,
+    BulkAction,
+    BulkResult,
+    EnqueueRequest,
+    EnqueueResponse,
+    Job,
+    JobCount,
+    JobPage,
+    JobSelection,
+    UseCaseConfig,
+)
+from jobs_sdk import _http
+from jobs_sdk._fake import FakeJobs
+from jobs_sdk._http import EnqueueOptions, JobFilters
+from jobs_sdk._selection import SelectionFilters, selection_of
+from jobs_sdk.errors import JobsTimeout
+from jobs_sdk.tasks import Task
+
+__all__ = ["FakeJobsClient", "FakeSyncJobsClient"]
+
+P = TypeVar("P", bound=BaseModel)
+Expected = BaseModel | Mapping[str, Any] | None
+Clock = Callable[[], datetime]
+
+
+class _Recorder:
+    """What both fakes record, and the assertions on it."""
+
+    def __init__(
+        self,
+        *,
+        tenant: str = "test",
+        use_cases: Mapping[str, UseCaseConfig] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._fake = FakeJobs(tenant=tenant, use_cases=use_cases)
+        if clock is not None:
+            self._fake.clock = clock
+
+    @property
+    def tenant(self) -> str:
+        return self._fake.tenant
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job stored, oldest first."""
+        return sorted(self._fake.jobs.values(), key=lambda j: j.id)
+
+    def jobs_of(self, task: Task[Any] | str) -> list[Job]:
+        """The jobs of a task (or of a job type), oldest first."""
+        job_type, use_case = _task_key(task)
+        return self._fake.of_type(job_type, use_case=use_case)
+
+    def payloads(self, task: Task[P]) -> list[P]:
+        """The payloads of the task's jobs, as its model, oldest first."""
+        return [task.parse(job.payload) for job in self.jobs_of(task)]
+
+    def clear(self) -> None:
+        """Forget every job (e.g. between the steps of a test)."""
+        self._fake.jobs.clear()
+
+    def assert_enqueued(
+        self,
+        task: Task[Any] | str,
+        *,
+        payload: Expected = None,
+        within: float | timedelta | None = None,
+        count: int | None = None,
+        **fields: object,
+    ) -> Job:
+        """The newest job of `task` that matches, else AssertionError saying what was enqueued.
+
+        `payload`: a model instance (equal payload) or a mapping (these fields, at least).
+        `within`: its deadline is at most this long (seconds or a timedelta) after it was
+        enqueued. `count`: exactly this many jobs match. Other keywords compare Job fields
+        (`dedup_key="k"`, `priority=5`, `status=JobStatus.PENDING`, ...)."""
+        wanted = _Wanted(task, payload, within, fields)
+        candidates = self.jobs_of(task)
+        matching = [job for job in candidates if wanted.mismatch(job) is None]
+        if matching and count in (None, len(matching)):
+            return matching[-1]
+        raise AssertionError(wanted.report(candidates, self.jobs, count, len(matching)))
+
+    def assert_not_enqueued(
+        self, task: Task[Any] | str, *, payload: Expected = None, **fields: object
+    ) -> None:
+        """AssertionError when a job of `task` matching `payload` and `fields` was enqueued."""
+        wanted = _Wanted(task, payload, None, fields)
+        found = [job for job in self.jobs_of(task) if wanted.mismatch(job) is None]
+        if found:
+            listed = "\n".join(f"  {_describe(job)}" for job in found)
+            raise AssertionError(f"expected no {wanted}, but {len(found)} enqueued:\n{listed}")
+
+
+class FakeJobsClient(_Recorder):
+    """An in-memory `JobsClient` for producers' tests; see the module's docstring."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        return None
+
+    @overload
+    async def enqueue(
+        self, request: EnqueueRequest, /, *, idempotency_key: str | None = None
+    ) -> EnqueueResponse: ...
+
+    @overload
+    async def enqueue(
+        self,
+        use_case: str,
+        job_type: str,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse: ...
+
+    async def enqueue(
+        self,
+        use_case: str | EnqueueRequest,
+        job_type: str | None = None,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse:
+        request = _http.enqueue_request(use_case, job_type, payload, options)
+        self._admit()
+        response = self._fake.enqueue(request, idempotency_key)
+        await self._enqueued(self._fake.take_fresh())
+        return response
+
+    async def enqueue_batch(
+        self, requests: Sequence[EnqueueRequest], *, idempotency_key: str | None = None
+    ) -> BatchEnqueueResponse:
+        self._admit()
+        response = self._fake.enqueue_batch(requests, idempotency_key)
+        await self._enqueued(self._fake.take_fresh())
+        return response
+
+    def _admit(self) -> None:
+        """Called before anything is stored; raises to refuse the call."""
+
+    async def _enqueued(self, jobs: list[Job]) -> None:
+        """Called with the jobs each enqueue stored (none for a dedup or a replay)."""
+
+    async def get(self, job_id: UUID | str) -> Job:
+        return self._fake.get(job_id)
+
+    async def cancel(self, job_id: UUID | str) -> Job:
+        return self._fake.cancel(job_id)
+
+    async def retry(self, job_id: UUID | str) -> Job:
+        self._admit()
+        job = self._fake.retry(job_id)
+        await self._enqueued(self._fake.take_fresh())
+        return job
+
+    async def wait(
+        self,
+        job_id: UUID | str,
+        *,
+        timeout: float = 60.0,  # noqa: ASYNC109 - JobsClient.wait's signature
+        poll_interval: float = 0.5,
+    ) -> Job:
+        """The job if it has finished; JobsTimeout at once otherwise (nothing runs it here)."""
+        return _finished(self._fake.get(job_id))
+
+    async def list_page(
+        self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]
+    ) -> JobPage:
+        return self._fake.list_page(filters, cursor=cursor, limit=limit)
+
+    async def list(
+        self, *, page_size: int = 100, **filters: Unpack[JobFilters]
+    ) -> AsyncIterator[Job]:
+        for job in self._fake.list_all(filters):
+            yield job
+
+    async def count(
+        self, *, action: BulkAction | None = None, **filters: Unpack[JobFilters]
+    ) -> JobCount:
+        return self._fake.count(filters, action)
+
+    async def cancel_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        return self._fake.bulk(BulkAction.CANCEL, selection_of(selection, filters))
+
+    async def retry_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        self._admit()
+        result = self._fake.bulk(BulkAction.RETRY, selection_of(selection, filters))
+        await self._enqueued(self._fake.take_fresh())
+        return result
+
+
+class FakeSyncJobsClient(_Recorder):
+    """An in-memory `SyncJobsClient` for producers' tests."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        return None
+
+    @overload
+    def enqueue(
+        self, request: EnqueueRequest, /, *, idempotency_key: str | None = None
+    ) -> EnqueueResponse: ...
+
+    @overload
+    def enqueue(
+        self,
+        use_case: str,
+        job_type: str,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse: ...
+
+    def enqueue(
+        self,
+        use_case: str | EnqueueRequest,
+        job_type: str | None = None,
+        payload: Mapping[str, JsonValue] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResponse:
+        request = _http.enqueue_request(use_case, job_type, payload, options)
+        response = self._fake.enqueue(request, idempotency_key)
+        self._fake.take_fresh()
+        return response
+
+    def enqueue_batch(
+        self, requests: Sequence[EnqueueRequest], *, idempotency_key: str | None = None
+    ) -> BatchEnqueueResponse:
+        response = self._fake.enqueue_batch(requests, idempotency_key)
+        self._fake.take_fresh()
+        return response
+
+    def get(self, job_id: UUID | str) -> Job:
+        return self._fake.get(job_id)
+
+    def cancel(self, job_id: UUID | str) -> Job:
+        return self._fake.cancel(job_id)
+
+    def retry(self, job_id: UUID | str) -> Job:
+        return self._fake.retry(job_id)
+
+    def wait(self, job_id: UUID | str, *, timeout: float = 60.0, poll_interval: float = 0.5) -> Job:
+        """The job if it has finished; JobsTimeout at once otherwise (nothing runs it here)."""
+        return _finished(self._fake.get(job_id))
+
+    def list_page(
+        self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]
+    ) -> JobPage:
+        return self._fake.list_page(filters, cursor=cursor, limit=limit)
+
+    def list(self, *, page_size: int = 100, **filters: Unpack[JobFilters]) -> Iterator[Job]:
+        yield from self._fake.list_all(filters)
+
+    def count(self, *, action: BulkAction | None = None, **filters: Unpack[JobFilters]) -> JobCount:
+        return self._fake.count(filters, action)
+
+    def cancel_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        return self._fake.bulk(BulkAction.CANCEL, selection_of(selection, filters))
+
+    def retry_where(
+        self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
+    ) -> BulkResult:
+        return self._fake.bulk(BulkAction.RETRY, selection_of(selection, filters))
+
+
+def _finished(job: Job) -> Job:
+    if job.status in FINISHED_STATUSES:
+        return job
+    raise JobsTimeout(
+        f"job {job.id} is still {job.status.value}: nothing runs jobs in a fake client "
+        "(jobs_worker.testing.InlineJobs runs their handlers)",
+        details={"job_id": str(job.id), "status": job.status.value},
+    )
+
+
+def _task_key(task: Task[Any] | str) -> tuple[str, str | None]:
+    return (task.job_type, task.use_case) if isinstance(task, Task) else (task, None)
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class _Wanted:
+    """One assertion's expectations, and why a job does not meet them."""
+
+    def __init__(
+        self,
+        task: Task[Any] | str,
+        payload: Expected,
+        within: float | timedelta | None,
+        fields: Mapping[str, object],
+    ) -> None:
+        unknown = sorted(set(fields) - set(Job.model_fields))
+        if unknown:
+            raise TypeError(f"Job has no field {unknown[0]!r}; fields: {sorted(Job.model_fields)}")
+        self.job_type, self.use_case = _task_key(task)
+        self.payload = _expected_payload(payload)
+        self.exact = isinstance(payload, BaseModel)
+        self.within = _seconds(within) if within is not None else None
+        self.fields = dict(fields)
+
+    def mismatch(self, job: Job) -> str | None:
+        """Why `job` does not match; None when it does."""
+        reasons = [
+            *self._payload_mismatch(job.payload),
+            *(
+                f"{name} is {getattr(job, name)!r}, expected {value!r}"
+                for name, value in self.fields.items()
+                if getattr(job, name) != value
+            ),
+        ]
+        if self.within is not None:
+            due = (job.deadline - job.created_at).total_seconds()
+            if due > self.within:
+                reasons.append(f"due {due:g} s after enqueue, expected within {self.within:g} s")
+        return "; ".join(reasons) or None
+
+    def _payload_mismatch(self, actual: Mapping[str, JsonValue]) -> list[str]:
+        if self.payload is None:
+            return []
+        names = sorted(set(self.payload) | (set(actual) if self.exact else set()))
+        return [
+            f"payload.{n} is {_shown(actual, n)}, expected {_shown(self.payload, n)}"
+            for n in names
+            if actual.get(n, _MISSING) != self.payload.get(n, _MISSING)
+        ]
+
+    def report(
+        self, candidates: list[Job], everything: list[Job], count: int | None, n: int
+    ) -> str:
+        if not candidates:
+            return f"expected {self}, but none was enqueued ({_inventory(everything)})"
+        if n and count is not None:
+            head = f"expected {count} of {self}, but {n} match"
+        else:
+            head = f"expected {self}, but none of the {len(candidates)} enqueued matches"
+        lines = [f"  {_describe(j)}: {self.mismatch(j) or 'matches'}" for j in candidates[-10:]]
+        return "\n".join([f"{head}:", *lines])
+
+    def __str__(self) -> str:
+        parts = [f"a {self.job_type!r} job"]
+        if self.payload is not None:
+            parts.append(f"with payload {'' if self.exact else 'including '}{self.payload}")
+        parts += [f"{name}={value!r}" for name, value in self.fields.items()]
+        if self.within is not None:
+            parts.append(f"due within {self.within:g} s")
+        return " ".join(parts)
+
+
+_MISSING = object()
+
+
+def _shown(payload: Mapping[str, object], name: str) -> str:
+    return repr(payload[name]) if name in payload else "missing"
+
+
+def _expected_payload(payload: Expected) -> dict[str, Any] | None:
+    if payload is None:
+        return None
+    if isinstance(payload, BaseModel):
+        return payload.model_dump(mode="json", by_alias=True)
+    return dict(payload)
+
+
+def _describe(job: Job) -> str:
+    return f"job {job.id} ({job.status.value}) payload={job.payload}"
+
+
+def _inventory(jobs: list[Job]) -> str:
+    if not jobs:
+        return "nothing was enqueued"
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.job_type] = counts.get(job.job_type, 0) + 1
+    return "enqueued: " + ", ".join(f"{n} {t!r}" for t, n in sorted(counts.items()))
