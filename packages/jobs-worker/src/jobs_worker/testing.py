@@ -30,7 +30,7 @@ from jobs_worker.consumer.memory import InMemoryConsumer
 from jobs_worker.context import CancelSignal, JobContext, JobsClientProvider, job_logger
 from jobs_worker.execution import Failed, Outcome, Succeeded, execute
 from jobs_worker.registry import Registry
-from jobs_worker.reporter import JobGone
+from jobs_worker.reporter import JobGone, ServerClock
 
 __all__ = [
     "Failed",
@@ -113,6 +113,7 @@ class InMemoryWorkerApi:
         self.jobs: dict[UUID, _FakeJob] = {}
         self.released: list[LeaseRef] = []
         self.heartbeats = 0
+        self.clock = ServerClock()
         self._embed = embed_payloads
 
     def dispatch(

@@ -1,0 +1,214 @@
+"""Event loops of their own for async handlers, apart from the runtime's loop.
+
+A handler that blocks its loop (`time.sleep`, CPU-bound work, a blocking client) then stalls
+only the handlers on that loop, never the runtime's receives, heartbeats, timeouts, reports or
+health port. Each handler loop runs a tick; a loop whose tick is late is blocked, and the task
+it is running names the job. Once a loop has been blocked for `block_warn_seconds`, new
+handlers go to a fresh loop; the blocked one is retired when it is free again."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from jobs_worker.errors import JobsWorkerError
+
+__all__ = ["Blocked", "HandlerExit", "HandlerLoop", "HandlerLoops"]
+
+logger = logging.getLogger(__name__)
+
+_TICK = 0.1
+
+
+class HandlerExit(JobsWorkerError):
+    """A handler raised SystemExit or KeyboardInterrupt: a failure of its attempt, not an
+    order for the worker to exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    loop: HandlerLoop
+    job: str | None  # the blocking task's name: the job id, or None between tasks
+    seconds: float
+
+
+class HandlerLoop:
+    """One event loop on a daemon thread (a loop blocked for good must not keep the process
+    alive at exit)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self.pending: set[concurrent.futures.Future[Any]] = set()
+        self.last_tick = time.monotonic()
+        self.warned = False  # the current block was logged
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._tick)
+        try:
+            self.loop.run_forever()
+        finally:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.close()
+
+    def _tick(self) -> None:
+        self.last_tick = time.monotonic()
+        self.loop.call_later(_TICK, self._tick)
+
+    def blocked_for(self) -> float:
+        """Seconds the loop has not run its tick for, beyond the tick's own period."""
+        return max(0.0, time.monotonic() - self.last_tick - _TICK)
+
+    def running_job(self) -> str | None:
+        # read from another thread: the loop's current task, set while a task's step runs
+        task = asyncio.current_task(self.loop)
+        return task.get_name() if task is not None else None
+
+    def where(self, frames: int = 3) -> str:
+        """The innermost frames of the loop's thread: where a blocking handler is."""
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        if frame is None:
+            return ""
+        return "".join(traceback.format_stack(frame)[-frames:]).strip()
+
+    def submit(
+        self, coro: Coroutine[Any, Any, Any], *, name: str, context: contextvars.Context
+    ) -> concurrent.futures.Future[Any]:
+        """Run `coro` on this loop as a task named `name`, in `context` (the caller's
+        contextvars, e.g. the tracing span); cancelling the returned future cancels the task."""
+        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.pending.add(out)
+        out.add_done_callback(self.pending.discard)
+        self.loop.call_soon_threadsafe(self._start, _contained(coro), name, context, out)
+        return out
+
+    def _start(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        name: str,
+        context: contextvars.Context,
+        out: concurrent.futures.Future[Any],
+    ) -> None:
+        if out.cancelled():
+            coro.close()
+            return
+        task = self.loop.create_task(coro, name=name, context=context)
+        task.add_done_callback(lambda t: _settle(t, out))
+        out.add_done_callback(lambda f: self._cancel_if(f, task))
+
+    def _cancel_if(self, future: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
+        if future.cancelled() and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(task.cancel)
+
+    def stop(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+async def _contained(coro: Coroutine[Any, Any, Any]) -> Any:
+    # SystemExit and KeyboardInterrupt escape asyncio's tasks and would end the loop's thread
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise HandlerExit(f"handler raised {type(exc).__name__}({exc})") from exc
+
+
+def _settle(task: asyncio.Task[Any], out: concurrent.futures.Future[Any]) -> None:
+    try:
+        if task.cancelled():
+            out.cancel()
+        elif (exc := task.exception()) is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(task.result())
+    except concurrent.futures.InvalidStateError:
+        pass  # the caller gave up on it (timeout) first
+
+
+class HandlerLoops:
+    """The loop new async handlers go to, and the retired loops still blocked or busy."""
+
+    def __init__(self, *, block_warn_seconds: float = 2.0, max_loops: int = 8) -> None:
+        self.block_warn_seconds = block_warn_seconds
+        self._max_loops = max(1, max_loops)
+        self._made = 0
+        self.current = self._new()
+        self._retired: list[HandlerLoop] = []
+
+    def _new(self) -> HandlerLoop:
+        self._made += 1
+        return HandlerLoop(f"jobs-handler-loop-{self._made}")
+
+    @property
+    def loops(self) -> list[HandlerLoop]:
+        return [self.current, *self._retired]
+
+    def submit(
+        self, coro: Coroutine[Any, Any, Any], *, name: str, context: contextvars.Context
+    ) -> tuple[HandlerLoop, concurrent.futures.Future[Any]]:
+        loop = self.current
+        return loop, loop.submit(coro, name=name, context=context)
+
+    def blocked(self, loop: HandlerLoop) -> Blocked | None:
+        seconds = loop.blocked_for()
+        if seconds < self.block_warn_seconds:
+            return None
+        return Blocked(loop=loop, job=loop.running_job(), seconds=seconds)
+
+    def check(self) -> list[Blocked]:
+        """The watchdog's round: log blocked loops (once per block), move new handlers off a
+        blocked current loop, stop retired loops that are free again."""
+        found = [b for loop in self.loops if (b := self.blocked(loop)) is not None]
+        for b in found:
+            self._warn(b)
+        for loop in self.loops:
+            if loop.warned and loop.blocked_for() < self.block_warn_seconds:
+                loop.warned = False
+                logger.info("handler event loop runs again", extra={"loop": loop.name})
+        if any(b.loop is self.current for b in found) and len(self.loops) < self._max_loops:
+            self._retired.append(self.current)
+            self.current = self._new()
+        self._retire_idle()
+        return found
+
+    def _warn(self, b: Blocked) -> None:
+        if b.loop.warned:
+            return
+        b.loop.warned = True
+        logger.warning(
+            "handler is blocking its event loop; new handlers go to another loop",
+            extra={
+                "job_id": b.job,
+                "blocked_seconds": round(b.seconds, 1),
+                "loop": b.loop.name,
+                "where": b.loop.where(),
+            },
+        )
+
+    def _retire_idle(self) -> None:
+        for loop in list(self._retired):
+            if not loop.pending and loop.blocked_for() == 0.0:
+                loop.stop()
+                self._retired.remove(loop)
+
+    def close(self, timeout: float = 1.0) -> None:
+        for loop in self.loops:
+            loop.stop()
+        for loop in self.loops:
+            loop.join(timeout)
