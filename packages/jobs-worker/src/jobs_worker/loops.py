@@ -49,6 +49,7 @@ class HandlerLoop:
         self.name = name
         self.loop = asyncio.new_event_loop()
         self.pending: set[concurrent.futures.Future[Any]] = set()
+        self._unstarted: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         self.last_tick = time.monotonic()
         self.warned = False  # the current block was logged
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -62,6 +63,9 @@ class HandlerLoop:
         finally:
             for task in asyncio.all_tasks(self.loop):
                 task.cancel()
+            self.loop.run_until_complete(asyncio.sleep(0))  # let the cancellations land
+            for coro in list(self._unstarted.values()):
+                coro.close()  # submitted, never started: the loop was stopped first
             self.loop.close()
 
     def _tick(self) -> None:
@@ -92,20 +96,18 @@ class HandlerLoop:
         out: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.pending.add(out)
         out.add_done_callback(self.pending.discard)
-        self.loop.call_soon_threadsafe(self._start, _contained(coro), name, context, out)
+        self._unstarted[out] = coro
+        self.loop.call_soon_threadsafe(self._start, name, context, out)
         return out
 
     def _start(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        name: str,
-        context: contextvars.Context,
-        out: concurrent.futures.Future[Any],
+        self, name: str, context: contextvars.Context, out: concurrent.futures.Future[Any]
     ) -> None:
+        coro = self._unstarted.pop(out)
         if out.cancelled():
             coro.close()
             return
-        task = self.loop.create_task(coro, name=name, context=context)
+        task = self.loop.create_task(_contained(coro), name=name, context=context)
         task.add_done_callback(lambda t: _settle(t, out))
         out.add_done_callback(lambda f: self._cancel_if(f, task))
 

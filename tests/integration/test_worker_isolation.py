@@ -1,0 +1,218 @@
+"""Hostile handlers and outages against a real jobs-server (PostgreSQL, scheduler) and SQS (moto):
+an async handler that blocks its loop, handler processes that crash or hang, deliveries whose
+lease is already gone, a server that is down when a redelivery arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from pydantic import BaseModel
+
+from jobs_schema import AttemptOutcome, JobStatus
+from jobs_worker import HttpWorkerApi, JobContext, Registry
+from jobs_worker.health import serve_health
+from jobs_worker.processes import ChildSetup, ProcessPool
+from jobs_worker.registry import load_registry
+from tests.conftest import free_port
+from tests.integration import test_worker_harness as harness
+from tests.integration.proxy import TcpProxy
+from tests.integration.sqs import sqs_probe
+from tests.integration.test_worker_harness import EMAIL, MakeStack
+
+make_stack = harness.make_stack  # the fixture
+
+
+class Email(BaseModel):
+    to: str
+    sleep: float = 0.0
+
+
+async def test_async_handler_blocking_its_loop_is_timed_out_and_the_others_finish(
+    make_stack: MakeStack, caplog: pytest.LogCaptureFixture
+):
+    stack = await make_stack(timeout_seconds=2, lease_seconds=15, max_attempts=1)
+    registry = Registry()
+    blocking, unblocked = threading.Event(), threading.Event()
+
+    @registry.handler(EMAIL)
+    async def send(payload: Email, ctx: JobContext) -> str:
+        if payload.to == "block":
+            blocking.set()
+            time.sleep(payload.sleep)  # noqa: ASYNC251 - the hostile handler under test
+            unblocked.set()
+        else:
+            await asyncio.sleep(payload.sleep)
+        return payload.to
+
+    worker = await stack.worker(registry, block_warn_seconds=0.5)
+    port = free_port()
+    health = await serve_health(worker, host="127.0.0.1", port=port)
+    stack.exits.callback(health.close)
+    caplog.set_level(logging.WARNING, logger="jobs_worker.loops")
+    run = asyncio.create_task(worker.run())
+    blocker = await stack.enqueue({"to": "block", "sleep": 8})
+    assert await asyncio.to_thread(blocking.wait, 15)
+    others = [await stack.enqueue({"to": f"other{i}", "sleep": 0.2}) for i in range(3)]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        answer = await client.get("/healthz")  # while the handler still blocks its loop
+    assert answer.status_code == 200 and answer.json()["ok"] is True
+    jobs = await stack.wait_all([blocker, *others], timeout=30)
+    during_the_block = not unblocked.is_set()
+    worker.stop()
+    await run
+
+    blocked_job, *done = jobs
+    assert during_the_block  # the timeout and the other jobs did not wait for the sleep
+    assert blocked_job.status is JobStatus.DEAD
+    [attempt] = blocked_job.history or []
+    assert attempt.error_type == "Timeout"
+    assert attempt.error_message is not None and "timeout of 2 s" in attempt.error_message
+    for job in done:
+        assert job.status is JobStatus.SUCCEEDED and job.attempts == 1, job.history
+    warned = [r for r in caplog.records if r.getMessage().startswith("handler is blocking")]
+    assert warned and warned[0].job_id == str(blocker)  # type: ignore[attr-defined]
+    assert warned[0].blocked_seconds >= 0.5  # type: ignore[attr-defined]
+
+
+CRASHING_HANDLERS = """
+import os
+import signal
+import time
+
+from pydantic import BaseModel
+
+from jobs_worker import JobContext, Registry
+
+registry = Registry()
+
+
+class Email(BaseModel):
+    to: str
+    sleep: float = 0.0
+
+
+@registry.handler("notifications.send_email")
+def send(payload: Email, ctx: JobContext) -> dict[str, object]:
+    if payload.to == "crash":
+        if ctx.attempt == 1:
+            os._exit(3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(payload.sleep)
+    return {"to": payload.to, "pid": os.getpid()}
+"""
+
+
+@pytest.fixture
+def crashing_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "crashing_handlers.py").write_text(CRASHING_HANDLERS)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+    return "crashing_handlers:registry"
+
+
+@pytest.mark.slow
+async def test_handler_process_crash_costs_only_its_own_attempt(
+    make_stack: MakeStack, crashing_registry: str
+):
+    stack = await make_stack(
+        timeout_seconds=3, lease_seconds=15, max_attempts=2, isolation="process"
+    )
+    pool = ProcessPool(ChildSetup(registry=crashing_registry), size=4)
+    worker = await stack.worker(load_registry(crashing_registry), processes=pool)
+    run = asyncio.create_task(worker.run())
+    beside = [await stack.enqueue({"to": f"beside{i}", "sleep": 2}) for i in range(2)]
+    crash = await stack.enqueue({"to": "crash"})
+    hang = await stack.enqueue({"to": "hang", "sleep": 60})
+    crash_job, hang_job, *beside_jobs = await stack.wait_all([crash, hang, *beside], timeout=60)
+    worker.stop()
+    await run
+
+    assert crash_job.status is JobStatus.DEAD
+    first, second = crash_job.history or []
+    assert first.error_type == second.error_type == "WorkerCrashed"
+    assert first.error_message == "handler process exited with code 3"
+    assert second.error_message == "handler process exited with signal 9 (SIGKILL)"
+    assert hang_job.status is JobStatus.DEAD
+    assert [a.error_type for a in hang_job.history or []] == ["Timeout", "Timeout"]
+    assert "its process was killed" in (hang_job.last_error or "")
+    for job in beside_jobs:  # ran beside the crashes, in processes of their own
+        assert job.status is JobStatus.SUCCEEDED, job.history
+        assert job.attempts == 1
+        assert [a.outcome for a in job.history or []] == [AttemptOutcome.SUCCEEDED]
+        assert job.result["pid"] != os.getpid()  # type: ignore[index,call-overload]
+    assert worker.stats.crashed == 2
+
+
+async def test_delivery_whose_lease_already_expired_does_not_run(make_stack: MakeStack):
+    stack = await make_stack(lease_seconds=1, max_attempts=3)
+    job_id = await stack.enqueue({"to": "a@example.com"})
+    await stack.dispatched([job_id])
+    async with sqs_probe(stack.sqs_endpoint) as probe:
+        url = await probe.url(stack.queue)
+        [old] = await probe.receive(stack.queue, wait=5)  # held back, as a paused SQS would
+        await probe.client.delete_message(QueueUrl=url, ReceiptHandle=old["ReceiptHandle"])
+        # the reaper closes attempt 1 (lease expired) and the retry is dispatched
+        await stack.wait_for(job_id, lambda j: j.attempts == 2 and j.status == "running")
+        await probe.client.send_message(QueueUrl=url, MessageBody=old["Body"])  # late copy
+    calls: list[int] = []
+    registry = Registry()
+
+    @registry.handler(EMAIL)
+    async def send(payload: Email, ctx: JobContext) -> str:
+        calls.append(ctx.attempt)
+        return "sent"
+
+    worker = await stack.worker(registry)
+    stats = await asyncio.wait_for(worker.run(burst=True), 30)
+    job = await stack.client.get(job_id)
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
+    assert calls == [2]  # the first attempt's copy arrived first-time and was not run
+    assert stats.skipped == 1
+
+
+async def test_redelivery_waits_while_the_server_is_unreachable(make_stack: MakeStack):
+    stack = await make_stack(lease_seconds=30)
+    job_id = await stack.enqueue({"to": "a@example.com"})
+    await stack.dispatched([job_id])
+    async with sqs_probe(stack.sqs_endpoint) as probe:
+        [message] = await probe.receive(stack.queue, wait=5)
+        await probe.client.change_message_visibility(  # back at once: a redelivery
+            QueueUrl=await probe.url(stack.queue),
+            ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=0,
+        )
+    proxy = TcpProxy("127.0.0.1", urlsplit(stack.server.url).port or 80)
+    await proxy.start()
+    await proxy.stop()  # the worker's server is down from the start
+    calls: list[int] = []
+    registry = Registry()
+
+    @registry.handler(EMAIL)
+    async def send(payload: Email, ctx: JobContext) -> str:
+        calls.append(ctx.attempt)
+        return "sent"
+
+    api = HttpWorkerApi(f"http://127.0.0.1:{proxy.port}", stack.server.worker_token, attempts=1)
+    worker = await stack.worker(registry, api=api)
+    run = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + 15
+    while not any(w.startswith("server") for w in worker.health().waiting_for):
+        assert time.monotonic() < deadline, "the worker never waited for the server"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # a retry or two of the lease check
+    assert calls == []
+    assert worker.health().ready is False
+    await proxy.start()
+    [job] = await stack.wait_all([job_id])
+    worker.stop()
+    await run
+    await proxy.stop()
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1
+    assert calls == [1]
