@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -25,9 +26,11 @@ from tests.conftest import free_port
 from tests.integration import test_worker_harness as harness
 from tests.integration.proxy import TcpProxy
 from tests.integration.sqs import sqs_probe
-from tests.integration.test_worker_harness import EMAIL, MakeStack
+from tests.integration.test_worker_harness import EMAIL, MakeStack, WorkerProcess
+from tests.integration.test_worker_process import handler_module, start_worker
 
-make_stack = harness.make_stack  # the fixture
+make_stack = harness.make_stack  # the fixtures
+worker_processes = harness.worker_processes
 
 
 class Email(BaseModel):
@@ -46,7 +49,7 @@ async def test_async_handler_blocking_its_loop_is_timed_out_and_the_others_finis
     async def send(payload: Email, ctx: JobContext) -> str:
         if payload.to == "block":
             blocking.set()
-            time.sleep(payload.sleep)  # noqa: ASYNC251 - the hostile handler under test
+            time.sleep(payload.sleep)  # the hostile handler under test
             unblocked.set()
         else:
             await asyncio.sleep(payload.sleep)
@@ -216,3 +219,29 @@ async def test_redelivery_waits_while_the_server_is_unreachable(make_stack: Make
     await proxy.stop()
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 1
     assert calls == [1]
+
+
+@pytest.mark.slow
+async def test_worker_started_before_its_queue_exists_starts_once_it_is_created(
+    make_stack: MakeStack, tmp_path: Path, worker_processes: list[WorkerProcess]
+):
+    stack = await make_stack()
+    async with sqs_probe(stack.sqs_endpoint) as probe:
+        await probe.client.delete_queue(QueueUrl=await probe.url(stack.queue))
+    handler_module(tmp_path)
+    port = free_port()
+    proc = start_worker(stack, tmp_path, worker_processes, health_port=port)
+    await proc.wait_for_output("waiting for a dependency before starting")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as health:
+        ready = await health.get("/readyz")
+        assert ready.status_code == 503
+        assert any(w.startswith(f"queue {stack.queue}") for w in ready.json()["waiting_for"])
+        assert (await health.get("/healthz")).status_code == 200  # alive, only not ready
+        await harness.create_queues(stack.sqs_endpoint, stack.use_cases)
+        job_id = await stack.enqueue({"to": "a@example.com"})
+        [job] = await stack.wait_all([job_id], timeout=60)
+        assert (await health.get("/readyz")).status_code == 200
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.result["pid"] == proc.proc.pid  # type: ignore[index,call-overload]
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait() == 0, proc.output()
