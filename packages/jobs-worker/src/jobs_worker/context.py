@@ -90,6 +90,9 @@ class JobContext:
         """A jobs-sdk client for enqueuing follow-up jobs as this job's tenant."""
         if self._clients is None:
             _no_client(self.tenant)
+        if isinstance(self._clients, TenantClients):
+            # a sync handler's thread has no loop: its client is used on `_loop` (run_async)
+            return self._clients.client(self.tenant, loop=_running_loop() or self._loop)
         return self._clients(self.tenant)
 
     @property
@@ -126,26 +129,41 @@ def job_logger(base: logging.Logger, **fields: object) -> JobLogger:
     return JobLogger(base, {k: str(v) for k, v in fields.items()})
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class TenantClients:
-    """A JobsClientProvider: one jobs-sdk client per tenant, made on first use with the
-    tenant's token, closed with the worker."""
+    """A JobsClientProvider: one jobs-sdk client per tenant and event loop (a client's
+    connections belong to the loop that opened them, and handlers run on handler loops), made
+    on first use with the tenant's token, closed with its loop or the worker."""
 
     def __init__(self, base_url: str | None, tokens: Mapping[str, str]) -> None:
         self._base_url = base_url
         self._tokens = dict(tokens)
-        self._clients: dict[str, JobsClient] = {}
+        self._clients: dict[tuple[str, asyncio.AbstractEventLoop | None], JobsClient] = {}
 
     def __call__(self, tenant: str) -> JobsClient:
-        if tenant not in self._clients:
+        return self.client(tenant, loop=_running_loop())
+
+    def client(self, tenant: str, *, loop: asyncio.AbstractEventLoop | None) -> JobsClient:
+        key = (tenant, loop)
+        if key not in self._clients:
             token = self._tokens.get(tenant)
             if self._base_url is None or token is None:
                 _no_client(tenant)
             from jobs_sdk import JobsClient  # only workers whose handlers enqueue need it
 
-            self._clients[tenant] = JobsClient(self._base_url, token)
-        return self._clients[tenant]
+            self._clients[key] = JobsClient(self._base_url, token)
+        return self._clients[key]
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        """Close the clients of the running loop (and of no loop); those of other loops are
+        closed on their own loops (a handler loop closes its clients before it stops)."""
+        loop = _running_loop()
+        mine = [k for k in self._clients if k[1] in (loop, None)]
+        for key in mine:
+            await self._clients.pop(key).aclose()

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +45,9 @@ class HandlerLoop:
     """One event loop on a daemon thread (a loop blocked for good must not keep the process
     alive at exit)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
         self.name = name
+        self._on_stop = on_stop
         self.loop = asyncio.new_event_loop()
         self.pending: set[concurrent.futures.Future[Any]] = set()
         self._unstarted: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
@@ -116,8 +117,18 @@ class HandlerLoop:
             self.loop.call_soon_threadsafe(task.cancel)
 
     def stop(self) -> None:
+        """Run `on_stop` on the loop (e.g. close the clients opened there), then stop it."""
         if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            asyncio.run_coroutine_threadsafe(self._final(), self.loop)
+
+    async def _final(self) -> None:
+        try:
+            if self._on_stop is not None:
+                await self._on_stop()
+        except Exception:
+            logger.exception("closing a handler loop failed", extra={"loop": self.name})
+        finally:
+            self.loop.stop()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -146,8 +157,15 @@ def _settle(task: asyncio.Task[Any], out: concurrent.futures.Future[Any]) -> Non
 class HandlerLoops:
     """The loop new async handlers go to, and the retired loops still blocked or busy."""
 
-    def __init__(self, *, block_warn_seconds: float = 2.0, max_loops: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        block_warn_seconds: float = 2.0,
+        max_loops: int = 8,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.block_warn_seconds = block_warn_seconds
+        self._on_stop = on_stop
         self._max_loops = max(1, max_loops)
         self._made = 0
         self.current = self._new()
@@ -155,7 +173,7 @@ class HandlerLoops:
 
     def _new(self) -> HandlerLoop:
         self._made += 1
-        return HandlerLoop(f"jobs-handler-loop-{self._made}")
+        return HandlerLoop(f"jobs-handler-loop-{self._made}", on_stop=self._on_stop)
 
     @property
     def loops(self) -> list[HandlerLoop]:

@@ -37,7 +37,7 @@ from jobs_schema import (
 from jobs_schema.config import HandlerIsolation
 from jobs_worker.batching import Batcher
 from jobs_worker.consumer.base import Consumer, ReceivedMessage
-from jobs_worker.context import JobContext, JobsClientProvider, job_logger
+from jobs_worker.context import JobContext, JobsClientProvider, TenantClients, job_logger
 from jobs_worker.errors import JobsWorkerError, WorkerApiError
 from jobs_worker.execution import Failed, Interrupted, Outcome, execute
 from jobs_worker.heartbeats import Heartbeater, HeldLease
@@ -271,8 +271,11 @@ class Worker:
             extra={"worker_id": self.worker_id, "use_cases": list(self._use_cases)},
         )
         self._idle.last_activity = self._clock()
+        clients = self._clients
         self._loops = HandlerLoops(
-            block_warn_seconds=self._block_warn, max_loops=max(2, self._concurrency)
+            block_warn_seconds=self._block_warn,
+            max_loops=max(2, self._concurrency),
+            on_stop=clients.aclose if isinstance(clients, TenantClients) else None,
         )
         heartbeats = asyncio.create_task(
             self._guard("heartbeats", self._heartbeater.run()), name="heartbeats"
