@@ -41,14 +41,16 @@ class Email(BaseModel):
 async def test_async_handler_blocking_its_loop_is_timed_out_and_the_others_finish(
     make_stack: MakeStack, caplog: pytest.LogCaptureFixture
 ):
-    stack = await make_stack(timeout_seconds=2, lease_seconds=15, max_attempts=1)
+    stack = await make_stack(timeout_seconds=4, lease_seconds=15, max_attempts=1)
     registry = Registry()
-    blocking, unblocked = threading.Event(), threading.Event()
+    started = {"early": threading.Event(), "block": threading.Event()}
+    unblocked = threading.Event()
 
     @registry.handler(EMAIL)
     async def send(payload: Email, ctx: JobContext) -> str:
+        if payload.to in started:
+            started[payload.to].set()
         if payload.to == "block":
-            blocking.set()
             time.sleep(payload.sleep)  # the hostile handler under test
             unblocked.set()
         else:
@@ -61,28 +63,36 @@ async def test_async_handler_blocking_its_loop_is_timed_out_and_the_others_finis
     stack.exits.callback(health.close)
     caplog.set_level(logging.WARNING, logger="jobs_worker.loops")
     run = asyncio.create_task(worker.run())
-    blocker = await stack.enqueue({"to": "block", "sleep": 8})
-    assert await asyncio.to_thread(blocking.wait, 15)
+    # on the loop before the block: it cannot resume while the block lasts, and is given back
+    early = await stack.enqueue({"to": "early", "sleep": 3})
+    assert await asyncio.to_thread(started["early"].wait, 15)
+    blocker = await stack.enqueue({"to": "block", "sleep": 20})
+    assert await asyncio.to_thread(started["block"].wait, 15)
     others = [await stack.enqueue({"to": f"other{i}", "sleep": 0.2}) for i in range(3)]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         answer = await client.get("/healthz")  # while the handler still blocks its loop
     assert answer.status_code == 200 and answer.json()["ok"] is True
-    jobs = await stack.wait_all([blocker, *others], timeout=30)
+    jobs = await stack.wait_all([blocker, early, *others], timeout=30)
     during_the_block = not unblocked.is_set()
     worker.stop()
     await run
 
-    blocked_job, *done = jobs
+    blocked_job, early_job, *done = jobs
     assert during_the_block  # the timeout and the other jobs did not wait for the sleep
     assert blocked_job.status is JobStatus.DEAD
     [attempt] = blocked_job.history or []
     assert attempt.error_type == "Timeout"
-    assert attempt.error_message is not None and "timeout of 2 s" in attempt.error_message
+    assert attempt.error_message is not None and "timeout of 4 s" in attempt.error_message
+    # released, not charged: with max_attempts 1 a counted attempt would have left it dead
+    assert early_job.status is JobStatus.SUCCEEDED and early_job.attempts == 1
+    assert [a.outcome for a in early_job.history or []] == [AttemptOutcome.SUCCEEDED]
+    assert worker.stats.interrupted >= 1
     for job in done:
         assert job.status is JobStatus.SUCCEEDED and job.attempts == 1, job.history
     warned = [r for r in caplog.records if r.getMessage().startswith("handler is blocking")]
     assert warned and warned[0].job_id == str(blocker)  # type: ignore[attr-defined]
     assert warned[0].blocked_seconds >= 0.5  # type: ignore[attr-defined]
+    assert "time.sleep" in warned[0].where  # type: ignore[attr-defined]
 
 
 CRASHING_HANDLERS = """
@@ -245,3 +255,20 @@ async def test_worker_started_before_its_queue_exists_starts_once_it_is_created(
     assert job.result["pid"] == proc.proc.pid  # type: ignore[index,call-overload]
     proc.signal(signal.SIGTERM)
     assert await proc.wait() == 0, proc.output()
+
+
+@pytest.mark.slow
+async def test_cli_runs_handlers_in_child_processes_with_isolation_process(
+    make_stack: MakeStack, tmp_path: Path, worker_processes: list[WorkerProcess]
+):
+    stack = await make_stack()
+    handler_module(tmp_path)
+    proc = start_worker(stack, tmp_path, worker_processes, "--isolation", "process")
+    ids = [await stack.enqueue({"to": f"u{i}"}) for i in range(3)]
+    jobs = await stack.wait_all(ids, timeout=60)
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait() == 0, proc.output()
+    pids = {job.result["pid"] for job in jobs}  # type: ignore[index,call-overload]
+    assert all(job.status is JobStatus.SUCCEEDED for job in jobs)
+    assert proc.proc.pid not in pids and os.getpid() not in pids
+    assert "handler process started" in proc.output()

@@ -82,8 +82,6 @@ def run(
     provider = None
     try:
         registry = load_registry(target)
-        settings.require_server()
-        provider = _tracer_provider(settings)
         overrides = {
             "concurrency": concurrency,
             "grace_seconds": grace_seconds,
@@ -91,6 +89,8 @@ def run(
         }
         settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         use_cases = settings.select_use_cases(use_case)
+        settings.require_server()
+        provider = _tracer_provider(settings)
         pool = _process_pool(settings, use_cases, target=target, log=(fmt, log_level))
         asyncio.run(
             _serve(settings, registry, use_cases, burst=burst, provider=provider, processes=pool)
