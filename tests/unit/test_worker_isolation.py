@@ -37,7 +37,10 @@ def loops():
     loops.close()
 
 
-async def test_a_blocked_loop_is_named_by_its_job_and_new_handlers_go_elsewhere(loops):
+async def test_a_blocked_loop_is_named_by_its_job_and_new_handlers_go_elsewhere(
+    loops, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="jobs_worker.loops")
     release = threading.Event()
 
     async def hog() -> None:
@@ -63,6 +66,14 @@ async def test_a_blocked_loop_is_named_by_its_job_and_new_handlers_go_elsewhere(
     finally:
         release.set()
     await asyncio.wrap_future(future)
+    deadline = time.monotonic() + 5
+    while first.warned is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        loops.check()  # once the loop ticks again, the block's end and length are logged
+    [warned] = [r for r in caplog.records if r.getMessage().startswith("handler is blocking")]
+    [ended] = [r for r in caplog.records if r.getMessage() == "handler event loop runs again"]
+    assert warned.levelno == logging.WARNING and ended.job_id == "job-1"  # type: ignore[attr-defined]
+    assert ended.blocked_seconds >= warned.blocked_seconds  # type: ignore[attr-defined]
 
 
 async def test_timeout_fires_on_a_blocking_async_handler_and_spares_the_bystander(loops):

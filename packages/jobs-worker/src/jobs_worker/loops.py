@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobs_worker.errors import JobsWorkerError
@@ -39,6 +39,7 @@ class Blocked:
     loop: HandlerLoop
     job: str | None  # the blocking task's name: the job id, or None between tasks
     seconds: float
+    at: float = field(default_factory=time.monotonic)
 
 
 class HandlerLoop:
@@ -52,7 +53,7 @@ class HandlerLoop:
         self.pending: set[concurrent.futures.Future[Any]] = set()
         self._unstarted: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         self.last_tick = time.monotonic()
-        self.warned = False  # the current block was logged
+        self.warned: Blocked | None = None  # the current block, once logged
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -198,19 +199,27 @@ class HandlerLoops:
         for b in found:
             self._warn(b)
         for loop in self.loops:
-            if loop.warned and loop.blocked_for() < self.block_warn_seconds:
-                loop.warned = False
-                logger.info("handler event loop runs again", extra={"loop": loop.name})
+            if loop.warned is not None and loop.blocked_for() < self.block_warn_seconds:
+                self._recovered(loop, loop.warned)
         if any(b.loop is self.current for b in found) and len(self.loops) < self._max_loops:
             self._retired.append(self.current)
             self.current = self._new()
         self._retire_idle()
         return found
 
+    def _recovered(self, loop: HandlerLoop, block: Blocked) -> None:
+        loop.warned = None
+        # the tick that ran again ends the block; it began `block.seconds` before it was seen
+        seconds = loop.last_tick - (block.at - block.seconds)
+        logger.info(
+            "handler event loop runs again",
+            extra={"job_id": block.job, "blocked_seconds": round(seconds, 1), "loop": loop.name},
+        )
+
     def _warn(self, b: Blocked) -> None:
-        if b.loop.warned:
+        if b.loop.warned is not None:
             return
-        b.loop.warned = True
+        b.loop.warned = b
         logger.warning(
             "handler is blocking its event loop; new handlers go to another loop",
             extra={
