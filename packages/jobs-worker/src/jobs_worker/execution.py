@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from jobs_schema import FailureInfo
 from jobs_worker.context import JobContext
 from jobs_worker.errors import JobCancelled, PermanentFailure, Retry
-from jobs_worker.loops import HandlerLoop, HandlerLoops
+from jobs_worker.loops import BLAME_AFTER, HandlerLoop, HandlerLoops
 from jobs_worker.registry import Handler, InvalidPayload
 
 __all__ = [
@@ -173,7 +173,7 @@ def _timed_out(
         logger.warning(
             "sync handler timed out; its thread keeps running", extra={"job_type": handler.name}
         )
-    blocked = loops.blocked(where[0]) if loops is not None and where else None
+    blocked = loops.blocked(where[0], at_least=BLAME_AFTER) if loops is not None and where else None
     if blocked is not None and blocked.job not in (None, str(ctx.job_id)):
         return Interrupted(f"job {blocked.job} blocked the event loop this handler shared")
     note = " (and blocked its event loop)" if blocked is not None else ""

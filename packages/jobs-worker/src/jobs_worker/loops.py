@@ -22,11 +22,13 @@ from typing import Any
 
 from jobs_worker.errors import JobsWorkerError
 
-__all__ = ["Blocked", "HandlerExit", "HandlerLoop", "HandlerLoops"]
+__all__ = ["BLAME_AFTER", "Blocked", "HandlerExit", "HandlerLoop", "HandlerLoops"]
 
 logger = logging.getLogger(__name__)
 
 _TICK = 0.1
+# a loop late by this much at a handler's timeout is blocked, for deciding who is to blame
+BLAME_AFTER = 3 * _TICK
 
 
 class HandlerExit(JobsWorkerError):
@@ -186,9 +188,10 @@ class HandlerLoops:
         loop = self.current
         return loop, loop.submit(coro, name=name, context=context)
 
-    def blocked(self, loop: HandlerLoop) -> Blocked | None:
+    def blocked(self, loop: HandlerLoop, *, at_least: float | None = None) -> Blocked | None:
+        """The loop's block if it has lasted `at_least` seconds (default: block_warn_seconds)."""
         seconds = loop.blocked_for()
-        if seconds < self.block_warn_seconds:
+        if seconds < (self.block_warn_seconds if at_least is None else at_least):
             return None
         return Blocked(loop=loop, job=loop.running_job(), seconds=seconds)
 
