@@ -182,3 +182,41 @@ async def test_lease_lost_is_a_warning_unless_the_attempts_own_report_raced_it(
     assert lease.state is LeaseState.LOST
     [record] = [r for r in caplog.records if r.getMessage() == "lease lost"]
     assert record.levelno == level
+
+
+async def test_a_stuck_sync_handler_does_not_hold_back_the_next_one():
+    registry = Registry()
+    release = threading.Event()
+
+    @registry.handler("stuck")
+    def stuck(payload: Item) -> None:
+        release.wait(10)  # past its timeout: its thread cannot be stopped
+
+    @registry.handler("quick")
+    def quick(payload: Item) -> str:
+        return "done"
+
+    consumer = InMemoryConsumer()
+    api = InMemoryWorkerApi(consumer)
+    uc = UseCaseConfig(queue="q", timeout_seconds=0.5)
+    worker = Worker(
+        registry,
+        consumer=consumer,
+        api=api,
+        use_cases={"test": uc},
+        concurrency=1,
+        poll_seconds=0.05,
+        burst_idle_seconds=0.1,
+    )
+    first = api.dispatch("q", "stuck", {})
+    second = api.dispatch("q", "quick", {})
+    try:
+        await asyncio.wait_for(worker.run(burst=True), 10)
+        still_stuck = not release.is_set()
+    finally:
+        release.set()
+    assert still_stuck
+    [timed_out] = api.jobs[first.job_id].reports
+    assert timed_out.failure is not None and timed_out.failure.type == "Timeout"
+    [done] = api.jobs[second.job_id].reports
+    assert done.result == "done"  # on a fresh pool thread, not queued behind the stuck one

@@ -715,7 +715,7 @@ class Worker:
         if self._processes is not None:
             await self._processes.close()
         if self._loops is not None:
-            self._loops.close()
+            await asyncio.to_thread(self._loops.close)  # joins: a blocked loop takes a while
 
     async def _wait_for_handlers(self) -> None:
         """Until every attempt is done, the grace period is over or `stop(now=True)`."""
