@@ -62,10 +62,10 @@ async def test_a_blocked_loop_is_named_by_its_job_and_new_handlers_go_elsewhere(
             return "ran"
 
         _, other = loops.submit(quick(), name="job-2", context=contextvars.copy_context())
-        assert await asyncio.wrap_future(other) == "ran"
+        assert await other == "ran"
     finally:
         release.set()
-    await asyncio.wrap_future(future)
+    await future
     deadline = time.monotonic() + 5
     while first.warned is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

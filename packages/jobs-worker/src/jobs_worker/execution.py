@@ -110,7 +110,7 @@ async def _call(
             handler.func(*args), name=str(ctx.job_id), context=context
         )
         where.append(handler_loop)
-        return await asyncio.wrap_future(future)
+        return await future
     loop = asyncio.get_running_loop()
     # copy_context: contextvars (e.g. tracing) reach the thread, as asyncio.to_thread does
     call = functools.partial(contextvars.copy_context().run, handler.func, *args)

@@ -9,13 +9,13 @@ handlers go to a fresh loop; the blocked one is retired when it is free again.""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import logging
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,45 @@ class Blocked:
     at: float = field(default_factory=time.monotonic)
 
 
+class _Mailbox:
+    """Calls into one event loop from other threads, with one wake-up per batch: under load a
+    handler's start and its result cost no self-pipe write each (call_soon_threadsafe does)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._lock = threading.Lock()
+        self._armed = False
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._calls.append((fn, args))
+            if self._armed:
+                return
+            self._armed = True
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        for fn, args in self.take():
+            fn(*args)
+
+    def take(self) -> list[tuple[Callable[..., None], tuple[Any, ...]]]:
+        with self._lock:
+            calls, self._calls, self._armed = list(self._calls), deque(), False
+        return calls
+
+
+@dataclass(eq=False)
+class _Submitted:
+    coro: Coroutine[Any, Any, Any]
+    name: str
+    context: contextvars.Context
+    out: asyncio.Future[Any]  # on the caller's loop
+    back: _Mailbox  # into the caller's loop
+    task: asyncio.Task[Any] | None = None
+
+
 class HandlerLoop:
     """One event loop on a daemon thread (a loop blocked for good must not keep the process
     alive at exit)."""
@@ -52,8 +91,9 @@ class HandlerLoop:
         self.name = name
         self._on_stop = on_stop
         self.loop = asyncio.new_event_loop()
-        self.pending: set[concurrent.futures.Future[Any]] = set()
-        self._unstarted: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
+        self._inbox = _Mailbox(self.loop)
+        self._backs: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
+        self.pending: set[asyncio.Future[Any]] = set()  # read and written on the caller's loop
         self.last_tick = time.monotonic()
         self.warned: Blocked | None = None  # the current block, once logged
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -68,8 +108,9 @@ class HandlerLoop:
             for task in asyncio.all_tasks(self.loop):
                 task.cancel()
             self.loop.run_until_complete(asyncio.sleep(0))  # let the cancellations land
-            for coro in list(self._unstarted.values()):
-                coro.close()  # submitted, never started: the loop was stopped first
+            for _, args in self._inbox.take():
+                if args and isinstance(args[0], _Submitted) and args[0].task is None:
+                    args[0].coro.close()  # submitted, never started: the loop stopped first
             self.loop.close()
 
     def _tick(self) -> None:
@@ -94,30 +135,33 @@ class HandlerLoop:
 
     def submit(
         self, coro: Coroutine[Any, Any, Any], *, name: str, context: contextvars.Context
-    ) -> concurrent.futures.Future[Any]:
+    ) -> asyncio.Future[Any]:
         """Run `coro` on this loop as a task named `name`, in `context` (the caller's
-        contextvars, e.g. the tracing span); cancelling the returned future cancels the task."""
-        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self.pending.add(out)
-        out.add_done_callback(self.pending.discard)
-        self._unstarted[out] = coro
-        self.loop.call_soon_threadsafe(self._start, name, context, out)
-        return out
+        contextvars, e.g. the tracing span). Returns a future of the caller's loop; cancelling
+        it cancels the task."""
+        caller = asyncio.get_running_loop()
+        back = self._backs.get(caller) or self._backs.setdefault(caller, _Mailbox(caller))
+        job = _Submitted(coro, name, context, caller.create_future(), back)
+        self.pending.add(job.out)
+        job.out.add_done_callback(lambda f: self._done(f, job))
+        self._inbox.post(self._start, job)
+        return job.out
 
-    def _start(
-        self, name: str, context: contextvars.Context, out: concurrent.futures.Future[Any]
-    ) -> None:
-        coro = self._unstarted.pop(out)
-        if out.cancelled():
-            coro.close()
+    def _done(self, future: asyncio.Future[Any], job: _Submitted) -> None:
+        self.pending.discard(future)
+        if future.cancelled():
+            self._inbox.post(self._cancel, job)  # after its start: the inbox keeps order
+
+    def _start(self, job: _Submitted) -> None:
+        if job.out.cancelled():  # given up on before it started (read across threads: a flag)
+            job.coro.close()
             return
-        task = self.loop.create_task(_contained(coro), name=name, context=context)
-        task.add_done_callback(lambda t: _settle(t, out))
-        out.add_done_callback(lambda f: self._cancel_if(f, task))
+        job.task = self.loop.create_task(_contained(job.coro), name=job.name, context=job.context)
+        job.task.add_done_callback(lambda t: job.back.post(_settle, t, job.out))
 
-    def _cancel_if(self, future: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
-        if future.cancelled() and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(task.cancel)
+    def _cancel(self, job: _Submitted) -> None:
+        if job.task is not None:
+            job.task.cancel()
 
     def stop(self) -> None:
         """Run `on_stop` on the loop (e.g. close the clients opened there), then stop it."""
@@ -145,16 +189,16 @@ async def _contained(coro: Coroutine[Any, Any, Any]) -> Any:
         raise HandlerExit(f"handler raised {type(exc).__name__}({exc})") from exc
 
 
-def _settle(task: asyncio.Task[Any], out: concurrent.futures.Future[Any]) -> None:
-    try:
-        if task.cancelled():
-            out.cancel()
-        elif (exc := task.exception()) is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(task.result())
-    except concurrent.futures.InvalidStateError:
-        pass  # the caller gave up on it (timeout) first
+def _settle(task: asyncio.Task[Any], out: asyncio.Future[Any]) -> None:
+    """On the caller's loop: the finished task's result, unless the caller gave up first."""
+    if out.done():
+        return
+    if task.cancelled():
+        out.cancel()
+    elif (exc := task.exception()) is not None:
+        out.set_exception(exc)
+    else:
+        out.set_result(task.result())
 
 
 class HandlerLoops:
@@ -184,7 +228,7 @@ class HandlerLoops:
 
     def submit(
         self, coro: Coroutine[Any, Any, Any], *, name: str, context: contextvars.Context
-    ) -> tuple[HandlerLoop, concurrent.futures.Future[Any]]:
+    ) -> tuple[HandlerLoop, asyncio.Future[Any]]:
         loop = self.current
         return loop, loop.submit(coro, name=name, context=context)
 
