@@ -10,6 +10,9 @@ import os
 import signal
 import threading
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,8 +20,10 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from jobs_schema import AttemptOutcome, JobStatus
+from jobs_schema import AttemptOutcome, JobMessage, JobStatus
 from jobs_worker import HttpWorkerApi, JobContext, Registry
+from jobs_worker.context import CancelSignal
+from jobs_worker.execution import Succeeded
 from jobs_worker.health import serve_health
 from jobs_worker.processes import ChildSetup, ProcessPool
 from jobs_worker.registry import load_registry
@@ -272,3 +277,37 @@ async def test_cli_runs_handlers_in_child_processes_with_isolation_process(
     assert all(job.status is JobStatus.SUCCEEDED for job in jobs)
     assert proc.proc.pid not in pids and os.getpid() not in pids
     assert "handler process started" in proc.output()
+
+
+def job_message(**overrides: object) -> JobMessage:
+    now = datetime.now(UTC)
+    fields: dict[str, object] = {
+        "job_id": uuid.uuid4(),
+        "lease_token": uuid.uuid4(),
+        "attempt": 1,
+        "tenant": "acme",
+        "use_case": "notifications",
+        "job_type": EMAIL,
+        "payload": None,
+        "deadline": now + timedelta(minutes=1),
+        "lease_expires_at": now + timedelta(minutes=1),
+        "max_attempts": 3,
+    }
+    return JobMessage.model_validate({**fields, **overrides})
+
+
+@pytest.mark.slow
+async def test_a_handler_process_that_died_while_idle_is_replaced_before_the_next_attempt(
+    crashing_registry: str,
+):
+    pool = ProcessPool(ChildSetup(registry=crashing_registry), size=1)
+    try:
+        run = partial(pool.run, worker_id="w", timeout_seconds=30, cancel=CancelSignal())
+        first = await run(job_message(), {"to": "a"})
+        assert isinstance(first, Succeeded)
+        os.kill(first.result["pid"], signal.SIGKILL)  # type: ignore[index,call-overload,arg-type]
+        second = await run(job_message(), {"to": "b"})
+    finally:
+        await pool.close()
+    assert isinstance(second, Succeeded)  # not a crash of its own: it never reached the dead one
+    assert second.result["pid"] != first.result["pid"]  # type: ignore[index,call-overload]

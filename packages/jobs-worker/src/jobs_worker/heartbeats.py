@@ -113,7 +113,8 @@ class Heartbeater:
             result = results.get((h.ref.job_id, h.ref.attempt))
             if result is not None:
                 self._apply(h, result)
-        alive = [h for h in leases if h.state is not LeaseState.LOST]
+        # an attempt that finished during the request has had its message deleted, or soon
+        alive = [h for h in leases if h.state is not LeaseState.LOST and not self._done(h)]
         await self._extend_visibility(alive)
         return [h for h in leases if (h.ref.job_id, h.ref.attempt) not in results]
 
@@ -142,6 +143,9 @@ class Heartbeater:
             attempts = {h.ref.job_id: h.ref.attempt for h in group}
             out.update({(r.job_id, attempts[r.job_id]): r for r in results if r.job_id in attempts})
         return out
+
+    def _done(self, lease: HeldLease) -> bool:
+        return lease.finishing and lease not in self._held
 
     def _apply(self, lease: HeldLease, result: HeartbeatResult) -> None:
         if result.state is LeaseState.CANCELLED and not lease.cancel.is_set():

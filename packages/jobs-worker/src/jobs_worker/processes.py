@@ -35,6 +35,7 @@ __all__ = ["ChildSetup", "ProcessPool", "describe_exit"]
 logger = logging.getLogger(__name__)
 
 _READY = "ready"
+_TAKEN = "taken"  # a child's first answer to a job: from here on a crash is the job's
 _START_TIMEOUT = 120.0  # a child imports the registry (and whatever it imports) first
 _STOP_TIMEOUT = 2.0
 
@@ -68,6 +69,21 @@ class _Child:
     process: BaseProcess
     requests: Connection  # parent -> child
     results: Connection  # child -> parent
+
+
+class _NotTaken(Exception):
+    """The child was gone before it took the job."""
+
+
+def _receive(results: Connection) -> Outcome:
+    try:
+        taken = results.recv()
+    except (EOFError, OSError) as exc:
+        raise _NotTaken from exc
+    if taken != _TAKEN:
+        raise OSError(f"handler process answered {taken!r} to a job")
+    outcome: Outcome = results.recv()
+    return outcome
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -116,32 +132,34 @@ class ProcessPool:
         cancel: CancelSignal,
     ) -> Outcome:
         """Run the attempt in a child; the timeout counts from the child taking the job."""
+        run = _Run(job, payload, worker_id, timeout_seconds)
         async with self._free:
-            try:
-                child = self._idle.pop() if self._idle else await self._start()
-            except JobsWorkerError as exc:
-                logger.error("handler process did not start", extra={"error": exc.message})
-                return Interrupted(exc.message)
-            return await self._run_in(child, job, payload, worker_id, timeout_seconds, cancel)
+            for _ in range(2):
+                try:
+                    child = self._idle.pop() if self._idle else await self._start()
+                except JobsWorkerError as exc:
+                    logger.error("handler process did not start", extra={"error": exc.message})
+                    return Interrupted(exc.message)
+                try:
+                    child.requests.send(run)
+                    return await self._wait_for(child, job, timeout_seconds, cancel)
+                except (_NotTaken, OSError, ValueError):
+                    self._discard(child)  # it died while idle: the attempt has not started
+        return Interrupted("handler processes died before taking the attempt")
 
-    async def _run_in(
-        self,
-        child: _Child,
-        job: JobMessage,
-        payload: dict[str, Any],
-        worker_id: str,
-        seconds: float,
-        cancel: CancelSignal,
+    async def _wait_for(
+        self, child: _Child, job: JobMessage, seconds: float, cancel: CancelSignal
     ) -> Outcome:
         loop = asyncio.get_running_loop()
-        child.requests.send(_Run(job, payload, worker_id, seconds))
         forward = asyncio.create_task(self._forward_cancel(child, job, cancel))
         try:
             async with asyncio.timeout(seconds):
-                outcome: Outcome = await loop.run_in_executor(self._threads, child.results.recv)
+                outcome = await loop.run_in_executor(self._threads, _receive, child.results)
         except TimeoutError:
             self._discard(child)
             return timeout_failure(job.job_type, seconds, note="; its process was killed")
+        except _NotTaken:
+            raise
         except (EOFError, OSError):
             return await self._crashed(child, job)
         except BaseException:
@@ -248,6 +266,7 @@ async def _serve(
             if current is not None and current[0] == msg.job_id:
                 current[1].set()
             continue
+        results.send(_TAKEN)
         cancel = CancelSignal()
         current = (str(msg.job.job_id), cancel)
         handler = registry.get(msg.job.job_type)
