@@ -120,7 +120,6 @@ class ProcessPool:
         self._free = asyncio.Semaphore(size)
         # blocking pipe reads and joins, one thread per busy child and a few to spare
         self._threads = ThreadPoolExecutor(size + 4, thread_name_prefix="jobs-process-pipe")
-        self.crashes = 0
 
     async def run(
         self,
@@ -179,7 +178,6 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._threads, child.process.join, 5.0)
         self._discard(child)
-        self.crashes += 1
         message = describe_exit(child.process.exitcode)
         logger.error(
             "handler process crashed; a new one takes its place",
@@ -220,7 +218,8 @@ class ProcessPool:
             child.process.kill()
         for conn in (child.requests, child.results):
             conn.close()
-        self._threads.submit(child.process.join, 5.0)
+        with contextlib.suppress(RuntimeError):  # after close(): nobody waits for it any more
+            self._threads.submit(child.process.join, 5.0)
 
     async def close(self) -> None:
         """Stop the idle children, kill any left."""
