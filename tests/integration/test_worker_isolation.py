@@ -169,7 +169,7 @@ async def test_handler_process_crash_costs_only_its_own_attempt(
 
 
 async def test_delivery_whose_lease_already_expired_does_not_run(make_stack: MakeStack):
-    stack = await make_stack(lease_seconds=1, max_attempts=3)
+    stack = await make_stack(lease_seconds=2, max_attempts=5)
     job_id = await stack.enqueue({"to": "a@example.com"})
     await stack.dispatched([job_id])
     async with sqs_probe(stack.sqs_endpoint) as probe:
@@ -190,9 +190,11 @@ async def test_delivery_whose_lease_already_expired_does_not_run(make_stack: Mak
     worker = await stack.worker(registry)
     stats = await asyncio.wait_for(worker.run(burst=True), 30)
     job = await stack.client.get(job_id)
-    assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
-    assert calls == [2]  # the first attempt's copy arrived first-time and was not run
-    assert stats.skipped == 1
+    assert job.status is JobStatus.SUCCEEDED
+    # the first attempt's copy arrived first-time and was not run; on a slow machine the
+    # retry's lease may run out before the worker is up too: that copy is not run either
+    assert calls == [job.attempts] and job.attempts >= 2
+    assert stats.skipped == job.attempts - 1
 
 
 async def test_redelivery_waits_while_the_server_is_unreachable(make_stack: MakeStack):
