@@ -181,6 +181,7 @@ def environment(args: argparse.Namespace, db: str, queue: str, server: str) -> d
         "JOBS_LOG_FORMAT": "json" if args.observability == "on" else "text",
         "JOBS_OTEL_ENABLED": "false",
         "JOBS_CONCURRENCY": str(args.concurrency),
+        **({"JOBS_PROCESSES": str(args.processes)} if args.processes else {}),
         "JOBS_REPORT_BATCH": str(args.report_batch),
         "JOBS_REPORT_LINGER_SECONDS": str(args.report_linger),
     }
@@ -356,6 +357,8 @@ async def _start_and_measure(
                 *[a for u in use_cases for a in ("-u", u)],
                 "--concurrency",
                 str(args.concurrency),
+                "--isolation",
+                args.isolation,
                 *level,
             ],
             env,
@@ -483,7 +486,9 @@ def report(args: argparse.Namespace, ours: dict[str, Any], theirs: dict[str, Any
         f"PostgreSQL -> scheduler -> LocalStack SQS -> {args.workers} worker process(es) =="
     )
     print(
-        f"settings: worker --concurrency {args.concurrency}, JOBS_CLAIM_BATCH {args.claim_batch}, "
+        f"settings: worker --concurrency {args.concurrency} --isolation {args.isolation}"
+        + (f" (JOBS_PROCESSES {args.processes})" if args.processes else "")
+        + f", JOBS_CLAIM_BATCH {args.claim_batch}, "
         f"JOBS_SCHEDULER_TICK_SECONDS {args.tick}, capacity {args.capacity}, "
         f"JOBS_REPORT_BATCH {args.report_batch}, JOBS_REPORT_LINGER_SECONDS {args.report_linger}, "
         f"JOBS_PUBLISH_IN_FLIGHT {args.publish_in_flight}, JOBS_DB_POOL_MAX {args.db_pool}"
@@ -658,6 +663,16 @@ def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
     g = parser.add_argument_group("settings of our processes")
     g.add_argument("--concurrency", type=int, default=100, help="worker --concurrency")
     g.add_argument("--workers", type=int, default=1, help="worker processes")
+    g.add_argument(
+        "--isolation",
+        choices=["thread", "process"],
+        default="thread",
+        help="worker --isolation: handlers in the worker (thread) or in child processes; the "
+        "worker's CPU and memory figures do not include its children",
+    )
+    g.add_argument(
+        "--processes", type=int, default=None, help="JOBS_PROCESSES under --isolation process"
+    )
     g.add_argument("--claim-batch", type=int, default=500, help="JOBS_CLAIM_BATCH")
     g.add_argument("--tick", type=float, default=1.0, help="JOBS_SCHEDULER_TICK_SECONDS")
     g.add_argument("--capacity", type=int, default=1000, help="the use case's capacity")

@@ -246,18 +246,28 @@ def test_missing_or_bad_settings_fail_fast_naming_them(
     assert expected in result.stderr, result.stderr
 
 
-def test_unreachable_server_fails_fast(tmp_path: Path):
+async def test_unreachable_server_is_waited_for_and_a_stop_still_works(
+    tmp_path: Path, worker_processes: list[WorkerProcess]
+):
     (tmp_path / "ok_handlers.py").write_text(
         "from jobs_worker import Registry\nregistry = Registry()\n"
     )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JOBS_")}
     env = {
+        **clean,
+        "PYTHONPATH": str(tmp_path),
         "JOBS_USE_CASES": '{"notifications": {"queue": "q"}}',
         "JOBS_SERVER_URL": "http://127.0.0.1:9",
         "JOBS_WORKER_TOKEN": "t",
     }
-    result = run_cli(tmp_path, ["run", "ok_handlers:registry", "--use-case", "notifications"], env)
-    assert result.returncode == 2
-    assert "cannot reach the jobs server" in result.stderr
+    proc = WorkerProcess(
+        ["ok_handlers:registry", "-u", "notifications"], env, tmp_path / "worker.log"
+    )
+    worker_processes.append(proc)
+    await proc.wait_for_output("waiting for a dependency before starting")
+    assert "cannot reach the jobs server" in proc.output()
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait() == 0, proc.output()
 
 
 def run_cli(

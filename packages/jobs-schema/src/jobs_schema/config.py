@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 __all__ = [
     "BackoffKind",
     "BackoffPolicy",
+    "HandlerIsolation",
     "JobsConfig",
     "TenantConfig",
     "UseCaseConfig",
@@ -25,6 +26,15 @@ class BackoffKind(StrEnum):
     EXPONENTIAL = "exponential"
     LINEAR = "linear"
     CONSTANT = "constant"
+
+
+class HandlerIsolation(StrEnum):
+    """Where a worker runs a use case's handlers: `thread` in the worker's process (async
+    handlers on an event loop of their own, sync ones on a thread pool), `process` in child
+    processes, so that a crash or a hard block costs only its own attempt."""
+
+    THREAD = "thread"
+    PROCESS = "process"
 
 
 class BackoffPolicy(BaseModel):
@@ -62,6 +72,9 @@ class UseCaseConfig(BaseModel):
         default=None, gt=0, description="lease per attempt; default timeout + 30 s"
     )
     retention_seconds: float = Field(default=7 * 86_400, ge=0)
+    isolation: HandlerIsolation = Field(
+        default=HandlerIsolation.THREAD, description="worker side: thread or process"
+    )
     job_types: list[str] = Field(
         default_factory=list, description="allowed job types; empty: any job type"
     )

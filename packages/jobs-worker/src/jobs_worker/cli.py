@@ -4,26 +4,27 @@ passed down; every setting, the registry and the queues are checked before the f
 from __future__ import annotations
 
 import asyncio
-import importlib
+import faulthandler
 import logging
 import os
 import signal
-import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from jobs_schema import UseCaseConfig
+from jobs_schema.config import HandlerIsolation
 from jobs_worker.consumer.sqs import SqsConsumer
 from jobs_worker.context import LeaseClients
 from jobs_worker.errors import ConfigError, JobsWorkerError
 from jobs_worker.health import serve_health
 from jobs_worker.logs import LogFormat, configure_logging
 from jobs_worker.metrics import WorkerMetrics
-from jobs_worker.registry import Registry
+from jobs_worker.processes import ChildSetup, ProcessPool
+from jobs_worker.registry import Registry, load_registry
 from jobs_worker.reporter import HttpWorkerApi
 from jobs_worker.runtime import Worker, WorkerStats
 from jobs_worker.settings import WorkerSettings, load_settings
@@ -41,24 +42,6 @@ logger = logging.getLogger("jobs_worker")
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
-
-
-def load_registry(target: str) -> Registry:
-    """Import `module:attribute` (from the current directory too, as uvicorn does)."""
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"{target!r} is not MODULE:REGISTRY, e.g. myapp.handlers:registry")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
-    registry = getattr(module, attr, None)
-    if not isinstance(registry, Registry):
-        found = "nothing" if registry is None else type(registry).__name__
-        raise ConfigError(f"{target!r} is {found}, not a jobs_worker.Registry")
-    return registry
 
 
 @app.command()
@@ -79,24 +62,39 @@ def run(
         LogFormat | None,
         typer.Option("--log-format", help="json or text; default: JOBS_LOG_FORMAT (json)"),
     ] = None,
+    isolation: Annotated[
+        HandlerIsolation | None,
+        typer.Option(
+            help="thread or process, for every use case; default: JOBS_ISOLATION, else each "
+            "use case's `isolation`"
+        ),
+    ] = None,
 ) -> None:
     """Consume the use cases' queues and run the registry's handlers until SIGTERM."""
     try:
         settings = load_settings()
     except JobsWorkerError as exc:
         _fail(exc.message)
-    _configure_logging(
-        log_level, log_format or settings.log_format, trace_ids=settings.tracing_enabled
-    )
+    fmt = log_format or settings.log_format
+    _configure_logging(log_level, fmt, trace_ids=settings.tracing_enabled)
+    # a fatal signal (a segfault in a C extension) still leaves every thread's stack in the log
+    faulthandler.enable(all_threads=True)
     provider = None
     try:
         registry = load_registry(target)
+        overrides = {
+            "concurrency": concurrency,
+            "grace_seconds": grace_seconds,
+            "isolation": isolation,
+        }
+        settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         use_cases = settings.select_use_cases(use_case)
         settings.require_server()
         provider = _tracer_provider(settings)
-        overrides = {"concurrency": concurrency, "grace_seconds": grace_seconds}
-        settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-        asyncio.run(_serve(settings, registry, use_cases, burst=burst, provider=provider))
+        pool = _process_pool(settings, use_cases, target=target, log=(fmt, log_level))
+        asyncio.run(
+            _serve(settings, registry, use_cases, burst=burst, provider=provider, processes=pool)
+        )
     except JobsWorkerError as exc:
         _fail(exc.message)
     finally:
@@ -139,6 +137,7 @@ async def _serve(
     *,
     burst: bool,
     provider: TracerProvider | None = None,
+    processes: ProcessPool | None = None,
 ) -> WorkerStats:
     url, token = settings.require_server()
     api = HttpWorkerApi(url, token, timeout=settings.request_timeout_seconds)
@@ -149,9 +148,6 @@ async def _serve(
         max_connections=len(use_cases) + 8,
     )
     try:
-        await api.check()
-        for uc in use_cases.values():
-            await consumer.queue_url(uc.queue)
         worker = _worker(
             settings,
             registry,
@@ -160,9 +156,12 @@ async def _serve(
             api=api,
             clients=clients,
             tracing=WorkerTracing(provider),
+            processes=processes,
         )
         _on_signals(worker)
         async with _health_port(worker, settings):
+            if not await _wait_until_ready(worker, api, consumer, use_cases):
+                return worker.stats  # stopped while waiting
             return await worker.run(burst=burst)
     finally:
         await clients.aclose()
@@ -179,6 +178,7 @@ def _worker(
     api: HttpWorkerApi,
     clients: LeaseClients,
     tracing: WorkerTracing,
+    processes: ProcessPool | None,
 ) -> Worker:
     return Worker(
         registry,
@@ -195,7 +195,67 @@ def _worker(
         report_retry_seconds=settings.report_retry_seconds,
         metrics=WorkerMetrics() if settings.metrics_enabled else None,
         tracing=tracing,
+        processes=processes,
+        block_warn_seconds=settings.block_warn_seconds,
     )
+
+
+def _process_pool(
+    settings: WorkerSettings,
+    use_cases: dict[str, UseCaseConfig],
+    *,
+    target: str,
+    log: tuple[str, str],
+) -> ProcessPool | None:
+    if all(uc.isolation is not HandlerIsolation.PROCESS for uc in use_cases.values()):
+        return None
+    size = settings.processes or min(settings.concurrency, os.cpu_count() or 1)
+    setup = ChildSetup(
+        registry=target,
+        server_url=settings.server_url,
+        log_format=log[0],
+        log_level=log[1],
+    )
+    return ProcessPool(setup, size=size)
+
+
+_READY_BACKOFF = (0.5, 10.0)
+
+
+async def _wait_until_ready(
+    worker: Worker, api: HttpWorkerApi, consumer: SqsConsumer, use_cases: dict[str, UseCaseConfig]
+) -> bool:
+    """Wait, with backoff, for the server and each queue (a dependency restarting is not a
+    reason to exit); a refused token still fails at once. False if stopped meanwhile."""
+    checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [("server", api.check)]
+    checks += [(f"queue {uc.queue}", _queue_check(consumer, uc.queue)) for uc in use_cases.values()]
+    for what, check in checks:
+        failures = 0
+        while True:
+            try:
+                await check()
+                break
+            except ConfigError:
+                raise
+            except JobsWorkerError as exc:
+                failures += 1
+                low, high = _READY_BACKOFF
+                delay = min(high, low * 2 ** (failures - 1))
+                worker.waiting_for(what, exc.message)
+                logger.warning(
+                    "waiting for a dependency before starting",
+                    extra={"waiting_for": what, "error": exc.message, "retry_in": delay},
+                )
+                if await worker.wait_stopping(delay):
+                    return False
+        worker.waiting_for(what, None)
+        if failures:
+            logger.info("dependency available", extra={"waiting_for": what})
+    return True
+
+
+def _queue_check(consumer: SqsConsumer, queue: str) -> Callable[[], Awaitable[str]]:
+    return lambda: consumer.queue_url(queue)
 
 
 @asynccontextmanager

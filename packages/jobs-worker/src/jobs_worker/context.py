@@ -102,6 +102,12 @@ class JobContext:
         return self._client
 
     @property
+    def event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop this attempt's clients run on: the handler's own, or for a sync handler's
+        thread (which has none) the loop its `run_async` uses."""
+        return _running_loop() or self._loop
+
+    @property
     def cancelled(self) -> bool:
         """True once the job was cancelled: stop when convenient; the outcome will not count."""
         return self._cancel.is_set()
@@ -135,30 +141,41 @@ def job_logger(base: logging.Logger, **fields: object) -> JobLogger:
     return JobLogger(base, {k: str(v) for k, v in fields.items()})
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class TenantClients:
-    """A JobsClientProvider: one jobs-sdk client per tenant, made on first use with the
-    tenant's token, closed with the worker."""
+    """A JobsClientProvider: one jobs-sdk client per tenant and event loop (a client's
+    connections belong to the loop that opened them, and handlers run on handler loops), made
+    on first use with the tenant's token, closed with its loop or the worker."""
 
     def __init__(self, base_url: str | None, tokens: Mapping[str, str]) -> None:
         self._base_url = base_url
         self._tokens = dict(tokens)
-        self._clients: dict[str, JobsClient] = {}
+        self._clients: dict[tuple[str, asyncio.AbstractEventLoop | None], JobsClient] = {}
 
     def __call__(self, ctx: JobContext) -> JobsClient:
         tenant = ctx.tenant
-        if tenant not in self._clients:
+        key = (tenant, ctx.event_loop)
+        if key not in self._clients:
             token = self._tokens.get(tenant)
             if self._base_url is None or token is None:
                 _no_client(tenant)
             from jobs_sdk import JobsClient  # only workers whose handlers enqueue need it
 
-            self._clients[tenant] = JobsClient(self._base_url, token)
-        return self._clients[tenant]
+            self._clients[key] = JobsClient(self._base_url, token)
+        return self._clients[key]
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        """Close the clients of the running loop (and of no loop); those of other loops are
+        closed on their own loops (a handler loop closes its clients before it stops)."""
+        loop = _running_loop()
+        for key in [k for k in self._clients if k[1] in (loop, None)]:
+            await self._clients.pop(key).aclose()
 
 
 class _Shared(httpx.AsyncBaseTransport):
@@ -178,19 +195,28 @@ class LeaseClients:
     """A JobsClientProvider that needs no tenant token: each attempt's client authenticates
     with the attempt's lease credential (`lease.<job id>.<attempt>.<lease token>`), which the
     server accepts for enqueues, as the job's tenant, only while the lease lives. The clients
-    share one connection pool, closed with the worker."""
+    share one connection pool per event loop (connections belong to the loop that opened
+    them, and handlers run on handler loops), closed with that loop or the worker."""
 
     def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._base_url = base_url
-        self._pool = transport or httpx.AsyncHTTPTransport()
-        self._shared = _Shared(self._pool)
+        self._given = transport
+        self._pools: dict[asyncio.AbstractEventLoop | None, httpx.AsyncBaseTransport] = {}
 
     def __call__(self, ctx: JobContext) -> JobsClient:
         if ctx._lease is None:
             _no_client(ctx.tenant)
         from jobs_sdk import JobsClient  # only workers whose handlers enqueue need it
 
-        return JobsClient(self._base_url, ctx._lease.credential(), transport=self._shared)
+        loop = ctx.event_loop
+        if loop not in self._pools:
+            self._pools[loop] = self._given or httpx.AsyncHTTPTransport()
+        transport = _Shared(self._pools[loop])
+        return JobsClient(self._base_url, ctx._lease.credential(), transport=transport)
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        """Close the pool of the running loop (and of no loop); those of other loops are closed
+        on their own loops, as TenantClients' are."""
+        loop = _running_loop()
+        for key in [k for k in self._pools if k in (loop, None)]:
+            await self._pools.pop(key).aclose()

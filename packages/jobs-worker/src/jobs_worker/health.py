@@ -1,5 +1,6 @@
-"""The worker's own small HTTP port (JOBS_HEALTH_PORT): `GET /healthz` for container health
-checks (200 while running, 503 once stopping or a loop is dead or hung) and `GET /metrics`
+"""The worker's own small HTTP port (JOBS_HEALTH_PORT): `GET /healthz` for container liveness
+checks (200 while running, 503 once stopping or a loop is dead or hung), `GET /readyz` for
+readiness (503 also while the worker waits for the server, SQS or a queue) and `GET /metrics`
 (Prometheus text: the worker's WorkerMetrics, or only its own counters when metrics are off).
 Plain asyncio: a worker needs no web framework for two paths."""
 
@@ -46,13 +47,20 @@ def _answer(worker: Worker, request_line: bytes) -> tuple[int, str, bytes]:
     path = rest.split(" ", 1)[0].split("?", 1)[0]
     if method not in ("GET", "HEAD"):
         return 405, "text/plain", b"GET only\n"
-    if path == "/healthz":
+    if path in ("/healthz", "/readyz"):
         health = worker.health()
-        body = {"ok": health.ok, "problems": health.problems, "worker_id": worker.worker_id}
-        return 200 if health.ok else 503, "application/json", json.dumps(body).encode()
+        body = {
+            "ok": health.ok,
+            "ready": health.ready,
+            "problems": health.problems,
+            "waiting_for": health.waiting_for,
+            "worker_id": worker.worker_id,
+        }
+        good = health.ok if path == "/healthz" else health.ready
+        return 200 if good else 503, "application/json", json.dumps(body).encode()
     if path == "/metrics":
         return 200, CONTENT_TYPE, metrics_text(worker).encode()
-    return 404, "text/plain", b"try /healthz or /metrics\n"
+    return 404, "text/plain", b"try /healthz, /readyz or /metrics\n"
 
 
 def _response(status: int, ctype: str, body: bytes) -> bytes:

@@ -41,6 +41,8 @@ class HeldLease:
     on_lost: Callable[[], None] = lambda: None
     next_beat: float = 0.0
     state: LeaseState = LeaseState.HELD
+    # the attempt's own report is on its way: a beat racing it sees the lease gone, as expected
+    finishing: bool = False
 
     @property
     def interval(self) -> float:
@@ -97,11 +99,12 @@ class Heartbeater:
             return 1.0
         return max(_MIN_SLEEP, min(_beat_at(h) for h in self._held) - self._clock())
 
-    async def beat(self, leases: list[HeldLease]) -> None:
+    async def beat(self, leases: list[HeldLease]) -> list[HeldLease]:
         """Extend every lease on the server and its message's visibility; set each lease's
-        `state` from the answer (unchanged when the server cannot be reached)."""
+        `state` from the answer (unchanged when the server cannot be reached). Returns the
+        leases the server did not answer for."""
         if not leases:
-            return
+            return []
         now = self._clock()
         for h in leases:
             h.next_beat = now + h.interval
@@ -110,8 +113,10 @@ class Heartbeater:
             result = results.get((h.ref.job_id, h.ref.attempt))
             if result is not None:
                 self._apply(h, result)
-        alive = [h for h in leases if h.state is not LeaseState.LOST]
+        # an attempt that finished during the request has had its message deleted, or soon
+        alive = [h for h in leases if h.state is not LeaseState.LOST and not self._done(h)]
         await self._extend_visibility(alive)
+        return [h for h in leases if (h.ref.job_id, h.ref.attempt) not in results]
 
     async def _extend_leases(
         self, leases: list[HeldLease]
@@ -139,12 +144,16 @@ class Heartbeater:
             out.update({(r.job_id, attempts[r.job_id]): r for r in results if r.job_id in attempts})
         return out
 
+    def _done(self, lease: HeldLease) -> bool:
+        return lease.finishing and lease not in self._held
+
     def _apply(self, lease: HeldLease, result: HeartbeatResult) -> None:
         if result.state is LeaseState.CANCELLED and not lease.cancel.is_set():
             logger.info("job cancelled while running", extra={"job_id": str(lease.ref.job_id)})
             lease.cancel.set()
         if result.state is LeaseState.LOST and lease.state is not LeaseState.LOST:
-            logger.warning("lease lost", extra={"job_id": str(lease.ref.job_id)})
+            level = logging.DEBUG if lease.finishing else logging.WARNING
+            logger.log(level, "lease lost", extra={"job_id": str(lease.ref.job_id)})
             lease.state = LeaseState.LOST
             self.untrack(lease)
             lease.on_lost()

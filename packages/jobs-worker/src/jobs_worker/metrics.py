@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from jobs_worker.execution import Failed, Outcome
+from jobs_worker.execution import Failed, Interrupted, Outcome
 
 __all__ = ["CONTENT_TYPE", "WorkerMetrics", "outcome_label", "stats_text"]
 
@@ -40,12 +40,17 @@ class _Observed(Protocol):
 
 
 def outcome_label(outcome: Outcome) -> str:
-    """succeeded, retry (the handler asked), timeout, failed (retryable) or permanent."""
+    """succeeded, retry (the handler asked), timeout, crashed (its process died), interrupted
+    (given back, not its fault), failed (retryable) or permanent."""
+    if isinstance(outcome, Interrupted):
+        return "interrupted"
     if not isinstance(outcome, Failed):
         return "succeeded"
     failure = outcome.failure
     if failure.type in ("Retry", "Timeout"):
         return failure.type.lower()
+    if failure.type == "WorkerCrashed":
+        return "crashed"
     return "failed" if failure.retryable else "permanent"
 
 

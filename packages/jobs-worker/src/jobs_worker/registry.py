@@ -4,7 +4,9 @@ duplicate name or a signature the runtime cannot call fails at start-up, not at 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import os
 import sys
 import typing
 from collections.abc import Callable, Iterator
@@ -15,9 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from jobs_sdk import Task
 from jobs_worker.context import JobContext
-from jobs_worker.errors import PermanentFailure, RegistrationError
+from jobs_worker.errors import ConfigError, PermanentFailure, RegistrationError
 
-__all__ = ["Handler", "InvalidPayload", "Registry"]
+__all__ = ["Handler", "InvalidPayload", "Registry", "load_registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = TypeVar("P", bound=BaseModel)
@@ -251,3 +253,21 @@ def _check_context(where: str, param: inspect.Parameter, hints: dict[str, Any]) 
             f"{where}: second parameter {param.name!r} is annotated {hint!r}; "
             "the runtime passes a JobContext there"
         )
+
+
+def load_registry(target: str) -> Registry:
+    """Import `module:attribute` (from the current directory too, as uvicorn does)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{target!r} is not MODULE:REGISTRY, e.g. myapp.handlers:registry")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
+    registry = getattr(module, attr, None)
+    if not isinstance(registry, Registry):
+        found = "nothing" if registry is None else type(registry).__name__
+        raise ConfigError(f"{target!r} is {found}, not a jobs_worker.Registry")
+    return registry

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
 from uuid import UUID, uuid4
 
@@ -27,9 +30,16 @@ from jobs_schema import (
     ReleaseRequest,
 )
 from jobs_worker.batching import Batcher
-from jobs_worker.errors import WorkerApiError
+from jobs_worker.errors import ConfigError, WorkerApiError
 
-__all__ = ["HttpWorkerApi", "JobGone", "Reporter", "ServerUnavailable", "WorkerApi"]
+__all__ = [
+    "HttpWorkerApi",
+    "JobGone",
+    "Reporter",
+    "ServerClock",
+    "ServerUnavailable",
+    "WorkerApi",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +57,36 @@ class ServerUnavailable(WorkerApiError):
     """Connection errors or 502/503/504 on every try: worth trying again later."""
 
 
+class ServerClock:
+    """The server's clock as this worker sees it, learnt from the `Date` header of its answers
+    (whole seconds, so the estimate is off by up to a second plus a round trip). Leases are
+    stamped by the server's clock; this host's may be skewed."""
+
+    UNCERTAINTY = 1.5  # seconds: the header's resolution plus a round trip
+
+    def __init__(self) -> None:
+        self._offset = 0.0  # server time - local time, in seconds
+        self.known = False
+
+    def observe(self, date_header: str | None, *, sent: float, received: float) -> None:
+        """`sent` and `received`: time.time() around the request."""
+        if not date_header:
+            return
+        try:
+            server = parsedate_to_datetime(date_header).timestamp()
+        except (TypeError, ValueError):
+            return
+        # the header truncates to the second: the server's reading lies in [server, server + 1)
+        self._offset = server + 0.5 - (sent + received) / 2
+        self.known = True
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._offset)
+
+
 class WorkerApi(Protocol):
+    clock: ServerClock
+
     async def report(self, reports: list[OutcomeReport]) -> list[OutcomeAck]: ...
 
     async def heartbeat(
@@ -85,21 +124,24 @@ class HttpWorkerApi:
             transport=transport,
         )
         self._attempts = max(1, attempts)
+        self.clock = ServerClock()
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def check(self) -> None:
-        """Fail fast: is the server there, and does it take our token? (A payload request for
-        a job that does not exist answers 404 once the token is accepted.)"""
+        """Is the server there, and does it take our token? (A payload request for a job that
+        does not exist answers 404 once the token is accepted.) A refused token is a
+        ConfigError; an unreachable server a ServerUnavailable, worth waiting for."""
         path = f"/v1/worker/jobs/{uuid4()}/payload"
         try:
             resp = await self._http.get(path)
         except httpx.TransportError as exc:
-            raise WorkerApiError(f"cannot reach the jobs server: {exc!r}") from exc
+            raise ServerUnavailable(f"cannot reach the jobs server: {exc!r}") from exc
         if resp.status_code in (401, 403):
-            raise WorkerApiError(
-                f"the jobs server refused the worker token: {_server_message(resp)}"
+            raise ConfigError(
+                "JOBS_WORKER_TOKEN: the jobs server refused the worker token: "
+                f"{_server_message(resp)}"
             )
         if resp.status_code != 404:
             raise WorkerApiError(f"unexpected answer from the jobs server: HTTP {resp.status_code}")
@@ -136,11 +178,13 @@ class HttpWorkerApi:
         content = body.model_dump_json().encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else None
         for attempt in range(1, self._attempts + 1):
+            sent = time.time()
             try:
                 resp = await self._http.request(method, path, content=content, headers=headers)
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             else:
+                self.clock.observe(resp.headers.get("date"), sent=sent, received=time.time())
                 if resp.status_code not in _RETRY_STATUSES:
                     return _parse(resp, method, path, model)
                 failure = f"HTTP {resp.status_code}"

@@ -36,14 +36,22 @@ from jobs_schema import (
     UseCaseConfig,
     lease_from_attributes,
 )
-from jobs_schema.config import describe_errors
+from jobs_schema.config import HandlerIsolation, describe_errors
 from jobs_worker.batching import Batcher
 from jobs_worker.consumer.base import Consumer, ReceivedMessage
-from jobs_worker.context import JobContext, JobsClientProvider, job_logger
+from jobs_worker.context import (
+    JobContext,
+    JobsClientProvider,
+    LeaseClients,
+    TenantClients,
+    job_logger,
+)
 from jobs_worker.errors import JobsWorkerError, WorkerApiError
-from jobs_worker.execution import Failed, Outcome, execute
+from jobs_worker.execution import Failed, Interrupted, Outcome, execute
 from jobs_worker.heartbeats import Heartbeater, HeldLease
+from jobs_worker.loops import HandlerLoops
 from jobs_worker.metrics import WorkerMetrics, outcome_label
+from jobs_worker.processes import ProcessPool
 from jobs_worker.registry import Registry
 from jobs_worker.reporter import JobGone, Reporter, ServerUnavailable, WorkerApi
 from jobs_worker.tracing import WorkerTracing
@@ -59,6 +67,11 @@ _REPORT_RETRY_PAUSE = 1.0
 _FINISHED_MEMORY = 10_000  # attempts remembered as done, to drop late duplicate copies
 # a receive in flight this long past its long poll has hung (e.g. a connection silently dropped)
 _RECEIVE_HUNG_AFTER = 30.0
+# a delivery whose lease has less than this left by the server's clock is checked before it
+# runs: it may be an old copy whose attempt the reaper already closed
+_FRESH_LEASE_MARGIN = 2.0
+_CHECK_BACKOFF = (0.5, 10.0)
+_WATCHDOG_PERIOD = 0.5
 
 Key = tuple[UUID, int, UUID]
 
@@ -78,12 +91,16 @@ class WorkerStats:
     skipped: int = 0  # messages not run: duplicates, or their lease was already gone
     released: int = 0
     malformed: int = 0
+    interrupted: int = 0  # given back: another handler blocked the loop they shared
+    crashed: int = 0  # their handler process died
 
 
 @dataclass(frozen=True)
 class WorkerHealth:
     ok: bool
     problems: list[str]
+    ready: bool = True  # False while waiting for the server, SQS or a queue
+    waiting_for: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -155,11 +172,14 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         metrics: WorkerMetrics | None = None,
         tracing: WorkerTracing | None = None,
+        processes: ProcessPool | None = None,
+        block_warn_seconds: float = 2.0,
     ) -> None:
         if not use_cases:
             raise JobsWorkerError("a worker needs at least one use case to consume")
         if concurrency < 1:
             raise JobsWorkerError("concurrency must be at least 1")
+        _check_isolation(use_cases, processes)
         self.registry = registry
         self.worker_id = worker_id or new_worker_id()
         self.stats = WorkerStats()
@@ -194,6 +214,10 @@ class Worker:
         # sync handlers get threads of their own: the loop's default executor stays free for
         # the asyncio.to_thread calls of handlers (and libraries) themselves
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="jobs-handler")
+        self._processes = processes
+        self._block_warn = block_warn_seconds
+        self._loops: HandlerLoops | None = None  # started by run()
+        self._waiting: dict[str, str] = {}  # what the worker waits for -> why
 
     @property
     def running(self) -> int:
@@ -208,16 +232,37 @@ class Worker:
         return self._slots.free
 
     def health(self) -> WorkerHealth:
-        """For a liveness check: running, no loop dead, no receive hung."""
+        """For a liveness check: running, no loop dead, no receive hung. `ready` (for a
+        readiness check) is False while the worker waits for the server, SQS or a queue."""
         problems = []
-        if not self._tasks:
+        if not self._tasks and not self._waiting:
             problems.append("not running")
         if self.stopping:
             problems.append("stopping")
         problems += [f"loop ended: {t.get_name()}" for t in self._tasks if t.done()]
         hung = self._clock() - self._poll - _RECEIVE_HUNG_AFTER
         problems += [f"receive on {q} hung" for q, t in self._receiving.items() if t < hung]
-        return WorkerHealth(ok=not problems, problems=problems)
+        waiting = [f"{what}: {why}" for what, why in self._waiting.items()]
+        return WorkerHealth(
+            ok=not problems,
+            problems=problems,
+            ready=not problems and not waiting,
+            waiting_for=waiting,
+        )
+
+    def waiting_for(self, what: str, why: str | None) -> None:
+        """Mark a dependency (e.g. "server", "queue notifications") as unavailable, with why,
+        or as available again (None); shown by `health()` and the health port's /readyz."""
+        if why is None:
+            self._waiting.pop(what, None)
+        else:
+            self._waiting[what] = why
+
+    async def wait_stopping(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, less if the worker is told to stop; True if it was."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        return self.stopping
 
     def stop(self, *, now: bool = False) -> None:
         """Stop receiving; running handlers get `grace_seconds` to finish (none if `now`),
@@ -234,6 +279,12 @@ class Worker:
             extra={"worker_id": self.worker_id, "use_cases": list(self._use_cases)},
         )
         self._idle.last_activity = self._clock()
+        clients = self._clients
+        self._loops = HandlerLoops(
+            block_warn_seconds=self._block_warn,
+            max_loops=max(2, self._concurrency),
+            on_stop=clients.aclose if isinstance(clients, LeaseClients | TenantClients) else None,
+        )
         heartbeats = asyncio.create_task(
             self._guard("heartbeats", self._heartbeater.run()), name="heartbeats"
         )
@@ -244,6 +295,9 @@ class Worker:
             )
             for name, uc in self._use_cases.items()
         ]
+        loops.append(
+            asyncio.create_task(self._guard("watchdog", self._watchdog()), name="watchdog")
+        )
         if burst:
             loops.append(asyncio.create_task(self._burst_monitor()))
         self._tasks = [heartbeats, *loops]
@@ -296,6 +350,7 @@ class Worker:
             finally:
                 self._receiving.pop(name, None)
             failures = 0
+            self.waiting_for(f"queue {uc.queue}", None)
             self._slots.release(reserved - len(messages))
             if messages:
                 self._idle.last_activity = self._clock()
@@ -319,8 +374,10 @@ class Worker:
     async def _receive_failed(self, name: str, exc: JobsWorkerError, failures: int) -> None:
         low, high = _RECEIVE_BACKOFF
         delay = min(high, low * 2 ** (failures - 1))
+        self.waiting_for(f"queue {self._use_cases[name].queue}", exc.message)
         logger.warning(
-            "receive failed", extra={"use_case": name, "error": exc.message, "retry_in": delay}
+            "receive failed; retrying",
+            extra={"use_case": name, "error": exc.message, "retry_in": delay},
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -336,17 +393,47 @@ class Worker:
                 continue
             self._running[attempt.key] = attempt
             attempts.append(attempt)
-        # A first delivery starts at once: its lease is fresh, and every report is fenced by
-        # it on the server anyway. A redelivery (its worker died, or SQS duplicated it late)
-        # is checked first with one heartbeat for the batch, so a stale copy is not run.
-        again = [a.lease for a in attempts if a.lease.message.receive_count > 1]
-        if again:
-            await self._heartbeater.beat(again)
+        # A first delivery with a fresh lease starts at once: every report is fenced by its
+        # lease on the server anyway. A redelivery (its worker died, or SQS duplicated it
+        # late) or a delivery whose lease is (nearly) over by the server's clock (SQS held it
+        # back) is checked first with one heartbeat for the batch, so a stale copy is not run.
+        doubtful = [a.lease for a in attempts if self._doubtful(a)]
+        if doubtful and not await self._check_leases(doubtful):
+            return  # stopping with the server unreachable: shutdown gives them back
         for attempt in attempts:
             if attempt.lease.state is LeaseState.LOST:
                 self._skip(attempt)
             else:
                 attempt.task = asyncio.create_task(self._run_attempt(attempt))
+
+    def _doubtful(self, attempt: _Attempt) -> bool:
+        if attempt.lease.message.receive_count > 1:
+            return True
+        left = (attempt.job.lease_expires_at - self._api.clock.now()).total_seconds()
+        return left < _FRESH_LEASE_MARGIN + self._api.clock.UNCERTAINTY
+
+    async def _check_leases(self, leases: list[HeldLease]) -> bool:
+        """Ask the server about each lease until it answers for all (while it is unreachable
+        the deliveries wait, holding their slots); False if the worker stops first."""
+        failures = 0
+        while leases := await self._heartbeater.beat(leases):
+            failures += 1
+            low, high = _CHECK_BACKOFF
+            delay = min(high, low * 2 ** (failures - 1))
+            if failures == 1:
+                logger.warning(
+                    "server unreachable: deliveries wait for their lease check",
+                    extra={"count": len(leases), "retry_in": delay},
+                )
+            self.waiting_for("server", "lease check failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            if self._stopping.is_set():
+                return False
+        if failures:
+            logger.info("server reachable again: lease check done")
+        self.waiting_for("server", None)
+        return True
 
     def _attempt_for(self, received: ReceivedMessage, uc: UseCaseConfig) -> _Attempt | None:
         try:
@@ -433,7 +520,9 @@ class Worker:
         self._heartbeater.track(attempt.lease)
         try:
             done = await self._run_handler(attempt)
-            if done is not None:
+            if done is not None and isinstance(done[0], Interrupted):
+                await self._interrupted(attempt, done[0])
+            elif done is not None:
                 await self._finish(attempt, *done)
         except asyncio.CancelledError:
             if attempt.lease.state is not LeaseState.LOST or attempt.released:
@@ -472,19 +561,55 @@ class Worker:
         started = time.perf_counter()
         try:
             with self._tracing.run_span(job) as record:
-                outcome = await execute(
-                    self.registry.get(job.job_type),
-                    payload,
-                    self._context(attempt),
-                    timeout_seconds=attempt.config.timeout_seconds,
-                    executor=self._executor,
-                    known=self.registry.names,
-                )
+                outcome = await self._execute(attempt, payload)
                 record(outcome_label(outcome))
         finally:
             self._free_slot(attempt)
         self._observe(job, outcome, time.perf_counter() - started)
         return outcome, started_at
+
+    async def _execute(self, attempt: _Attempt, payload: dict[str, Any]) -> Outcome:
+        job, config = attempt.job, attempt.config
+        if config.isolation is HandlerIsolation.PROCESS and self._processes is not None:
+            outcome = await self._processes.run(
+                job,
+                payload,
+                worker_id=self.worker_id,
+                timeout_seconds=config.timeout_seconds,
+                cancel=attempt.lease.cancel,
+            )
+            if isinstance(outcome, Failed) and outcome.failure.type == "WorkerCrashed":
+                self.stats.crashed += 1
+            return outcome
+        handler = self.registry.get(job.job_type)
+        outcome = await execute(
+            handler,
+            payload,
+            self._context(attempt),
+            timeout_seconds=config.timeout_seconds,
+            executor=self._executor,
+            known=self.registry.names,
+            loops=self._loops,
+        )
+        if _timed_out(outcome) and handler is not None and not handler.is_async:
+            self._replace_executor()
+        return outcome
+
+    def _replace_executor(self) -> None:
+        """A sync handler past its timeout keeps its thread; later handlers get a fresh pool
+        rather than queue behind stuck threads (the old pool's threads end as they return)."""
+        old = self._executor
+        self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="jobs-handler")
+        old.shutdown(wait=False)
+
+    async def _interrupted(self, attempt: _Attempt, outcome: Interrupted) -> None:
+        self.stats.interrupted += 1
+        logger.info(
+            "attempt interrupted, not its fault; lease given back",
+            extra={**_job_extra(attempt.job), "reason": outcome.reason},
+        )
+        attempt.lease.finishing = True
+        await self._give_back([attempt], reason="interrupted")
 
     def _observe(self, job: JobMessage, outcome: Outcome, seconds: float) -> None:
         if self.metrics is None:
@@ -514,12 +639,14 @@ class Worker:
             trace_context=job.trace_context,
             _cancel=attempt.lease.cancel,
             _clients=self._clients,
-            _loop=asyncio.get_running_loop(),
+            # where a sync handler's ctx.run_async runs: a handler loop, not the runtime's
+            _loop=self._loops.current.loop if self._loops else asyncio.get_running_loop(),
             _lease=LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token),
         )
 
     async def _finish(self, attempt: _Attempt, outcome: Outcome, started_at: datetime) -> None:
         attempt.reporting = True
+        attempt.lease.finishing = True
         report = _report(attempt.job, outcome, worker_id=self.worker_id, started_at=started_at)
         ack = await self._report(attempt, report)
         if ack is None:
@@ -581,6 +708,13 @@ class Worker:
 
     # -- stopping ------------------------------------------------------------------------------
 
+    async def _watchdog(self) -> None:
+        """Handler loops blocked by a handler are logged and get no new handlers."""
+        while True:
+            await asyncio.sleep(_WATCHDOG_PERIOD)
+            if self._loops is not None:
+                self._loops.check()
+
     async def _burst_monitor(self) -> None:
         while not self._stopping.is_set():
             await asyncio.sleep(0.05)
@@ -615,6 +749,10 @@ class Worker:
         heartbeats.cancel()
         await asyncio.gather(heartbeats, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            await self._processes.close()
+        if self._loops is not None:
+            await asyncio.to_thread(self._loops.close)  # joins: a blocked loop takes a while
 
     async def _wait_for_handlers(self) -> None:
         """Until every attempt is done, the grace period is over or `stop(now=True)`."""
@@ -651,9 +789,23 @@ class Worker:
         await asyncio.gather(*(self._delete(a.lease.message) for a in attempts))
 
 
+def _check_isolation(use_cases: dict[str, UseCaseConfig], processes: ProcessPool | None) -> None:
+    wanting = [n for n, uc in use_cases.items() if uc.isolation is HandlerIsolation.PROCESS]
+    if wanting and processes is None:
+        raise JobsWorkerError(
+            f"use case {', '.join(map(repr, wanting))} runs handlers in processes "
+            "(isolation = process): give the worker a ProcessPool (processes=...)"
+        )
+
+
+def _timed_out(outcome: Outcome) -> bool:
+    return isinstance(outcome, Failed) and outcome.failure.type == "Timeout"
+
+
 def _report(
     job: JobMessage, outcome: Outcome, *, worker_id: str, started_at: datetime
 ) -> OutcomeReport:
+    assert not isinstance(outcome, Interrupted)  # given back, never reported
     failed = isinstance(outcome, Failed)
     return OutcomeReport(
         job_id=job.job_id,

@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
-from jobs_schema.config import describe_errors
+from jobs_schema.config import HandlerIsolation, describe_errors
 from jobs_worker.errors import ConfigError
 from jobs_worker.logs import LogFormat
 
@@ -41,6 +41,20 @@ class WorkerSettings(BaseSettings):
     poll_seconds: float = Field(default=20.0, ge=0, le=20, description="SQS long-poll wait")
     burst_idle_seconds: float = Field(
         default=1.0, ge=0, description="burst mode returns after its queues were empty this long"
+    )
+    isolation: HandlerIsolation | None = Field(
+        default=None,
+        description="thread or process for every use case consumed; None: each "
+        "use case's own `isolation` setting",
+    )
+    processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="handler processes under process isolation; default min(concurrency, CPUs)",
+    )
+    block_warn_seconds: float = Field(
+        default=2.0, gt=0, description="warn when an async handler blocks its loop this long"
     )
     report_batch: int = Field(default=100, ge=1, le=1000)
     report_linger_seconds: float = Field(default=0.02, ge=0, le=5)
@@ -90,7 +104,11 @@ class WorkerSettings(BaseSettings):
                 f"unknown use case {', '.join(map(repr, missing))}: {where} defines "
                 f"{', '.join(map(repr, sorted(known))) or 'none'}"
             )
-        return {n: known[n] for n in names}
+        chosen = {n: known[n] for n in names}
+        if self.isolation is not None:
+            update = {"isolation": self.isolation}
+            chosen = {n: uc.model_copy(update=update) for n, uc in chosen.items()}
+        return chosen
 
     def require_server(self) -> tuple[str, str]:
         """JOBS_SERVER_URL and JOBS_WORKER_TOKEN, or a ConfigError naming the missing one."""

@@ -43,9 +43,9 @@ from jobs_sdk.testing import FakeJobsClient
 from jobs_worker.consumer.memory import InMemoryConsumer
 from jobs_worker.context import CancelSignal, JobContext, JobsClientProvider, job_logger
 from jobs_worker.errors import PermanentFailure
-from jobs_worker.execution import Failed, Outcome, Succeeded, execute
+from jobs_worker.execution import Failed, Interrupted, Outcome, Succeeded, execute
 from jobs_worker.registry import Registry
-from jobs_worker.reporter import JobGone
+from jobs_worker.reporter import JobGone, ServerClock
 
 __all__ = [
     "Failed",
@@ -198,6 +198,8 @@ class InlineJobs(FakeJobsClient):
             return self._fake.update(
                 job, status=JobStatus.SUCCEEDED, result=outcome.result, finished_at=now
             )
+        if isinstance(outcome, Interrupted):  # given back, as the worker does: not counted
+            return self._fake.update(job, status=JobStatus.PENDING, attempts=job.attempts - 1)
         self.failures.setdefault(job.id, []).append(outcome.failure)
         error = f"{outcome.failure.type}: {outcome.failure.message}"
         if outcome.failure.retryable and job.attempts < job.max_attempts:
@@ -240,6 +242,7 @@ class InMemoryWorkerApi:
         self.jobs: dict[UUID, _FakeJob] = {}
         self.released: list[LeaseRef] = []
         self.heartbeats = 0
+        self.clock = ServerClock()
         self._embed = embed_payloads
 
     def dispatch(
