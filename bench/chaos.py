@@ -36,6 +36,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -419,17 +420,27 @@ class Soak:
         ]
 
     async def inject(self, started: float) -> None:
-        """Faults evenly spaced from 10 % to 85 % of the run, in an order shuffled by --seed
-        (the kills first stay first: they need a steady state to measure against)."""
+        """Faults from 10 % to 85 % of the run, `--fault-every` s apart (default: one round
+        spread over that span), round after round; each round's order is shuffled by --seed,
+        but the first round starts with the kills (measured against a steady state)."""
         plan = self.timeline()
-        rest = plan[3:]
-        random.Random(self.args.seed).shuffle(rest)
-        plan = plan[:3] + rest
+        rng = random.Random(self.args.seed)
         span = self.args.duration * 0.75
-        for i, (name, action) in enumerate(plan):
-            at = started + self.args.duration * 0.10 + span * i / max(1, len(plan) - 1)
-            await asyncio.sleep(max(0.0, at - time.monotonic()))
-            await self.run_fault(name, action)
+        gap = self.args.fault_every or span / (len(plan) - 1)
+        end = started + self.args.duration * 0.85 + 0.01
+        at, round_no = started + self.args.duration * 0.10, 0
+        while at <= end:
+            if round_no == 0:
+                order = plan[:3] + rng.sample(plan[3:], len(plan) - 3)
+            else:
+                order = rng.sample(plan, len(plan))
+            for name, action in order:
+                if at > end:
+                    return
+                await asyncio.sleep(max(0.0, at - time.monotonic()))
+                await self.run_fault(name, action)
+                at += gap
+            round_no += 1
 
 
 # -- after the run -------------------------------------------------------------------------------
@@ -565,13 +576,28 @@ def report(
     print(f"load average: start {figures['load_start']}, end {figures['load_end']}")
     failed = soak.supervisor.count_in_logs("scheduler pass failed")
     print(f"'scheduler pass failed' log lines (backed off): {failed or 'none'}\n")
-    head = f"{'fault':44} {'next done s':>11} {'half rate s':>11} {'before /s':>9} {'after /s':>9}"
+    print(
+        "per fault: s from its start to the next job done after it was lifted, and to the\n"
+        f"first 1 s with half the jobs/s of the {WINDOW:g} s before it; jobs/s in the "
+        f"{WINDOW:g} s before it\nand after it was lifted (median over its occurrences, "
+        "max in brackets)"
+    )
+    head = (
+        f"{'fault':40} {'n':>2} {'next done s':>14} {'half rate s':>14} "
+        f"{'before /s':>9} {'after /s':>9}"
+    )
     print(head)
     print("-" * len(head))
+    by_name: dict[str, list[tuple[float, float, float, float]]] = {}
     for fault in soak.faults:
-        nxt, half, before, after = recovery(fault, done)
-        print(f"{fault.name[:44]:44} {nxt:11.2f} {half:11.2f} {before:9.1f} {after:9.1f}")
-    print(f"\n{'duplicate handler runs by cause':60} {'runs':>6}")
+        by_name.setdefault(fault.name, []).append(recovery(fault, done))
+    for name, rows in by_name.items():
+        nxt, half, before, after = (list(col) for col in zip(*rows, strict=True))
+        print(
+            f"{name[:40]:40} {len(rows):2} {_spread(nxt):>14} {_spread(half):>14} "
+            f"{statistics.median(before):9.1f} {statistics.median(after):9.1f}"
+        )
+    print(f"\n{'handler runs beyond the first of each job, by cause':60} {'runs':>6}")
     for row in dups:
         print(f"{row['cause']:60} {row['runs']:6}")
     print(f"\n{'invariant':50} {'violations':>10} result")
@@ -583,6 +609,12 @@ def report(
         print("first enqueue error:", soak.producer.raised[0])
     print("\nall invariants PASS" if ok else "\nsome invariant FAILED")
     return ok
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({max(values):.2f})"
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -666,6 +698,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="orders the faults")
     parser.add_argument("--pg-down", type=float, default=8.0, help="seconds PostgreSQL is down")
     parser.add_argument("--sqs-pause", type=float, default=5.0, help="seconds SQS is paused")
+    parser.add_argument(
+        "--fault-every", type=float, default=None, help="s between faults (default: one round)"
+    )
     parser.add_argument("--drain-timeout", type=float, default=180.0)
     parser.add_argument("--keep", action="store_true", help="keep logs and data")
     args = parser.parse_args()
