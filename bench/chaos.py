@@ -331,6 +331,7 @@ class Soak:
     moto: Moto
     supervisor: Supervisor
     producer: Producer
+    api_port: int
     faults: list[Fault] = field(default_factory=list)
 
     async def admin(self) -> asyncpg.Connection:
@@ -364,8 +365,10 @@ class Soak:
         await self._restarted(name)
 
     async def kill_api(self) -> None:
+        """Lifted once the new API process listens (its start-up is part of the fault)."""
         self.supervisor.kill("api")
         await self._restarted("api")
+        await wait_for_port(self.api_port, timeout=60)
 
     async def _restarted(self, name: str) -> None:
         before = self.supervisor.restarts.get(name, 0)
@@ -649,7 +652,8 @@ async def soak(args: argparse.Namespace, root: Path) -> bool:
     try:
         await wait_for_port(port)
         async with JobsClient(server, TOKEN) as client:
-            return await _run(args, Soak(args, cluster, moto, sup, Producer(client, args.rate)))
+            producer = Producer(client, args.rate)
+            return await _run(args, Soak(args, cluster, moto, sup, producer, port))
     finally:
         sup.stop()
         await watch
