@@ -83,6 +83,7 @@ async def test_two_schedulers_one_leader_and_failover(rig, db, database_url, sqs
         pid_a, epoch_a = await eventually(lambda: leader(db))
         assert pid_a == a.pid
         b = start_scheduler(rig, database_url, sqs_endpoint)
+        await eventually(lambda: _listeners(db, 2), timeout=60)  # the standby is up
         queue = rig.use_cases["work"].queue
         messages: list[JobMessage] = []
         ids = set(await rig.enqueue("acme", "work", 20))
@@ -115,6 +116,15 @@ async def test_two_schedulers_one_leader_and_failover(rig, db, database_url, sqs
         kill(a)
         if b is not None:
             kill(b)
+
+
+async def _listeners(db: asyncpg.Connection, n: int) -> bool:
+    """Whether `n` schedulers listen for wake-ups (each does once it has started)."""
+    count = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+    )
+    return bool(count == n)
 
 
 async def _new_leader(db: asyncpg.Connection, old_pid: int) -> tuple[int, int] | None:
