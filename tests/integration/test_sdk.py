@@ -450,6 +450,32 @@ async def test_retries_while_the_database_is_down(start_server, database_url, db
     assert await db.fetchval("select count(*) from jobs") == 1
 
 
+@pytest.mark.slow
+async def test_default_retries_ride_out_a_15_s_database_outage(start_server, database_url, db):
+    db_proxy, proxied = await start_database_proxy(database_url)
+    server = await start_server(database_url=proxied)
+    log: list[int] = []
+
+    async def status(response: httpx.Response) -> None:
+        log.append(response.status_code)
+
+    token = server.tenant_token("acme")
+    # the defaults: no retry option passed
+    async with JobsClient(server.url, token, event_hooks={"response": [status]}) as client:
+        await db_proxy.stop()
+        single = asyncio.create_task(client.enqueue(*EMAIL, {"n": 0}))
+        batch = asyncio.gather(*(client.enqueue(*EMAIL, {"n": i}) for i in range(1, 6)))
+        await asyncio.sleep(15)
+        assert not single.done()  # still retrying, past the four sends it used to stop at
+        await db_proxy.start()
+        results = [await single, *await batch]
+    await db_proxy.stop()
+    assert log.count(503) > 4 and log[-1] in (200, 201)
+    stored = {r["id"] for r in await db.fetch("select id from jobs")}
+    assert len(stored) == 6  # one job per call, none stored twice
+    assert {r.job.id for r in results} == stored
+
+
 async def test_gives_up_after_the_last_attempt():
     url = f"http://127.0.0.1:{free_port()}"
     retries = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.01)

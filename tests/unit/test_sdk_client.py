@@ -18,6 +18,7 @@ from jobs_sdk import (
     JobsTimeout,
     RetryPolicy,
     SyncJobsClient,
+    Unavailable,
     ValidationFailed,
 )
 
@@ -67,7 +68,8 @@ class Recorder:
 
 def async_client(recorder: Recorder, **options: object) -> JobsClient:
     transport = httpx.MockTransport(recorder)
-    return JobsClient("http://jobs", "tok", transport=transport, retries=FAST, **options)
+    options.setdefault("retries", FAST)
+    return JobsClient("http://jobs", "tok", transport=transport, **options)
 
 
 def sync_client(recorder: Recorder) -> SyncJobsClient:
@@ -168,3 +170,23 @@ def test_from_env(monkeypatch):
     monkeypatch.delenv("JOBS_TOKEN")
     with pytest.raises(ValueError, match="JOBS_TOKEN"):
         JobsClient.from_env()
+
+
+async def test_a_client_keeps_resending_with_one_key_until_its_retry_timeout():
+    recorder = Recorder(error(503, "unavailable"))
+    policy = RetryPolicy(attempts=None, base_delay=0.001, max_delay=0.01, timeout=0.3)
+    async with async_client(recorder, coalesce=False, retries=policy) as client:
+        with pytest.raises(Unavailable):
+            await client.enqueue("labeling", "t")
+    assert len(recorder.requests) > 4  # the count the client used to stop at
+    assert len({r.headers["Idempotency-Key"] for r in recorder.requests}) == 1
+
+
+def test_the_sync_client_takes_retry_timeout_and_keeps_one_key():
+    recorder = Recorder(httpx.ConnectError("refused"))
+    transport = httpx.MockTransport(recorder)
+    client = SyncJobsClient("http://jobs", "t", transport=transport, retry_timeout=0.3)
+    with client, pytest.raises(Unavailable):
+        client.enqueue("labeling", "t")
+    assert len(recorder.requests) > 1
+    assert len({r.headers["Idempotency-Key"] for r in recorder.requests}) == 1

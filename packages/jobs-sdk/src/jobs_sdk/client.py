@@ -36,7 +36,7 @@ from jobs_schema import (
 from jobs_sdk import _http, _selection
 from jobs_sdk._coalesce import Coalescer, own_copy
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
-from jobs_sdk._retry import RetryPolicy, retry_delay
+from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, retry_delay
 from jobs_sdk._selection import SelectionFilters
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 
@@ -121,10 +121,12 @@ class _Waiting:
 class JobsClient:
     """Async client of the jobs API. Use it as `async with JobsClient(url, token) as jobs:`.
 
-    `timeout`: seconds per HTTP request (or an httpx.Timeout). `retries`: resends after a
-    connection error, timeout or 503 (or a RetryPolicy). `coalesce`: concurrent `enqueue`
-    calls without an idempotency key share batch requests, waiting at most `linger` seconds
-    for company, at most `max_batch` jobs a request. `transport` and `event_hooks` go to httpx.
+    `timeout`: seconds per HTTP request (or an httpx.Timeout). A connection error, timeout or
+    503 is retried for up to `retry_timeout` seconds (None: no time bound), and at most
+    `retries` times (None: no count bound); or pass a RetryPolicy as `retries`. `coalesce`:
+    concurrent `enqueue` calls without an idempotency key share batch requests, waiting at
+    most `linger` seconds for company, at most `max_batch` jobs a request. `transport` and
+    `event_hooks` go to httpx.
     """
 
     def __init__(
@@ -133,7 +135,8 @@ class JobsClient:
         token: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retries: int | RetryPolicy = 3,
+        retries: int | RetryPolicy | None = None,
+        retry_timeout: float | None = DEFAULT_RETRY_TIMEOUT,
         coalesce: bool = True,
         linger: float = 0.002,
         max_batch: int = 500,
@@ -142,7 +145,7 @@ class JobsClient:
     ) -> None:
         if not 1 <= max_batch <= MAX_BATCH_SIZE:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH_SIZE}")
-        self._retry = RetryPolicy.of(retries)
+        self._retry = RetryPolicy.of(retries, timeout=retry_timeout)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=_http.client_headers(token),
@@ -252,7 +255,7 @@ class JobsClient:
             return [own_copy(err) for _ in requests]
 
     def _new_key(self) -> str | None:
-        return _http.new_idempotency_key() if self._retry.attempts > 1 else None
+        return _http.new_idempotency_key() if self._retry.may_resend else None
 
     # -- reads and cancel ----------------------------------------------------------------------
 
@@ -345,10 +348,16 @@ class JobsClient:
         return _http.parse((await self._send(call)).response, model)
 
     async def _send(self, call: Call) -> _Sent:
-        attempt = 1
+        attempt, started = 1, time.monotonic()
         while True:
             outcome = await self._attempt(call)
-            delay = retry_delay(self._retry, outcome, attempt=attempt, replayable=call.replayable)
+            delay = retry_delay(
+                self._retry,
+                outcome,
+                attempt=attempt,
+                replayable=call.replayable,
+                elapsed=time.monotonic() - started,
+            )
             if delay is None:
                 return _final(outcome, attempt)
             _log_retry(call, outcome, attempt, delay)
@@ -386,11 +395,12 @@ class SyncJobsClient:
         token: str,
         *,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        retries: int | RetryPolicy = 3,
+        retries: int | RetryPolicy | None = None,
+        retry_timeout: float | None = DEFAULT_RETRY_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         event_hooks: EventHooks | None = None,
     ) -> None:
-        self._retry = RetryPolicy.of(retries)
+        self._retry = RetryPolicy.of(retries, timeout=retry_timeout)
         self._http = httpx.Client(
             base_url=base_url,
             headers=_http.client_headers(token),
@@ -456,7 +466,7 @@ class SyncJobsClient:
         return self._request(call, BatchEnqueueResponse)
 
     def _new_key(self) -> str | None:
-        return _http.new_idempotency_key() if self._retry.attempts > 1 else None
+        return _http.new_idempotency_key() if self._retry.may_resend else None
 
     def get(self, job_id: UUID | str) -> Job:
         """The job with its attempt history."""
@@ -532,10 +542,16 @@ class SyncJobsClient:
         return _http.parse(self._send(call).response, model)
 
     def _send(self, call: Call) -> _Sent:
-        attempt = 1
+        attempt, started = 1, time.monotonic()
         while True:
             outcome = self._attempt(call)
-            delay = retry_delay(self._retry, outcome, attempt=attempt, replayable=call.replayable)
+            delay = retry_delay(
+                self._retry,
+                outcome,
+                attempt=attempt,
+                replayable=call.replayable,
+                elapsed=time.monotonic() - started,
+            )
             if delay is None:
                 return _final(outcome, attempt)
             _log_retry(call, outcome, attempt, delay)

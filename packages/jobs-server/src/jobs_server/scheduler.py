@@ -1,15 +1,18 @@
 """The deadline scheduler: one leader claims due jobs earliest-deadline-first within each use
 case's capacity and publishes them to SQS; it also reaps expired leases and prunes old jobs.
 
-`run_once()` is one dispatch pass; `run_forever()` is a thin loop around it that keeps the
-leader lease, sleeps until a wake-up (NOTIFY), the next tick or the next known run_at, and backs
-off while SQS or PostgreSQL are down."""
+`run_once()` is one dispatch pass; `run_forever()` is a thin loop around it. The leader keeps
+its lease and sleeps until a wake-up (NOTIFY), the next tick or the next known run_at. A standby
+only tries to elect itself, once per election period (a third of the leader TTL, jittered), and
+ignores wake-ups. A failed pass backs off, with jitter, up to a cap; wake-ups do not cut that
+short."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -51,7 +54,8 @@ class SchedulerConfig:
     prune_every_seconds: float = 60.0
     prune_batch: int = 1000
     idempotency_retention_seconds: float = 86_400.0
-    max_backoff_seconds: float = 30.0
+    backoff_base_seconds: float = 0.5  # the first wait after a failed pass; doubles
+    max_backoff_seconds: float = 5.0
     metrics_refresh_seconds: float = 15.0  # queue-depth gauges
     stats_every_seconds: float = 2.0
 
@@ -82,6 +86,7 @@ class Scheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -89,6 +94,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.holder = holder or new_holder_id()
         self._clock = clock
+        self._rng = rng or random.Random()
         self._outcomes = OutcomeService(store, clock=clock, metrics=metrics)
         self._metrics = metrics
         self._tracing = tracing or Tracing()
@@ -280,6 +286,8 @@ class Scheduler:
         self._wake.set()
 
     def _on_notify(self, payload: str) -> None:
+        if self._leader is None:  # a standby has no pass to run early
+            return
         w = parse_wakeup(payload)
         self.wake(w.earliest_run_at)
 
@@ -307,12 +315,14 @@ class Scheduler:
                     failures += 1
                 except Exception:  # the loop must outlive any one failure
                     failures += 1
-                    logger.exception("scheduler pass failed")
+                    logger.exception("scheduler pass failed", extra={"failures": failures})
                     self._leader = None if failures > 2 else self._leader
                 if self.depth is not None:
                     self.depth.poke(self.is_leader)
-                if not busy:
-                    await self._sleep(self._delay(failures), stop)
+                if failures:
+                    await self._sleep(self.backoff(failures), stop, wakeable=False)
+                elif not busy:
+                    await self._sleep(self._delay(), stop, wakeable=self.is_leader)
         finally:
             await self._shutdown()
 
@@ -324,21 +334,36 @@ class Scheduler:
         # a full batch may mean more is due: go again without sleeping
         return sent >= self.config.claim_batch
 
-    def _delay(self, failures: int) -> float:
-        if failures:
-            return min(self.config.max_backoff_seconds, 0.5 * 2.0 ** min(failures - 1, 16))
+    def backoff(self, failures: int) -> float:
+        """The wait after `failures` failed passes in a row: doubling from the base up to the
+        cap, each a random value in its upper half (schedulers that failed together spread
+        out, and the wait still grows)."""
+        cfg = self.config
+        ceiling = min(
+            cfg.max_backoff_seconds, cfg.backoff_base_seconds * 2.0 ** min(failures - 1, 30)
+        )
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def election_period(self) -> float:
+        """How long a standby waits between tries to take the lease: a third of the TTL, less
+        up to 10 % so that standbys do not keep step. A dead leader is replaced within the TTL
+        plus one period."""
+        return self.config.leader_ttl_seconds / 3 * self._rng.uniform(0.9, 1.0)
+
+    def _delay(self) -> float:
+        if self._leader is None:
+            return self.election_period()
         delay = self.config.tick_seconds
         if self._next_due is not None:
             until = (self._next_due - self._clock()).total_seconds()
             if until <= delay:
                 self._next_due = None
             delay = max(0.0, min(delay, until))
-        if self._leader is None:
-            return delay
         return min(delay, self.config.leader_ttl_seconds / 3)
 
-    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
-        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+    async def _sleep(self, seconds: float, stop: asyncio.Event, *, wakeable: bool) -> None:
+        events = [self._wake, stop] if wakeable else [stop]
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
