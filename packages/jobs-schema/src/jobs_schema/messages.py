@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from jobs_schema.jobs import JobStatus, Payload, StoredTime
-from jobs_schema.limits import ReportedText, Text, Timestamp
+from jobs_schema.limits import JsonInt, ReportedText, Text, Timestamp
 
 WorkerId = Annotated[Text, Field(min_length=1, max_length=200)]
 
@@ -66,7 +66,7 @@ class LeaseRef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: UUID
-    attempt: int = Field(ge=1, strict=True)
+    attempt: JsonInt = Field(ge=1, le=2_147_483_647, strict=True)
     lease_token: UUID
 
 
@@ -111,6 +111,14 @@ class FailureInfo(BaseModel):
 
 
 class OutcomeReport(LeaseRef):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"outcome": {"const": "failed"}}, "required": ["outcome"]},
+            "then": {"required": ["failure"], "properties": {"failure": {"type": "object"}}},
+            "else": {"properties": {"failure": {"type": "null"}}},
+        }
+    )
+
     outcome: OutcomeKind
     worker_id: WorkerId
     result: JsonValue = None

@@ -341,7 +341,7 @@ class PostgresJobStore:
             [d.id for d in done],
             [d.attempt for d in done],
             [d.lease_token for d in done],
-            [d.result for d in done],
+            [None if d.result is None else _to_json(d.result) for d in done],
             [d.worker_id for d in done],
             [d.started_at for d in done],
         )
