@@ -167,6 +167,13 @@ def test_payload_nesting_limit_is_exact():
         json_text({"a": arrays})
 
 
+def test_text_that_only_looks_like_an_escape_is_kept():
+    for value in ({"a": r"\u0000"}, {"a": r"\ud800"}, {r"\\u0000": "\\"}):
+        assert json.loads(json_text(value)) == value
+    with pytest.raises(JsonRefused, match="NUL"):
+        json_text({"a": "\\\x00"})  # a real NUL after an escaped backslash
+
+
 def test_brackets_inside_strings_do_not_count_as_nesting():
     json_text({"text": "[{" * 1000, "list": [1, 2, 3]})
 

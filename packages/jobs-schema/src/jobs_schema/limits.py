@@ -1,8 +1,9 @@
 """The ranges every input of the jobs API falls in, defined once for server, SDK and worker.
 
-- Timestamps: timezone-aware ISO 8601 strings (never numbers) from `MIN_TIMESTAMP` to
-  `MAX_TIMESTAMP`, compared in UTC. PostgreSQL's timestamptz, Python's datetime and JSON all
-  hold every such value and its conversion to any offset from -14:00 to +14:00.
+- Timestamps: timezone-aware ISO 8601 strings (never numbers, at most microseconds) from
+  `MIN_TIMESTAMP` to `MAX_TIMESTAMP`, compared in UTC. PostgreSQL's timestamptz, Python's
+  datetime and JSON all hold every such value and its conversion to any offset from -14:00 to
+  +14:00.
 - Text: no NUL (U+0000) and no unpaired UTF-16 surrogate, which PostgreSQL's text and jsonb
   cannot store. Input text holding one is refused (`Text`); a handler's error text is kept with
   each replaced by U+FFFD (`ReportedText`), so a failure is never lost for its message.
@@ -30,7 +31,6 @@ __all__ = [
     "Text",
     "Timestamp",
     "WholeNumber",
-    "check_json",
     "check_payload",
     "check_text",
     "clamp_timestamp",
@@ -46,18 +46,23 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 _RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_FINER_THAN_MICROSECONDS = re.compile(r"[.,]\d{7}")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# \u0000 in JSON text, not the text "\u0000" (an escaped backslash before it)
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 # -- timestamps --------------------------------------------------------------------------------
 
 
-def _not_a_number(value: Any) -> Any:
+def _time_text(value: Any) -> Any:
     if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         raise ValueError(
             "give a time as an ISO 8601 string with a zone (e.g. 2026-01-31T12:00:00Z), "
             "not a number"
         )
+    if isinstance(value, str) and _FINER_THAN_MICROSECONDS.search(value):
+        raise ValueError("give a time to the microsecond at most (6 fractional digits)")
     return value
 
 
@@ -82,7 +87,7 @@ _TIMESTAMP_SCHEMA = {
 
 Timestamp = Annotated[
     AwareDatetime,
-    BeforeValidator(_not_a_number),
+    BeforeValidator(_time_text),
     AfterValidator(_in_range),
     WithJsonSchema(_TIMESTAMP_SCHEMA),
 ]
@@ -173,7 +178,7 @@ def json_text(value: Any, *, what: str = "payload") -> str:
         raise JsonRefused(
             f"{what} holds a number JSON cannot carry (NaN or Infinity); send a finite number"
         ) from exc
-    if "\\u0000" in text:
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise JsonRefused(f"{what} holds a NUL character (\\u0000), which cannot be stored")
     if "\\ud" in text:  # rare: only then look for unpaired surrogates
         try:
@@ -204,11 +209,6 @@ def _depth(value: Any) -> int:
         children = item.values() if isinstance(item, dict) else item
         stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
     return deepest
-
-
-def check_json(value: Any, *, what: str = "payload") -> Any:
-    json_text(value, what=what)
-    return value
 
 
 def check_payload(value: dict[str, Any]) -> dict[str, Any]:
