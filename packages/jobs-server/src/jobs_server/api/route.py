@@ -42,7 +42,9 @@ def operation_id(route: APIRoute) -> str:
 
 def server_in(scope: Scope) -> JobsServer:
     """The JobsServer serving this request (`include_in` and `create_app` put it there)."""
-    server: JobsServer = scope["app"].state.jobs_server
+    server: JobsServer | None = getattr(scope["app"].state, "jobs_server", None)
+    if server is None:
+        raise RuntimeError("no JobsServer serves this app: add the routes with include_in")
     return server
 
 
