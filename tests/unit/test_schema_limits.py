@@ -17,11 +17,14 @@ from jobs_schema import (
     Job,
     JobMessage,
     LeaseRef,
+    OutcomeKind,
+    OutcomeReport,
     lease_attributes,
     lease_from_attributes,
 )
 from jobs_schema.limits import (
     MAX_PAYLOAD_DEPTH,
+    MAX_RETRY_DELAY_SECONDS,
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
     JsonRefused,
@@ -151,6 +154,28 @@ def test_a_handlers_error_text_is_kept_with_replacements():
     info = FailureInfo(type="E\x00", message="m\x00", traceback="t\ud800")
     assert (info.type, info.message, info.traceback) == ("E\ufffd", "m\ufffd", "t\ufffd")
     json.loads(info.model_dump_json())  # and it can be sent
+
+
+@pytest.mark.parametrize(
+    "result",
+    [{"k": "\x00"}, ["\ud800"], float("nan"), nested(MAX_PAYLOAD_DEPTH + 1), nested(300)],
+)
+def test_a_result_that_cannot_be_stored_fails_its_attempt(result: Any):
+    ref = {"job_id": uuid4(), "attempt": 1, "lease_token": uuid4(), "worker_id": "w"}
+    report = OutcomeReport(**ref, outcome=OutcomeKind.SUCCEEDED, result=result)
+    assert report.outcome is OutcomeKind.FAILED and report.result is None
+    assert report.failure is not None and report.failure.type == "ResultNotStorable"
+    assert report.failure.retryable is False
+    OutcomeReport.model_validate_json(report.model_dump_json())  # and it can be sent
+    ok = OutcomeReport(**ref, outcome=OutcomeKind.SUCCEEDED, result={"fine": [1, "\U0001f600"]})
+    assert ok.outcome is OutcomeKind.SUCCEEDED and ok.result == {"fine": [1, "\U0001f600"]}
+
+
+def test_a_retry_delay_past_the_cap_is_the_cap():
+    info = FailureInfo(type="Retry", message="later", retry_delay_seconds=1e12)
+    assert info.retry_delay_seconds == MAX_RETRY_DELAY_SECONDS
+    with pytest.raises(ValidationError):
+        FailureInfo.model_validate_json('{"type": "E", "message": "m", "retry_delay_seconds": "5"}')
 
 
 # -- JSON values -------------------------------------------------------------------------------

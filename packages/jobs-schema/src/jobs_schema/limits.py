@@ -23,6 +23,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, With
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "MAX_PAYLOAD_DEPTH",
+    "MAX_RETRY_DELAY_SECONDS",
     "MAX_TIMESTAMP",
     "MIN_TIMESTAMP",
     "JsonInt",
@@ -43,6 +44,7 @@ MIN_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
 MAX_PAYLOAD_DEPTH = 32
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_RETRY_DELAY_SECONDS = 365 * 86_400  # a handler's Retry(delay=...) is capped here
 
 _RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")

@@ -4,15 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 
 from jobs_schema.jobs import JobStatus, Payload, StoredTime
-from jobs_schema.limits import JsonInt, ReportedText, Text, Timestamp
+from jobs_schema.limits import (
+    MAX_RETRY_DELAY_SECONDS,
+    JsonInt,
+    JsonRefused,
+    ReportedText,
+    Text,
+    Timestamp,
+    json_text,
+)
 
 WorkerId = Annotated[Text, Field(min_length=1, max_length=200)]
+# The bounds inside, so that they reach the document through the `| None`.
+RetryDelay = Annotated[
+    float, Field(ge=0, strict=True), AfterValidator(lambda v: min(v, MAX_RETRY_DELAY_SECONDS))
+]
 
 __all__ = [
     "MAX_SQS_MESSAGE_BYTES",
@@ -98,19 +118,25 @@ class OutcomeKind(StrEnum):
 
 
 class FailureInfo(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     """Why an attempt failed. Text PostgreSQL cannot store (NUL, unpaired surrogates) is kept
-    with each such character replaced by U+FFFD: a failure is never lost for its message."""
+    with each such character replaced by U+FFFD, and a retry delay past MAX_RETRY_DELAY_SECONDS
+    is that much: a failure is never lost for its details."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: ReportedText = Field(max_length=200)
     message: ReportedText = Field(max_length=10_000)
     traceback: ReportedText | None = Field(default=None, max_length=100_000)
     retryable: bool = Field(default=True, strict=True)
-    retry_delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
+    retry_delay_seconds: RetryDelay | None = None
 
 
 class OutcomeReport(LeaseRef):
+    """A result that breaks jobs_schema.limits (NUL, unpaired surrogates, NaN, nesting past
+    MAX_PAYLOAD_DEPTH) cannot be stored: the report becomes a permanent failure saying why, on
+    whichever side builds it, so that attempt fails with its reason and the rest of its batch
+    applies."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "if": {"properties": {"outcome": {"const": "failed"}}, "required": ["outcome"]},
@@ -124,6 +150,18 @@ class OutcomeReport(LeaseRef):
     result: JsonValue = None
     failure: FailureInfo | None = None
     started_at: Timestamp | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unstorable_result_fails(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("outcome") != OutcomeKind.SUCCEEDED:
+            return data
+        try:
+            json_text(data.get("result"), what="the handler's result")
+        except JsonRefused as exc:
+            failure = {"type": "ResultNotStorable", "message": str(exc), "retryable": False}
+            return {**data, "outcome": OutcomeKind.FAILED.value, "result": None, "failure": failure}
+        return data
 
     @model_validator(mode="after")
     def _failure_iff_failed(self) -> OutcomeReport:

@@ -10,7 +10,6 @@ from uuid import UUID
 
 from jobs_schema import (
     AttemptOutcome,
-    FailureInfo,
     HeartbeatRequest,
     HeartbeatResponse,
     HeartbeatResult,
@@ -23,7 +22,6 @@ from jobs_schema import (
     PayloadResponse,
     ReleaseRequest,
 )
-from jobs_schema.limits import JsonRefused, json_text
 from jobs_server.errors import JobNotFound
 from jobs_server.metrics import ServerMetrics
 from jobs_server.retries import LEASE_EXPIRED, decide_failure
@@ -58,8 +56,7 @@ class OutcomeService:
 
     async def report(self, reports: list[OutcomeReport]) -> list[OutcomeAck]:
         """Apply a batch of outcomes; a stale one (not the job's current lease) changes nothing."""
-        by_lease = {(r.job_id, r.attempt, r.lease_token): r for r in reports}
-        unique = [_storable(r) for r in by_lease.values()]
+        unique = list({(r.job_id, r.attempt, r.lease_token): r for r in reports}.values())
         successes = [r for r in unique if r.outcome is OutcomeKind.SUCCEEDED]
         failures = [r for r in unique if r.outcome is OutcomeKind.FAILED]
         applied = await self._store.complete_attempts([_success(r) for r in successes])
@@ -179,21 +176,6 @@ def _log_failures(
             logger.warning("attempt failed; job dead", extra=extra)
         else:
             logger.info("attempt failed; job cancelled", extra=extra)
-
-
-def _storable(r: OutcomeReport) -> OutcomeReport:
-    """The report, or, when its result cannot be stored, a permanent failure saying why: that
-    attempt fails with its reason, and the rest of the batch applies."""
-    if r.outcome is not OutcomeKind.SUCCEEDED:
-        return r
-    try:
-        json_text(r.result, what="the handler's result")
-    except JsonRefused as exc:
-        failure = FailureInfo(type="ResultNotStorable", message=str(exc), retryable=False)
-        return r.model_copy(
-            update={"outcome": OutcomeKind.FAILED, "result": None, "failure": failure}
-        )
-    return r
 
 
 def _success(r: OutcomeReport) -> SucceededAttempt:

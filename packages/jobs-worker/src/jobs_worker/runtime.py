@@ -377,7 +377,8 @@ class Worker:
             )
             return
         logger.error(
-            "message is not a job message; its attempt fails", extra={**where, "job_id": ref.job_id}
+            "message is not a job message; its attempt fails",
+            extra={**where, "job_id": str(ref.job_id), "attempt": ref.attempt},
         )
         reason = f"the job's SQS message could not be read: {describe_errors(exc)}"
         report = OutcomeReport(
