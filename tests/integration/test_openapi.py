@@ -98,3 +98,11 @@ def test_the_document_states_the_rules_the_server_checks():
     report = schemas["OutcomeReport"]
     assert report["if"] == {"properties": {"outcome": {"const": "failed"}}, "required": ["outcome"]}
     assert report["properties"]["attempt"]["maximum"] == 2**31 - 1
+
+
+def test_every_bound_reaches_the_document_as_json_schema():
+    """A pydantic bound put outside an `X | None` lands as `ge`/`le`, which JSON Schema
+    ignores: the document would then allow what the server refuses."""
+    text = json.dumps(openapi_schema())
+    for keyword in ("ge", "gt", "le", "lt"):
+        assert f'"{keyword}":' not in text, keyword
