@@ -86,8 +86,9 @@ class JobsRoute(APIRoute):
                 f"method {scope['method']} is not allowed on this path; allowed: {allow}",
                 headers={"Allow": allow},
             )
-        if self.body_field is not None and declared_over(scope, server.body_limit(self.name)):
-            return response_for(BodyTooLarge(server.body_limit(self.name)))
+        limit = server.body_limit(self.name)
+        if self.body_field is not None and declared_over(scope, limit):
+            return response_for(BodyTooLarge(limit))
         try:
             await server.ensure_started()
         except JobsServerError as exc:
