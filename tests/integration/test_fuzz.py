@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -92,8 +93,9 @@ def fuzz_server(fuzz_database_url: str) -> Iterator[str]:
 
 
 def _configured(case: Any) -> None:
-    """The document cannot know which use cases a deployment configures: a generated enqueue
-    names one that exists, so `positive_data_acceptance` judges the rest of the body."""
+    """What the document states in words only: a generated enqueue names a use case and job
+    type this deployment configures, and a deadline no earlier than its run_at (JSON Schema
+    cannot compare two fields), so `positive_data_acceptance` judges the rest of the body."""
     bodies = []
     if case.operation.label == "POST /v1/jobs" and isinstance(case.body, dict):
         bodies = [case.body]
@@ -104,6 +106,18 @@ def _configured(case: Any) -> None:
             body["use_case"] = USE_CASE
         if "job_type" in body:
             body["job_type"] = JOB_TYPE
+        _deadline_after_run_at(body)
+
+
+def _deadline_after_run_at(body: dict[str, Any]) -> None:
+    run_at, deadline = body.get("run_at"), body.get("deadline")
+    if not (isinstance(run_at, str) and isinstance(deadline, str)):
+        return
+    try:
+        if datetime.fromisoformat(deadline) < datetime.fromisoformat(run_at):
+            body["run_at"], body["deadline"] = deadline, run_at
+    except ValueError:
+        return  # not a time: the server's answer is judged as it is
 
 
 def _fuzz(token: str) -> Any:
