@@ -531,7 +531,16 @@ class PostgresJobStore:
 
     async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]:
         rows = await self._run(lambda c: c.fetch(self._q["get_job_counts"], tenant))
-        return [JobCounts(**dict(r)) for r in rows]
+        return [
+            JobCounts(
+                **{
+                    **dict(r),
+                    "oldest_due_run_at": _clamped(r["oldest_due_run_at"]),
+                    "earliest_due_deadline": _clamped(r["earliest_due_deadline"]),
+                }
+            )
+            for r in rows
+        ]
 
     async def get_minute_stats(self, *, since: datetime, tenant: str | None) -> list[MinuteStats]:
         rows = await self._run(lambda c: c.fetch(self._q["get_minute_stats"], since, tenant))
