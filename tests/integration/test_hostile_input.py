@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel
@@ -77,7 +79,8 @@ async def test_year_one_run_at_is_refused_and_other_tenants_still_enqueue(client
     assert await job_count(db) == 0
     r = await client.post("/v1/jobs", json=job(), headers=GLOBEX)
     assert r.status_code == 201, r.text
-    r = await client.post("/v1/jobs", json=job(), headers=ACME)
+    assert await job_count(db) == 1
+    r = await client.post("/v1/jobs", json=job(), headers=ACME)  # and the refused tenant too
     assert r.status_code == 201, r.text
     assert await job_count(db) == 2
 
@@ -180,18 +183,13 @@ async def test_stored_infinite_times_break_no_reader(make_stack: MakeStack):
         await admin.aclose()
 
 
-def _db(stack: Stack) -> Any:
-    import asyncpg
-
-    class _Conn:
-        async def __aenter__(self) -> asyncpg.Connection:
-            self.conn = await asyncpg.connect(stack.server.database_url)
-            return self.conn
-
-        async def __aexit__(self, *exc: object) -> None:
-            await self.conn.close()
-
-    return _Conn()
+@asynccontextmanager
+async def _db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(stack.server.database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 # -- text --------------------------------------------------------------------------------------
