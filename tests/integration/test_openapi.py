@@ -83,3 +83,26 @@ async def test_docs_pages_need_no_internet(live_server):
                 assert (await c.get(url)).status_code == 200, url
         spec = (await c.get("/openapi.json")).json()
         assert spec == openapi_schema()
+
+
+def test_the_document_states_the_rules_the_server_checks():
+    """What schemathesis (test_fuzz.py) generates as valid must be valid: rules the models check
+    beyond types are stated in the document too."""
+    schemas = openapi_schema()["components"]["schemas"]
+    enqueue = schemas["EnqueueRequest"]
+    assert enqueue["not"] == {"required": ["deadline", "delay_tolerance_seconds"]}
+    run_at = enqueue["properties"]["run_at"]["anyOf"][0]
+    assert run_at["format"] == "date-time" and run_at["pattern"].startswith("^(197[1-9]")
+    assert enqueue["properties"]["job_type"]["pattern"] == "^[^\\u0000]*$"
+    assert enqueue["properties"]["max_attempts"]["anyOf"][0]["maximum"] == 1000
+    report = schemas["OutcomeReport"]
+    assert report["if"] == {"properties": {"outcome": {"const": "failed"}}, "required": ["outcome"]}
+    assert report["properties"]["attempt"]["maximum"] == 2**31 - 1
+
+
+def test_every_bound_reaches_the_document_as_json_schema():
+    """A pydantic bound put outside an `X | None` lands as `ge`/`le`, which JSON Schema
+    ignores: the document would then allow what the server refuses."""
+    text = json.dumps(openapi_schema())
+    for keyword in ("ge", "gt", "le", "lt"):
+        assert f'"{keyword}":' not in text, keyword

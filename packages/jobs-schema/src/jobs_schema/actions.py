@@ -8,7 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobs_schema.jobs import JobStatus, Key
-from jobs_schema.limits import Timestamp
+from jobs_schema.limits import JsonInt, Timestamp
 
 __all__ = ["MAX_BULK_JOBS", "BulkAction", "BulkResult", "JobCount", "JobSelection"]
 
@@ -40,7 +40,7 @@ class JobSelection(BaseModel):
         description="only jobs with an id up to this one: pass the `max_id` that "
         "`GET /v1/jobs/count` returned, and jobs created after the count are left alone",
     )
-    limit: int = Field(
+    limit: JsonInt = Field(
         default=10_000,
         ge=1,
         le=MAX_BULK_JOBS,

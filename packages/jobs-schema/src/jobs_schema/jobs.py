@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 
 from jobs_schema.config import BackoffPolicy
 from jobs_schema.errors import ErrorBody
-from jobs_schema.limits import Text, Timestamp, check_payload, zoned
+from jobs_schema.limits import JsonInt, Text, Timestamp, WholeNumber, check_payload, zoned
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -68,7 +68,11 @@ class EnqueueRequest(BaseModel):
     case's default tolerance when neither is given. `run_at` defaults to now.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
+    )
 
     use_case: Key
     job_type: Key
@@ -76,11 +80,11 @@ class EnqueueRequest(BaseModel):
     run_at: Timestamp | None = None
     deadline: Timestamp | None = None
     delay_tolerance_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
-    priority: int = Field(
+    priority: JsonInt = Field(
         default=0, ge=-1000, le=1000, strict=True, description="higher runs first"
     )
     dedup_key: Key | None = None
-    max_attempts: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    max_attempts: Annotated[int, Field(ge=1, le=1000, strict=True), WholeNumber] | None = None
     backoff: BackoffPolicy | None = None
 
     @model_validator(mode="after")

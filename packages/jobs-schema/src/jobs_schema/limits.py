@@ -18,7 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -26,10 +26,12 @@ __all__ = [
     "MAX_RETRY_DELAY_SECONDS",
     "MAX_TIMESTAMP",
     "MIN_TIMESTAMP",
+    "JsonInt",
     "JsonRefused",
     "ReportedText",
     "Text",
     "Timestamp",
+    "WholeNumber",
     "check_payload",
     "check_text",
     "clamp_timestamp",
@@ -72,7 +74,25 @@ def _in_range(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_time_text), AfterValidator(_in_range)]
+# The document states the range as a pattern (JSON Schema has no bounds for date-time), a year
+# narrower on each side so that every zone offset of a matching time is in range.
+_TIMESTAMP_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": (
+        r"^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+        r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+        r"(\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])$"
+    ),
+    "description": f"an ISO 8601 time with a zone, from {_RANGE}",
+}
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_time_text),
+    AfterValidator(_in_range),
+    WithJsonSchema(_TIMESTAMP_SCHEMA),
+]
 """A time the API takes: timezone-aware, not a number, from MIN_TIMESTAMP to MAX_TIMESTAMP."""
 
 
@@ -87,6 +107,24 @@ def clamp_timestamp(value: datetime) -> datetime:
 def zoned(value: datetime) -> datetime:
     """`value` with a zone: a naive one (asyncpg reads +/-infinity so) counts as UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# -- integers ---------------------------------------------------------------------------------
+
+
+def _whole_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("give a number, not true or false")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema's integer: 3.0 is the integer 3
+    return value
+
+
+WholeNumber = BeforeValidator(_whole_number)
+JsonInt = Annotated[int, WholeNumber]
+"""An integer as JSON Schema has it (3 or 3.0), never a bool; use with `Field(strict=True)`,
+which refuses strings and fractions. Optional: `Annotated[int, Field(...), WholeNumber] | None`
+(bounds given outside the union would not reach the document)."""
 
 
 # -- text --------------------------------------------------------------------------------------
@@ -107,7 +145,9 @@ def replace_unstorable(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(check_text)]
+Text = Annotated[
+    str, AfterValidator(check_text), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+]
 """Text the API takes and stores: refused when it holds NUL or an unpaired surrogate."""
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 from jobs_schema.jobs import JobStatus, Payload, StoredTime
 from jobs_schema.limits import (
     MAX_RETRY_DELAY_SECONDS,
+    JsonInt,
     JsonRefused,
     ReportedText,
     Text,
@@ -28,7 +29,10 @@ from jobs_schema.limits import (
 )
 
 WorkerId = Annotated[Text, Field(min_length=1, max_length=200)]
-RetryDelay = Annotated[float, AfterValidator(lambda v: min(v, MAX_RETRY_DELAY_SECONDS))]
+# The bounds inside, so that they reach the document through the `| None`.
+RetryDelay = Annotated[
+    float, Field(ge=0, strict=True), AfterValidator(lambda v: min(v, MAX_RETRY_DELAY_SECONDS))
+]
 
 __all__ = [
     "LEASE_CREDENTIAL_PREFIX",
@@ -86,7 +90,7 @@ class LeaseRef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: UUID
-    attempt: int = Field(ge=1, strict=True)
+    attempt: JsonInt = Field(ge=1, le=2_147_483_647, strict=True)
     lease_token: UUID
 
     def credential(self) -> str:
@@ -146,7 +150,7 @@ class FailureInfo(BaseModel):
     message: ReportedText = Field(max_length=10_000)
     traceback: ReportedText | None = Field(default=None, max_length=100_000)
     retryable: bool = Field(default=True, strict=True)
-    retry_delay_seconds: RetryDelay | None = Field(default=None, ge=0, strict=True)
+    retry_delay_seconds: RetryDelay | None = None
 
 
 class OutcomeReport(LeaseRef):
@@ -154,6 +158,14 @@ class OutcomeReport(LeaseRef):
     MAX_PAYLOAD_DEPTH) cannot be stored: the report becomes a permanent failure saying why, on
     whichever side builds it, so that attempt fails with its reason and the rest of its batch
     applies."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"outcome": {"const": "failed"}}, "required": ["outcome"]},
+            "then": {"required": ["failure"], "properties": {"failure": {"type": "object"}}},
+            "else": {"properties": {"failure": {"type": "null"}}},
+        }
+    )
 
     outcome: OutcomeKind
     worker_id: WorkerId

@@ -23,12 +23,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
 from jobs_server.api import actions, public, worker
-from jobs_server.api.errors import install_error_handlers
+from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
 from jobs_server.auth import Authenticator
 from jobs_server.dashboard import install_dashboard
-from jobs_server.errors import ConfigError
+from jobs_server.errors import ConfigError, JobsServerError
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
@@ -358,8 +358,12 @@ class _StartOnFirstRequest:
         self.app, self.server = app, server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.server.ensure_started()
+        if scope["type"] == "http" and not self.server.started:
+            try:
+                await self.server.ensure_started()
+            except JobsServerError as exc:
+                await response_for(exc)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

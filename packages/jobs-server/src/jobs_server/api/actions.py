@@ -40,7 +40,7 @@ async def _actions_of(request: Request) -> ActionService:
 
 
 Actions = Annotated[ActionService, Depends(_actions_of)]
-Filter = Annotated[Text | None, Query(max_length=200)]
+Filter = Annotated[Text | None, Query(min_length=1, max_length=200)]
 
 
 @router.get(
@@ -54,7 +54,9 @@ async def count_jobs(
     status: JobStatus | None = None,
     use_case: Filter = None,
     job_type: Filter = None,
-    tenant: Annotated[Text | None, Query(max_length=200, description="admins only")] = None,
+    tenant: Annotated[
+        Text | None, Query(min_length=1, max_length=200, description="admins only")
+    ] = None,
     dedup_key: Filter = None,
     created_after: Timestamp | None = None,
     created_before: Timestamp | None = None,

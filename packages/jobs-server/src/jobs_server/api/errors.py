@@ -200,5 +200,4 @@ def install_error_handlers(app: FastAPI) -> None:
         return response_for(exc)
 
     app.add_exception_handler(StarletteHTTPException, handle)
-    app.add_exception_handler(RequestValidationError, handle)
     app.add_exception_handler(Exception, handle)

@@ -45,7 +45,7 @@ router = APIRouter(
 
 _KEY_MAX = 200
 # A text filter of the job list: refused (422) when it holds what no stored job can.
-Filter = Annotated[Text | None, Query(max_length=_KEY_MAX)]
+Filter = Annotated[Text | None, Query(min_length=1, max_length=_KEY_MAX)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -196,7 +196,9 @@ async def list_jobs(
     status: JobStatus | None = None,
     use_case: Filter = None,
     job_type: Filter = None,
-    tenant: Annotated[Text | None, Query(max_length=200, description="admins only")] = None,
+    tenant: Annotated[
+        Text | None, Query(min_length=1, max_length=200, description="admins only")
+    ] = None,
     created_after: Timestamp | None = None,
     created_before: Timestamp | None = None,
     cursor: Filter = None,

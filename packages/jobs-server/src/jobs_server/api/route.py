@@ -42,7 +42,9 @@ def operation_id(route: APIRoute) -> str:
 
 def server_in(scope: Scope) -> JobsServer:
     """The JobsServer serving this request (`include_in` and `create_app` put it there)."""
-    server: JobsServer = scope["app"].state.jobs_server
+    server: JobsServer | None = getattr(scope["app"].state, "jobs_server", None)
+    if server is None:
+        raise RuntimeError("no JobsServer serves this app: add the routes with include_in")
     return server
 
 
@@ -84,8 +86,9 @@ class JobsRoute(APIRoute):
                 f"method {scope['method']} is not allowed on this path; allowed: {allow}",
                 headers={"Allow": allow},
             )
-        if self.body_field is not None and declared_over(scope, server.body_limit(self.name)):
-            return response_for(BodyTooLarge(server.body_limit(self.name)))
+        limit = server.body_limit(self.name)
+        if self.body_field is not None and declared_over(scope, limit):
+            return response_for(BodyTooLarge(limit))
         try:
             await server.ensure_started()
         except JobsServerError as exc:

@@ -343,7 +343,7 @@ class PostgresJobStore:
             [d.id for d in done],
             [d.attempt for d in done],
             [d.lease_token for d in done],
-            [d.result for d in done],
+            [None if d.result is None else _to_json(d.result) for d in done],
             [d.worker_id for d in done],
             [d.started_at for d in done],
         )
@@ -540,7 +540,16 @@ class PostgresJobStore:
 
     async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]:
         rows = await self._run(lambda c: c.fetch(self._q["get_job_counts"], tenant))
-        return [JobCounts(**dict(r)) for r in rows]
+        return [
+            JobCounts(
+                **{
+                    **dict(r),
+                    "oldest_due_run_at": _clamped(r["oldest_due_run_at"]),
+                    "earliest_due_deadline": _clamped(r["earliest_due_deadline"]),
+                }
+            )
+            for r in rows
+        ]
 
     async def get_minute_stats(self, *, since: datetime, tenant: str | None) -> list[MinuteStats]:
         rows = await self._run(lambda c: c.fetch(self._q["get_minute_stats"], since, tenant))

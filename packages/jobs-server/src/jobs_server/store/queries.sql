@@ -178,15 +178,17 @@ SELECT id FROM released;
 
 -- name: complete_attempts
 -- Record successes, fenced: the job must be running this attempt under this lease token.
+-- Results come as JSON text: a jsonb[] parameter would read a result that is an array as a
+-- dimension of the parameter.
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::integer[], $3::uuid[], $4::jsonb[], $5::text[],
+    SELECT * FROM unnest($1::uuid[], $2::integer[], $3::uuid[], $4::text[], $5::text[],
                          $6::timestamptz[])
         AS i(id, attempt, lease_token, result, worker_id, started_at)
 ), done AS (
     UPDATE jobs j SET
         status = CASE WHEN j.cancel_requested THEN 'cancelled'::job_status
                       ELSE 'succeeded'::job_status END,
-        result = i.result,
+        result = i.result::jsonb,
         lease_token = NULL,
         lease_expires_at = NULL,
         finished_at = now(),
