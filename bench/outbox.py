@@ -9,7 +9,10 @@ producer's (both on the same PostgreSQL server, so both clocks are the same). Pr
     500); jobs/s of each and their ratio;
   - added latency: `--rate` single-row commits a second for `--seconds`, one relay running
     (`run(idle_seconds=--poll)`); latency = the job's `created_at` on the server - the outbox
-    row's `created_at` in the producer's transaction; p50 and p90.
+    row's `created_at` in the producer's transaction; beside it the same rate of direct
+    `enqueue` calls, latency = `created_at` - the call's start; p50 and p90 of each and the
+    difference of the p50s (what enqueue on commit adds).
+Each figure is the median of `--runs` (3) runs, with min and max, direct and relay alternating.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from _common import SERVER_URL, bench_database, with_database
+from _common import SERVER_URL, bench_database, load_average, summary, with_database
 from enqueue import TOKEN, start_server
 from jobs_schema import EnqueueRequest
 from jobs_sdk import JobsClient
@@ -99,6 +102,35 @@ async def added_latency(
     return [float(r["at"]) - written[r["dedup_key"]] for r in rows]
 
 
+async def direct_latency(
+    jobs: JobsClient, db_url: str, *, rate: float, seconds: float
+) -> list[float]:
+    sent: dict[str, float] = {}
+    started = time.perf_counter()
+
+    async def one(key: str) -> None:
+        sent[key] = time.time()
+        await jobs.enqueue(REQUEST.model_copy(update={"dedup_key": key}))
+
+    calls = []
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        calls.append(asyncio.create_task(one(f"direct-{i}")))
+    await asyncio.gather(*calls)
+    server = await asyncpg.connect(db_url)
+    rows = await server.fetch(
+        "SELECT dedup_key, extract(epoch FROM created_at) AS at FROM jobs "
+        "WHERE dedup_key LIKE 'direct-%'"
+    )
+    await server.execute("DELETE FROM jobs WHERE dedup_key LIKE 'direct-%'")
+    await server.close()
+    return [float(r["at"]) - sent[r["dedup_key"]] for r in rows]
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    return 1000 * statistics.median(seconds), 1000 * statistics.quantiles(seconds, n=10)[8]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,28 +139,47 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--poll", type=float, default=0.05, help="the relay's idle wait, s")
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    figures: dict[str, list[float]] = {}
     async with bench_database("outbox") as db, producer_database() as pool:
         proc, url = await start_server(db, wakeups=True)
         try:
             async with JobsClient(url, TOKEN, timeout=60) as jobs:
                 await batch_rate(jobs, BATCH)  # warm-up
-                direct = await batch_rate(jobs, args.jobs)
-                relayed = await relay_rate(pool, jobs, args.jobs)
-                print(f"enqueue_batch, batches of {BATCH}:  {direct:8.0f} jobs/s")
-                print(f"outbox relay, batches of {BATCH}:   {relayed:8.0f} jobs/s")
-                print(f"relay / enqueue_batch:           {relayed / direct:8.2f}")
-                lat = await added_latency(
-                    pool, jobs, db, rate=args.rate, seconds=args.seconds, poll=args.poll
-                )
+                for _ in range(args.runs):
+                    run = await one_run(jobs, pool, db, args)
+                    for key, value in run.items():
+                        figures.setdefault(key, []).append(value)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    q = statistics.quantiles(lat, n=10)
+    for key, values in figures.items():
+        print(f"{key:<44} {summary(values)}")
     print(
-        f"added latency, {len(lat)} commits at {args.rate:g}/s, relay poll {args.poll:g} s: "
-        f"p50 {1000 * statistics.median(lat):.1f} ms, p90 {1000 * q[8]:.1f} ms"
+        f"({load_average()}; {args.jobs} jobs a throughput run, {args.rate:g}/s for "
+        f"{args.seconds:g} s a latency run, relay poll {args.poll:g} s)"
     )
+
+
+async def one_run(
+    jobs: JobsClient, pool: asyncpg.Pool, db: str, args: argparse.Namespace
+) -> dict[str, float]:
+    direct = await batch_rate(jobs, args.jobs)
+    relayed = await relay_rate(pool, jobs, args.jobs)
+    lat = await added_latency(pool, jobs, db, rate=args.rate, seconds=args.seconds, poll=args.poll)
+    plain = await direct_latency(jobs, db, rate=args.rate, seconds=args.seconds)
+    (relay50, relay90), (direct50, direct90) = percentiles(lat), percentiles(plain)
+    return {
+        "enqueue_batch jobs/s": direct,
+        "outbox relay jobs/s": relayed,
+        "relay / enqueue_batch": relayed / direct,
+        "direct enqueue latency p50 ms": direct50,
+        "direct enqueue latency p90 ms": direct90,
+        "enqueue on commit latency p50 ms": relay50,
+        "enqueue on commit latency p90 ms": relay90,
+        "added by enqueue on commit, p50 ms": relay50 - direct50,
+    }
 
 
 if __name__ == "__main__":

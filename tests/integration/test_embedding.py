@@ -164,6 +164,32 @@ async def test_included_router_opt_ins(database_url):
         await assert_host_untouched(c)
 
 
+async def test_a_dashboard_session_under_a_prefix_is_kept_and_ended(database_url):
+    app = host_app([])
+    jobs = JobsServer(make_settings(database_url))
+    jobs.include_in(app, prefix="/jobs", dashboard=True)
+    async with (
+        serving(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, headers={"Origin": url}) as c,
+    ):
+        r = await c.post("/jobs/ui/login", data={"token": "tok-acme", "next": "/jobs/ui/jobs"})
+        assert r.status_code == 303, r.text
+        cookie = next(k for k in c.cookies.jar)
+        assert cookie.path == "/jobs/ui", "the browser sends the cookie back under the prefix"
+        page = await c.get("/jobs/ui/jobs")
+        assert page.status_code == 200, "signed in: the job list, not the login page"
+        assert 'action="/jobs/ui/login"' not in page.text
+        out = await c.post("/jobs/ui/logout", data={"csrf": _csrf(page.text)})
+        assert out.status_code == 303
+        assert not list(c.cookies.jar), "logout removes the cookie at the same path"
+
+
+def _csrf(html: str) -> str:
+    marker = 'name="csrf" value="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
 async def test_one_server_per_app(database_url):
     app = FastAPI()
     JobsServer(make_settings(database_url)).include_in(app)

@@ -31,7 +31,7 @@ from jobs_server.dashboard.session import (
     start_session,
     viewer_of,
 )
-from jobs_server.dashboard.templating import Templates
+from jobs_server.dashboard.templating import Templates, ui_path
 from jobs_server.dashboard.timeline import timeline
 from jobs_server.errors import JobNotFound, JobsServerError
 from jobs_server.service import JobService
@@ -143,10 +143,6 @@ def _see_other(url: str) -> Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _ui(request: Request) -> str:
-    return str(request.scope.get("root_path", "")) + "/ui"
-
-
 def _local(url: str | None, fallback: str) -> str:
     """`url` if it is a path of this dashboard (never another site), else `fallback`."""
     if url and url.startswith("/") and not url.startswith("//") and "\\" not in url:
@@ -245,7 +241,7 @@ async def login(request: Request) -> Response:
         raise Refused(403, "Log in from this dashboard's own login page.")
     form = await _form(request)
     token = form.get("token", "").strip()
-    next_url = _local(form.get("next"), _ui(request))
+    next_url = _local(form.get("next"), ui_path(request))
     who = dashboard_principal(request.app.state.jobs.authenticator, token) if token else None
     if who is None:
         return _templates(request).page(
@@ -274,7 +270,7 @@ async def logout(request: Request, viewer: Page) -> Response:
     form = await _form(request)
     if viewer.csrf is not None and not (same_origin(request) and viewer.csrf_ok(form.get("csrf"))):
         raise Refused(403, "This form expired. Reload the page.")
-    response = _see_other(_ui(request) + "/login")
+    response = _see_other(ui_path(request) + "/login")
     await end_session(request, response, store=request.app.state.jobs.store)
     return response
 
@@ -298,7 +294,7 @@ async def jobs_list(request: Request, viewer: Page) -> Response:
     if found is not None:
         try:
             await _service(request).get(viewer.principal, found)
-            return _see_other(f"{_ui(request)}/jobs/{found}")
+            return _see_other(f"{ui_path(request)}/jobs/{found}")
         except JobNotFound:
             page = None
     else:
@@ -374,7 +370,7 @@ async def bulk(request: Request, viewer: Page) -> Response:
     filters = Filters.parse(form, viewer)
     action = _bulk_action(form.get("action"))
     expected = _int(form.get("expected"))
-    back = f"{_ui(request)}/jobs?{filters.query()}"
+    back = f"{ui_path(request)}/jobs?{filters.query()}"
     if expected <= 0:
         return _see_other(back)
     selection = filters.selection(
@@ -386,7 +382,7 @@ async def bulk(request: Request, viewer: Page) -> Response:
     else:
         result = await actions.retry_matching(viewer.principal, selection)
     done = {"done": action.value, "n": result.touched, "skipped": result.skipped}
-    return _see_other(f"{_ui(request)}/jobs?{filters.query(**done)}")
+    return _see_other(f"{ui_path(request)}/jobs?{filters.query(**done)}")
 
 
 def _job_id(text: str) -> UUID:
@@ -426,7 +422,7 @@ async def job_detail(request: Request, viewer: Page, job_id: str) -> Response:
 async def cancel(request: Request, viewer: Page, job_id: str) -> Response:
     form = await _action_form(request, viewer)
     job = await _service(request).cancel(viewer.principal, _job_id(job_id))
-    back = _local(form.get("next"), f"{_ui(request)}/jobs/{job.id}?done=cancelled")
+    back = _local(form.get("next"), f"{ui_path(request)}/jobs/{job.id}?done=cancelled")
     return _see_other(back)
 
 
@@ -434,7 +430,7 @@ async def cancel(request: Request, viewer: Page, job_id: str) -> Response:
 async def retry(request: Request, viewer: Page, job_id: str) -> Response:
     form = await _action_form(request, viewer)
     job = await _actions(request).retry(viewer.principal, _job_id(job_id))
-    back = _local(form.get("next"), f"{_ui(request)}/jobs/{job.id}?done=retried")
+    back = _local(form.get("next"), f"{ui_path(request)}/jobs/{job.id}?done=retried")
     return _see_other(back)
 
 
@@ -445,7 +441,7 @@ async def login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
     if request.method != "GET":
         return await refused(request, Refused(401, "Log in first."))
-    return _see_other(f"{_ui(request)}/login?{urlencode({'next': exc.next_url})}")
+    return _see_other(f"{ui_path(request)}/login?{urlencode({'next': exc.next_url})}")
 
 
 async def refused(request: Request, exc: Exception) -> Response:

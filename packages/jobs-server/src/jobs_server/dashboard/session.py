@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobs_server.auth import Authenticator, Principal, Role
+from jobs_server.dashboard.templating import ui_path
 from jobs_server.store.base import JobStore
 
 __all__ = [
@@ -132,7 +133,7 @@ async def start_session(
         COOKIE,
         session_id,
         max_age=int(ttl_seconds),
-        path="/ui",
+        path=ui_path(request),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -142,7 +143,7 @@ async def start_session(
 async def end_session(request: Request, response: Response, *, store: JobStore) -> None:
     """Delete the request's session, so its cookie is refused even if replayed."""
     await _forget(request, store)
-    response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
+    response.delete_cookie(COOKIE, path=ui_path(request), httponly=True, samesite="strict")
 
 
 async def _forget(request: Request, store: JobStore) -> None:

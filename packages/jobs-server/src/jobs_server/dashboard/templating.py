@@ -28,6 +28,11 @@ _HEADERS = {
 }
 
 
+def ui_path(request: Request) -> str:
+    """Where the dashboard answers: /ui below the prefix the app is mounted or included at."""
+    return str(request.scope.get("root_path", "")) + "/ui"
+
+
 class Templates:
     def __init__(self, config: JobsConfig, *, version: str) -> None:
         self.env = Environment(
@@ -49,7 +54,7 @@ class Templates:
     def page(
         self, request: Request, name: str, *, status: int = 200, **context: Any
     ) -> HTMLResponse:
-        ui = str(request.scope.get("root_path", "")) + "/ui"
+        ui = ui_path(request)
         now = context.pop("now", None) or datetime.now(UTC)
         html = self.env.get_template(name).render(
             ui=ui,
