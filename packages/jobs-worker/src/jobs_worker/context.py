@@ -13,7 +13,7 @@ from uuid import UUID
 
 import httpx
 
-from jobs_schema import LeaseRef
+from jobs_schema import JobMessage, LeaseRef
 from jobs_worker.errors import JobCancelled, JobsWorkerError
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "JobsClientProvider",
     "LeaseClients",
     "TenantClients",
+    "job_fields",
     "job_logger",
 ]
 
@@ -72,6 +73,17 @@ def _no_client(tenant: str) -> NoReturn:
     )
 
 
+def job_fields(job: JobMessage) -> dict[str, object]:
+    """The fields every log line about this attempt carries."""
+    return {
+        "job_id": str(job.job_id),
+        "job_type": job.job_type,
+        "use_case": job.use_case,
+        "tenant": job.tenant,
+        "attempt": job.attempt,
+    }
+
+
 @dataclass
 class JobContext:
     """Handed to a handler beside its payload."""
@@ -91,6 +103,36 @@ class JobContext:
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _lease: LeaseRef | None = field(default=None, repr=False)
     _client: JobsApi | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_message(
+        cls,
+        job: JobMessage,
+        *,
+        worker_id: str,
+        logger_name: str,
+        cancel: CancelSignal,
+        clients: JobsClientProvider | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> JobContext:
+        """The context of the attempt `job` names; `loop` is where a sync handler's
+        `run_async` runs, `logger_name` the handler's module."""
+        return cls(
+            job_id=job.job_id,
+            tenant=job.tenant,
+            use_case=job.use_case,
+            job_type=job.job_type,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            deadline=job.deadline,
+            worker_id=worker_id,
+            logger=job_logger(logging.getLogger(logger_name), **job_fields(job)),
+            trace_context=job.trace_context,
+            _cancel=cancel,
+            _clients=clients,
+            _loop=loop,
+            _lease=LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token),
+        )
 
     @property
     def jobs(self) -> JobsApi:

@@ -23,8 +23,8 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from jobs_schema import JobMessage, LeaseRef
-from jobs_worker.context import CancelSignal, JobContext, LeaseClients, job_logger
+from jobs_schema import JobMessage
+from jobs_worker.context import CancelSignal, JobContext, LeaseClients
 from jobs_worker.errors import JobsWorkerError
 from jobs_worker.execution import Failed, Interrupted, Outcome, execute, failure, timeout_failure
 from jobs_worker.logs import configure_logging
@@ -306,27 +306,11 @@ def _context(
     loop: asyncio.AbstractEventLoop,
     module: str,
 ) -> JobContext:
-    job = run.job
-    extra = {
-        "job_id": job.job_id,
-        "job_type": job.job_type,
-        "use_case": job.use_case,
-        "tenant": job.tenant,
-        "attempt": job.attempt,
-    }
-    return JobContext(
-        job_id=job.job_id,
-        tenant=job.tenant,
-        use_case=job.use_case,
-        job_type=job.job_type,
-        attempt=job.attempt,
-        max_attempts=job.max_attempts,
-        deadline=job.deadline,
+    return JobContext.for_message(
+        run.job,
         worker_id=run.worker_id,
-        logger=job_logger(logging.getLogger(module), **extra),
-        trace_context=job.trace_context,
-        _cancel=cancel,
-        _clients=clients,
-        _loop=loop,
-        _lease=LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token),
+        logger_name=module,
+        cancel=cancel,
+        clients=clients,
+        loop=loop,
     )

@@ -44,7 +44,7 @@ from jobs_worker.context import (
     JobsClientProvider,
     LeaseClients,
     TenantClients,
-    job_logger,
+    job_fields,
 )
 from jobs_worker.errors import JobsWorkerError, WorkerApiError
 from jobs_worker.execution import Failed, Interrupted, Outcome, execute
@@ -445,7 +445,7 @@ class Worker:
         attempt = _Attempt(job=job, lease=self._lease(job, received, config), config=config)
         if attempt.key in self._running or attempt.key in self._finished:
             self.stats.skipped += 1
-            logger.info("duplicate delivery of a running attempt", extra=_job_extra(job))
+            logger.info("duplicate delivery of a running attempt", extra=job_fields(job))
             self._delete_soon(received)
             return None
         return attempt
@@ -495,7 +495,7 @@ class Worker:
 
     def _skip(self, attempt: _Attempt) -> None:
         self.stats.skipped += 1
-        logger.info("lease already gone; message dropped", extra=_job_extra(attempt.job))
+        logger.info("lease already gone; message dropped", extra=job_fields(attempt.job))
         self._free_slot(attempt)
         self._running.pop(attempt.key, None)
         self._delete_soon(attempt.lease.message)
@@ -527,10 +527,10 @@ class Worker:
         except asyncio.CancelledError:
             if attempt.lease.state is not LeaseState.LOST or attempt.released:
                 raise
-            logger.warning("handler stopped: lease lost", extra=_job_extra(attempt.job))
+            logger.warning("handler stopped: lease lost", extra=job_fields(attempt.job))
             await self._delete(attempt.lease.message)
         except Exception:
-            logger.exception("attempt failed inside the worker", extra=_job_extra(attempt.job))
+            logger.exception("attempt failed inside the worker", extra=job_fields(attempt.job))
         finally:
             self._free_slot(attempt)
             self._heartbeater.untrack(attempt.lease)
@@ -552,7 +552,7 @@ class Worker:
             return None
         except WorkerApiError as exc:
             # the message stays and comes back after its visibility timeout
-            logger.error("payload not fetched", extra={**_job_extra(job), "error": exc.message})
+            logger.error("payload not fetched", extra={**job_fields(job), "error": exc.message})
             return None
         self.stats.started += 1
         started_at = datetime.now(UTC)
@@ -606,7 +606,7 @@ class Worker:
         self.stats.interrupted += 1
         logger.info(
             "attempt interrupted, not its fault; lease given back",
-            extra={**_job_extra(attempt.job), "reason": outcome.reason},
+            extra={**job_fields(attempt.job), "reason": outcome.reason},
         )
         attempt.lease.finishing = True
         await self._give_back([attempt], reason="interrupted")
@@ -619,29 +619,19 @@ class Worker:
 
     def _skip_gone(self, attempt: _Attempt) -> None:
         self.stats.skipped += 1
-        logger.info("job no longer running; message dropped", extra=_job_extra(attempt.job))
+        logger.info("job no longer running; message dropped", extra=job_fields(attempt.job))
         self._delete_soon(attempt.lease.message)
 
     def _context(self, attempt: _Attempt) -> JobContext:
-        job = attempt.job
-        handler = self.registry.get(job.job_type)
-        base = logging.getLogger(handler.func.__module__ if handler else __name__)
-        return JobContext(
-            job_id=job.job_id,
-            tenant=job.tenant,
-            use_case=job.use_case,
-            job_type=job.job_type,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            deadline=job.deadline,
+        handler = self.registry.get(attempt.job.job_type)
+        return JobContext.for_message(
+            attempt.job,
             worker_id=self.worker_id,
-            logger=job_logger(base, **_job_extra(job)),
-            trace_context=job.trace_context,
-            _cancel=attempt.lease.cancel,
-            _clients=self._clients,
+            logger_name=handler.func.__module__ if handler else __name__,
+            cancel=attempt.lease.cancel,
+            clients=self._clients,
             # where a sync handler's ctx.run_async runs: a handler loop, not the runtime's
-            _loop=self._loops.current.loop if self._loops else asyncio.get_running_loop(),
-            _lease=LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token),
+            loop=self._loops.current.loop if self._loops else asyncio.get_running_loop(),
         )
 
     async def _finish(self, attempt: _Attempt, outcome: Outcome, started_at: datetime) -> None:
@@ -658,7 +648,7 @@ class Worker:
         if not ack.applied:
             self.stats.stale += 1
             logger.warning(
-                "outcome refused as stale", extra={**_job_extra(attempt.job), "status": ack.status}
+                "outcome refused as stale", extra={**job_fields(attempt.job), "status": ack.status}
             )
         await self._delete(attempt.lease.message)
 
@@ -677,7 +667,7 @@ class Worker:
             except WorkerApiError as exc:
                 error = exc.message
                 break
-        logger.error("outcome not reported", extra={**_job_extra(attempt.job), "error": error})
+        logger.error("outcome not reported", extra={**job_fields(attempt.job), "error": error})
         return None
 
     def _free_slot(self, attempt: _Attempt) -> None:
@@ -817,13 +807,3 @@ def _report(
         failure=outcome.failure if isinstance(outcome, Failed) else None,
         started_at=started_at,
     )
-
-
-def _job_extra(job: JobMessage) -> dict[str, object]:
-    return {
-        "job_id": str(job.job_id),
-        "job_type": job.job_type,
-        "use_case": job.use_case,
-        "tenant": job.tenant,
-        "attempt": job.attempt,
-    }
