@@ -357,8 +357,8 @@ async def _start_and_measure(
                 *[a for u in use_cases for a in ("-u", u)],
                 "--concurrency",
                 str(args.concurrency),
-                "--isolation",
-                args.isolation,
+                # only when asked: a revision from before isolation has no such option
+                *(["--isolation", args.isolation] if args.isolation != "thread" else []),
                 *level,
             ],
             env,
