@@ -19,8 +19,7 @@ from jobs_schema import (
     LeaseRef,
     OutcomeKind,
     OutcomeReport,
-    lease_attributes,
-    lease_from_attributes,
+    lease_from_body,
 )
 from jobs_schema.limits import (
     MAX_PAYLOAD_DEPTH,
@@ -280,24 +279,52 @@ def test_proper_numbers_are_taken():
 # -- lease attributes --------------------------------------------------------------------------
 
 
-def test_lease_attributes_round_trip():
-    ref = LeaseRef(job_id=uuid4(), attempt=3, lease_token=uuid4())
-    attrs = lease_attributes(ref)
-    assert all(isinstance(v, str) for v in attrs.values())
-    assert lease_from_attributes(attrs) == ref
+def _message(**fields: object) -> JobMessage:
+    values: dict[str, object] = {
+        "job_id": uuid4(),
+        "lease_token": uuid4(),
+        "attempt": 3,
+        "tenant": "acme",
+        "use_case": "u",
+        "job_type": "j",
+        "payload": {"n": 1},
+        "deadline": datetime(2030, 1, 1, tzinfo=UTC),
+        "lease_expires_at": datetime(2030, 1, 1, tzinfo=UTC),
+        "max_attempts": 5,
+    }
+    return JobMessage.model_validate(values | fields)
+
+
+def test_a_message_names_its_lease_in_its_first_fields():
+    message = _message()
+    body = message.model_dump_json()
+    ref = LeaseRef(job_id=message.job_id, attempt=3, lease_token=message.lease_token)
+    assert lease_from_body(body) == ref
+    # what follows those fields can be anything at all: the lease still reads
+    broken = body[: body.index(',"tenant"')] + ',"payload":' + "[" * 5000
+    assert lease_from_body(broken) == ref
+
+
+def _header(*, v: int = 1, job_id: object = None, attempt: int = 1) -> str:
+    return (
+        f'{{"v":{v},"job_id":"{job_id or uuid4()}","lease_token":"{uuid4()}","attempt":{attempt}}}'
+    )
 
 
 @pytest.mark.parametrize(
-    "attrs",
+    "body",
     [
-        {},
-        {"jobs.job_id": "x", "jobs.attempt": "1", "jobs.lease_token": str(uuid4())},
-        {"jobs.job_id": str(uuid4()), "jobs.attempt": "0", "jobs.lease_token": str(uuid4())},
-        {"jobs.job_id": str(uuid4()), "jobs.attempt": "one", "jobs.lease_token": str(uuid4())},
+        "",
+        "not json",
+        '{"v":1,"payload":[[[',
+        _header(v=2),
+        _header(job_id="x"),
+        _header(attempt=0),
+        " " + _header(),
     ],
 )
-def test_attributes_naming_no_lease_give_none(attrs: dict[str, str]):
-    assert lease_from_attributes(attrs) is None
+def test_bodies_naming_no_lease_give_none(body: str):
+    assert lease_from_body(body) is None
 
 
 class _Model(BaseModel):

@@ -37,8 +37,7 @@ from jobs_schema.messages import (
     OutcomeResponse,
     PayloadResponse,
     ReleaseRequest,
-    lease_attributes,
-    lease_from_attributes,
+    lease_from_body,
 )
 
 __version__ = "0.1.0"
@@ -88,6 +87,5 @@ __all__ = [
     "ReleaseRequest",
     "TenantConfig",
     "UseCaseConfig",
-    "lease_attributes",
-    "lease_from_attributes",
+    "lease_from_body",
 ]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from jobs_schema import MAX_SQS_MESSAGE_BYTES, JobMessage, UseCaseConfig, lease_attributes
+from jobs_schema import MAX_SQS_MESSAGE_BYTES, JobMessage, UseCaseConfig
 from jobs_server.errors import JobsServerError
 from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
@@ -209,10 +209,7 @@ class Scheduler:
         spans = self._tracing.start_dispatch(claimed)
         failed = await self._publisher.publish(
             uc.queue,
-            [
-                OutgoingMessage(k, message_body(c, spans.carrier(c.id)), lease_attributes(c.lease))
-                for k, c in by_key.items()
-            ],
+            [OutgoingMessage(k, message_body(c, spans.carrier(c.id))) for k, c in by_key.items()],
         )
         spans.end(failed={by_key[k].id for k in failed})
         if self._metrics is not None:

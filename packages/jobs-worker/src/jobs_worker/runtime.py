@@ -34,7 +34,7 @@ from jobs_schema import (
     OutcomeKind,
     OutcomeReport,
     UseCaseConfig,
-    lease_from_attributes,
+    lease_from_body,
 )
 from jobs_schema.config import HandlerIsolation, describe_errors
 from jobs_worker.batching import Batcher
@@ -452,10 +452,10 @@ class Worker:
 
     def _malformed(self, received: ReceivedMessage, exc: ValidationError) -> None:
         """A body that is not a job message fails its attempt for good, with the reason, when
-        the message's attributes name the lease; else SQS's redrive moves it to the
-        dead-letter queue."""
+        its first fields name the lease; else SQS's redrive moves it to the dead-letter
+        queue."""
         self.stats.malformed += 1
-        ref = lease_from_attributes(received.attributes)
+        ref = lease_from_body(received.body)
         where = {"queue": received.queue, "message_id": received.message_id}
         if ref is None:
             logger.error(

@@ -36,7 +36,6 @@ from jobs_schema import (
     OutcomeReport,
     Payload,
     UseCaseConfig,
-    lease_attributes,
 )
 from jobs_sdk import JobsApi
 from jobs_sdk.testing import FakeJobsClient
@@ -269,8 +268,7 @@ class InMemoryWorkerApi:
             max_attempts=max_attempts,
         )
         self.jobs[message.job_id] = _FakeJob(message, payload)
-        lease = LeaseRef(job_id=message.job_id, attempt=1, lease_token=message.lease_token)
-        self.consumer.send(queue, message.model_dump_json(), lease_attributes(lease))
+        self.consumer.send(queue, message.model_dump_json())
         return message
 
     def cancel(self, job_id: UUID) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,7 +12,6 @@ __all__ = ["InMemoryPublisher", "OutgoingMessage", "Publisher", "QueueSpec"]
 class OutgoingMessage:
     key: str  # unique within one publish call; reported back when it failed
     body: str
-    attributes: Mapping[str, str] = field(default_factory=dict)  # SQS message attributes
 
 
 @dataclass(frozen=True, slots=True)

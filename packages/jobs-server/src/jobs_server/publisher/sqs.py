@@ -177,10 +177,4 @@ class SqsPublisher:
 
 
 def _entry(key: str, m: OutgoingMessage) -> dict[str, Any]:
-    entry: dict[str, Any] = {"Id": key, "MessageBody": m.body}
-    if m.attributes:
-        entry["MessageAttributes"] = {
-            name: {"DataType": "String", "StringValue": value}
-            for name, value in m.attributes.items()
-        }
-    return entry
+    return {"Id": key, "MessageBody": m.body}

@@ -3,8 +3,8 @@ their jobs run, delete them once their outcomes are recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = ["Consumer", "ReceivedMessage"]
@@ -17,9 +17,6 @@ class ReceivedMessage:
     receipt: str  # this delivery's handle: visibility changes and deletes need it
     body: str
     receive_count: int = 1
-    # the message attributes: the scheduler names the attempt's lease there too, so a body
-    # that cannot be parsed can still be reported against it
-    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 class Consumer(Protocol):

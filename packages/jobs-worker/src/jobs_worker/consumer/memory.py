@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from jobs_worker.consumer.base import ReceivedMessage
@@ -19,7 +19,6 @@ __all__ = ["InMemoryConsumer"]
 class _Stored:
     message_id: str
     body: str
-    attributes: Mapping[str, str] = field(default_factory=dict)
     visible_at: float = 0.0
     receipt: str = ""
     receive_count: int = 0
@@ -28,8 +27,7 @@ class _Stored:
 @dataclass
 class InMemoryConsumer:
     """Queues of messages; a received message is invisible for `visibility_seconds` unless
-    extended, then visible again, like SQS. `send` puts a body (with message attributes) on a
-    queue."""
+    extended, then visible again, like SQS. `send` puts a body on a queue."""
 
     visibility_seconds: float = 30.0
     clock: Callable[[], float] = time.monotonic
@@ -38,9 +36,9 @@ class InMemoryConsumer:
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _arrived: asyncio.Event | None = None
 
-    def send(self, queue: str, body: str, attributes: Mapping[str, str] | None = None) -> str:
+    def send(self, queue: str, body: str) -> str:
         message_id = f"m{next(self._ids)}"
-        self.queues.setdefault(queue, []).append(_Stored(message_id, body, dict(attributes or {})))
+        self.queues.setdefault(queue, []).append(_Stored(message_id, body))
         if self._arrived is not None:
             self._arrived.set()
         return message_id
@@ -72,11 +70,7 @@ class InMemoryConsumer:
                 m.receive_count += 1
                 m.receipt = f"{m.message_id}/{m.receive_count}"
                 m.visible_at = now + self.visibility_seconds
-                out.append(
-                    ReceivedMessage(
-                        queue, m.message_id, m.receipt, m.body, m.receive_count, m.attributes
-                    )
-                )
+                out.append(ReceivedMessage(queue, m.message_id, m.receipt, m.body, m.receive_count))
         return out
 
     async def extend(self, messages: Sequence[ReceivedMessage], *, seconds: float) -> set[str]:

@@ -94,7 +94,6 @@ class SqsConsumer:
                 MaxNumberOfMessages=max(1, min(max_messages, _BATCH)),
                 WaitTimeSeconds=max(0, min(round(wait_seconds), _MAX_WAIT)),
                 AttributeNames=["ApproximateReceiveCount"],
-                MessageAttributeNames=["jobs.*"],
             )
         except _ERRORS as exc:
             raise SqsUnavailable(f"ReceiveMessage on {queue!r} failed: {exc}") from exc
@@ -162,9 +161,4 @@ def _received(queue: str, m: dict[str, Any]) -> ReceivedMessage:
         receipt=m["ReceiptHandle"],
         body=m["Body"],
         receive_count=count,
-        attributes={
-            name: value["StringValue"]
-            for name, value in m.get("MessageAttributes", {}).items()
-            if "StringValue" in value
-        },
     )
