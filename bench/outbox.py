@@ -79,13 +79,14 @@ async def added_latency(
     pool: asyncpg.Pool, jobs: JobsClient, db_url: str, *, rate: float, seconds: float, poll: float
 ) -> list[float]:
     outbox = Outbox()
+    tag = uuid.uuid4().hex[:8]  # keys of their own each run: a dedup key repeated would dedup
     stop = asyncio.Event()
     relay = asyncio.create_task(outbox.relay(pool, jobs).run(stop=stop, idle_seconds=poll))
     written: dict[str, float] = {}
     started = time.perf_counter()
     for i in range(int(rate * seconds)):
         await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-        key = f"lat-{i}"
+        key = f"lat-{tag}-{i}"
         async with pool.acquire() as conn, conn.transaction():
             await outbox.add(conn, REQUEST.model_copy(update={"dedup_key": key}))
             written[key] = float(await conn.fetchval("SELECT extract(epoch FROM now())"))
@@ -95,8 +96,8 @@ async def added_latency(
     await relay
     server = await asyncpg.connect(db_url)
     rows = await server.fetch(
-        "SELECT dedup_key, extract(epoch FROM created_at) AS at FROM jobs "
-        "WHERE dedup_key LIKE 'lat-%'"
+        "SELECT dedup_key, extract(epoch FROM created_at) AS at FROM jobs WHERE dedup_key LIKE $1",
+        f"lat-{tag}-%",
     )
     await server.close()
     return [float(r["at"]) - written[r["dedup_key"]] for r in rows]
