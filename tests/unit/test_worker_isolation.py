@@ -70,6 +70,9 @@ async def test_a_blocked_loop_is_named_by_its_job_and_new_handlers_go_elsewhere(
     while first.warned is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         loops.check()  # once the loop ticks again, the block's end and length are logged
+    # and new handlers go home again, where module-level clients they made first belong
+    assert loops.current is first
+    assert loops.loops == [first], "the idle spare is stopped"
     [warned] = [r for r in caplog.records if r.getMessage().startswith("handler is blocking")]
     [ended] = [r for r in caplog.records if r.getMessage() == "handler event loop runs again"]
     assert warned.levelno == logging.WARNING and ended.job_id == "job-1"  # type: ignore[attr-defined]

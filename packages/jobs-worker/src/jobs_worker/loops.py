@@ -3,8 +3,11 @@
 A handler that blocks its loop (`time.sleep`, CPU-bound work, a blocking client) then stalls
 only the handlers on that loop, never the runtime's receives, heartbeats, timeouts, reports or
 health port. Each handler loop runs a tick; a loop whose tick is late is blocked, and the task
-it is running names the job. Once a loop has been blocked for `block_warn_seconds`, new
-handlers go to a fresh loop; the blocked one is retired when it is free again."""
+it is running names the job. Handlers run on one home loop. Once it has been blocked for
+`block_warn_seconds`, new handlers go to a spare loop, and back home as soon as it is free
+again; spares stop once idle. Coming back matters: handlers keep loop-bound clients (an asyncpg
+pool, an httpx client) in module globals, made on the loop they first ran on, and a worker that
+moved its handlers for good would break every one of them after a single block."""
 
 from __future__ import annotations
 
@@ -202,7 +205,8 @@ def _settle(task: asyncio.Task[Any], out: asyncio.Future[Any]) -> None:
 
 
 class HandlerLoops:
-    """The loop new async handlers go to, and the retired loops still blocked or busy."""
+    """The loop new async handlers go to (`current`): the home loop, or while it is blocked a
+    spare one; and the spares still busy."""
 
     def __init__(
         self,
@@ -215,8 +219,9 @@ class HandlerLoops:
         self._on_stop = on_stop
         self._max_loops = max(1, max_loops)
         self._made = 0
-        self.current = self._new()
-        self._retired: list[HandlerLoop] = []
+        self.home = self._new()
+        self.current = self.home
+        self._spares: list[HandlerLoop] = []
 
     def _new(self) -> HandlerLoop:
         self._made += 1
@@ -224,7 +229,7 @@ class HandlerLoops:
 
     @property
     def loops(self) -> list[HandlerLoop]:
-        return [self.current, *self._retired]
+        return [self.home, *self._spares]
 
     def submit(
         self, coro: Coroutine[Any, Any, Any], *, name: str, context: contextvars.Context
@@ -240,18 +245,23 @@ class HandlerLoops:
         return Blocked(loop=loop, job=loop.running_job(), seconds=seconds)
 
     def check(self) -> list[Blocked]:
-        """The watchdog's round: log blocked loops (once per block), move new handlers off a
-        blocked current loop, stop retired loops that are free again."""
+        """The watchdog's round: log blocked loops (once per block), send new handlers to the
+        first loop that is not blocked (home first; a new spare when every loop is blocked and
+        there is room), stop idle spares."""
         found = [b for loop in self.loops if (b := self.blocked(loop)) is not None]
         for b in found:
             self._warn(b)
         for loop in self.loops:
             if loop.warned is not None and loop.blocked_for() < self.block_warn_seconds:
                 self._recovered(loop, loop.warned)
-        if any(b.loop is self.current for b in found) and len(self.loops) < self._max_loops:
-            self._retired.append(self.current)
-            self.current = self._new()
-        self._retire_idle()
+        blocked = {id(b.loop) for b in found}
+        free = next((loop for loop in self.loops if id(loop) not in blocked), None)
+        if free is None and len(self.loops) < self._max_loops:
+            free = self._new()
+            self._spares.append(free)
+        if free is not None:
+            self.current = free
+        self._stop_idle_spares()
         return found
 
     def _recovered(self, loop: HandlerLoop, block: Blocked) -> None:
@@ -277,11 +287,11 @@ class HandlerLoops:
             },
         )
 
-    def _retire_idle(self) -> None:
-        for loop in list(self._retired):
-            if not loop.pending and loop.blocked_for() == 0.0:
+    def _stop_idle_spares(self) -> None:
+        for loop in list(self._spares):
+            if loop is not self.current and not loop.pending and loop.blocked_for() == 0.0:
                 loop.stop()
-                self._retired.remove(loop)
+                self._spares.remove(loop)
 
     def close(self, timeout: float = 1.0) -> None:
         for loop in self.loops:
