@@ -64,7 +64,9 @@ USE_CASE_CONFIG: dict[str, Any] = {
     "queue": QUEUE,
     "capacity": 40,
     "default_delay_tolerance_seconds": 600,
-    "max_attempts": 6,
+    # room for faults to stack on one job (a PostgreSQL restart, killed connections, a worker
+    # crash, a blocked loop each can cost an attempt) without ending it
+    "max_attempts": 10,
     "timeout_seconds": 5,
     "lease_seconds": 8,
     "backoff": {"kind": "constant", "base_seconds": 0.5, "cap_seconds": 0.5, "jitter": 0},
@@ -493,6 +495,11 @@ INVARIANTS = {
         SELECT count(*) FROM jobs j WHERE j.status = 'succeeded' AND (
             SELECT count(*) FROM job_attempts a
             WHERE a.job_id = j.id AND a.outcome = 'succeeded') <> 1
+    """,
+    # a random failure is 10 % a run and a job has 10 attempts: a job dies by chance once in
+    # ten billion, so a dead job says the faults (or the runtime under them) killed it
+    "no job dead (faults cost attempts, never the job)": """
+        SELECT count(*) FROM jobs WHERE status = 'dead'
     """,
     "quota counter equals a COUNT": """
         SELECT count(*) FROM (
