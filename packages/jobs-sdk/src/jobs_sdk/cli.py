@@ -202,60 +202,49 @@ def count(
         typer.echo(str(counted.count))
 
 
-@app.command()
-def cancel(
-    job_id: Annotated[
-        str | None, typer.Argument(help="one job; or filter with the options")
-    ] = None,
-    status: Status = None,
-    use_case: UseCase = None,
-    job_type: JobType = None,
-    dedup_key: DedupKey = None,
-    tenant: Tenant = None,
-    created_after: After = None,
-    created_before: Before = None,
-    limit: Annotated[int, typer.Option(min=1, help="touch at most this many")] = 10_000,
-    yes: Yes = False,
-) -> None:
-    """Cancel one job (pending: at once; running: marked), or every job matching filters."""
-    filters = _filters(
-        status=status,
-        use_case=use_case,
-        job_type=job_type,
-        dedup_key=dedup_key,
-        tenant=tenant,
-        created_after=created_after,
-        created_before=created_before,
-    )
-    _act(BulkAction.CANCEL, job_id, filters, limit=limit, yes=yes)
+def _bulk_command(action: BulkAction, doc: str) -> Callable[..., None]:
+    """The `cancel` or `retry` command: one job by id, or every job the filters match."""
+
+    def command(
+        job_id: Annotated[
+            str | None, typer.Argument(help="one job; or filter with the options")
+        ] = None,
+        status: Status = None,
+        use_case: UseCase = None,
+        job_type: JobType = None,
+        dedup_key: DedupKey = None,
+        tenant: Tenant = None,
+        created_after: After = None,
+        created_before: Before = None,
+        limit: Annotated[int, typer.Option(min=1, help="touch at most this many")] = 10_000,
+        yes: Yes = False,
+    ) -> None:
+        filters = _filters(
+            status=status,
+            use_case=use_case,
+            job_type=job_type,
+            dedup_key=dedup_key,
+            tenant=tenant,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        _act(action, job_id, filters, limit=limit, yes=yes)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command()
-def retry(
-    job_id: Annotated[
-        str | None, typer.Argument(help="one job; or filter with the options")
-    ] = None,
-    status: Status = None,
-    use_case: UseCase = None,
-    job_type: JobType = None,
-    dedup_key: DedupKey = None,
-    tenant: Tenant = None,
-    created_after: After = None,
-    created_before: Before = None,
-    limit: Annotated[int, typer.Option(min=1, help="touch at most this many")] = 10_000,
-    yes: Yes = False,
-) -> None:
-    """Retry one dead or cancelled job now, or every one matching filters."""
-    filters = _filters(
-        status=status,
-        use_case=use_case,
-        job_type=job_type,
-        dedup_key=dedup_key,
-        tenant=tenant,
-        created_after=created_after,
-        created_before=created_before,
+app.command("cancel")(
+    _bulk_command(
+        BulkAction.CANCEL,
+        "Cancel one job (pending: at once; running: marked), or every job matching filters.",
     )
-    _act(BulkAction.RETRY, job_id, filters, limit=limit, yes=yes)
+)
+app.command("retry")(
+    _bulk_command(
+        BulkAction.RETRY, "Retry one dead or cancelled job now, or every one matching filters."
+    )
+)
 
 
 # -- the outbox ------------------------------------------------------------------------------
