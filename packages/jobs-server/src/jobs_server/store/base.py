@@ -1,4 +1,5 @@
-"""The storage port: the only way the service and scheduler reach job state."""
+"""The storage ports, one per role (none over about ten methods), and `JobStore`, all of them
+at once: the only way the services and the scheduler reach job state."""
 
 from __future__ import annotations
 
@@ -25,26 +26,36 @@ from jobs_server.auth import Principal
 
 __all__ = [
     "ActionBatch",
+    "ActionStore",
     "ClaimedJob",
     "DashboardSession",
     "DispatchStat",
+    "DispatchStore",
     "EnqueueOutcome",
     "EnqueueResult",
+    "EnqueueStore",
     "FailedAttempt",
+    "HealthStore",
     "IdempotentReplay",
     "JobCounts",
     "JobFilter",
     "JobStore",
     "LeaderLease",
+    "LeaderStore",
     "LeaseStatus",
     "MinuteStats",
     "NewJob",
+    "OutcomeStore",
+    "PruneStore",
+    "QueryStore",
     "QueueDepth",
     "QueueSnapshot",
     "RetryRules",
     "RunningLease",
     "SchedulerPass",
     "SchedulerStatus",
+    "SessionStore",
+    "StatsStore",
     "Subscription",
     "SucceededAttempt",
 ]
@@ -178,7 +189,9 @@ class LeaseStatus:
     lease_expires_at: datetime | None
 
 
-class JobStore(Protocol):
+class EnqueueStore(Protocol):
+    """What enqueue needs: store jobs under the quota, dedup and idempotency rules."""
+
     async def enqueue_jobs(
         self,
         tenant: str,
@@ -189,6 +202,12 @@ class JobStore(Protocol):
         request_hash: str | None = None,
     ) -> list[EnqueueResult] | IdempotentReplay: ...
 
+    async def notify(self, channel: str, payload: str) -> None: ...
+
+
+class QueryStore(Protocol):
+    """Reads of jobs, for the API, the dashboard and the worker's payload fetch."""
+
     async def get_job(self, job_id: UUID, *, tenant: str | None) -> Job | None: ...
 
     async def get_jobs(self, job_ids: list[UUID]) -> list[Job]: ...
@@ -197,17 +216,23 @@ class JobStore(Protocol):
 
     async def list_jobs(self, flt: JobFilter) -> list[Job]: ...
 
-    async def cancel_job(self, job_id: UUID, *, tenant: str | None) -> Job | None: ...
+    async def get_payload(self, job_id: UUID) -> Payload | None: ...
 
-    async def ping(self) -> None: ...
 
-    async def pending_migrations(self) -> list[int]: ...
-
-    # -- scheduler and worker path ----------------------------------------------------------
+class LeaderStore(Protocol):
+    """The leader lease the elector holds, and the wake-up channel it listens on."""
 
     async def acquire_leadership(self, name: str, holder: str, *, ttl: float) -> int | None: ...
 
     async def resign_leadership(self, name: str, holder: str) -> None: ...
+
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> Subscription:
+        """Call `callback(payload)` for each NOTIFY on `channel`, on a connection of its own."""
+        ...
+
+
+class DispatchStore(Protocol):
+    """What the dispatcher needs: claim due jobs EDF within capacity, give back unpublished."""
 
     async def claim_due_jobs(
         self,
@@ -221,6 +246,10 @@ class JobStore(Protocol):
     ) -> list[ClaimedJob]: ...
 
     async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]: ...
+
+
+class OutcomeStore(Protocol):
+    """The worker path: starts, heartbeats, outcomes, and the reaper's expired leases."""
 
     async def complete_attempts(self, done: list[SucceededAttempt]) -> dict[UUID, JobStatus]: ...
 
@@ -238,28 +267,16 @@ class JobStore(Protocol):
 
     async def mark_attempts_started(self, leases: list[LeaseRef], *, worker_id: str) -> None: ...
 
-    async def get_payload(self, job_id: UUID) -> Payload | None: ...
-
     async def get_lease_tenant(self, lease: LeaseRef) -> str | None:
         """The job's tenant while `lease` is its live lease (running, unexpired, not marked
         for cancellation); None otherwise."""
         ...
 
-    async def prune_finished_jobs(
-        self, use_case: str, *, older_than_seconds: float, limit: int
-    ) -> int: ...
 
-    async def prune_idempotency_keys(self, *, older_than_seconds: float, limit: int) -> int: ...
+class ActionStore(Protocol):
+    """Cancel and retry, one job or in bounded batches over a filter (jobs_server.actions)."""
 
-    async def notify(self, channel: str, payload: str) -> None: ...
-
-    async def listen(self, channel: str, callback: Callable[[str], None]) -> Subscription:
-        """Call `callback(payload)` for each NOTIFY on `channel`, on a connection of its own."""
-        ...
-
-    async def close(self) -> None: ...
-
-    # -- operator actions (jobs_server.actions) ---------------------------------------------
+    async def cancel_job(self, job_id: UUID, *, tenant: str | None) -> Job | None: ...
 
     async def count_jobs(
         self, flt: JobFilter, *, statuses: frozenset[JobStatus] | None = None
@@ -279,7 +296,21 @@ class JobStore(Protocol):
         """Make up to `batch` matching dead or cancelled jobs below `before_id` pending now."""
         ...
 
-    # -- dashboard statistics (jobs_server.stats) -------------------------------------------
+
+class PruneStore(Protocol):
+    """What the pruner deletes: finished jobs, old idempotency keys, old statistics."""
+
+    async def prune_finished_jobs(
+        self, use_case: str, *, older_than_seconds: float, limit: int
+    ) -> int: ...
+
+    async def prune_idempotency_keys(self, *, older_than_seconds: float, limit: int) -> int: ...
+
+    async def prune_job_stats(self, *, older_than_seconds: float) -> int: ...
+
+
+class StatsStore(Protocol):
+    """The dashboard's statistics and the metrics' queue depths."""
 
     async def record_scheduler_pass(self, name: str, info: SchedulerPass) -> None: ...
 
@@ -291,8 +322,6 @@ class JobStore(Protocol):
         self, name: str, *, use_cases: list[str], lag_seconds: float, max_window_seconds: float
     ) -> int: ...
 
-    async def prune_job_stats(self, *, older_than_seconds: float) -> int: ...
-
     async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]: ...
 
     async def get_minute_stats(self, *, since: datetime, tenant: str | None) -> list[MinuteStats]:
@@ -301,14 +330,14 @@ class JobStore(Protocol):
 
     async def get_scheduler_status(self, name: str) -> SchedulerStatus: ...
 
-    # -- metrics (jobs_server.metrics) --------------------------------------------------------
-
     async def count_active_jobs(self, *, tenants: list[str]) -> QueueSnapshot:
         """Pending, due and running jobs per use case, and per tenant for `tenants` (the others
         together under tenant ""), with the run_at of the oldest due job."""
         ...
 
-    # -- dashboard sessions (jobs_server.dashboard.session) -----------------------------------
+
+class SessionStore(Protocol):
+    """Dashboard logins (jobs_server.dashboard.session)."""
 
     async def create_dashboard_session(
         self, id_hash: bytes, *, principal: Principal, token_check: bytes, ttl_seconds: float
@@ -317,10 +346,35 @@ class JobStore(Protocol):
         ...
 
     async def get_dashboard_session(self, id_hash: bytes) -> DashboardSession | None:
-        """The session, unless it was deleted or has expired by the database's clock."""
+        """The session, unless it was deleted or has expired by the store's clock."""
         ...
 
     async def delete_dashboard_session(self, id_hash: bytes) -> None: ...
+
+
+class HealthStore(Protocol):
+    async def ping(self) -> None: ...
+
+    async def pending_migrations(self) -> list[int]: ...
+
+    async def close(self) -> None: ...
+
+
+class JobStore(
+    EnqueueStore,
+    QueryStore,
+    LeaderStore,
+    DispatchStore,
+    OutcomeStore,
+    ActionStore,
+    PruneStore,
+    StatsStore,
+    SessionStore,
+    HealthStore,
+    Protocol,
+):
+    """Every role at once: what one adapter (PostgreSQL, or in memory) implements. Each
+    service takes only the role it uses."""
 
 
 class Subscription(Protocol):

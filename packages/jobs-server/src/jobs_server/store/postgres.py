@@ -28,6 +28,7 @@ from jobs_schema import (
 )
 from jobs_schema.limits import clamp_timestamp
 from jobs_server.auth import Principal, Role
+from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import StoreUnavailable
 from jobs_server.store.base import (
     ActionBatch,
@@ -147,14 +148,23 @@ def _job(rec: Any) -> Job:
 class PostgresJobStore:
     """A JobStore over an asyncpg pool. Build it with `await PostgresJobStore.connect(url)`."""
 
-    def __init__(self, pool: asyncpg.Pool, queries: dict[str, str], *, dsn: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, queries: dict[str, str], *, dsn: str, clock: Clock | None = None
+    ) -> None:
         self._pool = pool
         self._q = queries
         self._dsn = dsn
+        self.clock: Clock = clock or DatabaseClock()
 
     @classmethod
     async def connect(
-        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 5.0
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        clock: Clock | None = None,
     ) -> PostgresJobStore:
         """Open a pool. An unreachable database raises StoreUnavailable naming the cause."""
         try:
@@ -173,7 +183,7 @@ class PostgresJobStore:
         except (*_UNAVAILABLE, asyncpg.exceptions.InvalidCatalogNameError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         assert pool is not None
-        return cls(pool, load_queries(), dsn=dsn)
+        return cls(pool, load_queries(), dsn=dsn, clock=clock)
 
     async def close(self) -> None:
         await self._pool.close()
