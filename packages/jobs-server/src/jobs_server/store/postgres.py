@@ -76,6 +76,10 @@ _UNAVAILABLE = (
 )
 
 
+# Seconds between tries to read a DatabaseClock that has never been read.
+_FIRST_SYNC_RETRY = 1.0
+
+
 def load_queries() -> dict[str, str]:
     """The named blocks of queries.sql."""
     text = resources.files("jobs_server.store").joinpath("queries.sql").read_text()
@@ -195,11 +199,15 @@ class PostgresJobStore:
 
     async def _start_clock(self) -> None:
         """A DatabaseClock reads this database: once now, then every RESYNC_SECONDS in the
-        background, so that no statement waits for a reading."""
+        background, so that no statement waits for a reading. A database that is down at
+        connect (a pool of min_size 0 opens without it) is read once it answers."""
         if not isinstance(self.clock, DatabaseClock):
             return
         self.clock.bind(self._read_clock)
-        await self.clock.sync()
+        try:
+            await self.clock.sync()
+        except StoreUnavailable:
+            logger.warning("database clock not read at connect; retrying in the background")
         self._resync = asyncio.create_task(self._keep_clock(self.clock), name="jobs-clock-resync")
 
     async def _read_clock(self) -> datetime:
@@ -208,7 +216,7 @@ class PostgresJobStore:
 
     async def _keep_clock(self, clock: DatabaseClock) -> None:
         while True:
-            await asyncio.sleep(clock.RESYNC_SECONDS)
+            await asyncio.sleep(clock.RESYNC_SECONDS if clock.synced else _FIRST_SYNC_RETRY)
             try:
                 await clock.sync()
             except Exception:
@@ -587,7 +595,7 @@ class PostgresJobStore:
     ) -> int:
         q, now = self._q["roll_up_finished"], self.clock.now()
         async with self._conn() as conn, conn.transaction():
-            await conn.execute(self._q["ensure_scheduler_status"], name)
+            await conn.execute(self._q["ensure_scheduler_status"], name, now)
             n = await conn.fetchval(q, name, use_cases, lag_seconds, max_window_seconds, now)
         return int(n)
 

@@ -560,7 +560,8 @@ LEFT JOIN scheduler_leader l ON l.name = n.name
 LEFT JOIN scheduler_status s ON s.name = n.name;
 
 -- name: ensure_scheduler_status
-INSERT INTO scheduler_status (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
+INSERT INTO scheduler_status (name, updated_at) VALUES ($1, $2::timestamptz)
+ON CONFLICT (name) DO NOTHING;
 
 -- name: count_active_jobs
 -- Queue depth for /metrics: pending, due and running jobs per use case, per tenant for the
@@ -591,8 +592,8 @@ WITH pruned AS (
         SELECT id_hash FROM dashboard_sessions WHERE expires_at <= $6::timestamptz
         ORDER BY expires_at LIMIT 100))
 )
-INSERT INTO dashboard_sessions (id_hash, role, tenant, token_check, expires_at)
-VALUES ($1, $2, $3, $4, $6::timestamptz + $5 * interval '1 second');
+INSERT INTO dashboard_sessions (id_hash, role, tenant, token_check, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $6::timestamptz, $6::timestamptz + $5 * interval '1 second');
 
 -- name: get_dashboard_session
 SELECT role, tenant, token_check, expires_at FROM dashboard_sessions
