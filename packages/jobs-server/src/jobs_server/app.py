@@ -320,7 +320,8 @@ def create_app(
 ) -> FastAPI:
     """The standalone server: everything on, and our envelope for every path. `tracer_provider`
     turns on the enqueue and dispatch spans (the CLI passes one when JOBS_OTEL_ENABLED; tests
-    pass their own)."""
+    pass their own). `clock`: every service's and the store's when the server connects it
+    (default: the store's, PostgreSQL's clock); a given `store` should be built with it."""
     server = JobsServer(
         settings, store=store, publisher=publisher, tracer_provider=tracer_provider, clock=clock
     )
