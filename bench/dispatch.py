@@ -13,6 +13,7 @@ import json
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -82,7 +83,7 @@ async def explain(conn: asyncpg.Connection, query: str, *args: object) -> str:
 
 
 def plain_args(use_case: str, batch: int) -> tuple[object, ...]:
-    return (use_case, 100_000, batch, 60.0, *LEADER)
+    return (use_case, 100_000, batch, 60.0, *LEADER, datetime.now(UTC))
 
 
 async def claim_scaling(url: str, show_plans: bool) -> None:
@@ -112,7 +113,7 @@ async def claim_scaling(url: str, show_plans: bool) -> None:
 async def fairness(conn: asyncpg.Connection, show_plans: bool) -> None:
     for i in range(100):
         await load(conn, f"small-{i:03d}", "bench", 1, offset=3600)
-    args = (*plain_args("bench", 1000)[:2], 1000, 60.0, *LEADER, 5)
+    args = (*plain_args("bench", 1000)[:2], 1000, 60.0, *LEADER, datetime.now(UTC), 5)
     fair_ms, rows = await median_claim(conn, Q["claim_due_jobs_fair"], *args)
     small = {r["tenant"] for r in rows if r["tenant"] != "big"}
     solo_ms, solo = await median_claim(
@@ -130,6 +131,7 @@ async def fairness(conn: asyncpg.Connection, show_plans: bool) -> None:
         len(rows),
         60.0,
         *LEADER,
+        datetime.now(UTC),
         prep="DELETE FROM jobs WHERE tenant <> 'big'",
     )
     print(f"fair pass over the big tenant alone: {solo_ms:.2f} ms, claimed {len(solo)}")
@@ -165,6 +167,7 @@ async def dispatch_throughput(url: str, n: int, in_flight: int) -> None:
         publisher,
         {"dispatch": uc},
         config=SchedulerConfig(name="dispatch", claim_batch=1000),
+        clock=store.clock,
     )
     assert await sched.ensure_leadership()
     sample = await conn.fetchrow("SELECT * FROM jobs WHERE use_case = 'dispatch' LIMIT 1")

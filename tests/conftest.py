@@ -170,9 +170,12 @@ async def start_server(database_url: str) -> AsyncIterator[StartServer]:
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(**overrides: Any) -> LiveServer:
-        """`app_options`: keyword arguments of create_app besides the settings."""
+        """`app_options`: keyword arguments of create_app besides the settings; `clock`: the
+        server's (a ManualClock the test moves instead of sleeping)."""
         db_url = overrides.pop("database_url", database_url)
         app_options = overrides.pop("app_options", {})
+        if "clock" in overrides:
+            app_options = {**app_options, "clock": overrides.pop("clock")}
         settings = make_settings(db_url, **overrides)
         port = free_port()
         config = uvicorn.Config(

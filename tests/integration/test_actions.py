@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
+from jobs_server.clock import ManualClock
 from tests.conftest import LiveServer
 from tests.integration.requests import ACME, ADMIN, GLOBEX, READONLY, TINY, WORKER, job
 
@@ -75,6 +76,22 @@ async def test_retry_a_dead_job_makes_it_pending_now_with_one_more_attempt(clien
     again = await client.post(f"/v1/jobs/{job_id}/retry", headers=ACME)
     assert again.status_code == 409
     assert "only dead or cancelled" in again.json()["error"]["message"]
+
+
+async def test_a_retry_is_pending_at_the_server_clocks_now(start_server, db):
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0) + timedelta(days=1))
+    server = await start_server(clock=clock)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+        [job_id] = await enqueue(c, ACME)
+        await kill(db, [job_id])
+        clock.advance(90)
+        r = await c.post(f"/v1/jobs/{job_id}/retry", headers=ACME)
+    assert r.status_code == 200, r.text
+    retried = r.json()
+    # the clock's now, not the host's (a day apart) nor the database's
+    assert datetime.fromisoformat(retried["run_at"]) == clock.now()
+    assert datetime.fromisoformat(retried["updated_at"]) == clock.now()
+    assert datetime.fromisoformat(retried["deadline"]) == clock.now() + timedelta(seconds=60)
 
 
 async def test_retry_a_cancelled_job_keeps_its_remaining_attempts(client, db):

@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from jobs_server.app import JobsServer
+from jobs_server.clock import ManualClock
 from jobs_server.store.migrations import available_migrations, migrate
 from tests.conftest import LiveServer, make_settings
 from tests.integration.proxy import start_database_proxy
@@ -50,6 +51,25 @@ async def test_explicit_deadline_and_tolerance(client):
     deadline = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
     r = await client.post("/v1/jobs", json=job(deadline=deadline.isoformat()), headers=ACME)
     assert datetime.fromisoformat(r.json()["job"]["deadline"]) == deadline
+
+
+async def test_enqueue_reads_the_servers_clock(start_server, db):
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0) + timedelta(days=1))
+    server = await start_server(clock=clock)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        r = await c.post("/v1/jobs", json=job(delay_tolerance_seconds=5), headers=ACME)
+        assert r.status_code == 201, r.text
+        late = job(deadline=(clock.now() - timedelta(seconds=1)).isoformat())
+        refused = await c.post("/v1/jobs", json=late, headers=ACME)
+        assert refused.status_code == 400  # in the past by the clock, not by the host
+    j = r.json()["job"]
+    # run_at, deadline and the stored stamps: the clock's, a day off the host's
+    assert datetime.fromisoformat(j["run_at"]) == clock.now()
+    assert datetime.fromisoformat(j["deadline"]) == clock.now() + timedelta(seconds=5)
+    row = await db.fetchrow("SELECT created_at, updated_at, id FROM jobs")
+    assert row["created_at"] == row["updated_at"] == clock.now()
+    # the id's time part too: created-at ranges still map to id ranges
+    assert row["id"].int >> 80 == int(clock.now().timestamp() * 1000)
 
 
 async def test_quota_holds_under_concurrent_enqueues(client, db):

@@ -402,7 +402,7 @@ def _int(text: str | None) -> int:
 @router.get("/jobs/{job_id}")
 async def job_detail(request: Request, viewer: Page, job_id: str) -> Response:
     job = await _service(request).get(viewer.principal, _job_id(job_id))
-    now = datetime.now(UTC)
+    now: datetime = request.app.state.jobs.clock.now()
     notice = request.query_params.get("done")
     return _templates(request).page(
         request,

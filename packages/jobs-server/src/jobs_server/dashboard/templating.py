@@ -4,7 +4,7 @@ inline script), no caching of pages that show jobs, no framing."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -55,7 +55,8 @@ class Templates:
         self, request: Request, name: str, *, status: int = 200, **context: Any
     ) -> HTMLResponse:
         ui = ui_path(request)
-        now = context.pop("now", None) or datetime.now(UTC)
+        # the server's clock, which stamped every time the page shows
+        now: datetime = context.pop("now", None) or request.app.state.jobs.clock.now()
         html = self.env.get_template(name).render(
             ui=ui,
             static=f"{ui}/static",
