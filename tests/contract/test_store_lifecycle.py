@@ -7,62 +7,12 @@ from datetime import timedelta
 
 from jobs_schema import AttemptOutcome, JobStatus, LeaseRef
 from jobs_server.store.base import (
-    ClaimedJob,
     EnqueueOutcome,
-    EnqueueResult,
-    FailedAttempt,
-    IdempotentReplay,
-    JobStore,
     LeaderLease,
     SucceededAttempt,
 )
 from tests.contract.conftest import MakeJob, StoreAndClock
-
-
-async def enqueue(
-    impl: JobStore, make_job: MakeJob, n: int = 1, **overrides: object
-) -> list[EnqueueResult]:
-    out = await impl.enqueue_jobs(
-        "acme", quota=None, jobs=[make_job(**overrides) for _ in range(n)]
-    )
-    assert not isinstance(out, IdempotentReplay)
-    return out
-
-
-async def claim(
-    impl: JobStore,
-    leader: LeaderLease,
-    *,
-    use_case: str = "uc",
-    capacity: int = 10,
-    limit: int = 10,
-    lease_seconds: float = 30,
-    per_tenant_cap: int | None = None,
-) -> list[ClaimedJob]:
-    return await impl.claim_due_jobs(
-        use_case,
-        capacity=capacity,
-        limit=limit,
-        lease_seconds=lease_seconds,
-        leader=leader,
-        per_tenant_cap=per_tenant_cap,
-    )
-
-
-def failure(
-    c: ClaimedJob, *, next_status: JobStatus, run_at: object = None, **kw: object
-) -> FailedAttempt:
-    return FailedAttempt(
-        id=c.id,
-        attempt=c.attempt,
-        lease_token=c.lease_token,
-        next_status=next_status,
-        run_at=run_at,  # type: ignore[arg-type]
-        outcome=kw.pop("outcome", AttemptOutcome.FAILED),  # type: ignore[arg-type]
-        error_type="ValueError",
-        error_message="boom",
-        **kw,  # type: ignore[arg-type]
-    )
+from tests.contract.store_calls import claim, failure, store_jobs
 
 
 async def test_enqueue_stores_a_pending_job(store: StoreAndClock, make_job: MakeJob) -> None:
@@ -89,7 +39,7 @@ async def test_claim_start_complete(
     store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
 ) -> None:
     impl, clock = store
-    [created] = await enqueue(impl, make_job, trace_context={"traceparent": "00-x"})
+    [created] = await store_jobs(impl, [make_job(trace_context={"traceparent": "00-x"})])
     assert created.job is not None
     [c] = await claim(impl, leader, lease_seconds=30)
     assert c.id == created.job.id and c.attempt == 1 and c.tenant == "acme"
@@ -128,7 +78,7 @@ async def test_failures_retry_at_run_at_then_die(
     store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
 ) -> None:
     impl, clock = store
-    [created] = await enqueue(impl, make_job, max_attempts=2)
+    [created] = await store_jobs(impl, [make_job(max_attempts=2)])
     assert created.job is not None
     [c] = await claim(impl, leader)
     retry_at = clock.now() + timedelta(seconds=30)
@@ -165,7 +115,7 @@ async def test_stale_reports_are_no_ops(
     store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
 ) -> None:
     impl, clock = store
-    await enqueue(impl, make_job)
+    await store_jobs(impl, [make_job()])
     [c] = await claim(impl, leader)
     stale_token = SucceededAttempt(c.id, c.attempt, c.lease.job_id, result=None)  # wrong token
     stale_attempt = SucceededAttempt(c.id, c.attempt + 1, c.lease_token, result=None)
