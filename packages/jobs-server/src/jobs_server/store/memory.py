@@ -688,6 +688,9 @@ class InMemoryJobStore:
             self._schedulers[name].counts_at = now
 
     async def add_dispatch_stats(self, stats: list[DispatchStat]) -> None:
+        if len({(s.minute, s.use_case, s.tenant) for s in stats}) < len(stats):
+            # one INSERT ... ON CONFLICT cannot update a row twice
+            raise ValueError("dispatch stats name one minute, use case and tenant twice")
         for s in stats:
             row = self._minutes.setdefault((s.minute, s.use_case, s.tenant), _MinuteRow())
             row.dispatched += s.dispatched
@@ -768,14 +771,14 @@ class InMemoryJobStore:
         self, id_hash: bytes, *, principal: Principal, token_check: bytes, ttl_seconds: float
     ) -> None:
         now = self.clock.now()
+        if id_hash in self._sessions:  # even an expired one: the INSERT sees it
+            raise ValueError("a dashboard session with this id exists")
         expired = sorted(
             (k for k, s in self._sessions.items() if s.expires_at <= now),
             key=lambda k: self._sessions[k].expires_at,
         )
         for key in expired[:_SESSION_PRUNE_BATCH]:
             del self._sessions[key]
-        if id_hash in self._sessions:
-            raise ValueError("a dashboard session with this id exists")
         self._sessions[id_hash] = _Session(
             principal, bytes(token_check), now + timedelta(seconds=ttl_seconds)
         )
