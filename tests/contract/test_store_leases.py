@@ -121,3 +121,25 @@ async def test_mark_attempts_started_keeps_the_first_worker(
     [second] = await impl.get_job_attempts(c.id)
     assert second.worker_id == "w1" and second.started_at == first.started_at
     await impl.mark_attempts_started([], worker_id="w3")
+
+
+async def test_a_heartbeat_past_expiry_still_holds_until_reaped(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    """A worker that paused past its lease keeps the job if it reports before the reaper."""
+    impl, clock = store
+    await store_jobs(impl, [make_job(deadline=clock.now() + timedelta(hours=1))])
+    [c] = await claim(impl, leader, lease_seconds=10)
+    clock.advance(15)
+    assert ids(await impl.find_expired_leases(limit=10)) == [c.id]
+    [status] = await impl.extend_leases([c.lease], extend_seconds=[30])
+    assert status.state is LeaseState.HELD
+    assert status.lease_expires_at == clock.now() + timedelta(seconds=30)
+    assert await impl.find_expired_leases(limit=10) == []
+    assert (
+        await impl.fail_attempts(
+            [failure(c, next_status=JobStatus.DEAD, outcome=AttemptOutcome.LEASE_EXPIRED)],
+            require_expired=True,
+        )
+        == {}
+    )

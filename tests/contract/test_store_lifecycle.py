@@ -11,7 +11,7 @@ from jobs_server.store.base import (
     LeaderLease,
     SucceededAttempt,
 )
-from tests.contract.conftest import MakeJob, StoreAndClock
+from tests.contract.conftest import BACKOFF, MakeJob, StoreAndClock
 from tests.contract.store_calls import claim, failure, store_jobs
 
 
@@ -54,6 +54,7 @@ async def test_claim_start_complete(
     [running] = await impl.get_leases([c.id])
     assert (running.id, running.attempt, running.lease_token) == (c.id, 1, c.lease_token)
     assert (running.max_attempts, running.tenant, running.use_case) == (3, "acme", "uc")
+    assert running.backoff == BACKOFF
 
     await impl.mark_attempts_started([c.lease], worker_id="w1")
     [attempt] = await impl.get_job_attempts(c.id)

@@ -202,6 +202,22 @@ async def test_minute_stats_roll_up(
 
 
 async def test_health(store: StoreAndClock) -> None:
-    impl, _ = store
+    impl, clock = store
     await impl.ping()
     assert await impl.pending_migrations() == []
+    status = await impl.get_scheduler_status("never-ran")
+    assert (status.holder, status.epoch, status.lease_expires_at, status.live) == (
+        None,
+        None,
+        None,
+        False,
+    )
+    assert (status.passes, status.dispatched, status.last_pass_at, status.counts_at) == (
+        0,
+        0,
+        None,
+        None,
+    )
+    assert status.now == clock.now()
+    snapshot = await impl.count_active_jobs(tenants=[])
+    assert snapshot.rows == [] and snapshot.measured_at == clock.now()

@@ -63,6 +63,7 @@ _RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED})
 # postgres.job_filter bounds created-at ranges by id too (ids are UUIDv7), with this margin
 _ID_CLOCK_MARGIN = timedelta(minutes=10)
 _SESSION_PRUNE_BATCH = 100
+_MAX_NOTIFY_BYTES = 8000  # PostgreSQL's limit
 
 
 @dataclass
@@ -285,6 +286,8 @@ class InMemoryJobStore:
         return sum(1 for r in self._jobs.values() if r.tenant == tenant and r.is_active())
 
     async def notify(self, channel: str, payload: str) -> None:
+        if len(payload.encode()) >= _MAX_NOTIFY_BYTES:
+            raise ValueError("a NOTIFY payload must be shorter than 8000 bytes")
         loop = asyncio.get_running_loop()
         for sub in list(self._listeners.get(channel, [])):
             # delivered after the caller's statement, as a NOTIFY reaches a listener
