@@ -8,12 +8,14 @@ from typing import Any
 
 from jobs_schema import (
     EnqueueRequest,
+    FailureInfo,
     JobMessage,
     JobsConfig,
     OutcomeKind,
     OutcomeReport,
     UseCaseConfig,
 )
+from jobs_server.clock import Clock
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher
@@ -48,7 +50,9 @@ class Rig:
 
     def scheduler(self, **config: Any) -> Scheduler:
         cfg = SchedulerConfig(**({"tick_seconds": 0.2, "leader_ttl_seconds": 60.0} | config))
-        return Scheduler(self.store, self.publisher, self.use_cases, config=cfg)
+        return Scheduler(
+            self.store, self.publisher, self.use_cases, config=cfg, clock=self.store.clock
+        )
 
     async def enqueue(self, tenant: str, use_case: str, n: int = 1, **fields: Any) -> list[str]:
         reqs = [
@@ -62,6 +66,23 @@ class Rig:
             resp = await self.service.enqueue_batch(tenant, reqs[start : start + 1000])
             ids += [str(r.job.id) for r in resp.results if r.job]
         return ids
+
+    async def fail(self, messages: list[JobMessage]) -> int:
+        """Report a retryable failure for each message; returns how many applied."""
+        acks = await self.outcomes.report(
+            [
+                OutcomeReport(
+                    job_id=m.job_id,
+                    attempt=m.attempt,
+                    lease_token=m.lease_token,
+                    outcome=OutcomeKind.FAILED,
+                    worker_id="test-worker",
+                    failure=FailureInfo(type="Boom", message="it broke"),
+                )
+                for m in messages
+            ]
+        )
+        return sum(a.applied for a in acks)
 
     async def complete(self, messages: list[JobMessage]) -> int:
         """Report success for each message, as a worker would; returns how many applied."""
@@ -84,9 +105,15 @@ class Rig:
 
 
 async def make_rig(
-    database_url: str, sqs_url: str, probe: SqsProbe, use_cases: dict[str, UseCaseConfig]
+    database_url: str,
+    sqs_url: str,
+    probe: SqsProbe,
+    use_cases: dict[str, UseCaseConfig],
+    *,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Rig]:
-    store = await PostgresJobStore.connect(database_url, min_size=1, max_size=6)
+    """`clock`: the store's and the services' (default: the database's)."""
+    store = await PostgresJobStore.connect(database_url, min_size=1, max_size=6, clock=clock)
     publisher = await SqsPublisher.connect(region="us-east-1", endpoint_url=sqs_url)
     await publisher.ensure_queues([QueueSpec(uc.queue) for uc in use_cases.values()])
     service = JobService(
@@ -94,9 +121,12 @@ async def make_rig(
         JobsConfig(use_cases=use_cases),
         default_quota=None,
         max_payload_bytes=256 * 1024,
+        clock=store.clock,
     )
     try:
-        yield Rig(store, publisher, probe, use_cases, service, OutcomeService(store))
+        yield Rig(
+            store, publisher, probe, use_cases, service, OutcomeService(store, clock=store.clock)
+        )
     finally:
         await publisher.close()
         await store.close()

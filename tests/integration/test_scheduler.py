@@ -10,25 +10,47 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from jobs_schema import UseCaseConfig
+from jobs_server.clock import ManualClock
 from jobs_server.publisher.sqs import SqsPublisher
+from jobs_server.retries import LEASE_EXPIRED, decide_failure
 from jobs_server.scheduler import PublishFailed
 from tests.integration.proxy import TcpProxy
 from tests.integration.scheduler_support import Rig, make_rig, use_case
 from tests.integration.sqs import sqs_probe
 
 
+def use_cases(prefix: str) -> dict[str, UseCaseConfig]:
+    return {
+        "fast": use_case(f"{prefix}-fast"),
+        "one": use_case(f"{prefix}-one", capacity=1),
+        "five": use_case(f"{prefix}-five", capacity=5),
+        "fair": use_case(f"{prefix}-fair", capacity=10, per_tenant_running_cap=3),
+        "unfair": use_case(f"{prefix}-unfair", capacity=10),
+        "short": use_case(f"{prefix}-short", lease_seconds=0.5),
+    }
+
+
 @pytest.fixture
 async def rig(database_url, sqs_endpoint, queue_prefix) -> AsyncIterator[Rig]:
-    use_cases = {
-        "fast": use_case(f"{queue_prefix}-fast"),
-        "one": use_case(f"{queue_prefix}-one", capacity=1),
-        "five": use_case(f"{queue_prefix}-five", capacity=5),
-        "fair": use_case(f"{queue_prefix}-fair", capacity=10, per_tenant_running_cap=3),
-        "unfair": use_case(f"{queue_prefix}-unfair", capacity=10),
-        "short": use_case(f"{queue_prefix}-short", lease_seconds=0.5),
-    }
     async with sqs_probe(sqs_endpoint) as probe:
-        async for r in make_rig(database_url, sqs_endpoint, probe, use_cases):
+        async for r in make_rig(database_url, sqs_endpoint, probe, use_cases(queue_prefix)):
+            yield r
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # a day off this host's clock: a time taken from the host instead would stand out
+    return ManualClock(datetime.now(UTC).replace(microsecond=0) + timedelta(days=1))
+
+
+@pytest.fixture
+async def timed_rig(database_url, sqs_endpoint, queue_prefix, clock) -> AsyncIterator[Rig]:
+    """A rig whose store and services read `clock`: the test moves time, nothing sleeps."""
+    async with sqs_probe(sqs_endpoint) as probe:
+        async for r in make_rig(
+            database_url, sqs_endpoint, probe, use_cases(queue_prefix), clock=clock
+        ):
             yield r
 
 
@@ -171,26 +193,50 @@ async def test_sqs_outage_loses_nothing_and_duplicates_record_one_outcome(rig, s
         await publisher.close()
 
 
-async def test_expired_lease_is_retried_with_backoff_then_dead(rig, db):
+async def test_future_job_is_due_at_its_run_at_by_the_clock(timed_rig, clock, db):
+    rig = timed_rig
+    due = clock.now() + timedelta(seconds=1.5)
+    (job_id,) = await rig.enqueue("acme", "fast", run_at=due.isoformat())
+    sched = rig.scheduler()
+    assert await sched.ensure_leadership()
+    clock.advance(1.4)
+    assert await sched.run_once() == 0
+    clock.advance(0.1)
+    assert await sched.run_once() == 1
+    (msg,) = await rig.probe.drain(rig.use_cases["fast"].queue)
+    assert str(msg.job_id) == job_id
+    job = await db.fetchrow("SELECT run_at, created_at, deadline_missed FROM jobs")
+    assert job["run_at"] == due
+    assert job["created_at"] == due - timedelta(seconds=1.5)
+    assert not job["deadline_missed"]
+    dispatched = await db.fetchval("SELECT dispatched_at FROM job_attempts")
+    assert dispatched == due
+
+
+async def test_expired_lease_is_retried_with_backoff_then_dead(timed_rig, clock, db):
+    rig = timed_rig
     await rig.enqueue("acme", "short")
     sched = rig.scheduler()
     assert await sched.ensure_leadership()
     for attempt in (1, 2, 3):
-        for _ in range(50):
-            if await sched.run_once():
-                break
-            await asyncio.sleep(0.1)
+        assert await sched.run_once() == 1
         (msg,) = await rig.probe.drain(rig.use_cases["short"].queue)
         assert msg.attempt == attempt
-        await asyncio.sleep(0.6)  # the 0.5 s lease runs out; nobody reports
+        clock.advance(0.4)
+        assert await sched.reap() == 0  # the 0.5 s lease holds...
+        clock.advance(0.2)  # ...and runs out; nobody reports
         assert await sched.reap() == 1
         job = await db.fetchrow("SELECT status, run_at, updated_at FROM jobs")
         if attempt < 3:
             assert job["status"] == "pending"
-            # constant backoff of 1 s, no jitter
-            delay = (job["run_at"] - job["updated_at"]).total_seconds()
-            assert delay == pytest.approx(1.0, abs=0.05)
+            # constant backoff of 1 s, no jitter, counted from the clock's now
+            assert job["updated_at"] == clock.now()
+            assert job["run_at"] == clock.now() + timedelta(seconds=1)
+            clock.advance(0.9)
+            assert await sched.run_once() == 0  # not due yet
+            clock.advance(0.1)
     assert (await db.fetchval("SELECT status FROM jobs")) == "dead"
+    assert (await db.fetchval("SELECT finished_at FROM jobs")) == clock.now()
     attempts = await db.fetch(
         "SELECT attempt, outcome, error_type FROM job_attempts ORDER BY attempt"
     )
@@ -200,18 +246,49 @@ async def test_expired_lease_is_retried_with_backoff_then_dead(rig, db):
     assert await db.fetchval("SELECT active FROM tenant_usage WHERE tenant = 'acme'") == 0
 
 
-async def test_completion_between_reaper_read_and_write_wins(rig, db):
+async def test_reported_failures_use_up_the_attempts_then_dead(timed_rig, clock, db):
+    rig = timed_rig
+    await rig.enqueue("acme", "fast", max_attempts=2)
+    sched = rig.scheduler()
+    assert await sched.ensure_leadership()
+    queue = rig.use_cases["fast"].queue
+    assert await sched.run_once() == 1
+    (msg,) = await rig.probe.drain(queue)
+    clock.advance(0.25)
+    assert await rig.fail([msg]) == 1
+    job = await db.fetchrow("SELECT status, run_at, attempts FROM jobs")
+    assert (job["status"], job["attempts"]) == ("pending", 1)
+    # the retry's run_at is the clock's now plus the constant 1 s backoff
+    assert job["run_at"] == clock.now() + timedelta(seconds=1)
+    assert await sched.run_once() == 0
+    clock.advance(1)
+    assert await sched.run_once() == 1
+    (msg,) = await rig.probe.drain(queue)
+    assert msg.attempt == 2
+    clock.advance(0.25)
+    assert await rig.fail([msg]) == 1  # the last attempt
+    job = await db.fetchrow("SELECT status, attempts, finished_at, last_error FROM jobs")
+    assert (job["status"], job["attempts"]) == ("dead", 2)
+    assert job["finished_at"] == clock.now()
+    assert job["last_error"] == "Boom: it broke"
+    attempts = await db.fetch("SELECT attempt, outcome FROM job_attempts ORDER BY attempt")
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "failed"), (2, "failed")]
+    assert await db.fetchval("SELECT active FROM tenant_usage WHERE tenant = 'acme'") == 0
+    clock.advance(60)
+    assert await sched.run_once() == 0  # dead stays dead
+
+
+async def test_completion_between_reaper_read_and_write_wins(timed_rig, clock, db):
+    rig = timed_rig
     await rig.enqueue("acme", "short")
     sched = rig.scheduler()
     assert await sched.ensure_leadership()
     await sched.run_once()
     (msg,) = await rig.probe.drain(rig.use_cases["short"].queue)
-    await asyncio.sleep(0.6)
+    clock.advance(0.6)
     expired = await rig.store.find_expired_leases(limit=10)  # the reaper reads...
     assert await rig.complete([msg]) == 1  # ...a completion lands...
-    from jobs_server.retries import LEASE_EXPIRED, decide_failure
-
-    decided = [decide_failure(x, LEASE_EXPIRED, now=datetime.now(UTC)) for x in expired]
+    decided = [decide_failure(x, LEASE_EXPIRED, now=clock.now()) for x in expired]
     assert await rig.store.fail_attempts(decided, require_expired=True) == {}  # ...and wins
     assert await db.fetchval("SELECT status FROM jobs") == "succeeded"
 

@@ -19,8 +19,6 @@ matching jobs; `max_id` (from the count) keeps jobs created after the confirmati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
 from uuid import UUID
 
 from jobs_schema import (
@@ -34,8 +32,9 @@ from jobs_schema import (
     JobStatus,
 )
 from jobs_server.auth import Principal
+from jobs_server.clock import Clock
 from jobs_server.errors import Forbidden, JobConflict, JobNotFound, QuotaExceeded
-from jobs_server.service import EnqueueListener
+from jobs_server.service import EnqueueListener, scoped, tenant_quota
 from jobs_server.store.base import ActionBatch, JobFilter, JobStore, RetryRules
 
 __all__ = ["ACTIONABLE", "RETRYABLE", "ActionService"]
@@ -49,10 +48,6 @@ ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: RETRYABLE}
 _BATCH = 500
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class ActionService:
     def __init__(
         self,
@@ -62,7 +57,7 @@ class ActionService:
         default_quota: int | None,
         batch_size: int = _BATCH,
         on_enqueued: EnqueueListener | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Clock,
     ) -> None:
         self._store = store
         self._config = config
@@ -112,7 +107,7 @@ class ActionService:
     ) -> JobCount:
         """How many jobs match (those `action` can change, when given) and the newest one's
         id, to pass back as `max_id`."""
-        flt = _scoped(who, selection)
+        flt = _selection_filter(who, selection)
         if flt is None:
             return JobCount(count=0, max_id=None)
         statuses = ACTIONABLE[action] if action is not None else None
@@ -129,7 +124,7 @@ class ActionService:
         self, who: Principal, selection: JobSelection, action: BulkAction
     ) -> BulkResult:
         _require_write(who)
-        flt = _scoped(who, selection)
+        flt = _selection_filter(who, selection)
         picked = touched = 0
         cursor: UUID | None = None
         exhausted = flt is None
@@ -168,14 +163,11 @@ class ActionService:
         )
 
     def _quota(self, tenant: str) -> int | None:
-        cfg = self._config.tenants.get(tenant)
-        if cfg is not None and cfg.max_active_jobs is not None:
-            return cfg.max_active_jobs
-        return self._default_quota
+        return tenant_quota(self._config, tenant, default=self._default_quota)
 
     def _announce(self, done: ActionBatch) -> None:
         if done.touched and done.use_cases and self._on_enqueued is not None:
-            self._on_enqueued(set(done.use_cases), self._clock())
+            self._on_enqueued(set(done.use_cases), self._clock.now())
 
 
 def _require_write(who: Principal) -> None:
@@ -183,13 +175,10 @@ def _require_write(who: Principal) -> None:
         raise Forbidden("this token is read-only")
 
 
-def _scoped(who: Principal, selection: JobSelection) -> JobFilter | None:
+def _selection_filter(who: Principal, selection: JobSelection) -> JobFilter | None:
     """The selection as a store filter within what `who` may see; None: it selects nothing."""
-    scope = who.tenant_scope
-    if scope is not None and selection.tenant is not None and selection.tenant != scope:
-        return None
-    return JobFilter(
-        tenant=scope or selection.tenant,
+    flt = JobFilter(
+        tenant=selection.tenant,
         status=selection.status,
         use_case=selection.use_case,
         job_type=selection.job_type,
@@ -198,3 +187,4 @@ def _scoped(who: Principal, selection: JobSelection) -> JobFilter | None:
         dedup_key=selection.dedup_key,
         max_id=selection.max_id,
     )
+    return scoped(who, flt)

@@ -27,13 +27,14 @@ from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
 from jobs_server.auth import Authenticator
+from jobs_server.clock import Clock, SystemClock
 from jobs_server.dashboard import install_dashboard
 from jobs_server.errors import ConfigError, JobsServerError
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
 from jobs_server.scheduler import Scheduler, SchedulerConfig
-from jobs_server.service import JobService
+from jobs_server.service import JobIds, JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
 from jobs_server.store.postgres import PostgresJobStore
@@ -89,6 +90,7 @@ class JobsServer:
         store: JobStore | None = None,
         publisher: Publisher | None = None,
         tracer_provider: TracerProvider | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.config = settings.jobs_config()
@@ -108,6 +110,7 @@ class JobsServer:
         )
         self._given_store = store
         self._given_publisher = publisher
+        self._given_clock = clock
         self._store: JobStore | None = None
         self._publisher: Publisher | None = None
         self._service: JobService | None = None
@@ -115,6 +118,7 @@ class JobsServer:
         self._actions: ActionService | None = None
         self._wakeups: WakeupSender | None = None
         self.scheduler: Scheduler | None = None
+        self.clock: Clock = clock or SystemClock()  # the store's, once started
         self._stop = asyncio.Event()
         self._starting = asyncio.Lock()
         self._scheduler_task: asyncio.Task[None] | None = None
@@ -156,26 +160,31 @@ class JobsServer:
             self.settings.require_database_url(),
             min_size=self.settings.db_pool_min,
             max_size=self.settings.db_pool_max,
+            clock=self._given_clock,
         )
         self._store = store
+        self.clock = clock = self._given_clock or _store_clock(store)
         self._wakeups = WakeupSender(store)
         self._service = JobService(
             store,
             self.config,
             default_quota=self.settings.default_tenant_quota,
             max_payload_bytes=self.settings.max_payload_bytes,
+            clock=clock,
+            ids=JobIds(clock),
             on_enqueued=self._wakeups.enqueued if self.settings.enqueue_wakeups else None,
             metrics=self.metrics,
             tracing=self.tracing,
         )
         self._outcomes = OutcomeService(
-            store, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
+            store, clock=clock, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
         )
         self._actions = ActionService(
             store,
             self.config,
             default_quota=self.settings.default_tenant_quota,
             on_enqueued=self._wakeups.enqueued,
+            clock=clock,
         )
         if self.settings.run_scheduler:
             await self._start_scheduler(store)
@@ -194,6 +203,7 @@ class JobsServer:
             self._publisher,
             dict(self.config.use_cases),
             config=scheduler_config(self.settings),
+            clock=self.clock,
             metrics=self.metrics,
             tracing=self.tracing,
         )
@@ -295,17 +305,25 @@ class JobsServer:
                 self._methods.setdefault(path, set()).update(methods)
 
 
+def _store_clock(store: JobStore) -> Clock:
+    """The clock the store's statements use, which every service must share."""
+    return store.clock if isinstance(store, PostgresJobStore) else SystemClock()
+
+
 def create_app(
     settings: ServerSettings,
     *,
     store: JobStore | None = None,
     publisher: Publisher | None = None,
     tracer_provider: TracerProvider | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """The standalone server: everything on, and our envelope for every path. `tracer_provider`
     turns on the enqueue and dispatch spans (the CLI passes one when JOBS_OTEL_ENABLED; tests
     pass their own)."""
-    server = JobsServer(settings, store=store, publisher=publisher, tracer_provider=tracer_provider)
+    server = JobsServer(
+        settings, store=store, publisher=publisher, tracer_provider=tracer_provider, clock=clock
+    )
     app = _offline_app(static_url="/docs/static")
     app.state.jobs = server
     server.include_in(app, dashboard=True, health=True, metrics=True)

@@ -343,6 +343,7 @@ async def _run_scheduler(settings: ServerSettings, provider: TracerProvider | No
         publisher,
         dict(config.use_cases),
         config=scheduler_config(settings),
+        clock=store.clock,
         metrics=metrics,
         tracing=Tracing(provider),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from uuid import UUID
 
 from jobs_schema import (
@@ -22,6 +21,7 @@ from jobs_schema import (
     PayloadResponse,
     ReleaseRequest,
 )
+from jobs_server.clock import Clock
 from jobs_server.errors import JobNotFound
 from jobs_server.metrics import ServerMetrics
 from jobs_server.retries import LEASE_EXPIRED, decide_failure
@@ -31,13 +31,8 @@ __all__ = ["OutcomeService"]
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 # Called when running jobs finished or were given back: slots are free, the scheduler may run.
 SlotsFreed = Callable[[], None]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class OutcomeService:
@@ -45,7 +40,7 @@ class OutcomeService:
         self,
         store: JobStore,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock,
         on_slots_freed: SlotsFreed | None = None,
         metrics: ServerMetrics | None = None,
     ) -> None:
@@ -78,7 +73,7 @@ class OutcomeService:
         if not failures:
             return [], {}
         leases = {x.id: x for x in await self._store.get_leases([r.job_id for r in failures])}
-        now = self._clock()
+        now = self._clock.now()
         decided = []
         for r in failures:
             lease = leases.get(r.job_id)
@@ -130,7 +125,7 @@ class OutcomeService:
         expired = await self._store.find_expired_leases(limit=limit)
         if not expired:
             return {}
-        now = self._clock()
+        now = self._clock.now()
         decided = [
             decide_failure(x, LEASE_EXPIRED, now=now, outcome=AttemptOutcome.LEASE_EXPIRED)
             for x in expired

@@ -16,11 +16,11 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from jobs_schema import MAX_SQS_MESSAGE_BYTES, JobMessage, UseCaseConfig
+from jobs_server.clock import Clock, SystemClock
 from jobs_server.errors import JobsServerError
 from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
@@ -83,7 +83,7 @@ class Scheduler:
         *,
         config: SchedulerConfig | None = None,
         holder: str | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
         metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
         rng: random.Random | None = None,
@@ -93,9 +93,9 @@ class Scheduler:
         self._use_cases = use_cases
         self.config = config or SchedulerConfig()
         self.holder = holder or new_holder_id()
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
-        self._outcomes = OutcomeService(store, clock=clock, metrics=metrics)
+        self._outcomes = OutcomeService(store, clock=self._clock, metrics=metrics)
         self._metrics = metrics
         self._tracing = tracing or Tracing()
         self.depth = (
@@ -167,7 +167,7 @@ class Scheduler:
             *(self._dispatch(name, uc) for name, uc in self._use_cases.items())
         )
         self.stats.passes += 1
-        self.stats.last_pass_at = self._clock()
+        self.stats.last_pass_at = self._clock.now()
         self.stats.last_pass_seconds = time.monotonic() - started
         if self._metrics is not None:
             self._metrics.observe_pass(self.stats.last_pass_seconds)
@@ -204,7 +204,7 @@ class Scheduler:
         )
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
-        claimed_at = self._clock()
+        claimed_at = self._clock.now()
         by_key = {str(c.id): c for c in claimed}
         spans = self._tracing.start_dispatch(claimed)
         failed = await self._publisher.publish(
@@ -213,7 +213,7 @@ class Scheduler:
         )
         spans.end(failed={by_key[k].id for k in failed})
         if self._metrics is not None:
-            self._metrics.observe_published(name, by_key, failed=failed, now=self._clock())
+            self._metrics.observe_published(name, by_key, failed=failed, now=self._clock.now())
         if failed:
             released = await self._store.release_leases([by_key[k].lease for k in failed])
             self.stats.publish_failures += len(failed)
@@ -276,7 +276,7 @@ class Scheduler:
 
     def wake(self, earliest_run_at: datetime | None = None) -> None:
         """Run a pass now, or remember a future run_at to wake for."""
-        if earliest_run_at is not None and earliest_run_at > self._clock():
+        if earliest_run_at is not None and earliest_run_at > self._clock.now():
             if self._next_due is None or earliest_run_at < self._next_due:
                 self._next_due = earliest_run_at
             return
@@ -352,7 +352,7 @@ class Scheduler:
             return self.election_period()
         delay = self.config.tick_seconds
         if self._next_due is not None:
-            until = (self._next_due - self._clock()).total_seconds()
+            until = (self._next_due - self._clock.now()).total_seconds()
             if until <= delay:
                 self._next_due = None
             delay = max(0.0, min(delay, until))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from jobs_schema import (
@@ -25,6 +25,7 @@ from jobs_schema import (
 from jobs_schema.limits import MAX_TIMESTAMP, JsonRefused, json_text
 from jobs_server.auth import Principal
 from jobs_server.batching import EnqueueBatcher
+from jobs_server.clock import Clock
 from jobs_server.errors import (
     BadRequest,
     IdempotencyMismatch,
@@ -47,55 +48,67 @@ from jobs_server.store.base import (
 )
 from jobs_server.tracing import Tracing
 
-__all__ = ["EnqueueListener", "JobService", "new_job_id", "request_hash"]
+__all__ = ["EnqueueListener", "JobIds", "JobService", "request_hash", "scoped", "tenant_quota"]
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 # Called after jobs were stored: the use cases touched and the earliest run_at among them.
 EnqueueListener = Callable[[set[str], datetime], None]
 
 _MAX_RETRIES = 3
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+class JobIds:
+    """UUIDv7 (RFC 9562) job ids, the time taken from the server's clock, with a 12-bit counter
+    in rand_a: ids sort by creation, also within one millisecond of one process, and index
+    inserts stay local. One per server object; a forked child draws random bytes of its own
+    (the pid is checked on use), so it never repeats its parent's ids."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._pid = os.getpid()
+        self._last_ms = 0
+        self._counter = 0
+        self._random = b""  # bytes from os.urandom, used up 8 at a time
+        self._random_at = 0
+
+    def new(self) -> UUID:
+        if self._pid != os.getpid():
+            self._pid, self._random = os.getpid(), b""
+        ms = int(self._clock.now().timestamp() * 1000)
+        if ms <= self._last_ms:
+            ms, self._counter = self._last_ms, self._counter + 1
+            if self._counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
+                ms, self._counter = ms + 1, 0
+        else:
+            self._counter = 0
+        self._last_ms = ms
+        if self._random_at >= len(self._random):  # one system call for 512 ids, not one each
+            self._random, self._random_at = os.urandom(8 * 512), 0
+        rand = int.from_bytes(self._random[self._random_at : self._random_at + 8], "big")
+        self._random_at += 8
+        value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | self._counter << 64
+        value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
+        return UUID(int=value)
 
 
-_last_ms = 0
-_counter = 0
-_random = b""  # bytes from os.urandom, used up 8 at a time by new_job_id
-_random_at = 0
+def tenant_quota(config: JobsConfig, tenant: str, *, default: int | None) -> int | None:
+    """The most active (pending and running) jobs `tenant` may have; None: no limit."""
+    cfg = config.tenants.get(tenant)
+    if cfg is not None and cfg.max_active_jobs is not None:
+        return cfg.max_active_jobs
+    return default
 
 
-def _forget_random() -> None:
-    global _random
-    _random = b""
-
-
-# A forked child must not hand out the bytes its parent also hands out.
-os.register_at_fork(after_in_child=_forget_random)
-
-
-def new_job_id() -> UUID:
-    """UUIDv7 (RFC 9562) with a 12-bit counter in rand_a: ids sort by creation, also within one
-    millisecond of one process, and index inserts stay local."""
-    global _last_ms, _counter, _random, _random_at
-    ms = time.time_ns() // 1_000_000
-    if ms <= _last_ms:
-        ms, _counter = _last_ms, _counter + 1
-        if _counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
-            ms, _counter = ms + 1, 0
-    else:
-        _counter = 0
-    _last_ms = ms
-    if _random_at >= len(_random):  # one system call for 512 ids, not one each
-        _random, _random_at = os.urandom(8 * 512), 0
-    rand = int.from_bytes(_random[_random_at : _random_at + 8], "big")
-    _random_at += 8
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _counter << 64
-    value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
-    return UUID(int=value)
+def scoped(who: Principal, flt: JobFilter) -> JobFilter | None:
+    """`flt` within what `who` may see: a tenant's principal sees its own jobs only; None when
+    the filter names another tenant (it selects nothing)."""
+    scope = who.tenant_scope
+    if scope is None:
+        return flt
+    if flt.tenant is not None and flt.tenant != scope:
+        return None
+    return dataclasses.replace(flt, tenant=scope)
 
 
 def _payload_json(payload: Payload) -> str:
@@ -119,7 +132,8 @@ class JobService:
         *,
         default_quota: int | None,
         max_payload_bytes: int,
-        clock: Clock = _utcnow,
+        clock: Clock,
+        ids: JobIds | None = None,
         on_enqueued: EnqueueListener | None = None,
         metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
@@ -129,6 +143,7 @@ class JobService:
         self._default_quota = default_quota
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock
+        self._ids = ids or JobIds(clock)
         self._on_enqueued = on_enqueued
         self._metrics = metrics
         self._tracing = tracing or Tracing()
@@ -187,7 +202,7 @@ class JobService:
         reqs: list[EnqueueRequest],
         idempotency: tuple[str, str] | None,
     ) -> list[EnqueueResult]:
-        now = self._clock()
+        now = self._clock.now()
         carrier = self._tracing.carrier()  # the jobs.enqueue span's, stored on each job
         new = [
             self._new_job(req, now, index=i if len(reqs) > 1 else None, trace_context=carrier)
@@ -282,7 +297,7 @@ class JobService:
             # a tolerance reaching past the range is a deadline at its end, not an overflow
             deadline = run_at + min(timedelta(seconds=tolerance), MAX_TIMESTAMP - run_at)
         return NewJob(
-            id=new_job_id(),
+            id=self._ids.new(),
             use_case=req.use_case,
             job_type=req.job_type,
             payload=req.payload,
@@ -296,10 +311,7 @@ class JobService:
         )
 
     def _quota(self, tenant: str) -> int | None:
-        cfg = self._config.tenants.get(tenant)
-        if cfg is not None and cfg.max_active_jobs is not None:
-            return cfg.max_active_jobs
-        return self._default_quota
+        return tenant_quota(self._config, tenant, default=self._default_quota)
 
     # -- reads and cancel ------------------------------------------------------------------
 
@@ -324,20 +336,22 @@ class JobService:
         limit: int = 50,
         dedup_key: str | None = None,
     ) -> JobPage:
-        scope = who.tenant_scope
-        if scope is not None and tenant is not None and tenant != scope:
-            return JobPage(items=[])
-        flt = JobFilter(
-            tenant=scope or tenant,
-            status=status,
-            use_case=use_case,
-            job_type=job_type,
-            created_after=created_after,
-            created_before=created_before,
-            before_id=_decode_cursor(cursor),
-            limit=limit + 1,
-            dedup_key=dedup_key,
+        flt = scoped(
+            who,
+            JobFilter(
+                tenant=tenant,
+                status=status,
+                use_case=use_case,
+                job_type=job_type,
+                created_after=created_after,
+                created_before=created_before,
+                before_id=_decode_cursor(cursor),
+                limit=limit + 1,
+                dedup_key=dedup_key,
+            ),
         )
+        if flt is None:
+            return JobPage(items=[])
         rows = await self._store.list_jobs(flt)
         more = len(rows) > limit
         items = rows[:limit]
