@@ -15,7 +15,7 @@ from jobs_schema import BackoffPolicy
 from jobs_server.clock import ManualClock
 from jobs_server.publisher.base import InMemoryPublisher, Publisher, QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher, sqs_client
-from jobs_server.service import new_job_id
+from jobs_server.service import JobIds
 from jobs_server.store.base import JobStore, LeaderLease, NewJob
 from jobs_server.store.memory import InMemoryJobStore
 from jobs_server.store.postgres import PostgresJobStore
@@ -53,11 +53,12 @@ async def store(store_backend: str | None) -> AsyncIterator[StoreAndClock]:
 def make_job(store: StoreAndClock) -> MakeJob:
     """Factory: a NewJob due now by the store's clock, a minute's tolerance, overrides applied."""
     _, clock = store
+    job_ids = JobIds(clock)
 
     def make(**overrides: Any) -> NewJob:
         now = clock.now()
         values: dict[str, Any] = {
-            "id": new_job_id(),
+            "id": job_ids.new(),
             "use_case": "uc",
             "job_type": "uc.run",
             "payload": {"n": 1},
