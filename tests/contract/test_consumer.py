@@ -65,9 +65,10 @@ async def test_an_extension_keeps_it_invisible_and_its_end_redelivers(
     case = consumer_case
     await case.send("slow")
     [first] = await case.consumer.receive(case.queue, max_messages=1, wait_seconds=1)
-    assert await case.consumer.extend([first], seconds=1) == set()
-    assert await case.consumer.receive(case.queue, max_messages=1, wait_seconds=0) == []
+    assert await case.consumer.extend([first], seconds=1.2) == set()  # whole seconds: 2
     await asyncio.sleep(1.2)
+    assert await case.consumer.receive(case.queue, max_messages=1, wait_seconds=0) == []
+    await asyncio.sleep(1.0)
     [second] = await case.consumer.receive(case.queue, max_messages=1, wait_seconds=2)
     assert second.message_id == first.message_id and second.receive_count == 2
 

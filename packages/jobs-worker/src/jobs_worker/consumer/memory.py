@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from jobs_worker.consumer.base import ReceivedMessage
 __all__ = ["InMemoryConsumer"]
 
 _MAX_RECEIVE = 10  # the most one ReceiveMessage returns
+_MAX_VISIBILITY = 12 * 3600
 
 
 @dataclass
@@ -89,7 +91,8 @@ class InMemoryConsumer:
             if stored is None:
                 failed.add(msg.receipt)
             else:
-                stored.visible_at = self.clock() + seconds
+                # as SqsConsumer sends it: whole seconds, rounded up, at most 12 hours
+                stored.visible_at = self.clock() + max(0, min(math.ceil(seconds), _MAX_VISIBILITY))
         return failed
 
     async def delete(self, messages: Sequence[ReceivedMessage]) -> set[str]:
