@@ -106,15 +106,6 @@ class _Row:
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
-    def is_active_duplicate(self, tenant: str, use_case: str, dedup_key: str | None) -> bool:
-        return (
-            dedup_key is not None
-            and self.dedup_key == dedup_key
-            and self.tenant == tenant
-            and self.use_case == use_case
-            and self.status in ACTIVE_STATUSES
-        )
-
 
 @dataclass
 class _Attempt:
@@ -232,7 +223,8 @@ class InMemoryJobStore:
                 raise ValueError("an idempotency key needs its request hash")
             used = self._keys.get((tenant, idempotency_key))
             if used is not None:
-                return IdempotentReplay(used.request_hash, used.results)
+                stored = list(used.results) if used.results is not None else None
+                return IdempotentReplay(used.request_hash, stored)
         results = self._enqueue(tenant, quota, jobs, now)
         if idempotency_key is not None and request_hash is not None:
             self._keys[(tenant, idempotency_key)] = _IdempotencyKey(
@@ -248,39 +240,30 @@ class InMemoryJobStore:
         if len({j.id for j in jobs}) < len(jobs) or any(j.id in self._jobs for j in jobs):
             raise ValueError("a job id is taken")
         active = self._active_count(tenant)
+        keys = self._active_keys(tenant)
         inserted: list[UUID] = []
         for new in jobs:
-            if new.dedup_key is not None and self._active_duplicate(
-                tenant, new.use_case, new.dedup_key
-            ):
+            key = (new.use_case, new.dedup_key)
+            if new.dedup_key is not None and key in keys:
                 continue
-            self._jobs[new.id] = _new_row(tenant, new, now)
+            row = self._jobs[new.id] = _new_row(tenant, new, now)
             inserted.append(new.id)
+            if new.dedup_key is not None:
+                keys[key] = row
         granted = len(inserted) if quota is None else min(len(inserted), max(quota - active, 0))
         excess = set(inserted[granted:])
         for job_id in excess:
             del self._jobs[job_id]
-        return [self._enqueue_result(tenant, new, excess) for new in jobs]
+        keys = {k: row for k, row in keys.items() if row.id not in excess}
+        return [_enqueue_result(self._jobs.get(new.id), new, keys, excess) for new in jobs]
 
-    def _enqueue_result(self, tenant: str, new: NewJob, excess: set[UUID]) -> EnqueueResult:
-        row = self._jobs.get(new.id)
-        if row is not None:
-            return EnqueueResult(EnqueueOutcome.CREATED, _job(row))
-        duplicate = self._active_duplicate(tenant, new.use_case, new.dedup_key)
-        if duplicate is not None:
-            return EnqueueResult(EnqueueOutcome.DEDUPLICATED, _job(duplicate))
-        if new.id in excess:
-            return EnqueueResult(EnqueueOutcome.QUOTA_EXCEEDED, None)
-        # the job it duplicated is gone (over the quota in this very batch): enqueue it again
-        return EnqueueResult(EnqueueOutcome.RETRY, None)
-
-    def _active_duplicate(self, tenant: str, use_case: str, dedup_key: str | None) -> _Row | None:
-        if dedup_key is None:
-            return None
-        for row in self._jobs.values():
-            if row.is_active_duplicate(tenant, use_case, dedup_key):
-                return row
-        return None
+    def _active_keys(self, tenant: str) -> dict[tuple[str, str | None], _Row]:
+        """The tenant's active jobs with a dedup key, by use case and key."""
+        return {
+            (r.use_case, r.dedup_key): r
+            for r in self._jobs.values()
+            if r.tenant == tenant and r.dedup_key is not None and r.is_active()
+        }
 
     def _active_count(self, tenant: str) -> int:
         return sum(1 for r in self._jobs.values() if r.tenant == tenant and r.is_active())
@@ -595,16 +578,18 @@ class InMemoryJobStore:
     def _without_duplicates(self, picked: list[_Row]) -> list[_Row]:
         """The picked jobs whose dedup key no active job holds, and of those sharing one, the
         newest (picked is newest first)."""
-        seen: set[tuple[str, str, str]] = set()
+        held = {
+            (r.tenant, r.use_case, r.dedup_key)
+            for r in self._jobs.values()
+            if r.dedup_key is not None and r.is_active()
+        }
         out = []
         for row in picked:
-            if row.dedup_key is None:
-                out.append(row)
-                continue
-            key = (row.tenant, row.use_case, row.dedup_key)
-            if key in seen or self._active_duplicate(*key) is not None:
-                continue
-            seen.add(key)
+            if row.dedup_key is not None:
+                key = (row.tenant, row.use_case, row.dedup_key)
+                if key in held:
+                    continue
+                held.add(key)
             out.append(row)
         return out
 
@@ -810,6 +795,23 @@ class InMemoryJobStore:
 
 
 # -- rows to our types --------------------------------------------------------------------
+
+
+def _enqueue_result(
+    row: _Row | None,
+    new: NewJob,
+    active_keys: dict[tuple[str, str | None], _Row],
+    excess: set[UUID],
+) -> EnqueueResult:
+    if row is not None:
+        return EnqueueResult(EnqueueOutcome.CREATED, _job(row))
+    duplicate = active_keys.get((new.use_case, new.dedup_key))
+    if new.dedup_key is not None and duplicate is not None:
+        return EnqueueResult(EnqueueOutcome.DEDUPLICATED, _job(duplicate))
+    if new.id in excess:
+        return EnqueueResult(EnqueueOutcome.QUOTA_EXCEEDED, None)
+    # the job it duplicated is gone (over the quota in this very batch): enqueue it again
+    return EnqueueResult(EnqueueOutcome.RETRY, None)
 
 
 def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:
