@@ -40,9 +40,9 @@ class InMemoryPublisher:
     only those queues (and those `ensure_queues` creates) exist, and a send to another fails as
     it does on SQS; without, every queue exists."""
 
+    queues: set[str] | None = None
     sent: dict[str, list[str]] = field(default_factory=dict)
     down: bool = False
-    queues: set[str] | None = None
 
     async def publish(self, queue: str, messages: list[OutgoingMessage]) -> set[str]:
         name = _queue_name(queue)
