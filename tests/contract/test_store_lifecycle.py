@@ -142,3 +142,41 @@ async def test_stale_reports_are_no_ops(
     assert await impl.complete_attempts([SucceededAttempt(c.id, 2, c2.lease_token, result=2)]) == {
         c.id: JobStatus.SUCCEEDED
     }
+
+
+async def test_results_and_payloads_keep_their_json(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    impl, _ = store
+    results: list[object] = [[1, 2], "text", None, {"nested": {"a": [1.5, True, None]}}, 7]
+    payload = {"s": "é✓", "f": 1.25, "big": 2**53, "list": [{"x": None}], "empty": {}}
+    assert await store_jobs(impl, []) == []
+    await store_jobs(impl, [make_job(payload=payload) for _ in results])
+    claimed = await claim(impl, leader)
+    assert [c.payload for c in claimed] == [payload] * len(results)
+    done = [
+        SucceededAttempt(c.id, c.attempt, c.lease_token, result)  # type: ignore[arg-type]
+        for c, result in zip(claimed, results, strict=True)
+    ]
+    assert len(await impl.complete_attempts(done)) == len(results)
+    jobs = {j.id: j for j in await impl.get_jobs([c.id for c in claimed])}
+    assert [jobs[c.id].result for c in claimed] == results
+    assert all(jobs[c.id].payload == payload for c in claimed)
+
+
+async def test_a_stored_job_is_a_copy(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    """What a caller does to the objects it passed in or got back changes nothing stored."""
+    impl, _ = store
+    payload: dict[str, object] = {"items": [1]}
+    new = make_job(payload=payload)
+    [created] = await store_jobs(impl, [new])
+    payload["items"].append(2)  # type: ignore[attr-defined]
+    assert created.job is not None
+    created.job.payload["items"].append(3)  # type: ignore[union-attr]
+    [c] = await claim(impl, leader)
+    c.payload["items"].append(4)  # type: ignore[union-attr]
+    assert await impl.get_payload(c.id) == {"items": [1]}
+    job = await impl.get_job(new.id, tenant=None)
+    assert job is not None and job.payload == {"items": [1]}
