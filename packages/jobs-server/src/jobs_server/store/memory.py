@@ -11,7 +11,7 @@ import copy
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -189,22 +189,22 @@ class _MemorySubscription:
         self._alive = False
 
 
-@dataclass
 class InMemoryJobStore:
     """A JobStore in this process's memory, with PostgresJobStore's semantics: EDF claims
     within capacity, quotas, dedup, idempotency keys, fencing, leases and the leader lease, all
     against `clock`. Move a `ManualClock` to expire leases, reach run_at or prune."""
 
-    clock: Clock
-    _jobs: dict[UUID, _Row] = field(default_factory=dict)
-    _attempts: dict[UUID, dict[int, _Attempt]] = field(default_factory=dict)
-    _keys: dict[tuple[str, str], _IdempotencyKey] = field(default_factory=dict)
-    _leaders: dict[str, _Leader] = field(default_factory=dict)
-    _schedulers: dict[str, _SchedulerRow] = field(default_factory=dict)
-    _counts: dict[tuple[str, str], JobCounts] = field(default_factory=dict)
-    _minutes: dict[tuple[datetime, str, str], _MinuteRow] = field(default_factory=dict)
-    _sessions: dict[bytes, _Session] = field(default_factory=dict)
-    _listeners: dict[str, list[_MemorySubscription]] = field(default_factory=dict)
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._jobs: dict[UUID, _Row] = {}
+        self._attempts: dict[UUID, dict[int, _Attempt]] = {}
+        self._keys: dict[tuple[str, str], _IdempotencyKey] = {}
+        self._leaders: dict[str, _Leader] = {}
+        self._schedulers: dict[str, _SchedulerRow] = {}
+        self._counts: dict[tuple[str, str], JobCounts] = {}
+        self._minutes: dict[tuple[datetime, str, str], _MinuteRow] = {}
+        self._sessions: dict[bytes, _Session] = {}
+        self._listeners: dict[str, list[_MemorySubscription]] = {}
 
     # -- enqueue ---------------------------------------------------------------------------
 
