@@ -35,19 +35,36 @@ class Publisher(Protocol):
 
 @dataclass
 class InMemoryPublisher:
-    """A Publisher for unit tests: keeps what it was given; `down` makes every send fail."""
+    """A Publisher for unit tests: keeps what it was given, by queue name (a URL from
+    `ensure_queues` names its queue too); `down` makes every send fail. With `queues` given,
+    only those queues (and those `ensure_queues` creates) exist, and a send to another fails as
+    it does on SQS; without, every queue exists."""
 
+    queues: set[str] | None = None
     sent: dict[str, list[str]] = field(default_factory=dict)
     down: bool = False
 
     async def publish(self, queue: str, messages: list[OutgoingMessage]) -> set[str]:
-        if self.down:
+        name = _queue_name(queue)
+        if self.down or (self.queues is not None and name not in self.queues):
             return {m.key for m in messages}
-        self.sent.setdefault(queue, []).extend(m.body for m in messages)
+        if messages:
+            self.sent.setdefault(name, []).extend(m.body for m in messages)
         return set()
 
     async def ensure_queues(self, specs: list[QueueSpec]) -> dict[str, str]:
-        return {s.queue: f"memory://{s.queue}" for s in specs}
+        names = {s.queue: _queue_name(s.queue) for s in specs}
+        if self.queues is not None:
+            self.queues.update(names.values())
+        return {queue: f"{_URL_SCHEME}{name}" for queue, name in names.items()}
 
     async def close(self) -> None:
         return None
+
+
+_URL_SCHEME = "memory://"
+
+
+def _queue_name(queue: str) -> str:
+    """A queue's name from its name or URL (its last path segment, as SqsPublisher reads it)."""
+    return queue.rstrip("/").rsplit("/", 1)[-1]

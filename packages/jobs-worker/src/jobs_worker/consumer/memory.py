@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 from jobs_worker.consumer.base import ReceivedMessage
 
 __all__ = ["InMemoryConsumer"]
+
+_MAX_RECEIVE = 10  # the most one ReceiveMessage returns
+_MAX_VISIBILITY = 12 * 3600
 
 
 @dataclass
@@ -27,13 +31,18 @@ class _Stored:
 @dataclass
 class InMemoryConsumer:
     """Queues of messages; a received message is invisible for `visibility_seconds` unless
-    extended, then visible again, like SQS. `send` puts a body on a queue."""
+    extended, then visible again, like SQS. `send` puts a body on a queue.
+
+    Receipts behave as SQS documents them: only a message's latest receipt changes its
+    visibility; a delete with an older one succeeds but leaves the message; deleting a message
+    already gone succeeds; a receipt never handed out fails."""
 
     visibility_seconds: float = 30.0
     clock: Callable[[], float] = time.monotonic
     queues: dict[str, list[_Stored]] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _issued: set[str] = field(default_factory=set)
     _arrived: asyncio.Event | None = None
 
     def send(self, queue: str, body: str) -> str:
@@ -62,6 +71,7 @@ class InMemoryConsumer:
 
     def _take(self, queue: str, limit: int) -> list[ReceivedMessage]:
         now = self.clock()
+        limit = max(1, min(limit, _MAX_RECEIVE))
         out: list[ReceivedMessage] = []
         for m in self.queues.get(queue, []):
             if len(out) == limit:
@@ -69,6 +79,7 @@ class InMemoryConsumer:
             if m.visible_at <= now:
                 m.receive_count += 1
                 m.receipt = f"{m.message_id}/{m.receive_count}"
+                self._issued.add(m.receipt)
                 m.visible_at = now + self.visibility_seconds
                 out.append(ReceivedMessage(queue, m.message_id, m.receipt, m.body, m.receive_count))
         return out
@@ -80,18 +91,20 @@ class InMemoryConsumer:
             if stored is None:
                 failed.add(msg.receipt)
             else:
-                stored.visible_at = self.clock() + seconds
+                # as SqsConsumer sends it: whole seconds, rounded up, at most 12 hours
+                stored.visible_at = self.clock() + max(0, min(math.ceil(seconds), _MAX_VISIBILITY))
         return failed
 
     async def delete(self, messages: Sequence[ReceivedMessage]) -> set[str]:
         failed = set()
         for msg in messages:
-            stored = self._find(msg)
-            if stored is None:
+            if msg.receipt not in self._issued:
                 failed.add(msg.receipt)
                 continue
-            self.queues[msg.queue].remove(stored)
-            self.deleted.append(msg.message_id)
+            stored = self._find(msg)
+            if stored is not None:
+                self.queues[msg.queue].remove(stored)
+                self.deleted.append(msg.message_id)
         return failed
 
     def _find(self, msg: ReceivedMessage) -> _Stored | None:
