@@ -13,7 +13,15 @@ import pytest
 from jobs_server.publisher.sqs import SqsPublisher
 from jobs_server.scheduler import PublishFailed
 from tests.integration.proxy import TcpProxy
-from tests.integration.scheduler_support import Rig, make_rig, use_case
+from tests.integration.scheduler_support import (
+    Rig,
+    dispatch,
+    lead,
+    make_rig,
+    prune,
+    reap,
+    use_case,
+)
 from tests.integration.sqs import sqs_probe
 
 
@@ -44,10 +52,10 @@ async def test_earliest_deadline_first_then_priority(rig, db):
     low = (await rig.enqueue("acme", "one", deadline=same, priority=1))[0]
     high = (await rig.enqueue("acme", "one", deadline=same, priority=9))[0]
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     order = []
     for _ in range(len(tolerances) + 2):
-        assert await sched.run_once() == 1  # capacity 1: one job a pass
+        assert await dispatch(sched) == 1  # capacity 1: one job a pass
         (msg,) = await rig.probe.drain(rig.use_cases["one"].queue)
         order.append(str(msg.job_id))
         assert await rig.complete([msg]) == 1
@@ -83,7 +91,7 @@ async def test_future_job_is_not_sent_early_and_is_sent_within_a_tick(rig):
 async def test_capacity_is_never_exceeded(rig, database_url):
     await rig.enqueue("acme", "five", 100)
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     peak = 0
     sampling = True
 
@@ -103,8 +111,8 @@ async def test_capacity_is_never_exceeded(rig, database_url):
     sampler = asyncio.create_task(sample())
     done = 0
     while done < 100:
-        await sched.run_once()
-        await sched.run_once()  # a second pass in a row must not over-claim
+        await dispatch(sched)
+        await dispatch(sched)  # a second pass in a row must not over-claim
         msgs = await rig.probe.drain(rig.use_cases["five"].queue)
         assert len(msgs) <= 5
         done += await rig.complete(msgs)
@@ -121,8 +129,8 @@ async def test_per_tenant_cap_lets_a_small_tenant_through(rig):
     (small_fair,) = await rig.enqueue("small", "fair")
     (small_unfair,) = await rig.enqueue("small", "unfair")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
-    await sched.run_once()
+    assert await lead(sched)
+    await dispatch(sched)
     fair = await rig.probe.drain(rig.use_cases["fair"].queue)
     unfair = await rig.probe.drain(rig.use_cases["unfair"].queue)
     # with the cap: 3 of big's jobs, and small's one job in the very first pass
@@ -141,19 +149,18 @@ async def test_sqs_outage_loses_nothing_and_duplicates_record_one_outcome(rig, s
         region="us-east-1", endpoint_url=f"http://127.0.0.1:{proxy.port}"
     )
     try:
-        sched = rig.scheduler()
-        sched._publisher = publisher
+        sched = rig.scheduler(publisher=publisher)
         await publisher.queue_url(rig.use_cases["fast"].queue)
         ids = await rig.enqueue("acme", "fast", 30)
-        assert await sched.ensure_leadership()
+        assert await lead(sched)
         await proxy.stop()
         with pytest.raises(PublishFailed):
-            await sched.run_once()
+            await dispatch(sched)
         rows = await db.fetch("SELECT status, attempts FROM jobs")
         assert {(r["status"], r["attempts"]) for r in rows} == {("pending", 0)}
         assert await db.fetchval("SELECT count(*) FROM job_attempts") == 0
         await proxy.start()
-        await sched.run_once()
+        await dispatch(sched)
         msgs = await rig.probe.drain(rig.use_cases["fast"].queue)
         assert sorted(str(m.job_id) for m in msgs) == sorted(ids)
         assert {m.attempt for m in msgs} == {1}
@@ -174,16 +181,16 @@ async def test_sqs_outage_loses_nothing_and_duplicates_record_one_outcome(rig, s
 async def test_expired_lease_is_retried_with_backoff_then_dead(rig, db):
     await rig.enqueue("acme", "short")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     for attempt in (1, 2, 3):
         for _ in range(50):
-            if await sched.run_once():
+            if await dispatch(sched):
                 break
             await asyncio.sleep(0.1)
         (msg,) = await rig.probe.drain(rig.use_cases["short"].queue)
         assert msg.attempt == attempt
         await asyncio.sleep(0.6)  # the 0.5 s lease runs out; nobody reports
-        assert await sched.reap() == 1
+        assert await reap(sched) == 1
         job = await db.fetchrow("SELECT status, run_at, updated_at FROM jobs")
         if attempt < 3:
             assert job["status"] == "pending"
@@ -203,8 +210,8 @@ async def test_expired_lease_is_retried_with_backoff_then_dead(rig, db):
 async def test_completion_between_reaper_read_and_write_wins(rig, db):
     await rig.enqueue("acme", "short")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
-    await sched.run_once()
+    assert await lead(sched)
+    await dispatch(sched)
     (msg,) = await rig.probe.drain(rig.use_cases["short"].queue)
     await asyncio.sleep(0.6)
     expired = await rig.store.find_expired_leases(limit=10)  # the reaper reads...
@@ -220,15 +227,15 @@ async def test_deposed_leader_claims_nothing(rig, db):
     await rig.enqueue("acme", "fast", 5)
     old = rig.scheduler()
     new = rig.scheduler()
-    assert await old.ensure_leadership()
-    assert not await new.ensure_leadership()
+    assert await lead(old)
+    assert not await lead(new)
     # the old leader stalls past its lease; the standby takes over
     await db.execute("UPDATE scheduler_leader SET expires_at = now() - interval '1 second'")
-    assert await new.ensure_leadership()
+    assert await lead(new)
     assert new.epoch == old.epoch + 1
     assert old.is_leader  # it has not noticed yet...
-    assert await old.run_once() == 0  # ...but its claims are refused
-    assert await new.run_once() == 5
+    assert await dispatch(old) == 0  # ...but its claims are refused
+    assert await dispatch(new) == 5
 
 
 async def test_pruning_removes_finished_jobs_past_retention(rig, db):
@@ -238,7 +245,7 @@ async def test_pruning_removes_finished_jobs_past_retention(rig, db):
         "WHERE id IN (SELECT id FROM jobs LIMIT 6)"
     )
     sched = rig.scheduler(prune_batch=4)
-    assert await sched.prune() == 6  # in two bounded batches
+    assert await prune(sched) == 6  # in two bounded batches
     assert await db.fetchval("SELECT count(*) FROM jobs") == 4
 
 
@@ -247,8 +254,8 @@ async def test_deadline_miss_is_counted_and_marked(rig, db):
     await rig.enqueue("acme", "fast", run_at=past.isoformat(), delay_tolerance_seconds=0)
     await rig.enqueue("acme", "fast")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
-    assert await sched.run_once() == 2
+    assert await lead(sched)
+    assert await dispatch(sched) == 2
     assert sched.stats.deadline_misses == 1
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE deadline_missed") == 1
 

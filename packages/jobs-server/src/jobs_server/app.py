@@ -27,18 +27,19 @@ from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
 from jobs_server.auth import Authenticator
+from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.dashboard import install_dashboard
 from jobs_server.errors import ConfigError, JobsServerError
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
-from jobs_server.scheduler import Scheduler, SchedulerConfig
+from jobs_server.scheduler import Scheduler
 from jobs_server.service import JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
-from jobs_server.store.postgres import PostgresJobStore
 from jobs_server.tracing import Tracing, TracingMiddleware
 from jobs_server.wakeups import WakeupSender
+from jobs_server.wiring import build_scheduler, connect_publisher, connect_store, scheduler_config
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -58,15 +59,6 @@ DESCRIPTION = (
     "Deadline-aware jobs: enqueue, query, cancel and retry jobs; the worker API. "
     'Every error answers `{"error": {"code", "message", "details"}}`.'
 )
-
-
-def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
-    return SchedulerConfig(
-        tick_seconds=settings.scheduler_tick_seconds,
-        leader_ttl_seconds=settings.leader_ttl_seconds,
-        claim_batch=settings.claim_batch,
-        metrics_refresh_seconds=settings.metrics_refresh_seconds,
-    )
 
 
 def server_metrics(settings: ServerSettings) -> ServerMetrics | None:
@@ -95,6 +87,7 @@ class JobsServer:
         self.metrics = server_metrics(settings)
         self.metrics_token = _secret(settings.metrics_token)
         self.tracing = Tracing(tracer_provider)
+        self.clock: Clock = DatabaseClock()
         if not self.config.use_cases:
             raise ConfigError(
                 "no use cases configured: set JOBS_CONFIG_FILE to a TOML file with "
@@ -152,11 +145,7 @@ class JobsServer:
         """Connect and start the services (and the scheduler when JOBS_RUN_SCHEDULER); once."""
         if self._store is not None:
             return
-        store = self._given_store or await PostgresJobStore.connect(
-            self.settings.require_database_url(),
-            min_size=self.settings.db_pool_min,
-            max_size=self.settings.db_pool_max,
-        )
+        store = self._given_store or await connect_store(self.settings, clock=self.clock)
         self._store = store
         self._wakeups = WakeupSender(store)
         self._service = JobService(
@@ -181,18 +170,15 @@ class JobsServer:
             await self._start_scheduler(store)
 
     async def _start_scheduler(self, store: JobStore) -> None:
-        from jobs_server.publisher.sqs import SqsPublisher
-
-        self._publisher = self._given_publisher or await SqsPublisher.connect(
-            region=self.settings.aws_region,
-            endpoint_url=self.settings.sqs_endpoint_url,
-            in_flight=self.settings.publish_in_flight,
-            on_error=self.metrics.sqs_error if self.metrics else None,
+        self._publisher = self._given_publisher or await connect_publisher(
+            self.settings, metrics=self.metrics
         )
-        self.scheduler = Scheduler(
+        self.scheduler = build_scheduler(
             store,
             self._publisher,
-            dict(self.config.use_cases),
+            self.config.use_cases,
+            outcomes=self.outcomes,
+            clock=self.clock,
             config=scheduler_config(self.settings),
             metrics=self.metrics,
             tracing=self.tracing,

@@ -110,9 +110,9 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve the HTTP API. Checks every setting before binding the port."""
-    if with_scheduler:
-        os.environ["JOBS_RUN_SCHEDULER"] = "true"
     settings = _observed_settings(log_level, log_format)
+    if with_scheduler:
+        settings = settings.model_copy(update={"run_scheduler": True})
     provider = None
     try:
         settings.require_database_url()
@@ -179,14 +179,12 @@ def queues_create() -> None:
 
 async def _create_queues(settings: ServerSettings) -> dict[str, str]:
     from jobs_server.publisher.base import QueueSpec
-    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.wiring import connect_publisher
 
     config = settings.jobs_config()
     if not config.use_cases:
         raise ConfigError("no use cases configured: set JOBS_CONFIG_FILE or JOBS_USE_CASES")
-    publisher = await SqsPublisher.connect(
-        region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url
-    )
+    publisher = await connect_publisher(settings)
     try:
         specs = [
             QueueSpec(uc.queue, visibility_timeout_seconds=uc.queue_visibility_seconds)
@@ -270,11 +268,9 @@ async def _check_database(url: str) -> list[tuple[bool, str, str]]:
 async def _check_queues(
     settings: ServerSettings, config: JobsConfig
 ) -> list[tuple[bool, str, str]]:
-    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.wiring import connect_publisher
 
-    publisher = await SqsPublisher.connect(
-        region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url
-    )
+    publisher = await connect_publisher(settings)
     out = []
     try:
         for name, uc in config.use_cases.items():
@@ -315,44 +311,24 @@ def scheduler(
 
 
 async def _run_scheduler(settings: ServerSettings, provider: TracerProvider | None) -> None:
-    import signal
-
-    from jobs_server.app import scheduler_config, server_metrics
-    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.app import server_metrics
     from jobs_server.scheduler import Scheduler
-    from jobs_server.store.postgres import PostgresJobStore
     from jobs_server.tracing import Tracing
+    from jobs_server.wiring import run_scheduler
 
-    config = settings.jobs_config()
-    if not config.use_cases:
-        raise ConfigError("no use cases configured: set JOBS_CONFIG_FILE or JOBS_USE_CASES")
     metrics = server_metrics(settings)
-    store = await PostgresJobStore.connect(settings.require_database_url(), min_size=1)
-    publisher = await SqsPublisher.connect(
-        region=settings.aws_region,
-        endpoint_url=settings.sqs_endpoint_url,
-        in_flight=settings.publish_in_flight,
-        on_error=metrics.sqs_error if metrics else None,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sched = Scheduler(
-        store,
-        publisher,
-        dict(config.use_cases),
-        config=scheduler_config(settings),
-        metrics=metrics,
-        tracing=Tracing(provider),
+    started: asyncio.Future[Scheduler] = loop.create_future()
+    started.add_done_callback(
+        lambda f: typer.echo(f"scheduler {f.result().holder} running", err=True)
     )
-    typer.echo(f"scheduler {sched.holder} running", err=True)
-    try:
-        with _metrics_port(settings, metrics):
-            await sched.run_forever(stop)
-    finally:
-        await publisher.close()
-        await store.close()
+    with _metrics_port(settings, metrics):
+        await run_scheduler(
+            settings, stop, metrics=metrics, tracing=Tracing(provider), started=started
+        )
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from jobs_schema import MAX_SQS_MESSAGE_BYTES
 from jobs_server.errors import JobsServerError
 from jobs_server.publisher.base import OutgoingMessage, QueueSpec
 
@@ -86,6 +87,10 @@ class SqsPublisher:
         publisher = cls(client, in_flight=in_flight, on_error=on_error)
         publisher._stack = stack
         return publisher
+
+    @property
+    def max_message_bytes(self) -> int:
+        return MAX_SQS_MESSAGE_BYTES
 
     async def close(self) -> None:
         if self._stack is not None:
