@@ -39,6 +39,14 @@ class ServerSettings(BaseSettings):
 
     sqs_endpoint_url: str | None = Field(default=None, description="default: AWS's endpoint")
     aws_region: str = "us-east-1"
+    aws_access_key_id: SecretStr | None = Field(
+        default=None,
+        validation_alias="AWS_ACCESS_KEY_ID",
+        description="default: botocore's credential chain",
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
+    )
     run_scheduler: bool = Field(default=False, description="run the scheduler inside serve")
     enqueue_wakeups: bool = Field(
         default=True, description="NOTIFY the scheduler after enqueues (coalesced)"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from jobs_server.store.postgres import PostgresJobStore
 
 __all__ = [
+    "aws_credentials",
     "build_scheduler",
     "connect_publisher",
     "connect_store",
@@ -77,7 +78,16 @@ async def connect_publisher(
         endpoint_url=settings.sqs_endpoint_url,
         in_flight=settings.publish_in_flight,
         on_error=metrics.sqs_error if metrics else None,
+        credentials=aws_credentials(settings),
     )
+
+
+def aws_credentials(settings: ServerSettings) -> tuple[str, str] | None:
+    """Both of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or None: botocore's own chain."""
+    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
+    if key_id is None or secret is None:
+        return None
+    return key_id.get_secret_value(), secret.get_secret_value()
 
 
 def build_scheduler(
