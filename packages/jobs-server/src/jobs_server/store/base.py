@@ -460,7 +460,7 @@ class MinuteStats:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerStatus:
-    now: datetime  # the database's clock, which every other time here is read against
+    now: datetime  # the store's clock, which every other time here is read against
     holder: str | None
     epoch: int | None
     lease_expires_at: datetime | None
@@ -487,7 +487,7 @@ class QueueDepth:
 
 @dataclass(frozen=True, slots=True)
 class QueueSnapshot:
-    measured_at: datetime  # the database's clock, which run_at is read against
+    measured_at: datetime  # the store's clock, which run_at is read against
     rows: list[QueueDepth]
 
 

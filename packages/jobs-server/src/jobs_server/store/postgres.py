@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, TypeVar
 from uuid import UUID
@@ -155,6 +156,7 @@ class PostgresJobStore:
         self._q = queries
         self._dsn = dsn
         self.clock: Clock = clock or DatabaseClock()
+        self._resync: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -183,9 +185,42 @@ class PostgresJobStore:
         except (*_UNAVAILABLE, asyncpg.exceptions.InvalidCatalogNameError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         assert pool is not None
-        return cls(pool, load_queries(), dsn=dsn, clock=clock)
+        store = cls(pool, load_queries(), dsn=dsn, clock=clock)
+        try:
+            await store._start_clock()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _start_clock(self) -> None:
+        """A DatabaseClock reads this database: once now, then every RESYNC_SECONDS in the
+        background, so that no statement waits for a reading."""
+        if not isinstance(self.clock, DatabaseClock):
+            return
+        self.clock.bind(self._read_clock)
+        await self.clock.sync()
+        self._resync = asyncio.create_task(self._keep_clock(self.clock), name="jobs-clock-resync")
+
+    async def _read_clock(self) -> datetime:
+        now: datetime = await self._run(lambda c: c.fetchval(self._q["read_clock"]))
+        return now
+
+    async def _keep_clock(self, clock: DatabaseClock) -> None:
+        while True:
+            await asyncio.sleep(clock.RESYNC_SECONDS)
+            try:
+                await clock.sync()
+            except Exception:
+                # carried forward on the monotonic clock meanwhile; the next round tries again
+                logger.warning("database clock not read", exc_info=True)
 
     async def close(self) -> None:
+        if self._resync is not None:
+            self._resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync
+            self._resync = None
         await self._pool.close()
 
     @asynccontextmanager
@@ -223,6 +258,7 @@ class PostgresJobStore:
     ) -> list[EnqueueResult] | IdempotentReplay:
         # JSON as text (see enqueue_jobs in queries.sql): the jsonb codec builds a json encoder
         # per value.
+        now = self.clock.now()
         args = (
             tenant,
             quota,
@@ -237,6 +273,7 @@ class PostgresJobStore:
             _shared_json([j.backoff for j in jobs], lambda b: b.model_dump(mode="json")),
             [j.dedup_key for j in jobs],
             _shared_json([j.trace_context for j in jobs], lambda c: c),
+            now,
         )
         async with self._conn() as conn:
             if idempotency_key is None:
@@ -244,7 +281,7 @@ class PostgresJobStore:
                 return _enqueue_results(rows)
             async with conn.transaction():
                 claimed = await conn.fetchval(
-                    self._q["claim_idempotency_key"], tenant, idempotency_key, request_hash
+                    self._q["claim_idempotency_key"], tenant, idempotency_key, request_hash, now
                 )
                 if not claimed:
                     rec = await conn.fetchrow(
@@ -292,7 +329,8 @@ class PostgresJobStore:
         return [_job(r["j"]) for r in rows]
 
     async def cancel_job(self, job_id: UUID, *, tenant: str | None) -> Job | None:
-        rec = await self._run(lambda c: c.fetchval(self._q["cancel_job"], job_id, tenant))
+        q, now = self._q["cancel_job"], self.clock.now()
+        rec = await self._run(lambda c: c.fetchval(q, job_id, tenant, now))
         return _job(rec) if rec is not None else None
 
     async def ping(self) -> None:
@@ -307,11 +345,12 @@ class PostgresJobStore:
 
     async def acquire_leadership(self, name: str, holder: str, *, ttl: float) -> int | None:
         q = self._q["acquire_leadership"]
-        epoch = await self._run(lambda c: c.fetchval(q, name, holder, ttl))
+        epoch = await self._run(lambda c: c.fetchval(q, name, holder, ttl, self.clock.now()))
         return int(epoch) if epoch is not None else None
 
     async def resign_leadership(self, name: str, holder: str) -> None:
-        await self._run(lambda c: c.execute(self._q["resign_leadership"], name, holder))
+        q, now = self._q["resign_leadership"], self.clock.now()
+        await self._run(lambda c: c.execute(q, name, holder, now))
 
     async def claim_due_jobs(
         self,
@@ -331,6 +370,7 @@ class PostgresJobStore:
             leader.name,
             leader.holder,
             leader.epoch,
+            self.clock.now(),
         )
         if per_tenant_cap is None:
             q = self._q["claim_due_jobs"]
@@ -343,7 +383,8 @@ class PostgresJobStore:
         if not leases:
             return []
         q = self._q["release_leases"]
-        rows = await self._run(lambda c: c.fetch(q, *_lease_arrays(leases)))
+        now = self.clock.now()
+        rows = await self._run(lambda c: c.fetch(q, *_lease_arrays(leases), now))
         return [r["id"] for r in rows]
 
     async def complete_attempts(self, done: list[SucceededAttempt]) -> dict[UUID, JobStatus]:
@@ -356,6 +397,7 @@ class PostgresJobStore:
             [None if d.result is None else _to_json(d.result) for d in done],
             [d.worker_id for d in done],
             [d.started_at for d in done],
+            self.clock.now(),
         )
         rows = await self._run(lambda c: c.fetch(self._q["complete_attempts"], *args))
         return {r["id"]: JobStatus(r["status"]) for r in rows}
@@ -378,12 +420,14 @@ class PostgresJobStore:
             require_expired,
             [f.outcome.value for f in failed],
             [f.started_at for f in failed],
+            self.clock.now(),
         )
         rows = await self._run(lambda c: c.fetch(self._q["fail_attempts"], *args))
         return {r["id"]: JobStatus(r["status"]) for r in rows}
 
     async def find_expired_leases(self, *, limit: int) -> list[RunningLease]:
-        rows = await self._run(lambda c: c.fetch(self._q["find_expired_leases"], limit))
+        q, now = self._q["find_expired_leases"], self.clock.now()
+        rows = await self._run(lambda c: c.fetch(q, limit, now))
         return [_running(r) for r in rows]
 
     async def get_leases(self, job_ids: list[UUID]) -> list[RunningLease]:
@@ -394,7 +438,8 @@ class PostgresJobStore:
         self, leases: list[LeaseRef], *, extend_seconds: list[float]
     ) -> list[LeaseStatus]:
         q = self._q["extend_leases"]
-        rows = await self._run(lambda c: c.fetch(q, *_lease_arrays(leases), extend_seconds))
+        now = self.clock.now()
+        rows = await self._run(lambda c: c.fetch(q, *_lease_arrays(leases), extend_seconds, now))
         return [
             LeaseStatus(
                 id=r["id"],
@@ -413,7 +458,8 @@ class PostgresJobStore:
             return
         ids, attempts, _ = _lease_arrays(leases)
         q = self._q["mark_attempts_started"]
-        await self._run(lambda c: c.execute(q, ids, attempts, worker_id))
+        now = self.clock.now()
+        await self._run(lambda c: c.execute(q, ids, attempts, worker_id, now))
 
     async def get_payload(self, job_id: UUID) -> Payload | None:
         payload: Payload | None = await self._run(
@@ -422,22 +468,22 @@ class PostgresJobStore:
         return payload
 
     async def get_lease_tenant(self, lease: LeaseRef) -> str | None:
-        q = self._q["get_lease_tenant"]
+        q, now = self._q["get_lease_tenant"], self.clock.now()
         tenant: str | None = await self._run(
-            lambda c: c.fetchval(q, lease.job_id, lease.attempt, lease.lease_token)
+            lambda c: c.fetchval(q, lease.job_id, lease.attempt, lease.lease_token, now)
         )
         return tenant
 
     async def prune_finished_jobs(
         self, use_case: str, *, older_than_seconds: float, limit: int
     ) -> int:
-        q = self._q["prune_finished_jobs"]
-        status = await self._run(lambda c: c.execute(q, use_case, older_than_seconds, limit))
+        q, now = self._q["prune_finished_jobs"], self.clock.now()
+        status = await self._run(lambda c: c.execute(q, use_case, older_than_seconds, limit, now))
         return int(status.split()[-1])
 
     async def prune_idempotency_keys(self, *, older_than_seconds: float, limit: int) -> int:
-        q = self._q["prune_idempotency_keys"]
-        status = await self._run(lambda c: c.execute(q, older_than_seconds, limit))
+        q, now = self._q["prune_idempotency_keys"], self.clock.now()
+        status = await self._run(lambda c: c.execute(q, older_than_seconds, limit, now))
         return int(status.split()[-1])
 
     async def notify(self, channel: str, payload: str) -> None:
@@ -466,7 +512,7 @@ class PostgresJobStore:
     async def cancel_jobs(
         self, flt: JobFilter, *, batch: int, before_id: UUID | None
     ) -> ActionBatch:
-        args: list[Any] = [batch, before_id]
+        args: list[Any] = [batch, before_id, self.clock.now()]
         q = _filtered(self._q["cancel_jobs"], flt, args)
         return _action_batch(await self._retrying(q, args))
 
@@ -482,6 +528,7 @@ class PostgresJobStore:
             list(rules.quotas.values()),
             rules.default_quota,
             rules.default_tolerance,
+            self.clock.now(),
         ]
         q = _filtered(self._q["retry_jobs"], flt, args)
         return _action_batch(await self._retrying(q, args))
@@ -512,11 +559,13 @@ class PostgresJobStore:
             info.last_pass_seconds,
             info.passes,
             info.dispatched,
+            self.clock.now(),
         )
         await self._run(lambda c: c.execute(self._q["record_scheduler_pass"], *args))
 
     async def refresh_job_counts(self, name: str) -> None:
-        await self._run(lambda c: c.execute(self._q["refresh_job_counts"], name))
+        q, now = self._q["refresh_job_counts"], self.clock.now()
+        await self._run(lambda c: c.execute(q, name, now))
 
     async def add_dispatch_stats(self, stats: list[DispatchStat]) -> None:
         if not stats:
@@ -536,16 +585,15 @@ class PostgresJobStore:
     async def roll_up_finished(
         self, name: str, *, use_cases: list[str], lag_seconds: float, max_window_seconds: float
     ) -> int:
+        q, now = self._q["roll_up_finished"], self.clock.now()
         async with self._conn() as conn, conn.transaction():
             await conn.execute(self._q["ensure_scheduler_status"], name)
-            n = await conn.fetchval(
-                self._q["roll_up_finished"], name, use_cases, lag_seconds, max_window_seconds
-            )
+            n = await conn.fetchval(q, name, use_cases, lag_seconds, max_window_seconds, now)
         return int(n)
 
     async def prune_job_stats(self, *, older_than_seconds: float) -> int:
-        q = self._q["prune_job_stats"]
-        status = await self._run(lambda c: c.execute(q, older_than_seconds))
+        q, now = self._q["prune_job_stats"], self.clock.now()
+        status = await self._run(lambda c: c.execute(q, older_than_seconds, now))
         return int(status.split()[-1])
 
     async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]:
@@ -580,7 +628,8 @@ class PostgresJobStore:
         ]
 
     async def get_scheduler_status(self, name: str) -> SchedulerStatus:
-        r = await self._run(lambda c: c.fetchrow(self._q["get_scheduler_status"], name))
+        q, now = self._q["get_scheduler_status"], self.clock.now()
+        r = await self._run(lambda c: c.fetchrow(q, name, now))
         return SchedulerStatus(
             now=r["now"],
             holder=r["holder"],
@@ -597,10 +646,10 @@ class PostgresJobStore:
     # -- metrics ---------------------------------------------------------------------------
 
     async def count_active_jobs(self, *, tenants: list[str]) -> QueueSnapshot:
-        rows = await self._run(lambda c: c.fetch(self._q["count_active_jobs"], tenants))
-        measured_at = rows[0]["measured_at"] if rows else datetime.now(UTC)
+        q, now = self._q["count_active_jobs"], self.clock.now()
+        rows = await self._run(lambda c: c.fetch(q, tenants, now))
         return QueueSnapshot(
-            measured_at=measured_at,
+            measured_at=now,
             rows=[
                 QueueDepth(
                     use_case=r["use_case"],
@@ -619,11 +668,19 @@ class PostgresJobStore:
     async def create_dashboard_session(
         self, id_hash: bytes, *, principal: Principal, token_check: bytes, ttl_seconds: float
     ) -> None:
-        args = (id_hash, principal.role.value, principal.tenant, token_check, ttl_seconds)
+        args = (
+            id_hash,
+            principal.role.value,
+            principal.tenant,
+            token_check,
+            ttl_seconds,
+            self.clock.now(),
+        )
         await self._run(lambda c: c.execute(self._q["create_dashboard_session"], *args))
 
     async def get_dashboard_session(self, id_hash: bytes) -> DashboardSession | None:
-        r = await self._run(lambda c: c.fetchrow(self._q["get_dashboard_session"], id_hash))
+        q, now = self._q["get_dashboard_session"], self.clock.now()
+        r = await self._run(lambda c: c.fetchrow(q, id_hash, now))
         if r is None:
             return None
         return DashboardSession(

@@ -1,5 +1,9 @@
 -- Every SQL statement jobs-server runs. Each block starts with `-- name: <method>` and is
 -- called by the PostgresJobStore method of the same name.
+--
+-- No statement reads the database's clock: each takes the time as one timestamptz parameter,
+-- the store's clock (jobs_server.clock) read once per call, so every use inside a statement or
+-- transaction sees the same instant, as now() did, and a test can move it.
 
 -- name: enqueue_jobs
 -- The job as plain columns, not the `jobs` composite: asyncpg decodes those faster, and skips
@@ -11,7 +15,7 @@ SELECT ord, outcome, (job).id, (job).tenant, (job).use_case, (job).job_type, (jo
        (job).cancel_requested, (job).deadline_missed, (job).created_at, (job).updated_at,
        (job).finished_at
 FROM jobs_enqueue($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10, $11::text[]::jsonb[],
-                  $12, $13::text[]::jsonb[]);
+                  $12, $13::text[]::jsonb[], $14::timestamptz);
 
 -- name: get_job
 SELECT j FROM jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2);
@@ -37,8 +41,8 @@ LIMIT $1;
 UPDATE jobs j SET
     status = CASE WHEN j.status = 'pending' THEN 'cancelled'::job_status ELSE j.status END,
     cancel_requested = j.cancel_requested OR j.status = 'running',
-    finished_at = CASE WHEN j.status = 'pending' THEN now() ELSE j.finished_at END,
-    updated_at = now()
+    finished_at = CASE WHEN j.status = 'pending' THEN $3::timestamptz ELSE j.finished_at END,
+    updated_at = $3::timestamptz
 WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2)
   AND j.status IN ('pending', 'running')
 RETURNING j;
@@ -49,9 +53,13 @@ SELECT request_hash, response FROM idempotency_keys WHERE tenant = $1 AND key = 
 -- name: ping
 SELECT 1;
 
+-- name: read_clock
+-- The one statement that reads the database's clock: DatabaseClock's reading.
+SELECT clock_timestamp();
+
 -- name: claim_idempotency_key
-INSERT INTO idempotency_keys (tenant, key, request_hash)
-VALUES ($1, $2, $3)
+INSERT INTO idempotency_keys (tenant, key, request_hash, created_at)
+VALUES ($1, $2, $3, $4::timestamptz)
 ON CONFLICT (tenant, key) DO NOTHING
 RETURNING true;
 
@@ -65,14 +73,15 @@ SELECT j FROM jobs j WHERE j.id = ANY ($1::uuid[]);
 -- Lease up to the use case's free slots of its due pending jobs, earliest deadline first, then
 -- priority, then age, for the current leader only (the FOR SHARE on the leader row makes a
 -- takeover wait for this statement, and a deposed leader claim nothing).
--- $1 use case, $2 capacity, $3 batch limit, $4 lease seconds, $5 leader name, $6 holder, $7 epoch
+-- $1 use case, $2 capacity, $3 batch limit, $4 lease seconds, $5 leader name, $6 holder, $7 epoch,
+-- $8 now
 WITH leader AS (
     SELECT 1 FROM scheduler_leader
-    WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > now()
+    WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
     FOR SHARE
 ), picked AS (
     SELECT j.id FROM jobs j
-    WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= now()
+    WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= $8::timestamptz
       AND EXISTS (SELECT 1 FROM leader)
     ORDER BY j.deadline, j.priority DESC, j.id
     LIMIT least($3, greatest(0, $2 - (
@@ -83,28 +92,28 @@ WITH leader AS (
         status = 'running',
         attempts = j.attempts + 1,
         lease_token = gen_random_uuid(),
-        lease_expires_at = now() + $4 * interval '1 second',
-        dispatched_at = now(),
-        deadline_missed = j.deadline_missed OR j.deadline < now(),
-        updated_at = now()
+        lease_expires_at = $8::timestamptz + $4 * interval '1 second',
+        dispatched_at = $8::timestamptz,
+        deadline_missed = j.deadline_missed OR j.deadline < $8::timestamptz,
+        updated_at = $8::timestamptz
     -- by primary key: a join here lets the planner hash the whole table
     WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
               j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
-              j.trace_context, j.priority, j.deadline < now() AS missed
+              j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
-    SELECT id, attempts, now() FROM claimed
+    SELECT id, attempts, $8::timestamptz FROM claimed
 )
 SELECT * FROM claimed ORDER BY deadline, priority DESC, id;
 
 -- name: claim_due_jobs_fair
--- As claim_due_jobs, with at most $8 running jobs per tenant. A skip scan visits each tenant
+-- As claim_due_jobs, with at most $9 running jobs per tenant. A skip scan visits each tenant
 -- with pending jobs once and takes at most its free share, so one tenant's backlog is never
--- walked to find the others' jobs.
+-- walked to find the others' jobs. $8 now, as there.
 WITH RECURSIVE leader AS (
     SELECT 1 FROM scheduler_leader
-    WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > now()
+    WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
     FOR SHARE
 ), tenants AS (
     (SELECT j.tenant FROM jobs j WHERE j.use_case = $1 AND j.status = 'pending'
@@ -122,9 +131,9 @@ WITH RECURSIVE leader AS (
     CROSS JOIN LATERAL (
         SELECT j.id, j.deadline, j.priority FROM jobs j
         WHERE j.use_case = $1 AND j.tenant = t.tenant AND j.status = 'pending'
-          AND j.run_at <= now()
+          AND j.run_at <= $8::timestamptz
         ORDER BY j.deadline, j.priority DESC, j.id
-        LIMIT greatest(0, $8 - coalesce((SELECT n FROM running WHERE running.tenant = t.tenant), 0))
+        LIMIT greatest(0, $9 - coalesce((SELECT n FROM running WHERE running.tenant = t.tenant), 0))
     ) c
     WHERE t.tenant IS NOT NULL AND EXISTS (SELECT 1 FROM leader)
     ORDER BY c.deadline, c.priority DESC, c.id
@@ -138,18 +147,18 @@ WITH RECURSIVE leader AS (
         status = 'running',
         attempts = j.attempts + 1,
         lease_token = gen_random_uuid(),
-        lease_expires_at = now() + $4 * interval '1 second',
-        dispatched_at = now(),
-        deadline_missed = j.deadline_missed OR j.deadline < now(),
-        updated_at = now()
+        lease_expires_at = $8::timestamptz + $4 * interval '1 second',
+        dispatched_at = $8::timestamptz,
+        deadline_missed = j.deadline_missed OR j.deadline < $8::timestamptz,
+        updated_at = $8::timestamptz
     -- by primary key: a join here lets the planner hash the whole table
     WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
               j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
-              j.trace_context, j.priority, j.deadline < now() AS missed
+              j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
-    SELECT id, attempts, now() FROM claimed
+    SELECT id, attempts, $8::timestamptz FROM claimed
 )
 SELECT * FROM claimed ORDER BY deadline, priority DESC, id;
 
@@ -165,8 +174,8 @@ WITH input AS (
         attempts = j.attempts - 1,
         lease_token = NULL,
         lease_expires_at = NULL,
-        finished_at = CASE WHEN j.cancel_requested THEN now() END,
-        updated_at = now()
+        finished_at = CASE WHEN j.cancel_requested THEN $4::timestamptz END,
+        updated_at = $4::timestamptz
     FROM input i
     WHERE j.id = i.id AND j.attempts = i.attempt AND j.lease_token = i.lease_token
       AND j.status = 'running'
@@ -191,8 +200,8 @@ WITH input AS (
         result = i.result::jsonb,
         lease_token = NULL,
         lease_expires_at = NULL,
-        finished_at = now(),
-        updated_at = now()
+        finished_at = $7::timestamptz,
+        updated_at = $7::timestamptz
     FROM input i
     WHERE j.id = i.id AND j.attempts = i.attempt AND j.lease_token = i.lease_token
       AND j.status = 'running'
@@ -202,7 +211,7 @@ WITH input AS (
         outcome = CASE WHEN d.status = 'cancelled' THEN 'cancelled' ELSE 'succeeded' END,
         worker_id = coalesce(i.worker_id, a.worker_id),
         started_at = coalesce(i.started_at, a.started_at),
-        finished_at = now()
+        finished_at = $7::timestamptz
     FROM done d JOIN input i ON i.id = d.id
     WHERE a.job_id = d.id AND a.attempt = d.attempts
 )
@@ -226,18 +235,19 @@ WITH input AS (
         last_error = i.error_type || ': ' || i.error_message,
         lease_token = NULL,
         lease_expires_at = NULL,
-        finished_at = CASE WHEN j.cancel_requested OR i.next_status <> 'pending' THEN now() END,
-        updated_at = now()
+        finished_at = CASE WHEN j.cancel_requested OR i.next_status <> 'pending'
+                           THEN $13::timestamptz END,
+        updated_at = $13::timestamptz
     FROM input i
     WHERE j.id = i.id AND j.attempts = i.attempt AND j.lease_token = i.lease_token
-      AND j.status = 'running' AND (NOT $10 OR j.lease_expires_at < now())
+      AND j.status = 'running' AND (NOT $10 OR j.lease_expires_at < $13::timestamptz)
     RETURNING j.id, j.status, j.attempts
 ), recorded AS (
     UPDATE job_attempts a SET
         outcome = i.outcome,
         worker_id = coalesce(i.worker_id, a.worker_id),
         started_at = coalesce(i.started_at, a.started_at),
-        finished_at = now(),
+        finished_at = $13::timestamptz,
         error_type = i.error_type,
         error_message = i.error_message,
         traceback = i.traceback
@@ -249,7 +259,7 @@ SELECT id, status FROM done;
 -- name: find_expired_leases
 SELECT id, attempts, lease_token, max_attempts, backoff, tenant, use_case
 FROM jobs
-WHERE status = 'running' AND lease_expires_at < now()
+WHERE status = 'running' AND lease_expires_at < $2::timestamptz
 ORDER BY lease_expires_at
 LIMIT $1;
 
@@ -265,8 +275,8 @@ WITH input AS (
 ), extended AS (
     UPDATE jobs j SET
         lease_expires_at = greatest(j.lease_expires_at,
-                                    now() + i.extend_seconds * interval '1 second'),
-        updated_at = now()
+                                    $5::timestamptz + i.extend_seconds * interval '1 second'),
+        updated_at = $5::timestamptz
     FROM input i
     WHERE j.id = i.id AND j.attempts = i.attempt AND j.lease_token = i.lease_token
       AND j.status = 'running'
@@ -276,7 +286,7 @@ SELECT i.id, e.cancel_requested, e.lease_expires_at
 FROM input i LEFT JOIN extended e ON e.id = i.id;
 
 -- name: mark_attempts_started
-UPDATE job_attempts a SET started_at = coalesce(a.started_at, now()), worker_id = $3
+UPDATE job_attempts a SET started_at = coalesce(a.started_at, $4::timestamptz), worker_id = $3
 FROM unnest($1::uuid[], $2::integer[]) AS i(id, attempt)
 WHERE a.job_id = i.id AND a.attempt = i.attempt AND a.worker_id IS NULL;
 
@@ -288,33 +298,34 @@ SELECT payload FROM jobs WHERE id = $1 AND status = 'running';
 -- the job is running and not marked for cancellation.
 SELECT tenant FROM jobs
 WHERE id = $1 AND attempts = $2 AND lease_token = $3
-  AND status = 'running' AND lease_expires_at > now() AND NOT cancel_requested;
+  AND status = 'running' AND lease_expires_at > $4::timestamptz AND NOT cancel_requested;
 
 -- name: acquire_leadership
 -- Take or renew the leader lease. Renewal keeps the epoch; a takeover (only once the lease
 -- expired) bumps it, which fences the old leader's claims.
 INSERT INTO scheduler_leader AS l (name, holder, epoch, expires_at)
-VALUES ($1, $2, 1, now() + $3 * interval '1 second')
+VALUES ($1, $2, 1, $4::timestamptz + $3 * interval '1 second')
 ON CONFLICT (name) DO UPDATE SET
     holder = EXCLUDED.holder,
     epoch = l.epoch + CASE WHEN l.holder = EXCLUDED.holder THEN 0 ELSE 1 END,
     expires_at = EXCLUDED.expires_at
-WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+WHERE l.holder = EXCLUDED.holder OR l.expires_at < $4::timestamptz
 RETURNING epoch;
 
 -- name: resign_leadership
-UPDATE scheduler_leader SET expires_at = now() - interval '1 second'
+UPDATE scheduler_leader SET expires_at = $3::timestamptz - interval '1 second'
 WHERE name = $1 AND holder = $2;
 
 -- name: get_leader
-SELECT holder, epoch, expires_at, expires_at > now() AS live FROM scheduler_leader WHERE name = $1;
+SELECT holder, epoch, expires_at, expires_at > $2::timestamptz AS live
+FROM scheduler_leader WHERE name = $1;
 
 -- name: prune_finished_jobs
 -- Bounded batches: at most $3 rows a statement, rows locked by others skipped.
 WITH doomed AS (
     SELECT id FROM jobs
     WHERE use_case = $1 AND status IN ('succeeded', 'dead', 'cancelled')
-      AND finished_at < now() - $2 * interval '1 second'
+      AND finished_at < $4::timestamptz - $2 * interval '1 second'
     ORDER BY finished_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
@@ -324,7 +335,7 @@ DELETE FROM jobs j USING doomed d WHERE j.id = d.id;
 -- name: prune_idempotency_keys
 DELETE FROM idempotency_keys
 WHERE ctid = ANY (ARRAY(
-    SELECT ctid FROM idempotency_keys WHERE created_at < now() - $1 * interval '1 second'
+    SELECT ctid FROM idempotency_keys WHERE created_at < $3::timestamptz - $1 * interval '1 second'
     LIMIT $2));
 
 -- name: notify
@@ -341,7 +352,8 @@ SELECT (SELECT count(*) FROM jobs j WHERE /*filter*/) AS n,
 
 -- name: cancel_jobs
 -- One batch of a bulk cancel, as cancel_job does it: pending jobs end cancelled at once,
--- running ones are marked. Keyset from $2 down, at most $1 rows locked per statement.
+-- running ones are marked. Keyset from $2 down, at most $1 rows locked per statement; $3 now,
+-- the filter's parameters from $4.
 WITH picked AS (
     SELECT j.id FROM jobs j
     WHERE /*filter*/ AND j.status IN ('pending', 'running') AND NOT j.cancel_requested
@@ -353,8 +365,8 @@ WITH picked AS (
     UPDATE jobs j SET
         status = CASE WHEN j.status = 'pending' THEN 'cancelled'::job_status ELSE j.status END,
         cancel_requested = j.cancel_requested OR j.status = 'running',
-        finished_at = CASE WHEN j.status = 'pending' THEN now() ELSE j.finished_at END,
-        updated_at = now()
+        finished_at = CASE WHEN j.status = 'pending' THEN $3::timestamptz ELSE j.finished_at END,
+        updated_at = $3::timestamptz
     WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.use_case
 )
@@ -369,7 +381,7 @@ SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS t
 -- sharing a key), and so do jobs past their tenant's quota ($5/$6, else $7; null: none): the
 -- usage rows are locked after the job rows, the order enqueue and the usage trigger use.
 -- The attempts so far keep the deadline they ran under. Keyset from $2 down, at most $1 rows
--- per statement; the filter's parameters from $9.
+-- per statement; $9 now, the filter's parameters from $10.
 WITH picked AS (
     SELECT j.id, j.tenant, j.use_case, j.dedup_key FROM jobs j
     WHERE /*filter*/ AND j.status IN ('dead', 'cancelled')
@@ -407,8 +419,8 @@ WITH picked AS (
 ), done AS (
     UPDATE jobs j SET
         status = 'pending',
-        run_at = now(),
-        deadline = now() + coalesce(
+        run_at = $9::timestamptz,
+        deadline = $9::timestamptz + coalesce(
             (SELECT t.seconds FROM unnest($3::text[], $4::float8[]) AS t(use_case, seconds)
              WHERE t.use_case = j.use_case), $8::float8) * interval '1 second',
         max_attempts = greatest(j.max_attempts, j.attempts + 1),
@@ -418,7 +430,7 @@ WITH picked AS (
         lease_token = NULL,
         lease_expires_at = NULL,
         finished_at = NULL,
-        updated_at = now()
+        updated_at = $9::timestamptz
     WHERE j.id = ANY (ARRAY(SELECT id FROM granted))
     RETURNING j.id, j.use_case
 )
@@ -429,7 +441,7 @@ SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS t
 -- name: record_scheduler_pass
 INSERT INTO scheduler_status AS s
     (name, holder, epoch, last_pass_at, last_pass_seconds, passes, dispatched, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz)
 ON CONFLICT (name) DO UPDATE SET
     holder = EXCLUDED.holder,
     epoch = EXCLUDED.epoch,
@@ -437,7 +449,7 @@ ON CONFLICT (name) DO UPDATE SET
     last_pass_seconds = EXCLUDED.last_pass_seconds,
     passes = EXCLUDED.passes,
     dispatched = EXCLUDED.dispatched,
-    updated_at = now();
+    updated_at = $8::timestamptz;
 
 -- name: refresh_job_counts
 -- Replace the active-jobs snapshot with one GROUP BY over pending and running rows (the only
@@ -450,18 +462,19 @@ WITH active AS (
 ), fresh AS (
     SELECT tenant, use_case,
            count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
-           count(*) FILTER (WHERE status = 'pending' AND deadline < now()) AS overdue,
+           count(*) FILTER (WHERE status = 'pending' AND run_at <= $2::timestamptz) AS due,
+           count(*) FILTER (WHERE status = 'pending' AND deadline < $2::timestamptz) AS overdue,
            count(*) FILTER (WHERE status = 'running') AS running,
-           min(run_at) FILTER (WHERE status = 'pending' AND run_at <= now()) AS oldest_due,
-           min(deadline) FILTER (WHERE status = 'pending' AND run_at <= now()) AS earliest
+           min(run_at) FILTER (WHERE status = 'pending' AND run_at <= $2::timestamptz)
+               AS oldest_due,
+           min(deadline) FILTER (WHERE status = 'pending' AND run_at <= $2::timestamptz) AS earliest
     FROM active
     GROUP BY tenant, use_case
 ), gone AS (
     DELETE FROM job_counts c
     WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.tenant = c.tenant AND f.use_case = c.use_case)
 ), stamped AS (
-    UPDATE scheduler_status SET counts_at = now() WHERE name = $1
+    UPDATE scheduler_status SET counts_at = $2::timestamptz WHERE name = $1
 )
 INSERT INTO job_counts AS c (tenant, use_case, pending, due, overdue, running, oldest_due_run_at,
                              earliest_due_deadline)
@@ -488,15 +501,16 @@ ON CONFLICT (minute, use_case, tenant) DO UPDATE SET
 
 -- name: roll_up_finished
 -- Add the jobs that finished since the watermark to job_stats_minute, through jobs_finished_idx,
--- and move the watermark. The window ends $3 seconds ago (finished_at is its statement's start:
+-- and move the watermark. The window ends $3 seconds ago (finished_at is its statement's time:
 -- a report still committing must not be passed by) and spans at most $4 seconds; the first
 -- window starts an hour back. The status row's lock makes concurrent callers take turns.
--- $1 scheduler name, $2 use cases.
+-- $1 scheduler name, $2 use cases, $5 now.
 WITH state AS (
     SELECT finished_through FROM scheduler_status WHERE name = $1 FOR UPDATE
 ), bounds AS (
-    SELECT lo, least(now() - $3 * interval '1 second', lo + $4 * interval '1 second') AS hi
-    FROM (SELECT coalesce((SELECT finished_through FROM state), now() - interval '1 hour')
+    SELECT lo,
+           least($5::timestamptz - $3 * interval '1 second', lo + $4 * interval '1 second') AS hi
+    FROM (SELECT coalesce((SELECT finished_through FROM state), $5::timestamptz - interval '1 hour')
           AS lo) s
 ), counted AS (
     INSERT INTO job_stats_minute AS m (minute, use_case, tenant, succeeded, dead, cancelled)
@@ -520,7 +534,7 @@ WITH state AS (
 SELECT count(*) FROM counted;
 
 -- name: prune_job_stats
-DELETE FROM job_stats_minute WHERE minute < now() - $1 * interval '1 second';
+DELETE FROM job_stats_minute WHERE minute < $2::timestamptz - $1 * interval '1 second';
 
 -- name: get_job_counts
 SELECT tenant, use_case, pending, due, overdue, running, oldest_due_run_at, earliest_due_deadline
@@ -537,7 +551,8 @@ GROUP BY minute, use_case
 ORDER BY minute, use_case;
 
 -- name: get_scheduler_status
-SELECT now() AS now, l.holder, l.epoch, l.expires_at, coalesce(l.expires_at > now(), false) AS live,
+SELECT $2::timestamptz AS now, l.holder, l.epoch, l.expires_at,
+       coalesce(l.expires_at > $2::timestamptz, false) AS live,
        s.last_pass_at, s.last_pass_seconds, coalesce(s.passes, 0) AS passes,
        coalesce(s.dispatched, 0) AS dispatched, s.counts_at
 FROM (SELECT $1::text AS name) n
@@ -554,15 +569,16 @@ INSERT INTO scheduler_status (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
 -- cost grows with active jobs, never with finished ones. The scheduler leader runs it every
 -- JOBS_METRICS_REFRESH_SECONDS, never per scrape.
 WITH active AS (
-    SELECT j.use_case, j.tenant, 1 AS pending, (j.run_at <= now())::int AS due, 0 AS running,
-           CASE WHEN j.run_at <= now() THEN j.run_at END AS due_run_at
+    SELECT j.use_case, j.tenant, 1 AS pending, (j.run_at <= $2::timestamptz)::int AS due,
+           0 AS running,
+           CASE WHEN j.run_at <= $2::timestamptz THEN j.run_at END AS due_run_at
     FROM jobs j WHERE j.status = 'pending'
     UNION ALL
     SELECT j.use_case, j.tenant, 0, 0, 1, NULL FROM jobs j WHERE j.status = 'running'
 )
 SELECT use_case, CASE WHEN tenant = ANY ($1::text[]) THEN tenant ELSE '' END AS tenant,
        sum(pending) AS pending, sum(due) AS due, sum(running) AS running,
-       min(due_run_at) AS oldest_due_run_at, now() AS measured_at
+       min(due_run_at) AS oldest_due_run_at
 FROM active
 GROUP BY 1, 2;
 
@@ -572,15 +588,15 @@ GROUP BY 1, 2;
 WITH pruned AS (
     DELETE FROM dashboard_sessions
     WHERE id_hash = ANY (ARRAY(
-        SELECT id_hash FROM dashboard_sessions WHERE expires_at <= now()
+        SELECT id_hash FROM dashboard_sessions WHERE expires_at <= $6::timestamptz
         ORDER BY expires_at LIMIT 100))
 )
 INSERT INTO dashboard_sessions (id_hash, role, tenant, token_check, expires_at)
-VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second');
+VALUES ($1, $2, $3, $4, $6::timestamptz + $5 * interval '1 second');
 
 -- name: get_dashboard_session
 SELECT role, tenant, token_check, expires_at FROM dashboard_sessions
-WHERE id_hash = $1 AND expires_at > now();
+WHERE id_hash = $1 AND expires_at > $2::timestamptz;
 
 -- name: delete_dashboard_session
 DELETE FROM dashboard_sessions WHERE id_hash = $1;

@@ -1,0 +1,1036 @@
+"""InMemoryJobStore: every store port over dicts in this process, with the rules of
+queries.sql, every time read from the injected clock. For tests (ours and users'); the
+contract suite in tests/contract runs against it and PostgresJobStore alike.
+
+Each method runs without awaiting, so on one event loop a call is as atomic as a transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from jobs_schema import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    AttemptOutcome,
+    AttemptRecord,
+    BackoffPolicy,
+    Job,
+    JobStatus,
+    LeaseRef,
+    LeaseState,
+    Payload,
+)
+from jobs_schema.limits import clamp_timestamp
+from jobs_server.auth import Principal
+from jobs_server.clock import Clock
+from jobs_server.store.base import (
+    ActionBatch,
+    ClaimedJob,
+    DashboardSession,
+    DispatchStat,
+    EnqueueOutcome,
+    EnqueueResult,
+    FailedAttempt,
+    IdempotentReplay,
+    JobCounts,
+    JobFilter,
+    LeaderLease,
+    LeaseStatus,
+    MinuteStats,
+    NewJob,
+    QueueDepth,
+    QueueSnapshot,
+    RetryRules,
+    RunningLease,
+    SchedulerPass,
+    SchedulerStatus,
+    SucceededAttempt,
+)
+
+__all__ = ["InMemoryJobStore"]
+
+_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED})
+# postgres.job_filter bounds created-at ranges by id too (ids are UUIDv7), with this margin
+_ID_CLOCK_MARGIN = timedelta(minutes=10)
+_SESSION_PRUNE_BATCH = 100
+
+
+@dataclass
+class _Row:
+    """A `jobs` row."""
+
+    id: UUID
+    tenant: str
+    use_case: str
+    job_type: str
+    payload: Payload
+    priority: int
+    run_at: datetime
+    deadline: datetime
+    max_attempts: int
+    backoff: BackoffPolicy
+    dedup_key: str | None
+    trace_context: dict[str, str] | None
+    created_at: datetime
+    updated_at: datetime
+    status: JobStatus = JobStatus.PENDING
+    attempts: int = 0
+    lease_token: UUID | None = None
+    lease_expires_at: datetime | None = None
+    result: JsonValue = None
+    last_error: str | None = None
+    cancel_requested: bool = False
+    deadline_missed: bool = False
+    dispatched_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def holds(self, attempt: int, lease_token: UUID) -> bool:
+        """Fencing: the job runs this attempt under this lease token."""
+        return (
+            self.status is JobStatus.RUNNING
+            and self.attempts == attempt
+            and self.lease_token == lease_token
+        )
+
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    def is_active_duplicate(self, tenant: str, use_case: str, dedup_key: str | None) -> bool:
+        return (
+            dedup_key is not None
+            and self.dedup_key == dedup_key
+            and self.tenant == tenant
+            and self.use_case == use_case
+            and self.status in ACTIVE_STATUSES
+        )
+
+
+@dataclass
+class _Attempt:
+    """A `job_attempts` row."""
+
+    attempt: int
+    dispatched_at: datetime
+    outcome: AttemptOutcome = AttemptOutcome.RUNNING
+    worker_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    deadline: datetime | None = None
+
+
+@dataclass
+class _IdempotencyKey:
+    request_hash: str
+    created_at: datetime
+    results: list[tuple[UUID | None, EnqueueOutcome]] | None = None
+
+
+@dataclass
+class _Leader:
+    holder: str
+    epoch: int
+    expires_at: datetime
+
+
+@dataclass
+class _SchedulerRow:
+    """A `scheduler_status` row."""
+
+    holder: str | None = None
+    epoch: int | None = None
+    last_pass_at: datetime | None = None
+    last_pass_seconds: float | None = None
+    passes: int = 0
+    dispatched: int = 0
+    counts_at: datetime | None = None
+    finished_through: datetime | None = None
+
+
+@dataclass
+class _MinuteRow:
+    """A `job_stats_minute` row."""
+
+    dispatched: int = 0
+    missed: int = 0
+    slack_sum: float = 0.0
+    slack_min: float | None = None
+    slack_max: float | None = None
+    succeeded: int = 0
+    dead: int = 0
+    cancelled: int = 0
+
+
+@dataclass
+class _Session:
+    principal: Principal
+    token_check: bytes
+    expires_at: datetime
+
+
+@dataclass
+class _MemorySubscription:
+    channel: str
+    callback: Callable[[str], None]
+    _alive: bool = True
+    _on_close: Callable[[_MemorySubscription], None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    async def close(self) -> None:
+        if self._alive and self._on_close is not None:
+            self._on_close(self)
+        self._alive = False
+
+
+@dataclass
+class InMemoryJobStore:
+    """A JobStore in this process's memory, with PostgresJobStore's semantics: EDF claims
+    within capacity, quotas, dedup, idempotency keys, fencing, leases and the leader lease, all
+    against `clock`. Move a `ManualClock` to expire leases, reach run_at or prune."""
+
+    clock: Clock
+    _jobs: dict[UUID, _Row] = field(default_factory=dict)
+    _attempts: dict[UUID, dict[int, _Attempt]] = field(default_factory=dict)
+    _keys: dict[tuple[str, str], _IdempotencyKey] = field(default_factory=dict)
+    _leaders: dict[str, _Leader] = field(default_factory=dict)
+    _schedulers: dict[str, _SchedulerRow] = field(default_factory=dict)
+    _counts: dict[tuple[str, str], JobCounts] = field(default_factory=dict)
+    _minutes: dict[tuple[datetime, str, str], _MinuteRow] = field(default_factory=dict)
+    _sessions: dict[bytes, _Session] = field(default_factory=dict)
+    _listeners: dict[str, list[_MemorySubscription]] = field(default_factory=dict)
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    async def enqueue_jobs(
+        self,
+        tenant: str,
+        *,
+        quota: int | None,
+        jobs: list[NewJob],
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> list[EnqueueResult] | IdempotentReplay:
+        now = self.clock.now()
+        if idempotency_key is not None:
+            if request_hash is None:
+                raise ValueError("an idempotency key needs its request hash")
+            used = self._keys.get((tenant, idempotency_key))
+            if used is not None:
+                return IdempotentReplay(used.request_hash, used.results)
+        results = self._enqueue(tenant, quota, jobs, now)
+        if idempotency_key is not None and request_hash is not None:
+            self._keys[(tenant, idempotency_key)] = _IdempotencyKey(
+                request_hash, now, [(r.job.id if r.job else None, r.outcome) for r in results]
+            )
+        return results
+
+    def _enqueue(
+        self, tenant: str, quota: int | None, jobs: list[NewJob], now: datetime
+    ) -> list[EnqueueResult]:
+        """jobs_enqueue: insert all but active duplicates (the first of a batch's wins), then
+        keep up to the quota in request order."""
+        if len({j.id for j in jobs}) < len(jobs) or any(j.id in self._jobs for j in jobs):
+            raise ValueError("a job id is taken")
+        active = self._active_count(tenant)
+        inserted: list[UUID] = []
+        for new in jobs:
+            if new.dedup_key is not None and self._active_duplicate(
+                tenant, new.use_case, new.dedup_key
+            ):
+                continue
+            self._jobs[new.id] = _new_row(tenant, new, now)
+            inserted.append(new.id)
+        granted = len(inserted) if quota is None else min(len(inserted), max(quota - active, 0))
+        excess = set(inserted[granted:])
+        for job_id in excess:
+            del self._jobs[job_id]
+        return [self._enqueue_result(tenant, new, excess) for new in jobs]
+
+    def _enqueue_result(self, tenant: str, new: NewJob, excess: set[UUID]) -> EnqueueResult:
+        row = self._jobs.get(new.id)
+        if row is not None:
+            return EnqueueResult(EnqueueOutcome.CREATED, _job(row))
+        duplicate = self._active_duplicate(tenant, new.use_case, new.dedup_key)
+        if duplicate is not None:
+            return EnqueueResult(EnqueueOutcome.DEDUPLICATED, _job(duplicate))
+        if new.id in excess:
+            return EnqueueResult(EnqueueOutcome.QUOTA_EXCEEDED, None)
+        # the job it duplicated is gone (over the quota in this very batch): enqueue it again
+        return EnqueueResult(EnqueueOutcome.RETRY, None)
+
+    def _active_duplicate(self, tenant: str, use_case: str, dedup_key: str | None) -> _Row | None:
+        if dedup_key is None:
+            return None
+        for row in self._jobs.values():
+            if row.is_active_duplicate(tenant, use_case, dedup_key):
+                return row
+        return None
+
+    def _active_count(self, tenant: str) -> int:
+        return sum(1 for r in self._jobs.values() if r.tenant == tenant and r.is_active())
+
+    async def notify(self, channel: str, payload: str) -> None:
+        loop = asyncio.get_running_loop()
+        for sub in list(self._listeners.get(channel, [])):
+            # delivered after the caller's statement, as a NOTIFY reaches a listener
+            loop.call_soon(_deliver, sub, payload)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def get_job(self, job_id: UUID, *, tenant: str | None) -> Job | None:
+        row = self._jobs.get(job_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            return None
+        return _job(row)
+
+    async def get_jobs(self, job_ids: list[UUID]) -> list[Job]:
+        return [_job(self._jobs[i]) for i in dict.fromkeys(job_ids) if i in self._jobs]
+
+    async def get_job_attempts(self, job_id: UUID) -> list[AttemptRecord]:
+        attempts = self._attempts.get(job_id, {})
+        return [_attempt_record(attempts[n]) for n in sorted(attempts)]
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        return [_job(r) for r in self._filtered(flt)[: flt.limit]]
+
+    async def get_payload(self, job_id: UUID) -> Payload | None:
+        row = self._jobs.get(job_id)
+        if row is None or row.status is not JobStatus.RUNNING:
+            return None
+        return copy.deepcopy(row.payload)
+
+    def _filtered(
+        self,
+        flt: JobFilter,
+        *,
+        statuses: frozenset[JobStatus] | None = None,
+        also: Callable[[_Row], bool] | None = None,
+    ) -> list[_Row]:
+        """The rows matching `flt` (and `statuses`, and `also`), newest id first."""
+        rows = [
+            r
+            for r in self._jobs.values()
+            if _matches(r, flt, statuses) and (also is None or also(r))
+        ]
+        return sorted(rows, key=lambda r: r.id, reverse=True)
+
+    # -- leadership ------------------------------------------------------------------------
+
+    async def acquire_leadership(self, name: str, holder: str, *, ttl: float) -> int | None:
+        now = self.clock.now()
+        expires_at = now + timedelta(seconds=ttl)
+        lease = self._leaders.get(name)
+        if lease is None:
+            self._leaders[name] = _Leader(holder, 1, expires_at)
+            return 1
+        if lease.holder != holder and lease.expires_at >= now:
+            return None
+        if lease.holder != holder:
+            lease.epoch += 1  # a takeover fences the old leader's claims
+        lease.holder, lease.expires_at = holder, expires_at
+        return lease.epoch
+
+    async def resign_leadership(self, name: str, holder: str) -> None:
+        lease = self._leaders.get(name)
+        if lease is not None and lease.holder == holder:
+            lease.expires_at = self.clock.now() - timedelta(seconds=1)
+
+    async def listen(self, channel: str, callback: Callable[[str], None]) -> _MemorySubscription:
+        sub = _MemorySubscription(channel, callback, _on_close=self._unlisten)
+        self._listeners.setdefault(channel, []).append(sub)
+        return sub
+
+    def _unlisten(self, sub: _MemorySubscription) -> None:
+        subs = self._listeners.get(sub.channel, [])
+        if sub in subs:
+            subs.remove(sub)
+
+    def _leads(self, leader: LeaderLease, now: datetime) -> bool:
+        lease = self._leaders.get(leader.name)
+        return (
+            lease is not None
+            and lease.holder == leader.holder
+            and lease.epoch == leader.epoch
+            and lease.expires_at > now
+        )
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def claim_due_jobs(
+        self,
+        use_case: str,
+        *,
+        capacity: int,
+        limit: int,
+        lease_seconds: float,
+        leader: LeaderLease,
+        per_tenant_cap: int | None,
+    ) -> list[ClaimedJob]:
+        now = self.clock.now()
+        if not self._leads(leader, now):
+            return []
+        running = Counter(
+            r.tenant
+            for r in self._jobs.values()
+            if r.use_case == use_case and r.status is JobStatus.RUNNING
+        )
+        free = min(limit, max(0, capacity - running.total()))
+        due = sorted(
+            (
+                r
+                for r in self._jobs.values()
+                if r.use_case == use_case and r.status is JobStatus.PENDING and r.run_at <= now
+            ),
+            key=_edf,
+        )
+        if per_tenant_cap is not None:
+            due = _within_tenant_cap(due, running, per_tenant_cap)
+        expires_at = now + timedelta(seconds=lease_seconds)
+        return [self._claim(r, now, expires_at) for r in due[:free]]
+
+    def _claim(self, row: _Row, now: datetime, expires_at: datetime) -> ClaimedJob:
+        missed = row.deadline < now
+        row.status = JobStatus.RUNNING
+        row.attempts += 1
+        row.lease_token = uuid.uuid4()
+        row.lease_expires_at = expires_at
+        row.dispatched_at = now
+        row.deadline_missed = row.deadline_missed or missed
+        row.updated_at = now
+        self._attempts.setdefault(row.id, {})[row.attempts] = _Attempt(row.attempts, now)
+        return ClaimedJob(
+            id=row.id,
+            tenant=row.tenant,
+            use_case=row.use_case,
+            job_type=row.job_type,
+            payload=copy.deepcopy(row.payload),
+            attempt=row.attempts,
+            max_attempts=row.max_attempts,
+            lease_token=row.lease_token,
+            lease_expires_at=clamp_timestamp(expires_at),
+            deadline=clamp_timestamp(row.deadline),
+            run_at=clamp_timestamp(row.run_at),
+            created_at=clamp_timestamp(row.created_at),
+            trace_context=copy.deepcopy(row.trace_context),
+            missed_deadline=missed,
+        )
+
+    async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]:
+        now = self.clock.now()
+        released = []
+        for lease in leases:
+            row = self._jobs.get(lease.job_id)
+            if row is None or not row.holds(lease.attempt, lease.lease_token):
+                continue
+            row.status = JobStatus.CANCELLED if row.cancel_requested else JobStatus.PENDING
+            row.finished_at = now if row.cancel_requested else None
+            row.attempts -= 1
+            row.lease_token = row.lease_expires_at = None
+            row.updated_at = now
+            self._attempts.get(row.id, {}).pop(lease.attempt, None)
+            released.append(row.id)
+        return released
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    async def complete_attempts(self, done: list[SucceededAttempt]) -> dict[UUID, JobStatus]:
+        now = self.clock.now()
+        out: dict[UUID, JobStatus] = {}
+        for d in done:
+            row = self._held(d.id, d.attempt, d.lease_token)
+            if row is None:
+                continue
+            status = JobStatus.CANCELLED if row.cancel_requested else JobStatus.SUCCEEDED
+            row.status, row.result = status, copy.deepcopy(d.result)
+            self._finish(row, now, finished=True)
+            attempt = self._attempt_of(row)
+            if attempt is not None:
+                attempt.outcome = AttemptOutcome(status.value)
+                _record_end(attempt, now, worker_id=d.worker_id, started_at=d.started_at)
+            out[row.id] = status
+        return out
+
+    async def fail_attempts(
+        self, failed: list[FailedAttempt], *, require_expired: bool
+    ) -> dict[UUID, JobStatus]:
+        now = self.clock.now()
+        out: dict[UUID, JobStatus] = {}
+        for f in failed:
+            row = self._held(f.id, f.attempt, f.lease_token)
+            if row is None or (require_expired and not _expired(row, now)):
+                continue
+            retry = f.next_status is JobStatus.PENDING
+            if retry and f.run_at is None:
+                raise ValueError("a retry needs its run_at")
+            finished = row.cancel_requested or not retry
+            row.status = JobStatus.CANCELLED if row.cancel_requested else f.next_status
+            if retry and f.run_at is not None:
+                row.run_at = f.run_at
+            row.last_error = f"{f.error_type}: {f.error_message}"
+            self._finish(row, now, finished=finished)
+            attempt = self._attempt_of(row)
+            if attempt is not None:
+                attempt.outcome = f.outcome
+                attempt.error_type, attempt.error_message = f.error_type, f.error_message
+                attempt.traceback = f.traceback
+                _record_end(attempt, now, worker_id=f.worker_id, started_at=f.started_at)
+            out[row.id] = row.status
+        return out
+
+    def _held(self, job_id: UUID, attempt: int, lease_token: UUID) -> _Row | None:
+        row = self._jobs.get(job_id)
+        return row if row is not None and row.holds(attempt, lease_token) else None
+
+    def _attempt_of(self, row: _Row) -> _Attempt | None:
+        return self._attempts.get(row.id, {}).get(row.attempts)
+
+    @staticmethod
+    def _finish(row: _Row, now: datetime, *, finished: bool) -> None:
+        row.lease_token = row.lease_expires_at = None
+        row.finished_at = now if finished else None
+        row.updated_at = now
+
+    async def find_expired_leases(self, *, limit: int) -> list[RunningLease]:
+        now = self.clock.now()
+        expired = [r for r in self._jobs.values() if _expired(r, now)]
+        expired.sort(key=lambda r: r.lease_expires_at or now)
+        return [_running(r) for r in expired[:limit]]
+
+    async def get_leases(self, job_ids: list[UUID]) -> list[RunningLease]:
+        rows = (self._jobs.get(i) for i in dict.fromkeys(job_ids))
+        return [_running(r) for r in rows if r is not None and r.status is JobStatus.RUNNING]
+
+    async def extend_leases(
+        self, leases: list[LeaseRef], *, extend_seconds: list[float]
+    ) -> list[LeaseStatus]:
+        now = self.clock.now()
+        out = []
+        for lease, seconds in zip(leases, extend_seconds, strict=True):
+            row = self._held(lease.job_id, lease.attempt, lease.lease_token)
+            if row is None or row.lease_expires_at is None:
+                out.append(LeaseStatus(lease.job_id, LeaseState.LOST, None))
+                continue
+            row.lease_expires_at = max(row.lease_expires_at, now + timedelta(seconds=seconds))
+            row.updated_at = now
+            state = LeaseState.CANCELLED if row.cancel_requested else LeaseState.HELD
+            out.append(LeaseStatus(row.id, state, row.lease_expires_at))
+        return out
+
+    async def mark_attempts_started(self, leases: list[LeaseRef], *, worker_id: str) -> None:
+        now = self.clock.now()
+        for lease in leases:
+            attempt = self._attempts.get(lease.job_id, {}).get(lease.attempt)
+            if attempt is not None and attempt.worker_id is None:
+                attempt.started_at = attempt.started_at or now
+                attempt.worker_id = worker_id
+
+    async def get_lease_tenant(self, lease: LeaseRef) -> str | None:
+        row = self._jobs.get(lease.job_id)
+        if row is None or not row.holds(lease.attempt, lease.lease_token) or row.cancel_requested:
+            return None
+        if row.lease_expires_at is None or row.lease_expires_at <= self.clock.now():
+            return None
+        return row.tenant
+
+    # -- operator actions ------------------------------------------------------------------
+
+    async def cancel_job(self, job_id: UUID, *, tenant: str | None) -> Job | None:
+        row = self._jobs.get(job_id)
+        if row is None or (tenant is not None and row.tenant != tenant) or not row.is_active():
+            return None
+        _cancel(row, self.clock.now())
+        return _job(row)
+
+    async def count_jobs(
+        self, flt: JobFilter, *, statuses: frozenset[JobStatus] | None = None
+    ) -> tuple[int, UUID | None]:
+        rows = self._filtered(flt, statuses=statuses)
+        return len(rows), rows[0].id if rows else None
+
+    async def cancel_jobs(
+        self, flt: JobFilter, *, batch: int, before_id: UUID | None
+    ) -> ActionBatch:
+        now = self.clock.now()
+        picked = self._filtered(
+            flt,
+            also=lambda r: (
+                r.is_active() and not r.cancel_requested and (before_id is None or r.id < before_id)
+            ),
+        )[:batch]
+        for row in picked:
+            _cancel(row, now)
+        return _action_batch(picked, picked)
+
+    async def retry_jobs(
+        self, flt: JobFilter, *, batch: int, before_id: UUID | None, rules: RetryRules
+    ) -> ActionBatch:
+        now = self.clock.now()
+        picked = self._filtered(
+            flt,
+            also=lambda r: r.status in _RETRYABLE and (before_id is None or r.id < before_id),
+        )[:batch]
+        granted = self._within_quotas(self._without_duplicates(picked), rules)
+        for row in granted:
+            self._retry(row, now, rules)
+        return _action_batch(picked, granted)
+
+    def _without_duplicates(self, picked: list[_Row]) -> list[_Row]:
+        """The picked jobs whose dedup key no active job holds, and of those sharing one, the
+        newest (picked is newest first)."""
+        seen: set[tuple[str, str, str]] = set()
+        out = []
+        for row in picked:
+            if row.dedup_key is None:
+                out.append(row)
+                continue
+            key = (row.tenant, row.use_case, row.dedup_key)
+            if key in seen or self._active_duplicate(*key) is not None:
+                continue
+            seen.add(key)
+            out.append(row)
+        return out
+
+    def _within_quotas(self, eligible: list[_Row], rules: RetryRules) -> list[_Row]:
+        """The eligible jobs each tenant's quota has room for, newest first."""
+        taken: Counter[str] = Counter()
+        active = {t: self._active_count(t) for t in {r.tenant for r in eligible}}
+        out = []
+        for row in eligible:
+            taken[row.tenant] += 1
+            quota = rules.quotas.get(row.tenant)
+            if quota is None:
+                quota = rules.default_quota
+            if quota is None or taken[row.tenant] <= quota - active[row.tenant]:
+                out.append(row)
+        return out
+
+    def _retry(self, row: _Row, now: datetime, rules: RetryRules) -> None:
+        for attempt in self._attempts.get(row.id, {}).values():
+            if attempt.deadline is None:  # the deadline it ran under
+                attempt.deadline = row.deadline
+        tolerance = rules.tolerances.get(row.use_case, rules.default_tolerance)
+        row.status = JobStatus.PENDING
+        row.run_at = now
+        row.deadline = now + timedelta(seconds=tolerance)
+        row.max_attempts = max(row.max_attempts, row.attempts + 1)
+        row.deadline_missed = row.cancel_requested = False
+        row.result = None
+        row.lease_token = row.lease_expires_at = row.finished_at = None
+        row.updated_at = now
+
+    # -- pruning ---------------------------------------------------------------------------
+
+    async def prune_finished_jobs(
+        self, use_case: str, *, older_than_seconds: float, limit: int
+    ) -> int:
+        cutoff = self.clock.now() - timedelta(seconds=older_than_seconds)
+        doomed = sorted(
+            (
+                r
+                for r in self._jobs.values()
+                if r.use_case == use_case
+                and r.status in FINISHED_STATUSES
+                and r.finished_at is not None
+                and r.finished_at < cutoff
+            ),
+            key=lambda r: r.finished_at or cutoff,
+        )[:limit]
+        for row in doomed:
+            del self._jobs[row.id]
+            self._attempts.pop(row.id, None)
+        return len(doomed)
+
+    async def prune_idempotency_keys(self, *, older_than_seconds: float, limit: int) -> int:
+        cutoff = self.clock.now() - timedelta(seconds=older_than_seconds)
+        doomed = [k for k, v in self._keys.items() if v.created_at < cutoff][:limit]
+        for key in doomed:
+            del self._keys[key]
+        return len(doomed)
+
+    async def prune_job_stats(self, *, older_than_seconds: float) -> int:
+        cutoff = self.clock.now() - timedelta(seconds=older_than_seconds)
+        doomed = [k for k in self._minutes if k[0] < cutoff]
+        for key in doomed:
+            del self._minutes[key]
+        return len(doomed)
+
+    # -- statistics ------------------------------------------------------------------------
+
+    async def record_scheduler_pass(self, name: str, info: SchedulerPass) -> None:
+        row = self._schedulers.setdefault(name, _SchedulerRow())
+        row.holder, row.epoch = info.holder, info.epoch
+        row.last_pass_at, row.last_pass_seconds = info.last_pass_at, info.last_pass_seconds
+        row.passes, row.dispatched = info.passes, info.dispatched
+
+    async def refresh_job_counts(self, name: str) -> None:
+        now = self.clock.now()
+        groups: dict[tuple[str, str], list[_Row]] = {}
+        for row in self._jobs.values():
+            if row.is_active():
+                groups.setdefault((row.tenant, row.use_case), []).append(row)
+        self._counts = {key: _job_counts(key, rows, now) for key, rows in groups.items()}
+        if name in self._schedulers:
+            self._schedulers[name].counts_at = now
+
+    async def add_dispatch_stats(self, stats: list[DispatchStat]) -> None:
+        if len({(s.minute, s.use_case, s.tenant) for s in stats}) < len(stats):
+            # one INSERT ... ON CONFLICT cannot update a row twice
+            raise ValueError("dispatch stats name one minute, use case and tenant twice")
+        for s in stats:
+            row = self._minutes.setdefault((s.minute, s.use_case, s.tenant), _MinuteRow())
+            row.dispatched += s.dispatched
+            row.missed += s.missed
+            row.slack_sum += s.slack_sum
+            row.slack_min = _least(row.slack_min, s.slack_min)
+            row.slack_max = _greatest(row.slack_max, s.slack_max)
+
+    async def roll_up_finished(
+        self, name: str, *, use_cases: list[str], lag_seconds: float, max_window_seconds: float
+    ) -> int:
+        now = self.clock.now()
+        status = self._schedulers.setdefault(name, _SchedulerRow())
+        lo = status.finished_through or now - timedelta(hours=1)
+        hi = min(now - timedelta(seconds=lag_seconds), lo + timedelta(seconds=max_window_seconds))
+        counted: dict[tuple[datetime, str, str], Counter[JobStatus]] = {}
+        for row in self._jobs.values():
+            if (
+                row.use_case in use_cases
+                and row.status in FINISHED_STATUSES
+                and row.finished_at is not None
+                and lo <= row.finished_at < hi
+            ):
+                key = (_minute(row.finished_at), row.use_case, row.tenant)
+                counted.setdefault(key, Counter())[row.status] += 1
+        for key, counts in counted.items():
+            stats = self._minutes.setdefault(key, _MinuteRow())
+            stats.succeeded += counts[JobStatus.SUCCEEDED]
+            stats.dead += counts[JobStatus.DEAD]
+            stats.cancelled += counts[JobStatus.CANCELLED]
+        if hi > lo:
+            status.finished_through = hi
+        return len(counted)
+
+    async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]:
+        keys = sorted(self._counts, key=lambda k: (k[1], k[0]))
+        return [self._counts[k] for k in keys if tenant is None or k[0] == tenant]
+
+    async def get_minute_stats(self, *, since: datetime, tenant: str | None) -> list[MinuteStats]:
+        groups: dict[tuple[datetime, str], list[_MinuteRow]] = {}
+        for (minute, use_case, row_tenant), row in self._minutes.items():
+            if minute >= since and (tenant is None or row_tenant == tenant):
+                groups.setdefault((minute, use_case), []).append(row)
+        return [_minute_stats(key, groups[key]) for key in sorted(groups)]
+
+    async def get_scheduler_status(self, name: str) -> SchedulerStatus:
+        now = self.clock.now()
+        lease = self._leaders.get(name)
+        row = self._schedulers.get(name, _SchedulerRow())
+        return SchedulerStatus(
+            now=now,
+            holder=lease.holder if lease else None,
+            epoch=lease.epoch if lease else None,
+            lease_expires_at=lease.expires_at if lease else None,
+            live=lease is not None and lease.expires_at > now,
+            last_pass_at=row.last_pass_at,
+            last_pass_seconds=row.last_pass_seconds,
+            passes=row.passes,
+            dispatched=row.dispatched,
+            counts_at=row.counts_at,
+        )
+
+    async def count_active_jobs(self, *, tenants: list[str]) -> QueueSnapshot:
+        now = self.clock.now()
+        named = set(tenants)
+        groups: dict[tuple[str, str], list[_Row]] = {}
+        for row in self._jobs.values():
+            if row.is_active():
+                tenant = row.tenant if row.tenant in named else ""
+                groups.setdefault((row.use_case, tenant), []).append(row)
+        return QueueSnapshot(
+            measured_at=now, rows=[_queue_depth(k, rows, now) for k, rows in groups.items()]
+        )
+
+    # -- dashboard sessions ----------------------------------------------------------------
+
+    async def create_dashboard_session(
+        self, id_hash: bytes, *, principal: Principal, token_check: bytes, ttl_seconds: float
+    ) -> None:
+        now = self.clock.now()
+        if id_hash in self._sessions:  # even an expired one: the INSERT sees it
+            raise ValueError("a dashboard session with this id exists")
+        expired = sorted(
+            (k for k, s in self._sessions.items() if s.expires_at <= now),
+            key=lambda k: self._sessions[k].expires_at,
+        )
+        for key in expired[:_SESSION_PRUNE_BATCH]:
+            del self._sessions[key]
+        self._sessions[id_hash] = _Session(
+            principal, bytes(token_check), now + timedelta(seconds=ttl_seconds)
+        )
+
+    async def get_dashboard_session(self, id_hash: bytes) -> DashboardSession | None:
+        s = self._sessions.get(id_hash)
+        if s is None or s.expires_at <= self.clock.now():
+            return None
+        return DashboardSession(s.principal, s.token_check, s.expires_at)
+
+    async def delete_dashboard_session(self, id_hash: bytes) -> None:
+        self._sessions.pop(id_hash, None)
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        return None
+
+    async def pending_migrations(self) -> list[int]:
+        return []  # nothing to migrate: the schema is this module
+
+    async def close(self) -> None:
+        for subs in list(self._listeners.values()):
+            for sub in list(subs):
+                await sub.close()
+
+
+# -- rows to our types --------------------------------------------------------------------
+
+
+def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:
+    return _Row(
+        id=new.id,
+        tenant=tenant,
+        use_case=new.use_case,
+        job_type=new.job_type,
+        payload=copy.deepcopy(new.payload),
+        priority=new.priority,
+        run_at=new.run_at,
+        deadline=new.deadline,
+        max_attempts=new.max_attempts,
+        backoff=new.backoff,
+        dedup_key=new.dedup_key,
+        trace_context=copy.deepcopy(new.trace_context),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _job(row: _Row) -> Job:
+    return Job(
+        id=row.id,
+        tenant=row.tenant,
+        use_case=row.use_case,
+        job_type=row.job_type,
+        payload=copy.deepcopy(row.payload),
+        status=row.status,
+        priority=row.priority,
+        run_at=row.run_at,
+        deadline=row.deadline,
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        dedup_key=row.dedup_key,
+        result=copy.deepcopy(row.result),
+        last_error=row.last_error,
+        cancel_requested=row.cancel_requested,
+        deadline_missed=row.deadline_missed,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _attempt_record(a: _Attempt) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=a.attempt,
+        outcome=a.outcome,
+        worker_id=a.worker_id,
+        dispatched_at=a.dispatched_at,
+        started_at=a.started_at,
+        finished_at=a.finished_at,
+        error_type=a.error_type,
+        error_message=a.error_message,
+        traceback=a.traceback,
+        deadline=a.deadline,
+    )
+
+
+def _running(row: _Row) -> RunningLease:
+    assert row.lease_token is not None, "a running job holds a lease"
+    return RunningLease(
+        id=row.id,
+        attempt=row.attempts,
+        lease_token=row.lease_token,
+        max_attempts=row.max_attempts,
+        backoff=row.backoff,
+        tenant=row.tenant,
+        use_case=row.use_case,
+    )
+
+
+def _action_batch(picked: list[_Row], touched: list[_Row]) -> ActionBatch:
+    return ActionBatch(
+        picked=len(picked),
+        touched=len(touched),
+        last_id=picked[-1].id if picked else None,
+        use_cases=frozenset(r.use_case for r in touched),
+    )
+
+
+def _job_counts(key: tuple[str, str], rows: list[_Row], now: datetime) -> JobCounts:
+    pending = [r for r in rows if r.status is JobStatus.PENDING]
+    due = [r for r in pending if r.run_at <= now]
+    return JobCounts(
+        tenant=key[0],
+        use_case=key[1],
+        pending=len(pending),
+        due=len(due),
+        overdue=sum(1 for r in pending if r.deadline < now),
+        running=len(rows) - len(pending),
+        oldest_due_run_at=clamp_timestamp(min(r.run_at for r in due)) if due else None,
+        earliest_due_deadline=clamp_timestamp(min(r.deadline for r in due)) if due else None,
+    )
+
+
+def _queue_depth(key: tuple[str, str], rows: list[_Row], now: datetime) -> QueueDepth:
+    pending = [r for r in rows if r.status is JobStatus.PENDING]
+    due = [r.run_at for r in pending if r.run_at <= now]
+    return QueueDepth(
+        use_case=key[0],
+        tenant=key[1],
+        pending=len(pending),
+        due=len(due),
+        running=len(rows) - len(pending),
+        oldest_due_run_at=clamp_timestamp(min(due)) if due else None,
+    )
+
+
+def _minute_stats(key: tuple[datetime, str], rows: list[_MinuteRow]) -> MinuteStats:
+    mins = [r.slack_min for r in rows if r.slack_min is not None]
+    maxes = [r.slack_max for r in rows if r.slack_max is not None]
+    return MinuteStats(
+        minute=key[0],
+        use_case=key[1],
+        dispatched=sum(r.dispatched for r in rows),
+        missed=sum(r.missed for r in rows),
+        slack_sum=float(sum(r.slack_sum for r in rows)),
+        slack_min=min(mins) if mins else None,
+        slack_max=max(maxes) if maxes else None,
+        succeeded=sum(r.succeeded for r in rows),
+        dead=sum(r.dead for r in rows),
+        cancelled=sum(r.cancelled for r in rows),
+    )
+
+
+# -- the rules the statements share -------------------------------------------------------
+
+
+def _edf(row: _Row) -> tuple[datetime, int, UUID]:
+    """Claim order: earliest deadline, then highest priority, then oldest (ids are UUIDv7)."""
+    return (row.deadline, -row.priority, row.id)
+
+
+def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list[_Row]:
+    """The due jobs (in EDF order) each tenant's free share of `cap` running jobs admits."""
+    taken: Counter[str] = Counter()
+    out = []
+    for row in due:
+        if taken[row.tenant] < cap - running[row.tenant]:
+            taken[row.tenant] += 1
+            out.append(row)
+    return out
+
+
+def _expired(row: _Row, now: datetime) -> bool:
+    return (
+        row.status is JobStatus.RUNNING
+        and row.lease_expires_at is not None
+        and row.lease_expires_at < now
+    )
+
+
+def _cancel(row: _Row, now: datetime) -> None:
+    """cancel_job: a pending job ends cancelled at once, a running one is marked."""
+    if row.status is JobStatus.PENDING:
+        row.status, row.finished_at = JobStatus.CANCELLED, now
+    else:
+        row.cancel_requested = True
+    row.updated_at = now
+
+
+def _record_end(
+    a: _Attempt, now: datetime, *, worker_id: str | None, started_at: datetime | None
+) -> None:
+    a.worker_id = worker_id if worker_id is not None else a.worker_id
+    a.started_at = started_at if started_at is not None else a.started_at
+    a.finished_at = now
+
+
+def _matches(row: _Row, flt: JobFilter, statuses: frozenset[JobStatus] | None) -> bool:
+    """postgres.job_filter over one row."""
+    checks: Iterable[bool] = (
+        statuses is None or row.status in statuses,
+        flt.job_id is None or row.id == flt.job_id,
+        flt.tenant is None or row.tenant == flt.tenant,
+        flt.status is None or row.status == flt.status,
+        flt.use_case is None or row.use_case == flt.use_case,
+        flt.job_type is None or row.job_type == flt.job_type,
+        flt.dedup_key is None or row.dedup_key == flt.dedup_key,
+        flt.created_after is None
+        or (
+            row.created_at >= flt.created_after
+            and row.id >= _id_floor(flt.created_after - _ID_CLOCK_MARGIN)
+        ),
+        flt.created_before is None
+        or (
+            row.created_at < flt.created_before
+            and row.id < _id_floor(flt.created_before + _ID_CLOCK_MARGIN)
+        ),
+        flt.before_id is None or row.id < flt.before_id,
+        flt.max_id is None or row.id <= flt.max_id,
+    )
+    return all(checks)
+
+
+def _id_floor(at: datetime) -> UUID:
+    """The smallest UUIDv7 of a time (as postgres._id_floor)."""
+    ms = max(0, int(at.timestamp() * 1000))
+    return UUID(int=(min(ms, (1 << 48) - 1)) << 80)
+
+
+def _minute(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    """SQL's least(): NULLs ignored."""
+    values = [v for v in (a, b) if v is not None]
+    return min(values) if values else None
+
+
+def _greatest(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return max(values) if values else None
+
+
+def _deliver(sub: _MemorySubscription, payload: str) -> None:
+    if sub.alive:
+        sub.callback(payload)
+
+
+if TYPE_CHECKING:
+    from jobs_server.store.base import JobStore
+
+    _conforms: type[JobStore] = InMemoryJobStore
