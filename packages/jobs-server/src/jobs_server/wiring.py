@@ -49,6 +49,9 @@ def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
         tick_seconds=settings.scheduler_tick_seconds,
         leader_ttl_seconds=settings.leader_ttl_seconds,
         claim_batch=settings.claim_batch,
+        reap_every_seconds=settings.reap_every_seconds,
+        prune_every_seconds=settings.prune_every_seconds,
+        stats_every_seconds=settings.stats_every_seconds,
         metrics_refresh_seconds=settings.metrics_refresh_seconds,
     )
 
