@@ -34,8 +34,7 @@ class Reaper:
         self._stats = stats
 
     async def run_once(self, now: datetime) -> Reaped:
-        # the retry times come from the OutcomeService's clock: the same Clock as `now`'s
-        applied = await self._outcomes.reap_expired(limit=self._batch)
+        applied = await self._outcomes.reap_expired(limit=self._batch, now=now)
         dead = sum(s is JobStatus.DEAD for s in applied.values())
         if self._stats is not None:
             self._stats.reaped += len(applied)
