@@ -132,25 +132,7 @@ def build_scheduler(
         metrics=metrics,
         tracing=tracing,
     )
-    services = [
-        # passes run on every wake-up under load; leases expire on a scale of seconds
-        Every(Reaper(outcomes, batch=cfg.reap_batch, stats=stats), cfg.reap_every_seconds),
-        Every(
-            Pruner(
-                store,
-                {name: uc.retention_seconds for name, uc in use_cases.items()},
-                batch=cfg.prune_batch,
-                idempotency_retention_seconds=cfg.idempotency_retention_seconds,
-                stats=stats,
-            ),
-            cfg.prune_every_seconds,
-        ),
-        Every(
-            StatsRefresher(store, names, name=cfg.name, lease=elector, stats=stats, rollup=rollup),
-            cfg.stats_every_seconds,
-            background=True,
-        ),
-    ]
+    services = _maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup)
     if depth is not None:
         services.append(Every(depth, cfg.metrics_refresh_seconds, background=True))
     return Scheduler(
@@ -163,6 +145,35 @@ def build_scheduler(
         stats=stats,
         rng=rng,
     )
+
+
+def _maintenance(
+    store: JobStore,
+    use_cases: Mapping[str, UseCaseConfig],
+    cfg: SchedulerConfig,
+    outcomes: OutcomeService,
+    elector: Elector,
+    stats: SchedulerStats,
+    rollup: DispatchRollup,
+) -> list[Every]:
+    """The reaper, the pruner and the stats refresher, each on its period."""
+    retention = {name: uc.retention_seconds for name, uc in use_cases.items()}
+    pruner = Pruner(
+        store,
+        retention,
+        batch=cfg.prune_batch,
+        idempotency_retention_seconds=cfg.idempotency_retention_seconds,
+        stats=stats,
+    )
+    refresher = StatsRefresher(
+        store, list(use_cases), name=cfg.name, lease=elector, stats=stats, rollup=rollup
+    )
+    return [
+        # passes run on every wake-up under load; leases expire on a scale of seconds
+        Every(Reaper(outcomes, batch=cfg.reap_batch, stats=stats), cfg.reap_every_seconds),
+        Every(pruner, cfg.prune_every_seconds),
+        Every(refresher, cfg.stats_every_seconds, background=True),
+    ]
 
 
 async def run_scheduler(
