@@ -13,7 +13,6 @@ import json
 import statistics
 import time
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 
@@ -21,7 +20,7 @@ from _common import SQS_URL, bench_database
 from jobs_schema import UseCaseConfig
 from jobs_server.publisher.base import OutgoingMessage, QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher
-from jobs_server.scheduler import Scheduler, SchedulerConfig
+from jobs_server.scheduler import Dispatcher, Elector
 from jobs_server.store.postgres import PostgresJobStore, load_queries
 
 Q = load_queries()
@@ -83,7 +82,7 @@ async def explain(conn: asyncpg.Connection, query: str, *args: object) -> str:
 
 
 def plain_args(use_case: str, batch: int) -> tuple[object, ...]:
-    return (use_case, 100_000, batch, 60.0, *LEADER, datetime.now(UTC))
+    return (use_case, 100_000, batch, 60.0, *LEADER)
 
 
 async def claim_scaling(url: str, show_plans: bool) -> None:
@@ -113,7 +112,7 @@ async def claim_scaling(url: str, show_plans: bool) -> None:
 async def fairness(conn: asyncpg.Connection, show_plans: bool) -> None:
     for i in range(100):
         await load(conn, f"small-{i:03d}", "bench", 1, offset=3600)
-    args = (*plain_args("bench", 1000)[:2], 1000, 60.0, *LEADER, datetime.now(UTC), 5)
+    args = (*plain_args("bench", 1000)[:2], 1000, 60.0, *LEADER, 5)
     fair_ms, rows = await median_claim(conn, Q["claim_due_jobs_fair"], *args)
     small = {r["tenant"] for r in rows if r["tenant"] != "big"}
     solo_ms, solo = await median_claim(
@@ -131,7 +130,6 @@ async def fairness(conn: asyncpg.Connection, show_plans: bool) -> None:
         len(rows),
         60.0,
         *LEADER,
-        datetime.now(UTC),
         prep="DELETE FROM jobs WHERE tenant <> 'big'",
     )
     print(f"fair pass over the big tenant alone: {solo_ms:.2f} ms, claimed {len(solo)}")
@@ -162,16 +160,13 @@ async def dispatch_throughput(url: str, n: int, in_flight: int) -> None:
         region="us-east-1", endpoint_url=SQS_URL, in_flight=in_flight
     )
     await publisher.ensure_queues([QueueSpec(queue)])
-    sched = Scheduler(
-        store,
-        publisher,
-        {"dispatch": uc},
-        config=SchedulerConfig(name="dispatch", claim_batch=1000),
-        clock=store.clock,
+    elector = Elector(store, name="dispatch", ttl_seconds=10.0)
+    dispatcher = Dispatcher(
+        store, publisher, {"dispatch": uc}, elector=elector, clock=store.clock, claim_batch=1000
     )
-    assert await sched.ensure_leadership()
+    assert await elector.run_once(store.clock.now())
     sample = await conn.fetchrow("SELECT * FROM jobs WHERE use_case = 'dispatch' LIMIT 1")
-    from jobs_server.scheduler import message_body
+    from jobs_server.scheduler import embed_limit, message_body
     from jobs_server.store.postgres import _claimed
 
     fields = dict(sample) | {
@@ -181,11 +176,11 @@ async def dispatch_throughput(url: str, n: int, in_flight: int) -> None:
         "lease_expires_at": sample["run_at"],
         "missed": False,
     }
-    body = message_body(_claimed(fields))
+    body = message_body(_claimed(fields), limit=embed_limit(publisher.max_message_bytes))
     started = time.perf_counter()
     sent = 0
     while sent < n:
-        sent += await sched.run_once()
+        sent += (await dispatcher.run_once(store.clock.now())).sent
     ours = n / (time.perf_counter() - started)
     await publisher.ensure_queues([QueueSpec(queue + "-ceiling")])
     ceiling = await sqs_ceiling(publisher, queue + "-ceiling", n, body)

@@ -17,11 +17,13 @@ from jobs_schema import (
 )
 from jobs_server.clock import Clock
 from jobs_server.outcomes import OutcomeService
-from jobs_server.publisher.base import QueueSpec
+from jobs_server.publisher.base import Publisher, QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher
-from jobs_server.scheduler import Scheduler, SchedulerConfig
+from jobs_server.scheduler import Pruner, Reaper, Scheduler, SchedulerConfig
 from jobs_server.service import JobService
+from jobs_server.store.base import JobStore
 from jobs_server.store.postgres import PostgresJobStore
+from jobs_server.wiring import build_scheduler
 from tests.integration.sqs import SqsProbe
 
 
@@ -48,10 +50,19 @@ class Rig:
     service: JobService
     outcomes: OutcomeService
 
-    def scheduler(self, **config: Any) -> Scheduler:
+    def scheduler(
+        self, *, store: JobStore | None = None, publisher: Publisher | None = None, **config: Any
+    ) -> Scheduler:
         cfg = SchedulerConfig(**({"tick_seconds": 0.2, "leader_ttl_seconds": 60.0} | config))
-        return Scheduler(
-            self.store, self.publisher, self.use_cases, config=cfg, clock=self.store.clock
+        # a store of its own gets an outcome service of its own: the reaper goes through it
+        outcomes = self.outcomes if store is None else OutcomeService(store, clock=store.clock)
+        return build_scheduler(
+            store or self.store,
+            publisher or self.publisher,
+            self.use_cases,
+            outcomes=outcomes,
+            clock=self.store.clock,
+            config=cfg,
         )
 
     async def enqueue(self, tenant: str, use_case: str, n: int = 1, **fields: Any) -> list[str]:
@@ -102,6 +113,24 @@ class Rig:
             ]
         )
         return sum(a.applied for a in acks)
+
+
+async def lead(sched: Scheduler) -> bool:
+    """One turn of the elector: whether it holds the lease now."""
+    return await sched.elector.run_once(sched.clock.now()) is not None
+
+
+async def dispatch(sched: Scheduler) -> int:
+    """One dispatch pass; how many jobs were published."""
+    return (await sched.dispatcher.run_once(sched.clock.now())).sent
+
+
+async def reap(sched: Scheduler) -> int:
+    return (await sched.service(Reaper).run_once(sched.clock.now())).count
+
+
+async def prune(sched: Scheduler) -> int:
+    return (await sched.service(Pruner).run_once(sched.clock.now())).jobs
 
 
 async def make_rig(

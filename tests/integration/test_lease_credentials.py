@@ -20,7 +20,7 @@ from jobs_worker import JobContext, LeaseClients, Registry
 from tests.conftest import LiveServer, StartServer
 from tests.integration import test_worker_harness as harness
 from tests.integration.requests import ACME, WORKER
-from tests.integration.scheduler_support import Rig, make_rig, use_case
+from tests.integration.scheduler_support import Rig, dispatch, lead, make_rig, use_case
 from tests.integration.sqs import sqs_probe
 from tests.integration.test_worker_harness import EMAIL, PUSH, USE_CASE, MakeStack
 
@@ -63,8 +63,8 @@ async def running(rig: Rig, start_server: StartServer) -> AsyncIterator[Running]
     server = await start_server(use_cases=config)
     await rig.enqueue("acme", "leased")
     scheduler = rig.scheduler()
-    assert await scheduler.ensure_leadership()
-    assert await scheduler.run_once() == 1
+    assert await lead(scheduler)
+    assert await dispatch(scheduler) == 1
     (message,) = await rig.probe.drain(rig.use_cases["leased"].queue)
     async with httpx.AsyncClient(base_url=server.url) as http:
         yield Running(server, message, http)

@@ -16,7 +16,15 @@ from jobs_server.publisher.sqs import SqsPublisher
 from jobs_server.retries import LEASE_EXPIRED, decide_failure
 from jobs_server.scheduler import PublishFailed
 from tests.integration.proxy import TcpProxy
-from tests.integration.scheduler_support import Rig, make_rig, use_case
+from tests.integration.scheduler_support import (
+    Rig,
+    dispatch,
+    lead,
+    make_rig,
+    prune,
+    reap,
+    use_case,
+)
 from tests.integration.sqs import sqs_probe
 
 
@@ -66,10 +74,10 @@ async def test_earliest_deadline_first_then_priority(rig, db):
     low = (await rig.enqueue("acme", "one", deadline=same, priority=1))[0]
     high = (await rig.enqueue("acme", "one", deadline=same, priority=9))[0]
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     order = []
     for _ in range(len(tolerances) + 2):
-        assert await sched.run_once() == 1  # capacity 1: one job a pass
+        assert await dispatch(sched) == 1  # capacity 1: one job a pass
         (msg,) = await rig.probe.drain(rig.use_cases["one"].queue)
         order.append(str(msg.job_id))
         assert await rig.complete([msg]) == 1
@@ -105,7 +113,7 @@ async def test_future_job_is_not_sent_early_and_is_sent_within_a_tick(rig):
 async def test_capacity_is_never_exceeded(rig, database_url):
     await rig.enqueue("acme", "five", 100)
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     peak = 0
     sampling = True
 
@@ -125,8 +133,8 @@ async def test_capacity_is_never_exceeded(rig, database_url):
     sampler = asyncio.create_task(sample())
     done = 0
     while done < 100:
-        await sched.run_once()
-        await sched.run_once()  # a second pass in a row must not over-claim
+        await dispatch(sched)
+        await dispatch(sched)  # a second pass in a row must not over-claim
         msgs = await rig.probe.drain(rig.use_cases["five"].queue)
         assert len(msgs) <= 5
         done += await rig.complete(msgs)
@@ -143,8 +151,8 @@ async def test_per_tenant_cap_lets_a_small_tenant_through(rig):
     (small_fair,) = await rig.enqueue("small", "fair")
     (small_unfair,) = await rig.enqueue("small", "unfair")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
-    await sched.run_once()
+    assert await lead(sched)
+    await dispatch(sched)
     fair = await rig.probe.drain(rig.use_cases["fair"].queue)
     unfair = await rig.probe.drain(rig.use_cases["unfair"].queue)
     # with the cap: 3 of big's jobs, and small's one job in the very first pass
@@ -163,19 +171,18 @@ async def test_sqs_outage_loses_nothing_and_duplicates_record_one_outcome(rig, s
         region="us-east-1", endpoint_url=f"http://127.0.0.1:{proxy.port}"
     )
     try:
-        sched = rig.scheduler()
-        sched._publisher = publisher
+        sched = rig.scheduler(publisher=publisher)
         await publisher.queue_url(rig.use_cases["fast"].queue)
         ids = await rig.enqueue("acme", "fast", 30)
-        assert await sched.ensure_leadership()
+        assert await lead(sched)
         await proxy.stop()
         with pytest.raises(PublishFailed):
-            await sched.run_once()
+            await dispatch(sched)
         rows = await db.fetch("SELECT status, attempts FROM jobs")
         assert {(r["status"], r["attempts"]) for r in rows} == {("pending", 0)}
         assert await db.fetchval("SELECT count(*) FROM job_attempts") == 0
         await proxy.start()
-        await sched.run_once()
+        await dispatch(sched)
         msgs = await rig.probe.drain(rig.use_cases["fast"].queue)
         assert sorted(str(m.job_id) for m in msgs) == sorted(ids)
         assert {m.attempt for m in msgs} == {1}
@@ -198,11 +205,11 @@ async def test_future_job_is_due_at_its_run_at_by_the_clock(timed_rig, clock, db
     due = clock.now() + timedelta(seconds=1.5)
     (job_id,) = await rig.enqueue("acme", "fast", run_at=due.isoformat())
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     clock.advance(1.4)
-    assert await sched.run_once() == 0
+    assert await dispatch(sched) == 0
     clock.advance(0.1)
-    assert await sched.run_once() == 1
+    assert await dispatch(sched) == 1
     (msg,) = await rig.probe.drain(rig.use_cases["fast"].queue)
     assert str(msg.job_id) == job_id
     job = await db.fetchrow("SELECT run_at, created_at, deadline_missed FROM jobs")
@@ -217,15 +224,15 @@ async def test_expired_lease_is_retried_with_backoff_then_dead(timed_rig, clock,
     rig = timed_rig
     await rig.enqueue("acme", "short")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     for attempt in (1, 2, 3):
-        assert await sched.run_once() == 1
+        assert await dispatch(sched) == 1
         (msg,) = await rig.probe.drain(rig.use_cases["short"].queue)
         assert msg.attempt == attempt
         clock.advance(0.4)
-        assert await sched.reap() == 0  # the 0.5 s lease holds...
+        assert await reap(sched) == 0  # the 0.5 s lease holds...
         clock.advance(0.2)  # ...and runs out; nobody reports
-        assert await sched.reap() == 1
+        assert await reap(sched) == 1
         job = await db.fetchrow("SELECT status, run_at, updated_at FROM jobs")
         if attempt < 3:
             assert job["status"] == "pending"
@@ -233,7 +240,7 @@ async def test_expired_lease_is_retried_with_backoff_then_dead(timed_rig, clock,
             assert job["updated_at"] == clock.now()
             assert job["run_at"] == clock.now() + timedelta(seconds=1)
             clock.advance(0.9)
-            assert await sched.run_once() == 0  # not due yet
+            assert await dispatch(sched) == 0  # not due yet
             clock.advance(0.1)
     assert (await db.fetchval("SELECT status FROM jobs")) == "dead"
     assert (await db.fetchval("SELECT finished_at FROM jobs")) == clock.now()
@@ -250,9 +257,9 @@ async def test_reported_failures_use_up_the_attempts_then_dead(timed_rig, clock,
     rig = timed_rig
     await rig.enqueue("acme", "fast", max_attempts=2)
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
+    assert await lead(sched)
     queue = rig.use_cases["fast"].queue
-    assert await sched.run_once() == 1
+    assert await dispatch(sched) == 1
     (msg,) = await rig.probe.drain(queue)
     clock.advance(0.25)
     assert await rig.fail([msg]) == 1
@@ -260,9 +267,9 @@ async def test_reported_failures_use_up_the_attempts_then_dead(timed_rig, clock,
     assert (job["status"], job["attempts"]) == ("pending", 1)
     # the retry's run_at is the clock's now plus the constant 1 s backoff
     assert job["run_at"] == clock.now() + timedelta(seconds=1)
-    assert await sched.run_once() == 0
+    assert await dispatch(sched) == 0
     clock.advance(1)
-    assert await sched.run_once() == 1
+    assert await dispatch(sched) == 1
     (msg,) = await rig.probe.drain(queue)
     assert msg.attempt == 2
     clock.advance(0.25)
@@ -275,15 +282,16 @@ async def test_reported_failures_use_up_the_attempts_then_dead(timed_rig, clock,
     assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "failed"), (2, "failed")]
     assert await db.fetchval("SELECT active FROM tenant_usage WHERE tenant = 'acme'") == 0
     clock.advance(60)
-    assert await sched.run_once() == 0  # dead stays dead
+    assert await lead(sched)
+    assert await dispatch(sched) == 0  # dead stays dead
 
 
 async def test_completion_between_reaper_read_and_write_wins(timed_rig, clock, db):
     rig = timed_rig
     await rig.enqueue("acme", "short")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
-    await sched.run_once()
+    assert await lead(sched)
+    await dispatch(sched)
     (msg,) = await rig.probe.drain(rig.use_cases["short"].queue)
     clock.advance(0.6)
     expired = await rig.store.find_expired_leases(limit=10)  # the reaper reads...
@@ -297,15 +305,15 @@ async def test_deposed_leader_claims_nothing(rig, db):
     await rig.enqueue("acme", "fast", 5)
     old = rig.scheduler()
     new = rig.scheduler()
-    assert await old.ensure_leadership()
-    assert not await new.ensure_leadership()
+    assert await lead(old)
+    assert not await lead(new)
     # the old leader stalls past its lease; the standby takes over
     await db.execute("UPDATE scheduler_leader SET expires_at = now() - interval '1 second'")
-    assert await new.ensure_leadership()
+    assert await lead(new)
     assert new.epoch == old.epoch + 1
     assert old.is_leader  # it has not noticed yet...
-    assert await old.run_once() == 0  # ...but its claims are refused
-    assert await new.run_once() == 5
+    assert await dispatch(old) == 0  # ...but its claims are refused
+    assert await dispatch(new) == 5
 
 
 async def test_pruning_removes_finished_jobs_past_retention(rig, db):
@@ -315,7 +323,7 @@ async def test_pruning_removes_finished_jobs_past_retention(rig, db):
         "WHERE id IN (SELECT id FROM jobs LIMIT 6)"
     )
     sched = rig.scheduler(prune_batch=4)
-    assert await sched.prune() == 6  # in two bounded batches
+    assert await prune(sched) == 6  # in two bounded batches
     assert await db.fetchval("SELECT count(*) FROM jobs") == 4
 
 
@@ -324,8 +332,8 @@ async def test_deadline_miss_is_counted_and_marked(rig, db):
     await rig.enqueue("acme", "fast", run_at=past.isoformat(), delay_tolerance_seconds=0)
     await rig.enqueue("acme", "fast")
     sched = rig.scheduler()
-    assert await sched.ensure_leadership()
-    assert await sched.run_once() == 2
+    assert await lead(sched)
+    assert await dispatch(sched) == 2
     assert sched.stats.deadline_misses == 1
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE deadline_missed") == 1
 

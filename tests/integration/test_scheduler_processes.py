@@ -17,10 +17,16 @@ import pytest
 
 from jobs_schema import JobMessage
 from jobs_server.errors import StoreUnavailable
-from jobs_server.scheduler import Scheduler, SchedulerConfig
 from jobs_server.store.postgres import PostgresJobStore
 from tests.integration.proxy import start_database_proxy
-from tests.integration.scheduler_support import Rig, make_rig, use_case
+from tests.integration.scheduler_support import (
+    Rig,
+    dispatch,
+    lead,
+    make_rig,
+    reap,
+    use_case,
+)
 from tests.integration.sqs import sqs_probe
 
 pytestmark = pytest.mark.slow
@@ -156,10 +162,10 @@ async def test_crash_between_commit_and_publish_brings_the_job_back(
         kill(proc)
         server.close()
     sched = rig.scheduler(leader_ttl_seconds=TTL)
-    await eventually(sched.ensure_leadership, timeout=TTL + 5)  # the dead one's lease ends
-    await eventually(lambda: sched.reap(), timeout=10)  # its job's lease ends: attempt failed
+    await eventually(lambda: lead(sched), timeout=TTL + 5)  # the dead one's lease ends
+    await eventually(lambda: reap(sched), timeout=10)  # its job's lease ends: attempt failed
     assert await db.fetchval("SELECT status FROM jobs") == "pending"
-    await eventually(sched.run_once, timeout=5)  # after the 1 s backoff it goes out again
+    await eventually(lambda: dispatch(sched), timeout=5)  # after the 1 s backoff it goes out
     (msg,) = await rig.probe.drain(rig.use_cases["work"].queue)
     assert (str(msg.job_id), msg.attempt) == (job_id, 2)
     assert await rig.complete([msg]) == 1
@@ -184,12 +190,7 @@ async def enqueue_retrying(rig: Rig, n: int) -> None:
 async def test_scheduler_rides_out_database_restart_and_killed_backend(rig, db, database_url):
     proxy, proxied = await start_database_proxy(database_url)
     store = await PostgresJobStore.connect(proxied, min_size=1, max_size=4)
-    sched = Scheduler(
-        store,
-        rig.publisher,
-        rig.use_cases,
-        config=SchedulerConfig(tick_seconds=TICK, leader_ttl_seconds=TTL),
-    )
+    sched = rig.scheduler(store=store, tick_seconds=TICK, leader_ttl_seconds=TTL)
     stop = asyncio.Event()
     task = asyncio.create_task(sched.run_forever(stop))
     queue = rig.use_cases["work"].queue

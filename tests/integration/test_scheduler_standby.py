@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobs_server.scheduler import Scheduler, SchedulerConfig
+from jobs_server.scheduler import Scheduler
 from jobs_server.store.base import JobStore
 from jobs_server.store.postgres import PostgresJobStore
 from jobs_server.wakeups import WakeupSender
@@ -56,8 +56,7 @@ async def rig(database_url, sqs_endpoint, queue_prefix) -> AsyncIterator[Rig]:
 
 
 def scheduler(rig: Rig, store: Any) -> Scheduler:
-    config = SchedulerConfig(tick_seconds=0.2, leader_ttl_seconds=TTL)
-    return Scheduler(store, rig.publisher, rig.use_cases, config=config)
+    return rig.scheduler(store=store, tick_seconds=0.2, leader_ttl_seconds=TTL)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:

@@ -7,15 +7,22 @@ from typing import Any, cast
 
 import pytest
 
-from jobs_server.scheduler import Scheduler, SchedulerConfig
+from jobs_server.clock import ManualClock
+from jobs_server.scheduler import Elector, Scheduler, SchedulerConfig
 from jobs_server.store.base import JobStore
 
 
 def scheduler(**config: Any) -> Scheduler:
     # the waits are pure: no store call is made
     store = cast(JobStore, object())
+    cfg = SchedulerConfig(**config)
     return Scheduler(
-        store, cast(Any, object()), {}, config=SchedulerConfig(**config), rng=random.Random(7)
+        Elector(store, name=cfg.name, ttl_seconds=cfg.leader_ttl_seconds),
+        cast(Any, object()),
+        listener=store,
+        clock=ManualClock(),
+        config=cfg,
+        rng=random.Random(7),
     )
 
 

@@ -27,19 +27,19 @@ from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
 from jobs_server.auth import Authenticator
-from jobs_server.clock import Clock, SystemClock
+from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.dashboard import install_dashboard
 from jobs_server.errors import ConfigError, JobsServerError
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
-from jobs_server.scheduler import Scheduler, SchedulerConfig
+from jobs_server.scheduler import Scheduler
 from jobs_server.service import JobIds, JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
-from jobs_server.store.postgres import PostgresJobStore
 from jobs_server.tracing import Tracing, TracingMiddleware
 from jobs_server.wakeups import WakeupSender
+from jobs_server.wiring import build_scheduler, connect_publisher, connect_store, scheduler_config
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -59,15 +59,6 @@ DESCRIPTION = (
     "Deadline-aware jobs: enqueue, query, cancel and retry jobs; the worker API. "
     'Every error answers `{"error": {"code", "message", "details"}}`.'
 )
-
-
-def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
-    return SchedulerConfig(
-        tick_seconds=settings.scheduler_tick_seconds,
-        leader_ttl_seconds=settings.leader_ttl_seconds,
-        claim_batch=settings.claim_batch,
-        metrics_refresh_seconds=settings.metrics_refresh_seconds,
-    )
 
 
 def server_metrics(settings: ServerSettings) -> ServerMetrics | None:
@@ -118,7 +109,9 @@ class JobsServer:
         self._actions: ActionService | None = None
         self._wakeups: WakeupSender | None = None
         self.scheduler: Scheduler | None = None
-        self.clock: Clock = clock or SystemClock()  # the store's, once started
+        # the one clock: given, or PostgreSQL's (the store binds and syncs it); once started,
+        # the store's
+        self.clock: Clock = clock or DatabaseClock()
         self._stop = asyncio.Event()
         self._starting = asyncio.Lock()
         self._scheduler_task: asyncio.Task[None] | None = None
@@ -156,14 +149,9 @@ class JobsServer:
         """Connect and start the services (and the scheduler when JOBS_RUN_SCHEDULER); once."""
         if self._store is not None:
             return
-        store = self._given_store or await PostgresJobStore.connect(
-            self.settings.require_database_url(),
-            min_size=self.settings.db_pool_min,
-            max_size=self.settings.db_pool_max,
-            clock=self._given_clock,
-        )
+        store = self._given_store or await connect_store(self.settings, clock=self.clock)
         self._store = store
-        self.clock = clock = self._given_clock or _store_clock(store)
+        self.clock = clock = self._given_clock or store.clock
         self._wakeups = WakeupSender(store)
         self._service = JobService(
             store,
@@ -190,20 +178,16 @@ class JobsServer:
             await self._start_scheduler(store)
 
     async def _start_scheduler(self, store: JobStore) -> None:
-        from jobs_server.publisher.sqs import SqsPublisher
-
-        self._publisher = self._given_publisher or await SqsPublisher.connect(
-            region=self.settings.aws_region,
-            endpoint_url=self.settings.sqs_endpoint_url,
-            in_flight=self.settings.publish_in_flight,
-            on_error=self.metrics.sqs_error if self.metrics else None,
+        self._publisher = self._given_publisher or await connect_publisher(
+            self.settings, metrics=self.metrics
         )
-        self.scheduler = Scheduler(
+        self.scheduler = build_scheduler(
             store,
             self._publisher,
-            dict(self.config.use_cases),
-            config=scheduler_config(self.settings),
+            self.config.use_cases,
+            outcomes=self.outcomes,
             clock=self.clock,
+            config=scheduler_config(self.settings),
             metrics=self.metrics,
             tracing=self.tracing,
         )
@@ -303,11 +287,6 @@ class JobsServer:
             path, methods = getattr(route, "path", None), getattr(route, "methods", None)
             if path is not None and methods:
                 self._methods.setdefault(path, set()).update(methods)
-
-
-def _store_clock(store: JobStore) -> Clock:
-    """The clock the store's statements use, which every service must share."""
-    return store.clock if isinstance(store, PostgresJobStore) else SystemClock()
 
 
 def create_app(

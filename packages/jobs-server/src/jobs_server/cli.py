@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from pydantic import SecretStr, ValidationError
 
 from jobs_schema import JobsConfig
 from jobs_server.errors import ConfigError, JobsServerError
@@ -110,9 +110,9 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve the HTTP API. Checks every setting before binding the port."""
-    if with_scheduler:
-        os.environ["JOBS_RUN_SCHEDULER"] = "true"
     settings = _observed_settings(log_level, log_format)
+    if with_scheduler:
+        settings = settings.model_copy(update={"run_scheduler": True})
     provider = None
     try:
         settings.require_database_url()
@@ -179,14 +179,12 @@ def queues_create() -> None:
 
 async def _create_queues(settings: ServerSettings) -> dict[str, str]:
     from jobs_server.publisher.base import QueueSpec
-    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.wiring import connect_publisher
 
     config = settings.jobs_config()
     if not config.use_cases:
         raise ConfigError("no use cases configured: set JOBS_CONFIG_FILE or JOBS_USE_CASES")
-    publisher = await SqsPublisher.connect(
-        region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url
-    )
+    publisher = await connect_publisher(settings)
     try:
         specs = [
             QueueSpec(uc.queue, visibility_timeout_seconds=uc.queue_visibility_seconds)
@@ -270,11 +268,9 @@ async def _check_database(url: str) -> list[tuple[bool, str, str]]:
 async def _check_queues(
     settings: ServerSettings, config: JobsConfig
 ) -> list[tuple[bool, str, str]]:
-    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.wiring import connect_publisher
 
-    publisher = await SqsPublisher.connect(
-        region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url
-    )
+    publisher = await connect_publisher(settings)
     out = []
     try:
         for name, uc in config.use_cases.items():
@@ -315,45 +311,24 @@ def scheduler(
 
 
 async def _run_scheduler(settings: ServerSettings, provider: TracerProvider | None) -> None:
-    import signal
-
-    from jobs_server.app import scheduler_config, server_metrics
-    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.app import server_metrics
     from jobs_server.scheduler import Scheduler
-    from jobs_server.store.postgres import PostgresJobStore
     from jobs_server.tracing import Tracing
+    from jobs_server.wiring import run_scheduler
 
-    config = settings.jobs_config()
-    if not config.use_cases:
-        raise ConfigError("no use cases configured: set JOBS_CONFIG_FILE or JOBS_USE_CASES")
     metrics = server_metrics(settings)
-    store = await PostgresJobStore.connect(settings.require_database_url(), min_size=1)
-    publisher = await SqsPublisher.connect(
-        region=settings.aws_region,
-        endpoint_url=settings.sqs_endpoint_url,
-        in_flight=settings.publish_in_flight,
-        on_error=metrics.sqs_error if metrics else None,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sched = Scheduler(
-        store,
-        publisher,
-        dict(config.use_cases),
-        config=scheduler_config(settings),
-        clock=store.clock,
-        metrics=metrics,
-        tracing=Tracing(provider),
+    started: asyncio.Future[Scheduler] = loop.create_future()
+    started.add_done_callback(
+        lambda f: typer.echo(f"scheduler {f.result().holder} running", err=True)
     )
-    typer.echo(f"scheduler {sched.holder} running", err=True)
-    try:
-        with _metrics_port(settings, metrics):
-            await sched.run_forever(stop)
-    finally:
-        await publisher.close()
-        await store.close()
+    with _metrics_port(settings, metrics):
+        await run_scheduler(
+            settings, stop, metrics=metrics, tracing=Tracing(provider), started=started
+        )
 
 
 @contextlib.contextmanager
@@ -399,16 +374,13 @@ def dev(
     with contextlib.ExitStack() as stack:
         try:
             data = stack.enter_context(embedded.locked_data_dir(data_dir))
-            token = _dev_environment(stack, data)
-            settings = _settings()
+            settings, token = _dev_settings(stack, data)
             asyncio.run(_dev_prepare(settings))
             fastapi_app = _build_app(settings)
             if worker:
                 use_cases = list(settings.jobs_config().use_cases)
-                url = f"http://127.0.0.1:{port}"
-                stack.enter_context(
-                    embedded.worker_process(worker, use_cases=use_cases, server_url=url)
-                )
+                env = _dev_worker_env(settings, server_url=f"http://127.0.0.1:{port}")
+                stack.enter_context(embedded.worker_process(worker, use_cases=use_cases, env=env))
             typer.echo(_dev_banner(settings, token, port, data))
             _run_uvicorn(
                 fastapi_app, "127.0.0.1", port, "info", logging_config(settings.log_format, "info")
@@ -427,31 +399,67 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _dev_environment(stack: contextlib.ExitStack, data_dir: Path) -> str:
-    """Default every setting `dev` needs, starting embedded services for what is not set."""
+def _dev_settings(stack: contextlib.ExitStack, data_dir: Path) -> tuple[ServerSettings, str]:
+    """The environment's settings, with a default for every one `dev` needs that it does not
+    set (embedded services started for the database and SQS); and the dev tenant's token."""
     from jobs_server import dev as embedded
 
     given = _settings()
-    if not given.database_url:
-        os.environ["JOBS_DATABASE_URL"] = embedded.embedded_postgres(stack, data_dir / "pg")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "dev")
-    if not given.sqs_endpoint_url:
-        os.environ["JOBS_SQS_ENDPOINT_URL"] = stack.enter_context(embedded.moto_server())
     override = given.dev_token.get_secret_value() if given.dev_token else None
     token = embedded.dev_token(data_dir, override=override)
-    defaults = {
-        "JOBS_ADMIN_TOKEN": "dev-admin-" + token,
-        "JOBS_WORKER_TOKEN": "dev-worker-" + token,
-        "JOBS_CONFIG_FILE": str(Path(__file__).with_name("dev_config.toml")),
-        "JOBS_TENANTS": json.dumps({"dev": {"max_active_jobs": 100_000, "tokens": [token]}}),
-        "JOBS_RUN_SCHEDULER": "true",
-        "JOBS_SCHEDULER_TICK_SECONDS": "0.5",
-        "JOBS_LOG_FORMAT": "text",  # the dev worker reads it too
+    defaults: dict[str, Any] = {
+        "admin_token": "dev-admin-" + token,
+        "worker_token": "dev-worker-" + token,
+        "config_file": Path(__file__).with_name("dev_config.toml"),
+        "tenants": {"dev": {"max_active_jobs": 100_000, "tokens": [token]}},
+        "run_scheduler": True,
+        "scheduler_tick_seconds": 0.5,
+        "log_format": LogFormat.TEXT,
+        "AWS_ACCESS_KEY_ID": "dev",  # moto takes any
+        "AWS_SECRET_ACCESS_KEY": "dev",
     }
-    for name, value in defaults.items():
-        os.environ.setdefault(name, value)
-    return token
+    aliases = {
+        "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+        "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    }
+    chosen = {k: v for k, v in defaults.items() if aliases.get(k, k) not in given.model_fields_set}
+    if not given.database_url:
+        chosen["database_url"] = embedded.embedded_postgres(stack, data_dir / "pg")
+    if not given.sqs_endpoint_url:
+        chosen["sqs_endpoint_url"] = stack.enter_context(embedded.moto_server())
+    try:
+        return ServerSettings(**chosen), token
+    except ValidationError as exc:
+        raise ConfigError(f"bad settings: {exc}") from exc
+
+
+def _dev_worker_env(settings: ServerSettings, *, server_url: str) -> dict[str, str]:
+    """What the dev worker is told beyond its inherited environment: the server, its SQS and
+    the settings `dev` chose (the worker reads them from JOBS_* as in production)."""
+    env = {
+        "JOBS_SERVER_URL": server_url,
+        "JOBS_LOG_FORMAT": settings.log_format.value,
+        "JOBS_TENANTS": json.dumps(
+            {
+                name: {
+                    "max_active_jobs": t.max_active_jobs,
+                    "tokens": [tok.get_secret_value() for tok in t.tokens],
+                }
+                for name, t in settings.tenants.items()
+            }
+        ),
+    }
+    secrets = {
+        "JOBS_WORKER_TOKEN": settings.worker_token,
+        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
+    }
+    env |= {k: v.get_secret_value() for k, v in secrets.items() if v is not None}
+    if settings.config_file is not None:
+        env["JOBS_CONFIG_FILE"] = str(settings.config_file)
+    if settings.sqs_endpoint_url is not None:
+        env["JOBS_SQS_ENDPOINT_URL"] = settings.sqs_endpoint_url
+    return env
 
 
 async def _dev_prepare(settings: ServerSettings) -> None:
@@ -471,7 +479,7 @@ def _dev_banner(settings: ServerSettings, token: str, port: int, data_dir: Path)
             f"  API          {base}/v1   (docs: {base}/docs)",
             f"  dashboard    {base}/ui   (log in with a token below)",
             f"  tenant token {token}   (tenant 'dev'; {kept})",
-            f"  admin token  {os.environ['JOBS_ADMIN_TOKEN']}",
+            f"  admin token  {_reveal(settings.admin_token)}",
             f"  database     {settings.database_url}",
             f"  SQS          {settings.sqs_endpoint_url}",
             "",
@@ -485,6 +493,10 @@ def _dev_banner(settings: ServerSettings, token: str, port: int, data_dir: Path)
             "",
         ]
     )
+
+
+def _reveal(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else "(not set)"
 
 
 _EXAMPLE_JOB = json.dumps(

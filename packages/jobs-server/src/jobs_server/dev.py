@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from subprocess import Popen
 
@@ -219,9 +219,10 @@ def _wait_for_port(port: int, proc: Popen[bytes], timeout: float = 30.0) -> None
 
 
 @contextlib.contextmanager
-def worker_process(target: str, *, use_cases: list[str], server_url: str) -> Iterator[None]:
-    """`jobs-worker run` as a process of its own, as in production (no import of it here)."""
-    env = os.environ | {"JOBS_SERVER_URL": server_url}
+def worker_process(target: str, *, use_cases: list[str], env: Mapping[str, str]) -> Iterator[None]:
+    """`jobs-worker run` as a process of its own, as in production (no import of it here):
+    it inherits this process's environment, with `env` on top."""
+    env = {**os.environ, **env}
     args = [arg for name in use_cases for arg in ("-u", name)]
     proc = _spawn([sys.executable, "-m", "jobs_worker", "run", target, *args], env=env)
     try:

@@ -12,12 +12,11 @@ never appear, and a `tenant` label exists only when JOBS_METRICS_TENANT_LABELS l
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -28,8 +27,8 @@ from jobs_server.store.base import (
     ClaimedJob,
     EnqueueOutcome,
     EnqueueResult,
-    JobStore,
     QueueSnapshot,
+    StatsStore,
 )
 
 __all__ = [
@@ -293,60 +292,41 @@ class ServerMetrics:
 
 
 class QueueDepthRefresher:
-    """The scheduler's leader gauge, and the queue-depth gauges of the leader only: counted in
-    the background (never delaying dispatch) every `every_seconds`, and never more often than
-    ten times the last count took (its cost grows with the backlog)."""
+    """The scheduler's leader gauge, and the queue-depth gauges of the leader only.
+    `run_once(now)` counts; the scheduler runs it in the background (never delaying dispatch)
+    every JOBS_METRICS_REFRESH_SECONDS, and it skips a turn when the last count was slow (never
+    more often than ten times its duration: the cost grows with the backlog)."""
 
-    def __init__(
-        self,
-        metrics: ServerMetrics,
-        store: JobStore,
-        use_cases: list[str],
-        *,
-        every_seconds: float,
-    ) -> None:
+    def __init__(self, metrics: ServerMetrics, store: StatsStore, use_cases: list[str]) -> None:
         self._metrics = metrics
         self._store = store
         self._use_cases = use_cases
-        self._every = every_seconds
         self._leading = False
-        self._next_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._not_before: datetime | None = None
 
-    def poke(self, leading: bool) -> None:
-        """After each scheduler iteration: export leadership; count when due."""
-        if leading != self._leading or not leading:
-            self._leading = leading
-            self._metrics.set_leader(leading)
-        if not leading or (self._task is not None and not self._task.done()):
-            return
-        if time.monotonic() >= self._next_at:
-            self._task = asyncio.create_task(self._refresh())
+    def leading(self, leading: bool) -> None:
+        """Told by the elector when this process starts or stops leading."""
+        self._leading = leading
+        self._metrics.set_leader(leading)
 
-    async def refresh(self) -> None:
-        """Count now (tests; the loop uses `poke`)."""
-        self._leading = True
-        await self._refresh()
-
-    async def _refresh(self) -> None:
+    async def run_once(self, now: datetime) -> QueueSnapshot | None:
+        """Count and export; None when skipped or failed (only freshness is lost)."""
+        if self._not_before is not None and now < self._not_before:
+            return None
         started = time.monotonic()
         try:
             snapshot = await self._store.count_active_jobs(tenants=self._metrics.tenant_labels)
-        except Exception as exc:  # only freshness is lost; the next poke tries again
+        except Exception as exc:
             logger.warning("queue depth not counted", extra={"error": str(exc)})
-        else:
-            if self._leading:
-                self._metrics.set_queue_depth(self._use_cases, snapshot)
+            return None
         finally:
-            took = time.monotonic() - started
-            self._next_at = started + max(self._every, 10 * took)
+            self._not_before = now + timedelta(seconds=10 * (time.monotonic() - started))
+        if self._leading:
+            self._metrics.set_queue_depth(self._use_cases, snapshot)
+        return snapshot
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._leading = False
-        self._metrics.set_leader(False)
+        self.leading(False)
 
 
 class HttpMetricsMiddleware:

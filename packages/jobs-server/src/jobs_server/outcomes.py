@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from uuid import UUID
 
 from jobs_schema import (
@@ -120,12 +121,15 @@ class OutcomeService:
             raise JobNotFound(job_id)
         return PayloadResponse(job_id=job_id, payload=payload)
 
-    async def reap_expired(self, *, limit: int = 500) -> dict[UUID, JobStatus]:
-        """Expired leases count as failed attempts ("lease expired"): retried or dead."""
+    async def reap_expired(
+        self, *, limit: int = 500, now: datetime | None = None
+    ) -> dict[UUID, JobStatus]:
+        """Expired leases count as failed attempts ("lease expired"): retried or dead. `now`
+        (default: the clock's) is when the retries' backoff starts."""
         expired = await self._store.find_expired_leases(limit=limit)
         if not expired:
             return {}
-        now = self._clock.now()
+        now = now or self._clock.now()
         decided = [
             decide_failure(x, LEASE_EXPIRED, now=now, outcome=AttemptOutcome.LEASE_EXPIRED)
             for x in expired

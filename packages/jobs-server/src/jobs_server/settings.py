@@ -39,6 +39,14 @@ class ServerSettings(BaseSettings):
 
     sqs_endpoint_url: str | None = Field(default=None, description="default: AWS's endpoint")
     aws_region: str = "us-east-1"
+    aws_access_key_id: SecretStr | None = Field(
+        default=None,
+        validation_alias="AWS_ACCESS_KEY_ID",
+        description="default: botocore's credential chain",
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
+    )
     run_scheduler: bool = Field(default=False, description="run the scheduler inside serve")
     enqueue_wakeups: bool = Field(
         default=True, description="NOTIFY the scheduler after enqueues (coalesced)"
@@ -46,6 +54,15 @@ class ServerSettings(BaseSettings):
     scheduler_tick_seconds: float = Field(default=1.0, gt=0, le=60)
     leader_ttl_seconds: float = Field(default=10.0, gt=0, le=300)
     claim_batch: int = Field(default=500, ge=1, le=10_000)
+    reap_every_seconds: float = Field(
+        default=0.5, gt=0, le=300, description="how often the leader reaps expired leases"
+    )
+    prune_every_seconds: float = Field(
+        default=60.0, gt=0, le=86_400, description="how often the leader prunes past retention"
+    )
+    stats_every_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="how often the leader refreshes dashboard stats"
+    )
     publish_in_flight: int = Field(default=8, ge=1, le=64)
 
     dashboard_session_ttl_seconds: float = Field(

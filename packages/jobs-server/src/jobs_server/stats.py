@@ -9,32 +9,52 @@ over the jobs table (migration 0002 has the tables):
 - the active-jobs snapshot (job_counts): one GROUP BY over pending and running rows;
 - the leader's last pass (scheduler_status).
 
-A refresh runs in the background of the scheduler loop, never delaying dispatch, at most once
-every `every_seconds`, and less often when it is slow (the snapshot's cost grows with the
-backlog): its interval is at least ten times its last duration. Losing a refresh loses
-nothing but freshness, except the dispatches summed since the last one if the leader dies."""
+`StatsRefresher.run_once(now)` is one refresh; the scheduler runs it in the background of its
+loop (never delaying dispatch) every few seconds, and the refresher skips a turn when it is
+slow (the snapshot's cost grows with the backlog): it refreshes no more often than ten times
+its last duration. Losing a refresh loses nothing but freshness, except the dispatches summed
+since the last one if the leader dies.
+
+`SchedulerStats` and `DispatchRollup` live here, not in the scheduler: the dispatcher adds to
+them, the refresher reads them, and neither module imports the other's."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
 
-from jobs_server.store.base import ClaimedJob, DispatchStat, JobStore, SchedulerPass
+from jobs_server.store.base import (
+    ClaimedJob,
+    DispatchStat,
+    LeaderLease,
+    SchedulerPass,
+    StatsStore,
+)
 
-if TYPE_CHECKING:
-    from jobs_server.scheduler import SchedulerStats
-
-__all__ = ["DispatchRollup", "StatsRefresher"]
+__all__ = ["DispatchRollup", "LeaseView", "Refreshed", "SchedulerStats", "StatsRefresher"]
 
 logger = logging.getLogger(__name__)
 
-_RETENTION_SECONDS = 7 * 86_400
-_PRUNE_EVERY_SECONDS = 3_600.0
+
+@dataclass
+class SchedulerStats:
+    """What this process's scheduler did since it started (the dispatcher, reaper and pruner
+    add to it; the refresher records it for the dashboard)."""
+
+    passes: int = 0
+    dispatched: int = 0
+    deadline_misses: int = 0
+    publish_failures: int = 0
+    released: int = 0
+    reaped: int = 0
+    pruned: int = 0
+    last_pass_at: datetime | None = None
+    last_pass_seconds: float = 0.0
+    dispatched_by_use_case: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,97 +114,83 @@ class DispatchRollup:
             s.slack_max = max(s.slack_max, st.slack_max)
 
 
-class SchedulerView(Protocol):
-    """What a refresh reads from the scheduler."""
+class LeaseView(Protocol):
+    """Who leads, as the refresher records it (the scheduler's Elector is one)."""
 
     @property
     def holder(self) -> str: ...
 
     @property
-    def epoch(self) -> int | None: ...
+    def lease(self) -> LeaderLease | None: ...
 
-    @property
-    def stats(self) -> SchedulerStats: ...
 
-    @property
-    def rollup(self) -> DispatchRollup: ...
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    dispatch_rows: int  # (minute, use case, tenant) sums written
+    finished_rolled_up: int
+    seconds: float
 
 
 class StatsRefresher:
+    """Records the last pass, flushes the dispatch rollup, rolls up finished jobs and refreshes
+    the active-jobs snapshot."""
+
     def __init__(
         self,
-        store: JobStore,
+        store: StatsStore,
         use_cases: list[str],
         *,
         name: str,
-        every_seconds: float = 2.0,
+        lease: LeaseView,
+        stats: SchedulerStats,
+        rollup: DispatchRollup,
         lag_seconds: float = 5.0,
         max_window_seconds: float = 600.0,
     ) -> None:
         self._store = store
         self._use_cases = use_cases
         self._name = name
-        self._every = every_seconds
+        self._lease = lease
+        self._stats = stats
+        self._rollup = rollup
         self._lag = lag_seconds
         self._max_window = max_window_seconds
-        self._interval = every_seconds
-        self._last = -math.inf
-        self._pruned = -math.inf
-        self._task: asyncio.Task[None] | None = None
+        self._not_before: datetime | None = None
         self.last_duration = 0.0
 
-    def poke(self, scheduler: SchedulerView) -> None:
-        """Start a refresh in the background if one is due and none is running."""
-        if self._task is not None and not self._task.done():
-            return
-        if time.monotonic() - self._last < self._interval:
-            return
-        self._last = time.monotonic()
-        self._task = asyncio.create_task(self._refresh_logged(scheduler))
-
-    async def _refresh_logged(self, scheduler: SchedulerView) -> None:
-        try:
-            await self.refresh(scheduler)
-        except Exception:  # the top of this background loop: stats must never stop dispatch
-            logger.exception("statistics refresh failed")
-
-    async def refresh(self, scheduler: SchedulerView) -> None:
+    async def run_once(self, now: datetime) -> Refreshed | None:
+        """One refresh; None when skipped because the last one was slow."""
+        if self._not_before is not None and now < self._not_before:
+            return None
         started = time.monotonic()
-        stats = scheduler.stats
-        await self._store.record_scheduler_pass(
-            self._name,
-            SchedulerPass(
-                holder=scheduler.holder,
-                epoch=scheduler.epoch,
-                last_pass_at=stats.last_pass_at,
-                last_pass_seconds=stats.last_pass_seconds,
-                passes=stats.passes,
-                dispatched=stats.dispatched,
-            ),
-        )
-        dispatched = scheduler.rollup.take()
+        await self._record_pass()
+        dispatched = self._rollup.take()
         try:
             await self._store.add_dispatch_stats(dispatched)
         except BaseException:
-            scheduler.rollup.put_back(dispatched)
+            self._rollup.put_back(dispatched)
             raise
-        await self._store.roll_up_finished(
+        rolled = await self._store.roll_up_finished(
             self._name,
             use_cases=self._use_cases,
             lag_seconds=self._lag,
             max_window_seconds=self._max_window,
         )
         await self._store.refresh_job_counts(self._name)
-        if time.monotonic() - self._pruned >= _PRUNE_EVERY_SECONDS:
-            self._pruned = time.monotonic()
-            await self._store.prune_job_stats(older_than_seconds=_RETENTION_SECONDS)
         self.last_duration = time.monotonic() - started
-        self._interval = max(self._every, 10 * self.last_duration)
+        self._not_before = now + timedelta(seconds=10 * self.last_duration)
+        return Refreshed(len(dispatched), rolled, self.last_duration)
 
-    async def close(self) -> None:
-        """Let a running refresh finish (it holds dispatch stats), briefly."""
-        if self._task is not None and not self._task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
-            except TimeoutError:
-                self._task.cancel()
+    async def _record_pass(self) -> None:
+        lease, stats = self._lease.lease, self._stats
+        await self._store.record_scheduler_pass(
+            self._name,
+            SchedulerPass(
+                holder=self._lease.holder,
+                epoch=lease.epoch if lease else None,
+                last_pass_at=stats.last_pass_at,
+                last_pass_seconds=stats.last_pass_seconds,
+                passes=stats.passes,
+                dispatched=stats.dispatched,
+            ),
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from jobs_schema import MAX_SQS_MESSAGE_BYTES
+
 __all__ = ["InMemoryPublisher", "OutgoingMessage", "Publisher", "QueueSpec"]
 
 
@@ -22,6 +24,11 @@ class QueueSpec:
 
 
 class Publisher(Protocol):
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message body the queue takes, in bytes."""
+        ...
+
     async def publish(self, queue: str, messages: list[OutgoingMessage]) -> set[str]:
         """Send every message; return the keys of those that could not be sent."""
         ...
@@ -43,6 +50,7 @@ class InMemoryPublisher:
     queues: set[str] | None = None
     sent: dict[str, list[str]] = field(default_factory=dict)
     down: bool = False
+    max_message_bytes: int = MAX_SQS_MESSAGE_BYTES
 
     async def publish(self, queue: str, messages: list[OutgoingMessage]) -> set[str]:
         name = _queue_name(queue)

@@ -13,6 +13,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from jobs_schema import MAX_SQS_MESSAGE_BYTES
 from jobs_server.errors import JobsServerError
 from jobs_server.publisher.base import OutgoingMessage, QueueSpec
 
@@ -37,8 +38,13 @@ class SqsUnavailable(JobsServerError):
 
 @asynccontextmanager
 async def sqs_client(
-    *, region: str, endpoint_url: str | None, max_connections: int = 32
+    *,
+    region: str,
+    endpoint_url: str | None,
+    max_connections: int = 32,
+    credentials: tuple[str, str] | None = None,
 ) -> AsyncIterator[Any]:
+    """`credentials` (key id, secret): None leaves them to botocore's chain."""
     config = AioConfig(
         retries={"max_attempts": 2, "mode": "standard"},
         connect_timeout=3,
@@ -46,8 +52,14 @@ async def sqs_client(
         max_pool_connections=max_connections,
     )
     session = get_session()
+    key_id, secret = credentials or (None, None)
     async with session.create_client(
-        "sqs", region_name=region, endpoint_url=endpoint_url, config=config
+        "sqs",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=config,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
     ) as client:
         yield client
 
@@ -78,14 +90,24 @@ class SqsPublisher:
         endpoint_url: str | None,
         in_flight: int = 8,
         on_error: ErrorHook | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> SqsPublisher:
         stack = AsyncExitStack()
         client = await stack.enter_async_context(
-            sqs_client(region=region, endpoint_url=endpoint_url, max_connections=in_flight * 2)
+            sqs_client(
+                region=region,
+                endpoint_url=endpoint_url,
+                max_connections=in_flight * 2,
+                credentials=credentials,
+            )
         )
         publisher = cls(client, in_flight=in_flight, on_error=on_error)
         publisher._stack = stack
         return publisher
+
+    @property
+    def max_message_bytes(self) -> int:
+        return MAX_SQS_MESSAGE_BYTES
 
     async def close(self) -> None:
         if self._stack is not None:

@@ -23,6 +23,7 @@ from jobs_schema import (
     Payload,
 )
 from jobs_server.auth import Principal
+from jobs_server.clock import Clock
 
 __all__ = [
     "ActionBatch",
@@ -374,7 +375,11 @@ class JobStore(
     Protocol,
 ):
     """Every role at once: what one adapter (PostgreSQL, or in memory) implements. Each
-    service takes only the role it uses."""
+    service takes only the role it uses. `clock` is the one every statement reads, which
+    every service shares."""
+
+    @property
+    def clock(self) -> Clock: ...
 
 
 class Subscription(Protocol):

@@ -1,0 +1,185 @@
+"""Dispatch: claim due jobs earliest-deadline-first within each use case's capacity and publish
+their messages, the next batch claimed while the last one is being published."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NoReturn
+
+from jobs_schema import JobMessage, UseCaseConfig
+from jobs_server.clock import Clock
+from jobs_server.errors import JobsServerError
+from jobs_server.metrics import ServerMetrics
+from jobs_server.publisher.base import OutgoingMessage, Publisher
+from jobs_server.stats import DispatchRollup, SchedulerStats
+from jobs_server.store.base import ClaimedJob, DispatchStore, LeaderLease
+from jobs_server.tracing import Tracing
+
+from .elector import Elector
+
+__all__ = ["Dispatched", "Dispatcher", "PublishFailed", "embed_limit", "message_body"]
+
+logger = logging.getLogger(__name__)
+
+# Room for the message's own fields around the payload.
+_ENVELOPE_BYTES = 4096
+
+
+def embed_limit(max_message_bytes: int) -> int:
+    """The largest message body that still embeds its payload."""
+    return max_message_bytes - _ENVELOPE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    sent: int
+    more: bool  # a use case filled a whole batch: more may be due already
+
+
+class PublishFailed(JobsServerError):
+    def __init__(self, use_case: str, count: int) -> None:
+        super().__init__(f"{count} messages of use case {use_case!r} could not be published")
+
+
+class Dispatcher:
+    """One pass over every use case, while `elector` holds the lease. A failed publish gives
+    the claims back (release_leases) and raises PublishFailed."""
+
+    def __init__(
+        self,
+        store: DispatchStore,
+        publisher: Publisher,
+        use_cases: Mapping[str, UseCaseConfig],
+        *,
+        elector: Elector,
+        clock: Clock,
+        claim_batch: int,
+        stats: SchedulerStats | None = None,
+        rollup: DispatchRollup | None = None,
+        metrics: ServerMetrics | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._use_cases = dict(use_cases)
+        self._elector = elector
+        self._clock = clock
+        self._batch = claim_batch
+        self.stats = stats or SchedulerStats()
+        self.rollup = rollup or DispatchRollup()
+        self._metrics = metrics
+        self._tracing = tracing or Tracing()
+        self._embed_limit = embed_limit(publisher.max_message_bytes)
+
+    async def run_once(self, now: datetime) -> Dispatched:
+        """Dispatch every use case's due jobs once."""
+        lease = self._elector.lease
+        if lease is None:
+            return Dispatched(0, more=False)
+        started = time.monotonic()
+        counts = await asyncio.gather(
+            *(self._dispatch(name, uc, lease) for name, uc in self._use_cases.items())
+        )
+        self.stats.passes += 1
+        self.stats.last_pass_at = now
+        self.stats.last_pass_seconds = time.monotonic() - started
+        if self._metrics is not None:
+            self._metrics.observe_pass(self.stats.last_pass_seconds)
+        sent = sum(counts)
+        return Dispatched(sent, more=sent >= self._batch)
+
+    async def _dispatch(self, name: str, uc: UseCaseConfig, lease: LeaderLease) -> int:
+        """Claim and publish in batches; the next batch is claimed while the last one is being
+        published, so the queue's endpoint, not the database round trip, sets the pace."""
+        sent = 0
+        publishing: asyncio.Task[int] | None = None
+        while True:
+            claimed = await self._claim(name, uc, lease)
+            if publishing is not None:
+                try:
+                    sent += await publishing
+                except BaseException:
+                    await self._store.release_leases([c.lease for c in claimed])
+                    raise
+            if not claimed:
+                return sent
+            publishing = asyncio.create_task(self._publish(name, uc, claimed))
+            if len(claimed) < self._batch:
+                return sent + await publishing
+
+    async def _claim(self, name: str, uc: UseCaseConfig, lease: LeaderLease) -> list[ClaimedJob]:
+        return await self._store.claim_due_jobs(
+            name,
+            capacity=uc.capacity,
+            limit=self._batch,
+            lease_seconds=uc.lease_duration_seconds,
+            leader=lease,
+            per_tenant_cap=uc.per_tenant_running_cap,
+        )
+
+    async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
+        claimed_at = self._clock.now()
+        by_key = {str(c.id): c for c in claimed}
+        spans = self._tracing.start_dispatch(claimed)
+        messages = [
+            OutgoingMessage(k, message_body(c, spans.carrier(c.id), limit=self._embed_limit))
+            for k, c in by_key.items()
+        ]
+        failed = await self._publisher.publish(uc.queue, messages)
+        spans.end(failed={by_key[k].id for k in failed})
+        if self._metrics is not None:
+            self._metrics.observe_published(name, by_key, failed=failed, now=self._clock.now())
+        if failed:
+            await self._release(name, [by_key[k] for k in failed])
+        self._count(name, claimed, claimed_at)
+        return len(claimed)
+
+    async def _release(self, name: str, failed: list[ClaimedJob]) -> NoReturn:
+        released = await self._store.release_leases([c.lease for c in failed])
+        self.stats.publish_failures += len(failed)
+        self.stats.released += len(released)
+        logger.error(
+            "publish failed; claims released",
+            extra={"use_case": name, "failed": len(failed), "released": len(released)},
+        )
+        raise PublishFailed(name, len(failed))
+
+    def _count(self, name: str, claimed: list[ClaimedJob], claimed_at: datetime) -> None:
+        self.rollup.add(claimed, claimed_at)
+        misses = sum(c.missed_deadline for c in claimed)
+        self.stats.dispatched += len(claimed)
+        self.stats.deadline_misses += misses
+        by_use_case = self.stats.dispatched_by_use_case
+        by_use_case[name] = by_use_case.get(name, 0) + len(claimed)
+        if misses:
+            logger.warning("dispatched after deadline", extra={"use_case": name, "count": misses})
+
+
+def message_body(
+    job: ClaimedJob, trace_context: dict[str, str] | None = None, *, limit: int
+) -> str:
+    """The message body; a payload that would take it past `limit` bytes is left out for the
+    worker to fetch. `trace_context` (the dispatch span's) replaces the one stored on the job."""
+    msg = JobMessage(
+        job_id=job.id,
+        lease_token=job.lease_token,
+        attempt=job.attempt,
+        tenant=job.tenant,
+        use_case=job.use_case,
+        job_type=job.job_type,
+        payload=job.payload,
+        deadline=job.deadline,
+        lease_expires_at=job.lease_expires_at,
+        max_attempts=job.max_attempts,
+        trace_context=trace_context or job.trace_context or {},
+        enqueued_at=job.created_at,
+    )
+    body = msg.model_dump_json()
+    if len(body.encode()) > limit:
+        body = msg.model_copy(update={"payload": None}).model_dump_json()
+    return body

@@ -1,0 +1,239 @@
+"""The one builder: from settings (and anything a caller injects) the store, the publisher, the
+scheduler's services and the Scheduler. `jobs-server serve --scheduler` (JobsServer),
+`jobs-server scheduler` and `jobs-server dev` all build through here, and every service they
+make reads the same Clock object."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from jobs_schema import UseCaseConfig
+from jobs_server.clock import Clock, DatabaseClock
+from jobs_server.errors import ConfigError
+from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
+from jobs_server.outcomes import OutcomeService
+from jobs_server.publisher.base import Publisher
+from jobs_server.scheduler import (
+    Dispatcher,
+    Elector,
+    Every,
+    Pruner,
+    Reaper,
+    Scheduler,
+    SchedulerConfig,
+)
+from jobs_server.settings import ServerSettings
+from jobs_server.stats import DispatchRollup, SchedulerStats, StatsRefresher
+from jobs_server.store.base import JobStore
+from jobs_server.tracing import Tracing
+
+if TYPE_CHECKING:
+    from jobs_server.publisher.sqs import SqsPublisher
+    from jobs_server.store.postgres import PostgresJobStore
+
+__all__ = [
+    "aws_credentials",
+    "build_scheduler",
+    "connect_publisher",
+    "connect_store",
+    "run_scheduler",
+    "scheduler_config",
+]
+
+
+def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
+    return SchedulerConfig(
+        tick_seconds=settings.scheduler_tick_seconds,
+        leader_ttl_seconds=settings.leader_ttl_seconds,
+        claim_batch=settings.claim_batch,
+        reap_every_seconds=settings.reap_every_seconds,
+        prune_every_seconds=settings.prune_every_seconds,
+        stats_every_seconds=settings.stats_every_seconds,
+        metrics_refresh_seconds=settings.metrics_refresh_seconds,
+    )
+
+
+async def connect_store(
+    settings: ServerSettings, *, clock: Clock, min_size: int | None = None
+) -> PostgresJobStore:
+    """The PostgreSQL store, reading (and keeping in step) `clock`."""
+    from jobs_server.store.postgres import PostgresJobStore
+
+    return await PostgresJobStore.connect(
+        settings.require_database_url(),
+        min_size=settings.db_pool_min if min_size is None else min_size,
+        max_size=settings.db_pool_max,
+        clock=clock,
+    )
+
+
+async def connect_publisher(
+    settings: ServerSettings, *, metrics: ServerMetrics | None = None
+) -> SqsPublisher:
+    """The SQS publisher: the server's only call of SqsPublisher.connect."""
+    from jobs_server.publisher.sqs import SqsPublisher
+
+    return await SqsPublisher.connect(
+        region=settings.aws_region,
+        endpoint_url=settings.sqs_endpoint_url,
+        in_flight=settings.publish_in_flight,
+        on_error=metrics.sqs_error if metrics else None,
+        credentials=aws_credentials(settings),
+    )
+
+
+def aws_credentials(settings: ServerSettings) -> tuple[str, str] | None:
+    """Both of AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or None: botocore's own chain."""
+    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
+    if key_id is None or secret is None:
+        return None
+    return key_id.get_secret_value(), secret.get_secret_value()
+
+
+def build_scheduler(
+    store: JobStore,
+    publisher: Publisher,
+    use_cases: Mapping[str, UseCaseConfig],
+    *,
+    outcomes: OutcomeService,
+    clock: Clock,
+    config: SchedulerConfig | None = None,
+    metrics: ServerMetrics | None = None,
+    tracing: Tracing | None = None,
+    holder: str | None = None,
+    rng: random.Random | None = None,
+    extra: Sequence[Every] = (),
+) -> Scheduler:
+    """The elector, the dispatcher and the maintenance services, each on its period; `extra`
+    entries run after them."""
+    cfg = config or SchedulerConfig()
+    names = list(use_cases)
+    stats, rollup = SchedulerStats(), DispatchRollup()
+    depth = QueueDepthRefresher(metrics, store, names) if metrics is not None else None
+    elector = Elector(
+        store,
+        name=cfg.name,
+        ttl_seconds=cfg.leader_ttl_seconds,
+        holder=holder,
+        on_change=depth.leading if depth is not None else None,
+    )
+    dispatcher = Dispatcher(
+        store,
+        publisher,
+        use_cases,
+        elector=elector,
+        clock=clock,
+        claim_batch=cfg.claim_batch,
+        stats=stats,
+        rollup=rollup,
+        metrics=metrics,
+        tracing=tracing,
+    )
+    services = _maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup)
+    if depth is not None:
+        services.append(Every(depth, cfg.metrics_refresh_seconds, background=True))
+    return Scheduler(
+        elector,
+        dispatcher,
+        listener=store,
+        clock=clock,
+        config=cfg,
+        services=[*services, *extra],
+        stats=stats,
+        rng=rng,
+    )
+
+
+def _maintenance(
+    store: JobStore,
+    use_cases: Mapping[str, UseCaseConfig],
+    cfg: SchedulerConfig,
+    outcomes: OutcomeService,
+    elector: Elector,
+    stats: SchedulerStats,
+    rollup: DispatchRollup,
+) -> list[Every]:
+    """The reaper, the pruner and the stats refresher, each on its period."""
+    retention = {name: uc.retention_seconds for name, uc in use_cases.items()}
+    pruner = Pruner(
+        store,
+        retention,
+        batch=cfg.prune_batch,
+        idempotency_retention_seconds=cfg.idempotency_retention_seconds,
+        stats=stats,
+    )
+    refresher = StatsRefresher(
+        store, list(use_cases), name=cfg.name, lease=elector, stats=stats, rollup=rollup
+    )
+    return [
+        # passes run on every wake-up under load; leases expire on a scale of seconds
+        Every(Reaper(outcomes, batch=cfg.reap_batch, stats=stats), cfg.reap_every_seconds),
+        Every(pruner, cfg.prune_every_seconds),
+        Every(refresher, cfg.stats_every_seconds, background=True),
+    ]
+
+
+async def run_scheduler(
+    settings: ServerSettings,
+    stop: asyncio.Event,
+    *,
+    metrics: ServerMetrics | None = None,
+    tracing: Tracing | None = None,
+    clock: Clock | None = None,
+    store: JobStore | None = None,
+    publisher: Publisher | None = None,
+    started: asyncio.Future[Scheduler] | None = None,
+) -> None:
+    """`jobs-server scheduler`: connect what was not given, run until `stop`, close what was
+    opened here. `started` gets the scheduler once it is built."""
+    config = settings.jobs_config()
+    if not config.use_cases:
+        raise ConfigError("no use cases configured: set JOBS_CONFIG_FILE or JOBS_USE_CASES")
+    own_store = store is None
+    the_store = store or await connect_store(settings, clock=clock or DatabaseClock(), min_size=1)
+    clock = clock or the_store.clock
+    try:
+        the_publisher = publisher or await connect_publisher(settings, metrics=metrics)
+        try:
+            sched = _standalone(settings, the_store, the_publisher, clock, metrics, tracing)
+            if started is not None:
+                started.set_result(sched)
+            await sched.run_forever(stop)
+        finally:
+            if publisher is None:
+                await the_publisher.close()
+    finally:
+        if own_store:
+            await the_store.close()
+
+
+def _standalone(
+    settings: ServerSettings,
+    store: JobStore,
+    publisher: Publisher,
+    clock: Clock,
+    metrics: ServerMetrics | None,
+    tracing: Tracing | None,
+) -> Scheduler:
+    """A scheduler with no API beside it: slots freed by its reaper wake it directly."""
+    sched: Scheduler | None = None
+
+    def slots_freed() -> None:
+        if sched is not None:
+            sched.wake()
+
+    outcomes = OutcomeService(store, clock=clock, on_slots_freed=slots_freed, metrics=metrics)
+    sched = build_scheduler(
+        store,
+        publisher,
+        settings.jobs_config().use_cases,
+        outcomes=outcomes,
+        clock=clock,
+        config=scheduler_config(settings),
+        metrics=metrics,
+        tracing=tracing,
+    )
+    return sched
