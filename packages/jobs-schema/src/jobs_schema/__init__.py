@@ -37,6 +37,7 @@ from jobs_schema.messages import (
     OutcomeResponse,
     PayloadResponse,
     ReleaseRequest,
+    ReleaseResponse,
     lease_from_body,
 )
 
@@ -85,6 +86,7 @@ __all__ = [
     "Payload",
     "PayloadResponse",
     "ReleaseRequest",
+    "ReleaseResponse",
     "TenantConfig",
     "UseCaseConfig",
     "lease_from_body",

@@ -28,6 +28,7 @@ from jobs_schema import (
     Payload,
     PayloadResponse,
     ReleaseRequest,
+    ReleaseResponse,
 )
 from jobs_worker.batching import Batcher
 from jobs_worker.errors import ConfigError, WorkerApiError
@@ -100,10 +101,6 @@ class WorkerApi(Protocol):
     async def close(self) -> None: ...
 
 
-class _Released(BaseModel):
-    released: list[UUID]
-
-
 class HttpWorkerApi:
     """The worker API over HTTP with the worker token. Every call is safe to resend: reports,
     heartbeats and releases are fenced by lease on the server."""
@@ -164,7 +161,7 @@ class HttpWorkerApi:
         released: list[UUID] = []
         for chunk in _chunks(leases):
             body = ReleaseRequest(worker_id=worker_id, leases=chunk)
-            released += (await self._post("/v1/worker/release", body, _Released)).released
+            released += (await self._post("/v1/worker/release", body, ReleaseResponse)).released
         return released
 
     async def payload(self, job_id: UUID) -> Payload:
