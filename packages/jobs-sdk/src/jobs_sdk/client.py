@@ -33,11 +33,11 @@ from jobs_schema import (
     JobStatus,
 )
 from jobs_sdk import _http, _selection
-from jobs_sdk._coalesce import Coalescer, own_copy
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
 from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, retry_delay
 from jobs_sdk._selection import SelectionFilters
 from jobs_sdk._transport import AsyncSender, Sent, final, log_retry
+from jobs_sdk.batching import Batcher, own_copy
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 
 __all__ = ["JobsClient", "SyncJobsClient"]
@@ -124,8 +124,8 @@ class JobsClient:
             event_hooks=event_hooks,
         )
         self._sender = AsyncSender(self._http, self._retry)
-        self._coalescer: Coalescer[EnqueueRequest, EnqueueResponse] | None = (
-            Coalescer(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
+        self._coalescer: Batcher[EnqueueRequest, EnqueueResponse] | None = (
+            Batcher(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
         )
 
     @classmethod

@@ -22,8 +22,8 @@ from jobs_schema import (
     Payload,
 )
 from jobs_sdk import Forbidden, JobsError, JobsTimeout, NotFound, Unauthorized, Unavailable
+from jobs_sdk.batching import Batcher
 from jobs_sdk.worker_api import WORKER_RETRY, WorkerApiClient
-from jobs_worker.batching import Batcher
 from jobs_worker.errors import ConfigError, WorkerApiError
 
 __all__ = [
