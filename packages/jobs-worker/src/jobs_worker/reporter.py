@@ -156,7 +156,8 @@ async def _translating(call: Awaitable[T]) -> T:
 def _translated(exc: JobsError) -> WorkerApiError:
     if isinstance(exc, NotFound):
         return JobGone(exc.message)
-    if isinstance(exc, Unavailable | JobsTimeout):
+    # the answers resent until the tries ran out (a 502 or 504 is a ServerError to the SDK)
+    if isinstance(exc, Unavailable | JobsTimeout) or exc.status in WORKER_RETRY.statuses:
         return ServerUnavailable(str(exc))
     return WorkerApiError(f"the jobs server refused a worker API call: {exc}")
 
