@@ -1,5 +1,6 @@
-"""Sending one `Call` with the retry rules: the I/O the async clients share (the producer's
-`JobsClient` and the worker's `WorkerApiClient`)."""
+"""Sending one `Call` with the retry rules: the I/O of the clients (`AsyncSender` for the
+producer's `JobsClient` and the worker's `WorkerApiClient`, `SyncSender` for `SyncJobsClient`);
+the same loop twice, once awaiting and once blocking."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from jobs_sdk import _http
 from jobs_sdk._http import Call
 from jobs_sdk._retry import RetryPolicy, retry_delay
 
-__all__ = ["AnswerObserver", "AsyncSender", "Sent", "final", "log_retry"]
+__all__ = ["AnswerObserver", "AsyncSender", "Sent", "SyncSender"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +105,43 @@ class AsyncSender:
         if self._observe is not None:
             self._observe(response, sent, time.time())
         return response
+
+
+class SyncSender:
+    """AsyncSender's twin for httpx.Client, blocking while it waits."""
+
+    def __init__(self, http: httpx.Client, retry: RetryPolicy) -> None:
+        self.http = http
+        self.retry = retry
+
+    def request(self, call: Call, model: type[M]) -> M:
+        return _http.parse(self.send(call).response, model)
+
+    def send(self, call: Call) -> Sent:
+        attempt, started = 1, time.monotonic()
+        while True:
+            outcome = self._attempt(call)
+            delay = retry_delay(
+                self.retry,
+                outcome,
+                attempt=attempt,
+                replayable=call.replayable,
+                elapsed=time.monotonic() - started,
+            )
+            if delay is None:
+                return final(outcome, attempt)
+            log_retry(call, outcome, attempt, delay)
+            time.sleep(delay)
+            attempt += 1
+
+    def _attempt(self, call: Call) -> httpx.Response | httpx.TransportError:
+        try:
+            return self.http.request(
+                call.method,
+                call.path,
+                content=call.content,
+                params=call.params,
+                headers=call.headers(),
+            )
+        except httpx.TransportError as exc:
+            return exc

@@ -34,9 +34,9 @@ from jobs_schema import (
 )
 from jobs_sdk import _http, _selection
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
-from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, retry_delay
+from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy
 from jobs_sdk._selection import SelectionFilters
-from jobs_sdk._transport import AsyncSender, Sent, final, log_retry
+from jobs_sdk._transport import AsyncSender, Sent, SyncSender
 from jobs_sdk.batching import Batcher, own_copy
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 
@@ -353,6 +353,7 @@ class SyncJobsClient:
             transport=transport,
             event_hooks=event_hooks,
         )
+        self._sender = SyncSender(self._http, self._retry)
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
@@ -484,33 +485,7 @@ class SyncJobsClient:
         return self._request(call, BulkResult)
 
     def _request(self, call: Call, model: type[M]) -> M:
-        return _http.parse(self._send(call).response, model)
+        return self._sender.request(call, model)
 
     def _send(self, call: Call) -> Sent:
-        attempt, started = 1, time.monotonic()
-        while True:
-            outcome = self._attempt(call)
-            delay = retry_delay(
-                self._retry,
-                outcome,
-                attempt=attempt,
-                replayable=call.replayable,
-                elapsed=time.monotonic() - started,
-            )
-            if delay is None:
-                return final(outcome, attempt)
-            log_retry(call, outcome, attempt, delay)
-            time.sleep(delay)
-            attempt += 1
-
-    def _attempt(self, call: Call) -> httpx.Response | httpx.TransportError:
-        try:
-            return self._http.request(
-                call.method,
-                call.path,
-                content=call.content,
-                params=call.params,
-                headers=call.headers(),
-            )
-        except httpx.TransportError as exc:
-            return exc
+        return self._sender.send(call)
