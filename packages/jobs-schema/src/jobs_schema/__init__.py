@@ -1,6 +1,13 @@
 """Shared wire models of the jobs system. No I/O lives here."""
 
-from jobs_schema.actions import MAX_BULK_JOBS, BulkAction, BulkResult, JobCount, JobSelection
+from jobs_schema.actions import (
+    MAX_BULK_JOBS,
+    BulkAction,
+    BulkResult,
+    JobCount,
+    JobCountQuery,
+    JobSelection,
+)
 from jobs_schema.config import BackoffKind, BackoffPolicy, JobsConfig, TenantConfig, UseCaseConfig
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
 from jobs_schema.jobs import (
@@ -15,6 +22,8 @@ from jobs_schema.jobs import (
     EnqueueRequest,
     EnqueueResponse,
     Job,
+    JobFilter,
+    JobListQuery,
     JobPage,
     JobStatus,
     Payload,
@@ -37,6 +46,7 @@ from jobs_schema.messages import (
     OutcomeResponse,
     PayloadResponse,
     ReleaseRequest,
+    ReleaseResponse,
     lease_from_body,
 )
 
@@ -70,6 +80,9 @@ __all__ = [
     "HeartbeatResult",
     "Job",
     "JobCount",
+    "JobCountQuery",
+    "JobFilter",
+    "JobListQuery",
     "JobMessage",
     "JobPage",
     "JobSelection",
@@ -85,6 +98,7 @@ __all__ = [
     "Payload",
     "PayloadResponse",
     "ReleaseRequest",
+    "ReleaseResponse",
     "TenantConfig",
     "UseCaseConfig",
     "lease_from_body",

@@ -7,10 +7,17 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs_schema.jobs import JobStatus, Key
-from jobs_schema.limits import JsonInt, Timestamp
+from jobs_schema.jobs import JobFilter
+from jobs_schema.limits import JsonInt
 
-__all__ = ["MAX_BULK_JOBS", "BulkAction", "BulkResult", "JobCount", "JobSelection"]
+__all__ = [
+    "MAX_BULK_JOBS",
+    "BulkAction",
+    "BulkResult",
+    "JobCount",
+    "JobCountQuery",
+    "JobSelection",
+]
 
 MAX_BULK_JOBS = 100_000
 
@@ -22,19 +29,19 @@ class BulkAction(StrEnum):
     RETRY = "retry"  # dead and cancelled jobs
 
 
-class JobSelection(BaseModel):
-    """The jobs matching every given field, as the filters of `GET /v1/jobs`. A tenant token
-    selects among its own jobs only; `tenant` narrows an admin's selection."""
+class JobCountQuery(JobFilter):
+    """The query of `GET /v1/jobs/count`. Unknown query parameters are ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
-    status: JobStatus | None = None
-    use_case: Key | None = None
-    job_type: Key | None = None
-    tenant: Key | None = Field(default=None, description="admins only")
-    dedup_key: Key | None = None
-    created_after: Timestamp | None = None
-    created_before: Timestamp | None = None
+    action: BulkAction | None = Field(
+        default=None, description="count only the jobs this action would change"
+    )
+
+
+class JobSelection(JobFilter):
+    """The jobs a bulk action touches: those the filter matches, up to `max_id` and `limit`."""
+
     max_id: UUID | None = Field(
         default=None,
         description="only jobs with an id up to this one: pass the `max_id` that "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -25,6 +25,8 @@ __all__ = [
     "EnqueueRequest",
     "EnqueueResponse",
     "Job",
+    "JobFilter",
+    "JobListQuery",
     "JobPage",
     "JobStatus",
     "Payload",
@@ -179,3 +181,38 @@ class JobPage(BaseModel):
 
     items: list[Job]
     next_cursor: str | None = None
+
+
+class JobFilter(BaseModel):
+    """The jobs matching every given field: the one filter of the job list (`GET /v1/jobs`),
+    the count and the bulk actions, in the API, the SDK and the `jobs` command. A tenant
+    token sees its own jobs only; `tenant` narrows an admin's view."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: JobStatus | None = Field(default=None, description="only jobs in this status")
+    use_case: Key | None = Field(default=None, description="only this use case")
+    job_type: Key | None = Field(default=None, description="only this job type")
+    tenant: Key | None = Field(default=None, description="only this tenant (admins only)")
+    dedup_key: Key | None = Field(default=None, description="only jobs with this dedup key")
+    created_after: Timestamp | None = Field(
+        default=None, description="created at or after (ISO 8601, with a zone)"
+    )
+    created_before: Timestamp | None = Field(
+        default=None, description="created before (ISO 8601, with a zone)"
+    )
+
+    def given(self) -> dict[str, Any]:
+        """The filter's fields that are set (the fields of a subclass left out)."""
+        values = ((name, getattr(self, name)) for name in JobFilter.model_fields)
+        return {name: value for name, value in values if value is not None}
+
+
+class JobListQuery(JobFilter):
+    """The query of `GET /v1/jobs`: the filter and a page of its matches. Unknown query
+    parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    cursor: Key | None = Field(default=None, description="the `next_cursor` of the previous page")
+    limit: int = Field(default=50, ge=1, le=500, description="jobs a page")

@@ -52,6 +52,7 @@ __all__ = [
     "OutcomeResponse",
     "PayloadResponse",
     "ReleaseRequest",
+    "ReleaseResponse",
     "lease_from_body",
 ]
 
@@ -250,6 +251,14 @@ class ReleaseRequest(BaseModel):
 
     worker_id: WorkerId
     leases: Annotated[list[LeaseRef], Field(min_length=1, max_length=1000)]
+
+
+class ReleaseResponse(BaseModel):
+    """The attempts whose leases were given back (the others had already moved on)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    released: list[UUID]
 
 
 class PayloadResponse(BaseModel):

@@ -25,6 +25,7 @@ from jobs_sdk.errors import (
 )
 from jobs_sdk.protocols import Enqueuer, JobsApi, SyncEnqueuer
 from jobs_sdk.tasks import Task
+from jobs_sdk.worker_api import WorkerApiClient
 
 __all__ = [
     "Conflict",
@@ -49,5 +50,6 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationFailed",
+    "WorkerApiClient",
     "__version__",
 ]

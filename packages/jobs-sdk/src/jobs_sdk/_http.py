@@ -22,6 +22,8 @@ from jobs_schema import (
     EnqueueRequest,
     EnqueueResponse,
     ErrorEnvelope,
+    JobFilter,
+    JobListQuery,
     JobStatus,
 )
 from jobs_sdk._version import __version__
@@ -48,10 +50,12 @@ __all__ = [
     "failing_index",
     "get_call",
     "is_item_error",
+    "job_filter",
     "list_call",
     "merge_groups",
     "new_idempotency_key",
     "parse",
+    "query_params",
     "split_groups",
     "transport_error",
 ]
@@ -72,7 +76,8 @@ class EnqueueOptions(TypedDict, total=False):
 
 
 class JobFilters(TypedDict, total=False):
-    """Filters of a job listing; `tenant` is for admin tokens only."""
+    """jobs_schema.JobFilter's fields as keyword arguments (a unit test keeps them the same);
+    `tenant` is for admin tokens only."""
 
     status: JobStatus | str | None
     use_case: str | None
@@ -185,12 +190,21 @@ def cancel_call(job_id: UUID | str) -> Call:
     return Call("POST", f"/v1/jobs/{_job_id(job_id)}/cancel")
 
 
+def job_filter(filters: Mapping[str, object]) -> JobFilter:
+    """The JobFilter the keyword arguments describe; ValidationFailed for a bad filter."""
+    return _validated(
+        JobFilter, {name: value for name, value in filters.items() if value is not None}
+    )
+
+
 def list_call(filters: JobFilters, *, cursor: str | None, limit: int) -> Call:
-    params = {name: _param(value) for name, value in filters.items() if value is not None}
-    if cursor is not None:
-        params["cursor"] = cursor
-    params["limit"] = str(limit)
-    return Call("GET", "/v1/jobs", params=params)
+    fields = {**job_filter(filters).given(), "cursor": cursor, "limit": limit}
+    return Call("GET", "/v1/jobs", params=query_params(_validated(JobListQuery, fields)))
+
+
+def query_params(query: BaseModel) -> dict[str, str]:
+    """A query model as the query string's parameters (None fields left out)."""
+    return {name: _param(value) for name, value in query.model_dump(exclude_none=True).items()}
 
 
 def _param(value: object) -> str:

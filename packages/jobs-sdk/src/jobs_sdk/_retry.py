@@ -37,12 +37,14 @@ class RetryPolicy:
     `timeout` seconds since the first send (None: no time bound); a wait that would run past
     `timeout` is cut to end there, for one last send. Between sends, full-jitter exponential
     backoff: a random wait in [0, min(max_delay, base_delay * 2**(n-1))] before resend n.
-    A 503's Retry-After is honoured, capped at `max_delay`."""
+    A 503's Retry-After is honoured, capped at `max_delay`. `statuses`: the answers resent
+    (connection failures aside); 502 and 504 only where a proxy in front may drop requests."""
 
     attempts: int | None = None
     base_delay: float = 0.2
     max_delay: float = 5.0
     timeout: float | None = DEFAULT_RETRY_TIMEOUT
+    statuses: frozenset[int] = frozenset({503})
 
     def __post_init__(self) -> None:
         if self.attempts is not None and self.attempts < 1:
@@ -88,7 +90,7 @@ def retry_delay(
     seconds since the first send of this request."""
     if policy.attempts is not None and attempt >= policy.attempts:
         return None
-    if not _retryable(outcome, replayable=replayable):
+    if not _retryable(policy, outcome, replayable=replayable):
         return None
     retry_after = _retry_after(outcome) if isinstance(outcome, httpx.Response) else None
     delay = policy.backoff(attempt, retry_after)
@@ -98,9 +100,11 @@ def retry_delay(
     return min(delay, remaining) if remaining > 0 else None
 
 
-def _retryable(outcome: httpx.Response | Exception, *, replayable: bool) -> bool:
+def _retryable(
+    policy: RetryPolicy, outcome: httpx.Response | Exception, *, replayable: bool
+) -> bool:
     if isinstance(outcome, httpx.Response):
-        return outcome.status_code == 503
+        return outcome.status_code in policy.statuses
     if isinstance(outcome, _NOT_SENT):
         return True
     return replayable and isinstance(outcome, _MAYBE_SENT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from jobs_schema import BulkAction, JobSelection, JobStatus
+from jobs_schema import BulkAction, JobCountQuery, JobSelection, JobStatus
 from jobs_sdk import _http
 from jobs_sdk._http import Call, JobFilters
 from jobs_sdk.errors import Conflict
@@ -23,8 +23,9 @@ _RETRIED = {JobStatus.PENDING.value, JobStatus.RUNNING.value}
 
 
 class SelectionFilters(JobFilters, total=False):
-    """The filters of a bulk action: a listing's, plus `max_id` (from `count()`: jobs created
-    after the count are left alone) and `limit` (touch at most this many; default 10,000)."""
+    """jobs_schema.JobSelection's fields as keyword arguments: a listing's filters, plus
+    `max_id` (from `count()`: jobs created after the count are left alone) and `limit` (touch
+    at most this many; default 10,000)."""
 
     max_id: UUID | str | None
     limit: int
@@ -61,13 +62,6 @@ def bulk_call(action: BulkAction, selection: JobSelection) -> Call:
 
 
 def count_call(filters: JobFilters, action: BulkAction | None) -> Call:
-    fields = {name: value for name, value in filters.items() if value is not None}
-    checked = _http._validated(JobSelection, fields)
-    params = {
-        name: _http._param(value)
-        for name, value in checked.model_dump(exclude={"limit", "max_id"}).items()
-        if value is not None
-    }
-    if action is not None:
-        params["action"] = action.value
-    return Call("GET", "/v1/jobs/count", params=params)
+    fields = {**_http.job_filter(filters).given(), "action": action}
+    query = _http._validated(JobCountQuery, fields)
+    return Call("GET", "/v1/jobs/count", params=_http.query_params(query))

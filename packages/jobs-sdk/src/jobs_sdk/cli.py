@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter
+from pydantic.fields import FieldInfo
 
-from jobs_schema import BulkAction, BulkResult, Job, JobStatus
+from jobs_schema import BulkAction, BulkResult, Job, JobFilter
 from jobs_sdk._profiles import Connection, ProfileError, resolve
 from jobs_sdk.client import SyncJobsClient
 from jobs_sdk.errors import JobsError
@@ -79,14 +83,56 @@ def main() -> None:
 
 # -- arguments shared by several commands ---------------------------------------------------
 
-Status = Annotated[JobStatus | None, typer.Option(help="pending, running, succeeded, ...")]
-UseCase = Annotated[str | None, typer.Option(help="only this use case")]
-JobType = Annotated[str | None, typer.Option(help="only this job type")]
-DedupKey = Annotated[str | None, typer.Option(help="only jobs with this dedup key")]
-Tenant = Annotated[str | None, typer.Option(help="only this tenant (admin tokens)")]
-After = Annotated[datetime | None, typer.Option(help="created at or after (ISO 8601)")]
-Before = Annotated[datetime | None, typer.Option(help="created before (ISO 8601)")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")]
+
+
+def _filter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with an option per jobs_schema.JobFilter field (type and help from the model)
+    in place of its `filters` parameter, which gets the options given."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "filters"]
+    options = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[_parsed_as(field.annotation) | None, _option(field)],
+        )
+        for name, field in JobFilter.model_fields.items()
+    ]
+
+    @functools.wraps(command)
+    def with_filters(*args: Any, **values: Any) -> None:
+        given = {name: values.pop(name) for name in JobFilter.model_fields}
+        command(*args, filters=_filters(**given), **values)
+
+    parameters = own + options
+    with_filters.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_filters.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_filters
+
+
+def _option(field: FieldInfo) -> Any:
+    return typer.Option(help=field.description)
+
+
+def _parsed_as(annotation: Any) -> type:
+    """What the command line parses a JobFilter field as: its enum, else text that the model
+    checks (times too: ISO 8601 with a zone, which typer's datetime does not take)."""
+    for arg in _flattened(annotation):
+        if isinstance(arg, type) and issubclass(arg, StrEnum):
+            return arg
+    return str
+
+
+def _flattened(annotation: Any) -> Iterator[Any]:
+    if get_origin(annotation) is Annotated:
+        yield from _flattened(get_args(annotation)[0])
+    elif get_args(annotation):
+        for arg in get_args(annotation):
+            yield from _flattened(arg)
+    else:
+        yield annotation
 
 
 def _filters(**values: Any) -> dict[str, Any]:
@@ -145,26 +191,12 @@ def get(job_id: str) -> None:
 
 
 @app.command("list")
+@_filter_options
 def list_jobs(
-    status: Status = None,
-    use_case: UseCase = None,
-    job_type: JobType = None,
-    dedup_key: DedupKey = None,
-    tenant: Tenant = None,
-    created_after: After = None,
-    created_before: Before = None,
+    filters: dict[str, Any],
     limit: Annotated[int, typer.Option(min=1, help="show at most this many")] = 20,
 ) -> None:
     """List jobs, newest first."""
-    filters = _filters(
-        status=status,
-        use_case=use_case,
-        job_type=job_type,
-        dedup_key=dedup_key,
-        tenant=tenant,
-        created_after=created_after,
-        created_before=created_before,
-    )
     with _client() as jobs:
         found = list(islice(jobs.list(page_size=min(limit, 500), **filters), limit))
     if _state.as_json:
@@ -174,28 +206,14 @@ def list_jobs(
 
 
 @app.command()
+@_filter_options
 def count(
-    status: Status = None,
-    use_case: UseCase = None,
-    job_type: JobType = None,
-    dedup_key: DedupKey = None,
-    tenant: Tenant = None,
-    created_after: After = None,
-    created_before: Before = None,
+    filters: dict[str, Any],
     action: Annotated[
         BulkAction | None, typer.Option(help="count only the jobs this action would change")
     ] = None,
 ) -> None:
     """Count the jobs matching the filters."""
-    filters = _filters(
-        status=status,
-        use_case=use_case,
-        job_type=job_type,
-        dedup_key=dedup_key,
-        tenant=tenant,
-        created_after=created_after,
-        created_before=created_before,
-    )
     with _client() as jobs:
         counted = jobs.count(action=action, **filters)
     if not _print_json(counted):
@@ -206,32 +224,17 @@ def _bulk_command(action: BulkAction, doc: str) -> Callable[..., None]:
     """The `cancel` or `retry` command: one job by id, or every job the filters match."""
 
     def command(
+        filters: dict[str, Any],
         job_id: Annotated[
             str | None, typer.Argument(help="one job; or filter with the options")
         ] = None,
-        status: Status = None,
-        use_case: UseCase = None,
-        job_type: JobType = None,
-        dedup_key: DedupKey = None,
-        tenant: Tenant = None,
-        created_after: After = None,
-        created_before: Before = None,
         limit: Annotated[int, typer.Option(min=1, help="touch at most this many")] = 10_000,
         yes: Yes = False,
     ) -> None:
-        filters = _filters(
-            status=status,
-            use_case=use_case,
-            job_type=job_type,
-            dedup_key=dedup_key,
-            tenant=tenant,
-            created_after=created_after,
-            created_before=created_before,
-        )
         _act(action, job_id, filters, limit=limit, yes=yes)
 
     command.__doc__ = doc
-    return command
+    return _filter_options(command)
 
 
 app.command("cancel")(

@@ -7,13 +7,12 @@ the waiting differ. The async client also coalesces concurrent single enqueues i
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeVar, Unpack, overload
+from typing import Any, Self, TypeVar, Unpack, overload
 from uuid import UUID
 
 import httpx
@@ -34,15 +33,15 @@ from jobs_schema import (
     JobStatus,
 )
 from jobs_sdk import _http, _selection
-from jobs_sdk._coalesce import Coalescer, own_copy
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
-from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, retry_delay
+from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy
 from jobs_sdk._selection import SelectionFilters
+from jobs_sdk._transport import AsyncSender, Sent, SyncSender
+from jobs_sdk.batching import Batcher, own_copy
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 
 __all__ = ["JobsClient", "SyncJobsClient"]
 
-logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 Timeout = float | httpx.Timeout
@@ -52,41 +51,12 @@ Outcomes = list[EnqueueResponse | JobsError]
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
-class _Sent(NamedTuple):
-    response: httpx.Response
-    attempts: int
-
-
 def _env() -> tuple[str, str]:
     """JOBS_URL and JOBS_TOKEN, the settings `from_env()` reads."""
     missing = [name for name in ("JOBS_URL", "JOBS_TOKEN") if not os.environ.get(name)]
     if missing:
         raise ValueError(f"set {' and '.join(missing)} (the jobs server's URL and a token)")
     return os.environ["JOBS_URL"], os.environ["JOBS_TOKEN"]
-
-
-def _log_retry(call: Call, outcome: httpx.Response | Exception, attempt: int, delay: float) -> None:
-    reason = (
-        f"HTTP {outcome.status_code}"
-        if isinstance(outcome, httpx.Response)
-        else type(outcome).__name__
-    )
-    logger.info(
-        "retrying jobs API request",
-        extra={
-            "method": call.method,
-            "path": call.path,
-            "attempt": attempt,
-            "reason": reason,
-            "delay": round(delay, 3),
-        },
-    )
-
-
-def _final(outcome: httpx.Response | httpx.TransportError, attempts: int) -> _Sent:
-    if isinstance(outcome, httpx.TransportError):
-        raise _http.transport_error(outcome) from outcome
-    return _Sent(outcome, attempts)
 
 
 def _cancelled_by_resend(err: Conflict, attempts: int) -> bool:
@@ -153,8 +123,9 @@ class JobsClient:
             transport=transport,
             event_hooks=event_hooks,
         )
-        self._coalescer: Coalescer[EnqueueRequest, EnqueueResponse] | None = (
-            Coalescer(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
+        self._sender = AsyncSender(self._http, self._retry)
+        self._coalescer: Batcher[EnqueueRequest, EnqueueResponse] | None = (
+            Batcher(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
         )
 
     @classmethod
@@ -345,36 +316,10 @@ class JobsClient:
     # -- I/O -----------------------------------------------------------------------------------
 
     async def _request(self, call: Call, model: type[M]) -> M:
-        return _http.parse((await self._send(call)).response, model)
+        return await self._sender.request(call, model)
 
-    async def _send(self, call: Call) -> _Sent:
-        attempt, started = 1, time.monotonic()
-        while True:
-            outcome = await self._attempt(call)
-            delay = retry_delay(
-                self._retry,
-                outcome,
-                attempt=attempt,
-                replayable=call.replayable,
-                elapsed=time.monotonic() - started,
-            )
-            if delay is None:
-                return _final(outcome, attempt)
-            _log_retry(call, outcome, attempt, delay)
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    async def _attempt(self, call: Call) -> httpx.Response | httpx.TransportError:
-        try:
-            return await self._http.request(
-                call.method,
-                call.path,
-                content=call.content,
-                params=call.params,
-                headers=call.headers(),
-            )
-        except httpx.TransportError as exc:
-            return exc
+    async def _send(self, call: Call) -> Sent:
+        return await self._sender.send(call)
 
 
 async def _outcome(result: Awaitable[EnqueueResponse]) -> EnqueueResponse | JobsError:
@@ -408,6 +353,7 @@ class SyncJobsClient:
             transport=transport,
             event_hooks=event_hooks,
         )
+        self._sender = SyncSender(self._http, self._retry)
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
@@ -539,33 +485,7 @@ class SyncJobsClient:
         return self._request(call, BulkResult)
 
     def _request(self, call: Call, model: type[M]) -> M:
-        return _http.parse(self._send(call).response, model)
+        return self._sender.request(call, model)
 
-    def _send(self, call: Call) -> _Sent:
-        attempt, started = 1, time.monotonic()
-        while True:
-            outcome = self._attempt(call)
-            delay = retry_delay(
-                self._retry,
-                outcome,
-                attempt=attempt,
-                replayable=call.replayable,
-                elapsed=time.monotonic() - started,
-            )
-            if delay is None:
-                return _final(outcome, attempt)
-            _log_retry(call, outcome, attempt, delay)
-            time.sleep(delay)
-            attempt += 1
-
-    def _attempt(self, call: Call) -> httpx.Response | httpx.TransportError:
-        try:
-            return self._http.request(
-                call.method,
-                call.path,
-                content=call.content,
-                params=call.params,
-                headers=call.headers(),
-            )
-        except httpx.TransportError as exc:
-            return exc
+    def _send(self, call: Call) -> Sent:
+        return self._sender.send(call)

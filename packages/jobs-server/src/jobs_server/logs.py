@@ -16,7 +16,7 @@ _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def logging_config(fmt: LogFormat | str, level: str, *, trace_ids: bool = False) -> dict[str, Any]:
-    trace = "jobs_server.tracing.TraceLogFilter" if trace_ids else None
+    trace = "jobs_schema.telemetry.TraceLogFilter" if trace_ids else None
     return _shared_config(fmt, level, trace_filter=trace, propagate=_UVICORN)
 
 

@@ -13,13 +13,13 @@ extra everything else works, and a disabled `Tracing` costs a None check."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobs_schema.telemetry import TraceLogFilter, otlp_tracer_provider
 from jobs_server.errors import ConfigError
 from jobs_server.store.base import ClaimedJob
 
@@ -154,43 +154,13 @@ class TracingMiddleware:
             await self.app(scope, receive, recording)
 
 
-class TraceLogFilter(logging.Filter):
-    """Adds `trace_id` and `span_id` to records logged inside a span (for log correlation)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from opentelemetry import trace
-
-        self._current: Callable[[], Span] = trace.get_current_span
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        ctx = self._current().get_span_context()
-        if ctx.is_valid:
-            record.trace_id = format(ctx.trace_id, "032x")
-            record.span_id = format(ctx.span_id, "016x")
-        return True
-
-
 def sdk_tracer_provider(service_name: str) -> SdkTracerProvider:
-    """The SDK's provider exporting over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT and the other
-    OTEL_* variables configure it, as the SDK documents)."""
+    """jobs_schema.telemetry's OTLP provider; a ConfigError naming the extra to install when
+    OpenTelemetry is missing."""
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-            OTLPSpanExporter,
-        )
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider as SdkProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        return otlp_tracer_provider(service_name)
     except ImportError as exc:
         raise ConfigError(
             "JOBS_OTEL_ENABLED (or OTEL_EXPORTER_OTLP_ENDPOINT) is set but the OpenTelemetry "
             f"SDK or its OTLP exporter is not installed ({exc.name}): install 'jobs-server[otel]'"
         ) from exc
-    resource = Resource.create()
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(
-            Resource({"service.name": service_name})
-        )  # OTEL_SERVICE_NAME wins
-    provider = SdkProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider

@@ -15,7 +15,7 @@ __all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "configure_logging", "
 
 
 def logging_config(fmt: LogFormat | str, level: str, *, trace_ids: bool = False) -> dict[str, Any]:
-    trace = "jobs_worker.tracing.TraceLogFilter" if trace_ids else None
+    trace = "jobs_schema.telemetry.TraceLogFilter" if trace_ids else None
     return _shared_config(fmt, level, trace_filter=trace)
 
 

@@ -1,35 +1,29 @@
 """Talking to the jobs server's worker API: `WorkerApi` is the port, `HttpWorkerApi` the httpx
-adapter (retries connection errors and 502/503/504), `Reporter` batches outcome reports."""
+adapter over jobs-sdk's WorkerApiClient, `Reporter` batches outcome reports."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
+from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Protocol, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from jobs_schema import (
-    ErrorEnvelope,
     HeartbeatItem,
-    HeartbeatRequest,
-    HeartbeatResponse,
     HeartbeatResult,
     LeaseRef,
     OutcomeAck,
     OutcomeReport,
-    OutcomeRequest,
-    OutcomeResponse,
     Payload,
-    PayloadResponse,
-    ReleaseRequest,
 )
-from jobs_worker.batching import Batcher
+from jobs_sdk import Forbidden, JobsError, JobsTimeout, NotFound, Unauthorized, Unavailable
+from jobs_sdk.batching import Batcher
+from jobs_sdk.worker_api import WORKER_RETRY, WorkerApiClient
 from jobs_worker.errors import ConfigError, WorkerApiError
 
 __all__ = [
@@ -41,12 +35,7 @@ __all__ = [
     "WorkerApi",
 ]
 
-logger = logging.getLogger(__name__)
-
-M = TypeVar("M", bound=BaseModel)
-
-_RETRY_STATUSES = frozenset({502, 503, 504})
-_MAX_ITEMS = 1000  # the worker API's limit per request
+T = TypeVar("T")
 
 
 class JobGone(WorkerApiError):
@@ -100,13 +89,10 @@ class WorkerApi(Protocol):
     async def close(self) -> None: ...
 
 
-class _Released(BaseModel):
-    released: list[UUID]
-
-
 class HttpWorkerApi:
-    """The worker API over HTTP with the worker token. Every call is safe to resend: reports,
-    heartbeats and releases are fenced by lease on the server."""
+    """The worker API over HTTP with the worker token: jobs-sdk's WorkerApiClient, its errors
+    translated to this package's (NotFound is JobGone; no answer after the retries,
+    ServerUnavailable), and the server's clock learnt from every answer."""
 
     def __init__(
         self,
@@ -117,109 +103,63 @@ class HttpWorkerApi:
         attempts: int = 5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "jobs-worker"},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            transport=transport,
-        )
-        self._attempts = max(1, attempts)
         self.clock = ServerClock()
+        self._client = WorkerApiClient(
+            base_url,
+            token,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            retries=replace(WORKER_RETRY, attempts=max(1, attempts)),
+            transport=transport,
+            observe=self._observe,
+        )
+
+    def _observe(self, response: httpx.Response, sent: float, received: float) -> None:
+        self.clock.observe(response.headers.get("date"), sent=sent, received=received)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._client.aclose()
 
     async def check(self) -> None:
-        """Is the server there, and does it take our token? (A payload request for a job that
-        does not exist answers 404 once the token is accepted.) A refused token is a
+        """Is the server there, and does it take our token? A refused token is a
         ConfigError; an unreachable server a ServerUnavailable, worth waiting for."""
-        path = f"/v1/worker/jobs/{uuid4()}/payload"
         try:
-            resp = await self._http.get(path)
-        except httpx.TransportError as exc:
-            raise ServerUnavailable(f"cannot reach the jobs server: {exc!r}") from exc
-        if resp.status_code in (401, 403):
+            await self._client.check()
+        except (Unauthorized, Forbidden) as exc:
             raise ConfigError(
-                "JOBS_WORKER_TOKEN: the jobs server refused the worker token: "
-                f"{_server_message(resp)}"
-            )
-        if resp.status_code != 404:
-            raise WorkerApiError(f"unexpected answer from the jobs server: HTTP {resp.status_code}")
+                f"JOBS_WORKER_TOKEN: the jobs server refused the worker token: {exc.message}"
+            ) from exc
+        except JobsError as exc:
+            raise _translated(exc) from exc
 
     async def report(self, reports: list[OutcomeReport]) -> list[OutcomeAck]:
-        acks: list[OutcomeAck] = []
-        for chunk in _chunks(reports):
-            body = OutcomeRequest(reports=chunk)
-            acks += (await self._post("/v1/worker/outcomes", body, OutcomeResponse)).acks
-        return acks
+        return await _translating(self._client.report(reports))
 
     async def heartbeat(self, worker_id: str, items: list[HeartbeatItem]) -> list[HeartbeatResult]:
-        results: list[HeartbeatResult] = []
-        for chunk in _chunks(items):
-            body = HeartbeatRequest(worker_id=worker_id, items=chunk)
-            results += (await self._post("/v1/worker/heartbeats", body, HeartbeatResponse)).results
-        return results
+        return await _translating(self._client.heartbeat(worker_id, items))
 
     async def release(self, worker_id: str, leases: list[LeaseRef]) -> list[UUID]:
-        released: list[UUID] = []
-        for chunk in _chunks(leases):
-            body = ReleaseRequest(worker_id=worker_id, leases=chunk)
-            released += (await self._post("/v1/worker/release", body, _Released)).released
-        return released
+        return await _translating(self._client.release(worker_id, leases))
 
     async def payload(self, job_id: UUID) -> Payload:
-        path = f"/v1/worker/jobs/{job_id}/payload"
-        return (await self._send("GET", path, None, PayloadResponse)).payload
-
-    async def _post(self, path: str, body: BaseModel, model: type[M]) -> M:
-        return await self._send("POST", path, body, model)
-
-    async def _send(self, method: str, path: str, body: BaseModel | None, model: type[M]) -> M:
-        content = body.model_dump_json().encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if body is not None else None
-        for attempt in range(1, self._attempts + 1):
-            sent = time.time()
-            try:
-                resp = await self._http.request(method, path, content=content, headers=headers)
-            except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-            else:
-                self.clock.observe(resp.headers.get("date"), sent=sent, received=time.time())
-                if resp.status_code not in _RETRY_STATUSES:
-                    return _parse(resp, method, path, model)
-                failure = f"HTTP {resp.status_code}"
-            if attempt < self._attempts:
-                delay = min(0.1 * 2**attempt, 5.0)
-                logger.info("retrying worker API call", extra={"path": path, "reason": failure})
-                await asyncio.sleep(delay)
-        raise ServerUnavailable(f"{method} {path} failed after {self._attempts} tries: {failure}")
+        return await _translating(self._client.payload(job_id))
 
 
-def _parse(resp: httpx.Response, method: str, path: str, model: type[M]) -> M:
-    if resp.status_code == 404:
-        raise JobGone(f"{method} {path}: {_server_message(resp)}")
-    if resp.status_code >= 400:
-        raise WorkerApiError(
-            f"{method} {path} answered {resp.status_code}: {_server_message(resp)}"
-        )
+async def _translating(call: Awaitable[T]) -> T:
     try:
-        return model.model_validate_json(resp.content)
+        return await call
+    except JobsError as exc:
+        raise _translated(exc) from exc
     except ValidationError as exc:
-        raise WorkerApiError(f"{method} {path}: unexpected answer: {exc}") from exc
+        raise WorkerApiError(f"unexpected answer from the jobs server: {exc}") from exc
 
 
-def _server_message(resp: httpx.Response) -> str:
-    try:
-        return ErrorEnvelope.model_validate_json(resp.content).error.message
-    except ValidationError:
-        return resp.text[:200]
-
-
-T = TypeVar("T")
-
-
-def _chunks(items: list[T]) -> list[list[T]]:
-    return [items[i : i + _MAX_ITEMS] for i in range(0, len(items), _MAX_ITEMS)]
+def _translated(exc: JobsError) -> WorkerApiError:
+    if isinstance(exc, NotFound):
+        return JobGone(exc.message)
+    # the answers resent until the tries ran out (a 502 or 504 is a ServerError to the SDK)
+    if isinstance(exc, Unavailable | JobsTimeout) or exc.status in WORKER_RETRY.statuses:
+        return ServerUnavailable(str(exc))
+    return WorkerApiError(f"the jobs server refused a worker API call: {exc}")
 
 
 class Reporter:

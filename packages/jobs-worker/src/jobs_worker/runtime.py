@@ -37,7 +37,7 @@ from jobs_schema import (
     lease_from_body,
 )
 from jobs_schema.config import HandlerIsolation, describe_errors
-from jobs_worker.batching import Batcher
+from jobs_sdk.batching import Batcher
 from jobs_worker.consumer.base import Consumer, ReceivedMessage
 from jobs_worker.context import (
     JobContext,
@@ -733,8 +733,9 @@ class Worker:
                 attempt.task.cancel()
         await asyncio.gather(*(a.task for a in unfinished if a.task), return_exceptions=True)
         await self._give_back(unfinished, reason="worker stopping")
-        await self._reporter.aclose()
+        # rejections in the background still report, then delete
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self._reporter.aclose()
         await self._deleter.aclose()
         heartbeats.cancel()
         await asyncio.gather(heartbeats, return_exceptions=True)

@@ -9,12 +9,12 @@ true or OTEL_EXPORTER_OTLP_ENDPOINT is set); opentelemetry is imported only then
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from jobs_schema import JobMessage
+from jobs_schema.telemetry import TraceLogFilter, otlp_tracer_provider
 from jobs_worker.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,43 +76,13 @@ class WorkerTracing:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, outcome))
 
 
-class TraceLogFilter(logging.Filter):
-    """Adds `trace_id` and `span_id` to records logged inside a span (for log correlation)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from opentelemetry import trace
-
-        self._current: Callable[[], Span] = trace.get_current_span
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        ctx = self._current().get_span_context()
-        if ctx.is_valid:
-            record.trace_id = format(ctx.trace_id, "032x")
-            record.span_id = format(ctx.span_id, "016x")
-        return True
-
-
 def sdk_tracer_provider(service_name: str) -> SdkTracerProvider:
-    """The SDK's provider exporting over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT and the other
-    OTEL_* variables configure it, as the SDK documents)."""
+    """jobs_schema.telemetry's OTLP provider; a ConfigError naming the extra to install when
+    OpenTelemetry is missing."""
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-            OTLPSpanExporter,
-        )
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider as SdkProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        return otlp_tracer_provider(service_name)
     except ImportError as exc:
         raise ConfigError(
             "JOBS_OTEL_ENABLED (or OTEL_EXPORTER_OTLP_ENDPOINT) is set but the OpenTelemetry "
             f"SDK or its OTLP exporter is not installed ({exc.name}): install 'jobs-worker[otel]'"
         ) from exc
-    resource = Resource.create()
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(
-            Resource({"service.name": service_name})
-        )  # OTEL_SERVICE_NAME wins
-    provider = SdkProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider

@@ -11,14 +11,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from jobs_schema import (
-    BulkAction,
     BulkResult,
     Job,
     JobCount,
+    JobCountQuery,
     JobSelection,
-    JobStatus,
 )
-from jobs_schema.limits import Text, Timestamp
 from jobs_server.actions import ActionService
 from jobs_server.api.deps import Producer, Reader
 from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
@@ -40,7 +38,6 @@ async def _actions_of(request: Request) -> ActionService:
 
 
 Actions = Annotated[ActionService, Depends(_actions_of)]
-Filter = Annotated[Text | None, Query(min_length=1, max_length=200)]
 
 
 @router.get(
@@ -49,31 +46,10 @@ Filter = Annotated[Text | None, Query(min_length=1, max_length=200)]
     summary="Count the jobs matching the filters of GET /v1/jobs (to confirm a bulk action)",
 )
 async def count_jobs(
-    who: Reader,
-    actions: Actions,
-    status: JobStatus | None = None,
-    use_case: Filter = None,
-    job_type: Filter = None,
-    tenant: Annotated[
-        Text | None, Query(min_length=1, max_length=200, description="admins only")
-    ] = None,
-    dedup_key: Filter = None,
-    created_after: Timestamp | None = None,
-    created_before: Timestamp | None = None,
-    action: Annotated[
-        BulkAction | None, Query(description="count only the jobs this action would change")
-    ] = None,
+    who: Reader, actions: Actions, query: Annotated[JobCountQuery, Query()]
 ) -> Response:
-    selection = JobSelection(
-        status=status,
-        use_case=use_case,
-        job_type=job_type,
-        tenant=tenant,
-        dedup_key=dedup_key,
-        created_after=created_after,
-        created_before=created_before,
-    )
-    return json_response(await actions.count(who, selection, action=action))
+    selection = JobSelection(**query.given())
+    return json_response(await actions.count(who, selection, action=query.action))
 
 
 @router.post(

@@ -8,6 +8,7 @@ its own handlers and error shapes. `install_error_handlers` covers what no route
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,32 +24,63 @@ __all__ = [
     "COMMON_ERRORS",
     "ApiError",
     "BodyTooLarge",
+    "ErrorEntry",
     "documented_errors",
+    "entry_for",
     "error_response",
     "install_error_handlers",
     "json_response",
     "response_for",
-    "status_for",
     "validation_details",
 ]
 
 logger = logging.getLogger(__name__)
 
-_TABLE: list[tuple[type[errors.JobsServerError], int, ErrorCode]] = [
-    (errors.UnknownUseCase, 422, ErrorCode.UNKNOWN_USE_CASE),
-    (errors.UnknownJobType, 422, ErrorCode.UNKNOWN_JOB_TYPE),
-    (errors.PayloadTooLarge, 413, ErrorCode.PAYLOAD_TOO_LARGE),
-    (errors.QuotaExceeded, 429, ErrorCode.QUOTA_EXCEEDED),
-    (errors.JobNotFound, 404, ErrorCode.NOT_FOUND),
-    (errors.Forbidden, 403, ErrorCode.FORBIDDEN),
-    (errors.JobConflict, 409, ErrorCode.CONFLICT),
-    (errors.IdempotencyMismatch, 409, ErrorCode.IDEMPOTENCY_MISMATCH),
-    (errors.StoreUnavailable, 503, ErrorCode.UNAVAILABLE),
-    (errors.BadRequest, 400, ErrorCode.VALIDATION),
-]
+
+@dataclass(frozen=True, slots=True)
+class ErrorEntry:
+    """How one kind of domain error is answered: by the API (status, code, the envelope) and by
+    the dashboard (status, the error page). `message` and `page`: what the API and the page say
+    instead of the error's own message (None: its own); `retry_after`: the header, if any."""
+
+    status: int
+    code: ErrorCode
+    message: str | None = None
+    page: str | None = None
+    retry_after: str | None = None
+
+    def api_message(self, exc: errors.JobsServerError) -> str:
+        return self.message or exc.message
+
+    def page_message(self, exc: errors.JobsServerError) -> str:
+        return self.page or self.api_message(exc)
+
 
 # When to ask again: the database is usually back within a second; a quota frees as jobs end.
-_RETRY_AFTER = {429: "5", 503: "1"}
+_TABLE: list[tuple[type[errors.JobsServerError], ErrorEntry]] = [
+    (errors.UnknownUseCase, ErrorEntry(422, ErrorCode.UNKNOWN_USE_CASE)),
+    (errors.UnknownJobType, ErrorEntry(422, ErrorCode.UNKNOWN_JOB_TYPE)),
+    (errors.PayloadTooLarge, ErrorEntry(413, ErrorCode.PAYLOAD_TOO_LARGE)),
+    (errors.QuotaExceeded, ErrorEntry(429, ErrorCode.QUOTA_EXCEEDED, retry_after="5")),
+    (errors.JobNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),
+    (errors.Forbidden, ErrorEntry(403, ErrorCode.FORBIDDEN)),
+    (errors.JobConflict, ErrorEntry(409, ErrorCode.CONFLICT)),
+    (errors.IdempotencyMismatch, ErrorEntry(409, ErrorCode.IDEMPOTENCY_MISMATCH)),
+    (
+        errors.StoreUnavailable,
+        ErrorEntry(
+            503,
+            ErrorCode.UNAVAILABLE,
+            page="The database cannot be reached right now; try again in a moment.",
+            retry_after="1",
+        ),
+    ),
+    (errors.BadRequest, ErrorEntry(400, ErrorCode.VALIDATION)),
+]
+_UNMAPPED = ErrorEntry(
+    500, ErrorCode.INTERNAL, message="internal error", page="Something went wrong on the server."
+)
+_RETRY_AFTER = {entry.status: entry.retry_after for _, entry in _TABLE if entry.retry_after}
 
 _HTTP_CODES = {
     400: ErrorCode.MALFORMED_JSON,
@@ -80,12 +112,15 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def status_for(exc: errors.JobsServerError) -> tuple[int, ErrorCode]:
-    """The status and code of a domain error (the dashboard shows the same)."""
-    for cls, status, code in _TABLE:
-        if isinstance(exc, cls):
-            return status, code
-    return 500, ErrorCode.INTERNAL
+def entry_for(exc: errors.JobsServerError) -> ErrorEntry:
+    """The entry answering a domain error, for the API and the dashboard alike. Logs what an
+    operator should see: the database down, an error the table does not know."""
+    entry = next((entry for cls, entry in _TABLE if isinstance(exc, cls)), _UNMAPPED)
+    if entry is _UNMAPPED:
+        logger.error("unmapped domain error", exc_info=exc)
+    elif entry.status == 503:
+        logger.warning("database unavailable", extra={"error": str(exc)})
+    return entry
 
 
 def error_response(
@@ -162,13 +197,9 @@ def response_for(exc: Exception) -> Response:
 
 
 def _domain(exc: errors.JobsServerError) -> Response:
-    status, code = status_for(exc)
-    if status == 500:
-        logger.error("unmapped domain error", exc_info=exc)
-        return error_response(500, ErrorCode.INTERNAL, "internal error")
-    if status == 503:
-        logger.warning("database unavailable", extra={"error": str(exc)})
-    return error_response(status, code, exc.message, exc.details)
+    entry = entry_for(exc)
+    details = None if entry is _UNMAPPED else exc.details
+    return error_response(entry.status, entry.code, entry.api_message(exc), details)
 
 
 def _invalid(exc: RequestValidationError | ValidationError) -> Response:

@@ -17,10 +17,9 @@ from jobs_schema import (
     EnqueueResponse,
     ErrorCode,
     Job,
+    JobListQuery,
     JobPage,
-    JobStatus,
 )
-from jobs_schema.limits import Text, Timestamp
 from jobs_server.api.deps import Enqueuer, Producer, Reader, Service, enqueuer_of, service_of
 from jobs_server.api.errors import (
     BODY_ERRORS,
@@ -44,8 +43,6 @@ router = APIRouter(
 )
 
 _KEY_MAX = 200
-# A text filter of the job list: refused (422) when it holds what no stored job can.
-Filter = Annotated[Text | None, Query(min_length=1, max_length=_KEY_MAX)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -191,32 +188,9 @@ async def get_job(job_id: UUID, who: Reader, service: Service) -> Response:
     summary="List jobs, newest first",
 )
 async def list_jobs(
-    who: Reader,
-    service: Service,
-    status: JobStatus | None = None,
-    use_case: Filter = None,
-    job_type: Filter = None,
-    tenant: Annotated[
-        Text | None, Query(min_length=1, max_length=200, description="admins only")
-    ] = None,
-    created_after: Timestamp | None = None,
-    created_before: Timestamp | None = None,
-    cursor: Filter = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    dedup_key: Filter = None,
+    who: Reader, service: Service, query: Annotated[JobListQuery, Query()]
 ) -> Response:
-    page = await service.list(
-        who,
-        status=status,
-        use_case=use_case,
-        job_type=job_type,
-        tenant=tenant,
-        created_after=created_after,
-        created_before=created_before,
-        cursor=cursor,
-        limit=limit,
-        dedup_key=dedup_key,
-    )
+    page = await service.list(who, **query.given(), cursor=query.cursor, limit=query.limit)
     return json_response(page)
 
 

@@ -8,7 +8,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 
 from jobs_schema import (
     HeartbeatRequest,
@@ -17,6 +16,7 @@ from jobs_schema import (
     OutcomeResponse,
     PayloadResponse,
     ReleaseRequest,
+    ReleaseResponse,
 )
 from jobs_server.api.deps import Worker
 from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
@@ -40,10 +40,6 @@ async def _outcomes(request: Request) -> OutcomeService:
 
 
 Outcomes = Annotated[OutcomeService, Depends(_outcomes)]
-
-
-class ReleaseResponse(BaseModel):
-    released: list[UUID]
 
 
 @router.post("/outcomes", responses={200: {"model": OutcomeResponse}, **_BODY})

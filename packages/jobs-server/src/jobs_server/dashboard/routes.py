@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from jobs_schema import MAX_BULK_JOBS, BulkAction, JobSelection, JobStatus
 from jobs_schema.config import describe_errors
 from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
-from jobs_server.api.errors import status_for
+from jobs_server.api.errors import entry_for
 from jobs_server.dashboard.overview import load_overview
 from jobs_server.dashboard.session import (
     Viewer,
@@ -60,7 +60,6 @@ router = APIRouter(prefix="/ui", include_in_schema=False, route_class=_Route)
 
 _FORM_LIMIT = 64 * 1024
 _PAGE = 50
-_UNAVAILABLE = "The database cannot be reached right now; try again in a moment."
 
 
 class LoginRequired(Exception):
@@ -72,9 +71,9 @@ class LoginRequired(Exception):
 class Refused(Exception):
     """A request the dashboard turns down with an error page."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.retry_after = status, message, retry_after
 
 
 # -- plumbing ---------------------------------------------------------------------------------
@@ -128,15 +127,9 @@ async def _action_form(request: Request, viewer: Viewer) -> dict[str, str]:
 
 
 def _refusal(exc: JobsServerError) -> Refused:
-    """The error page of a domain error, with the API's status for it (api/errors.py)."""
-    status, _ = status_for(exc)
-    if status == 503:
-        logger.warning("database unavailable", extra={"error": str(exc)})
-        return Refused(503, _UNAVAILABLE)
-    if status >= 500:
-        logger.error("unmapped domain error", exc_info=exc)
-        return Refused(status, "Something went wrong on the server.")
-    return Refused(status, exc.message)
+    """The error page of a domain error, from the API's entry for it (api/errors.py)."""
+    entry = entry_for(exc)
+    return Refused(entry.status, entry.page_message(exc), retry_after=entry.retry_after)
 
 
 def _see_other(url: str) -> Response:
@@ -450,6 +443,6 @@ async def refused(request: Request, exc: Exception) -> Response:
     response = _templates(request).page(
         request, "error.html", status=exc.status, viewer=viewer, message=exc.message
     )
-    if exc.status == 503:
-        response.headers["Retry-After"] = "1"
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = exc.retry_after
     return response

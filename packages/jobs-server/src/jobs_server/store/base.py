@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
+import jobs_schema
 from jobs_schema import (
     AttemptOutcome,
     AttemptRecord,
@@ -112,6 +113,23 @@ class JobFilter:
     dedup_key: str | None = None
     max_id: UUID | None = None  # inclusive, unlike before_id (a bulk action's upper bound)
     job_id: UUID | None = None  # this job only
+
+    @classmethod
+    def scoped(
+        cls,
+        flt: jobs_schema.JobFilter,
+        scope: str | None,
+        *,
+        before_id: UUID | None = None,
+        limit: int = 50,
+        max_id: UUID | None = None,
+    ) -> JobFilter | None:
+        """The API's filter as the store's, within tenant `scope` (None: every tenant); None
+        when it asks for another tenant's jobs, which match nothing."""
+        if scope is not None and flt.tenant not in (None, scope):
+            return None
+        fields = flt.given() | {"tenant": scope or flt.tenant}
+        return cls(**fields, before_id=before_id, limit=limit, max_id=max_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Coalescing: concurrent single submissions from one process become one batch call.
+"""Batching: concurrent single submissions from one process become one batch call (the
+producer client's enqueues; the worker's outcome reports and message deletes).
 
 A submission waits at most `linger` seconds for company, and a batch holds at most
 `max_batch` items. Each caller still gets its own result or its own exception.
@@ -11,7 +12,7 @@ import copy
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Coalescer", "own_copy"]
+__all__ = ["Batcher", "SendBatch", "own_copy"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,8 +23,13 @@ E = TypeVar("E", bound=Exception)
 SendBatch = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
 
 
-class Coalescer(Generic[T, R]):
-    def __init__(self, send: SendBatch[T, R], *, linger: float, max_batch: int) -> None:
+class Batcher(Generic[T, R]):
+    """`submit(item)` waits for `send(batch)` to answer for its item. A batch goes when it is
+    full or `linger` seconds after its first item. After `aclose()` submissions are refused."""
+
+    def __init__(
+        self, send: SendBatch[T, R], *, linger: float = 0.02, max_batch: int = 100
+    ) -> None:
         if linger < 0 or max_batch < 1:
             raise ValueError("linger must be >= 0 and max_batch >= 1")
         self._send = send
@@ -36,7 +42,7 @@ class Coalescer(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         if self._closed:
-            raise RuntimeError("the client is closed")
+            raise RuntimeError("closed: no more submissions")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
@@ -49,8 +55,9 @@ class Coalescer(Generic[T, R]):
     async def aclose(self) -> None:
         """Send what is waiting, then wait for every batch in flight."""
         self._closed = True
-        self._flush()
-        await asyncio.gather(*self._inflight, return_exceptions=True)
+        while self._pending or self._inflight:
+            self._flush()
+            await asyncio.gather(*self._inflight, return_exceptions=True)
 
     def _flush(self) -> None:
         if self._timer is not None:

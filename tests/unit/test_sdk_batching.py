@@ -1,4 +1,4 @@
-"""The coalescer with an in-memory sender: batching, bounds, and whose outcome is whose."""
+"""The batcher with an in-memory sender: batching, bounds, and whose outcome is whose."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from jobs_sdk import QuotaExceeded, Unavailable
-from jobs_sdk._coalesce import Coalescer
+from jobs_sdk.batching import Batcher
 
 
 class FakeSender:
@@ -28,7 +28,7 @@ class FakeSender:
 
 async def test_concurrent_submissions_share_one_batch():
     sender = FakeSender()
-    coalescer = Coalescer(sender, linger=0.01, max_batch=100)
+    coalescer = Batcher(sender, linger=0.01, max_batch=100)
     assert await asyncio.gather(*(coalescer.submit(i) for i in range(50))) == [
         2 * i for i in range(50)
     ]
@@ -38,14 +38,14 @@ async def test_concurrent_submissions_share_one_batch():
 
 async def test_a_full_batch_leaves_at_once_and_the_rest_after_the_linger():
     sender = FakeSender()
-    coalescer = Coalescer(sender, linger=0.01, max_batch=4)
+    coalescer = Batcher(sender, linger=0.01, max_batch=4)
     await asyncio.gather(*(coalescer.submit(i) for i in range(10)))
     assert sender.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     await coalescer.aclose()
 
 
 async def test_each_caller_gets_its_own_outcome():
-    coalescer = Coalescer(FakeSender(), linger=0.001, max_batch=100)
+    coalescer = Batcher(FakeSender(), linger=0.001, max_batch=100)
     outcomes = await asyncio.gather(
         *(coalescer.submit(i) for i in (1, -2, 3)), return_exceptions=True
     )
@@ -56,7 +56,7 @@ async def test_each_caller_gets_its_own_outcome():
 
 async def test_a_whole_batch_failure_reaches_every_caller_as_its_own_copy():
     down = Unavailable("server down", status=503)
-    coalescer = Coalescer(FakeSender(fail=down), linger=0.001, max_batch=100)
+    coalescer = Batcher(FakeSender(fail=down), linger=0.001, max_batch=100)
     outcomes = await asyncio.gather(
         *(coalescer.submit(i) for i in range(3)), return_exceptions=True
     )
@@ -67,7 +67,7 @@ async def test_a_whole_batch_failure_reaches_every_caller_as_its_own_copy():
 
 async def test_a_caller_that_gave_up_is_not_sent():
     sender = FakeSender()
-    coalescer = Coalescer(sender, linger=0.05, max_batch=100)
+    coalescer = Batcher(sender, linger=0.05, max_batch=100)
     quitter = asyncio.create_task(coalescer.submit(1))
     stayer = asyncio.create_task(coalescer.submit(2))
     await asyncio.sleep(0)
@@ -79,7 +79,7 @@ async def test_a_caller_that_gave_up_is_not_sent():
 
 async def test_close_sends_what_waits_and_refuses_more():
     sender = FakeSender()
-    coalescer = Coalescer(sender, linger=60, max_batch=100)
+    coalescer = Batcher(sender, linger=60, max_batch=100)
     waiting = asyncio.create_task(coalescer.submit(5))
     await asyncio.sleep(0)
     await coalescer.aclose()
@@ -92,9 +92,30 @@ async def test_a_sender_that_miscounts_fails_its_callers_instead_of_hanging_them
     async def short(items: list[int]) -> Sequence[int | Exception]:
         return items[1:]
 
-    coalescer = Coalescer(short, linger=0.001, max_batch=100)
+    coalescer = Batcher(short, linger=0.001, max_batch=100)
     outcomes = await asyncio.gather(
         *(coalescer.submit(i) for i in range(3)), return_exceptions=True
     )
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     await coalescer.aclose()
+
+
+async def test_close_waits_for_batches_in_flight():
+    release = asyncio.Event()
+    sent: list[list[int]] = []
+
+    async def slow(items: list[int]) -> list[int]:
+        sent.append(items)
+        await release.wait()
+        return items
+
+    batcher = Batcher(slow, linger=0, max_batch=2)
+    submissions = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(batcher.aclose())
+    await asyncio.sleep(0.01)
+    assert not closing.done()
+    release.set()
+    await closing
+    assert [await s for s in submissions] == [0, 1, 2]
+    assert sent == [[0, 1], [2]]
