@@ -13,6 +13,8 @@ import typer.main
 from jobs_schema import BulkAction, JobFilter, JobSelection, JobStatus
 from jobs_sdk import JobFilters, SelectionFilters, ValidationFailed, _http, _selection
 from jobs_sdk.cli import app
+from jobs_server.auth import Principal, Role
+from jobs_server.service import scoped
 from jobs_server.store.base import JobFilter as StoreFilter
 
 FIELDS = set(JobFilter.model_fields)
@@ -76,14 +78,19 @@ def test_the_commands_filter_options_are_the_models_fields(command):
 
 def test_the_store_filter_keeps_the_models_field_names():
     flt = JobFilter(status=JobStatus.DEAD, use_case="u", dedup_key="k", created_after=AT)
-    stored = StoreFilter.scoped(flt, None, limit=10)
-    assert stored is not None
+    stored = StoreFilter.of(flt, limit=10)
     assert {name: getattr(stored, name) for name in FIELDS} == flt.model_dump()
     assert stored.limit == 10
 
 
 def test_a_tenant_scope_narrows_and_another_tenant_matches_nothing():
-    max_id = uuid4()
-    stored = StoreFilter.scoped(JobFilter(), "acme", max_id=max_id)
-    assert stored is not None and (stored.tenant, stored.max_id) == ("acme", max_id)
-    assert StoreFilter.scoped(JobFilter(tenant="globex"), "acme") is None
+    tenant = Principal(Role.TENANT, "acme")
+    admin = Principal(Role.ADMIN, None)
+    selection = JobSelection(use_case="u", max_id=uuid4())
+    mine = scoped(tenant, selection)
+    assert mine is not None and (mine.tenant, mine.max_id) == ("acme", selection.max_id)
+    assert isinstance(mine, JobSelection)  # the caller's model, narrowed
+    assert scoped(tenant, JobFilter(tenant="globex")) is None
+    assert scoped(tenant, JobFilter(tenant="acme")) == JobFilter(tenant="acme")
+    assert scoped(admin, JobFilter(tenant="globex")) == JobFilter(tenant="globex")
+    assert scoped(admin, JobFilter()) == JobFilter()

@@ -24,7 +24,7 @@ from jobs_server.scheduler import (
     SchedulerStats,
     embed_limit,
 )
-from jobs_server.service import new_job_id
+from jobs_server.service import JobIds
 from jobs_server.stats import DispatchRollup, StatsRefresher
 from jobs_server.store.base import JobFilter, NewJob, SucceededAttempt
 from jobs_server.store.memory import InMemoryJobStore
@@ -52,11 +52,12 @@ async def enqueue(
     store: InMemoryJobStore, clock: ManualClock, n: int = 1, **fields: Any
 ) -> list[NewJob]:
     now = clock.now()
+    ids = JobIds(clock)
     jobs = [
         NewJob(
             **(
                 {
-                    "id": new_job_id(),
+                    "id": ids.new(),
                     "use_case": "uc",
                     "job_type": "uc.run",
                     "payload": {"n": i},

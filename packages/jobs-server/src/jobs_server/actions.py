@@ -177,14 +177,5 @@ def _require_write(who: Principal) -> None:
 
 def _selection_filter(who: Principal, selection: JobSelection) -> JobFilter | None:
     """The selection as a store filter within what `who` may see; None: it selects nothing."""
-    flt = JobFilter(
-        tenant=selection.tenant,
-        status=selection.status,
-        use_case=selection.use_case,
-        job_type=selection.job_type,
-        created_after=selection.created_after,
-        created_before=selection.created_before,
-        dedup_key=selection.dedup_key,
-        max_id=selection.max_id,
-    )
-    return scoped(who, flt)
+    mine = scoped(who, selection)
+    return None if mine is None else JobFilter.of(mine, max_id=mine.max_id)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 from uuid import UUID
 
 from jobs_schema import (
@@ -19,9 +19,9 @@ from jobs_schema import (
     Job,
     JobPage,
     JobsConfig,
-    JobStatus,
     Payload,
 )
+from jobs_schema import JobFilter as JobFilterModel
 from jobs_schema.limits import MAX_TIMESTAMP, JsonRefused, json_text
 from jobs_server.auth import Principal
 from jobs_server.batching import EnqueueBatcher
@@ -51,6 +51,8 @@ from jobs_server.tracing import Tracing
 __all__ = ["EnqueueListener", "JobIds", "JobService", "request_hash", "scoped", "tenant_quota"]
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=JobFilterModel)
 
 # Called after jobs were stored: the use cases touched and the earliest run_at among them.
 EnqueueListener = Callable[[set[str], datetime], None]
@@ -100,15 +102,16 @@ def tenant_quota(config: JobsConfig, tenant: str, *, default: int | None) -> int
     return default
 
 
-def scoped(who: Principal, flt: JobFilter) -> JobFilter | None:
+def scoped(who: Principal, flt: F) -> F | None:
     """`flt` within what `who` may see: a tenant's principal sees its own jobs only; None when
-    the filter names another tenant (it selects nothing)."""
+    the filter names another tenant (it selects nothing). The one scoping rule of every read
+    and bulk action."""
     scope = who.tenant_scope
     if scope is None:
         return flt
     if flt.tenant is not None and flt.tenant != scope:
         return None
-    return dataclasses.replace(flt, tenant=scope)
+    return flt.model_copy(update={"tenant": scope})
 
 
 def _payload_json(payload: Payload) -> str:
@@ -323,36 +326,15 @@ class JobService:
         return job.model_copy(update={"history": history})
 
     async def list(
-        self,
-        who: Principal,
-        *,
-        status: JobStatus | None = None,
-        use_case: str | None = None,
-        job_type: str | None = None,
-        tenant: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-        dedup_key: str | None = None,
+        self, who: Principal, flt: JobFilterModel, *, cursor: str | None = None, limit: int = 50
     ) -> JobPage:
-        flt = scoped(
-            who,
-            JobFilter(
-                tenant=tenant,
-                status=status,
-                use_case=use_case,
-                job_type=job_type,
-                created_after=created_after,
-                created_before=created_before,
-                before_id=_decode_cursor(cursor),
-                limit=limit + 1,
-                dedup_key=dedup_key,
-            ),
-        )
-        if flt is None:
+        """A page of the jobs `flt` matches, newest first, within what `who` may see."""
+        mine = scoped(who, flt)
+        if mine is None:
             return JobPage(items=[])
-        rows = await self._store.list_jobs(flt)
+        rows = await self._store.list_jobs(
+            JobFilter.of(mine, before_id=_decode_cursor(cursor), limit=limit + 1)
+        )
         more = len(rows) > limit
         items = rows[:limit]
         return JobPage(items=items, next_cursor=str(items[-1].id) if more and items else None)

@@ -190,7 +190,7 @@ async def get_job(job_id: UUID, who: Reader, service: Service) -> Response:
 async def list_jobs(
     who: Reader, service: Service, query: Annotated[JobListQuery, Query()]
 ) -> Response:
-    page = await service.list(who, **query.given(), cursor=query.cursor, limit=query.limit)
+    page = await service.list(who, query, cursor=query.cursor, limit=query.limit)
     return json_response(page)
 
 

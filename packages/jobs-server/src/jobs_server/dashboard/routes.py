@@ -291,18 +291,8 @@ async def jobs_list(request: Request, viewer: Page) -> Response:
         except JobNotFound:
             page = None
     else:
-        selection = filters.selection()
         page = await _service(request).list(
-            viewer.principal,
-            status=selection.status,
-            use_case=selection.use_case,
-            job_type=selection.job_type,
-            tenant=selection.tenant,
-            created_after=selection.created_after,
-            created_before=selection.created_before,
-            dedup_key=selection.dedup_key,
-            cursor=cursor,
-            limit=_PAGE,
+            viewer.principal, filters.selection(), cursor=cursor, limit=_PAGE
         )
     return _templates(request).page(
         request,

@@ -115,21 +115,16 @@ class JobFilter:
     job_id: UUID | None = None  # this job only
 
     @classmethod
-    def scoped(
+    def of(
         cls,
         flt: jobs_schema.JobFilter,
-        scope: str | None,
         *,
         before_id: UUID | None = None,
         limit: int = 50,
         max_id: UUID | None = None,
-    ) -> JobFilter | None:
-        """The API's filter as the store's, within tenant `scope` (None: every tenant); None
-        when it asks for another tenant's jobs, which match nothing."""
-        if scope is not None and flt.tenant not in (None, scope):
-            return None
-        fields = flt.given() | {"tenant": scope or flt.tenant}
-        return cls(**fields, before_id=before_id, limit=limit, max_id=max_id)
+    ) -> JobFilter:
+        """The API's filter (already scoped to what its caller may see) as the store's."""
+        return cls(**flt.given(), before_id=before_id, limit=limit, max_id=max_id)
 
 
 @dataclass(frozen=True, slots=True)

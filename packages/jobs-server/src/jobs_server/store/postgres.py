@@ -701,7 +701,7 @@ class PostgresJobStore:
         await self._run(lambda c: c.execute(self._q["delete_dashboard_session"], id_hash))
 
 
-# Job ids are UUIDv7 (service.new_job_id): their first 48 bits are the creation time in ms, a
+# Job ids are UUIDv7 (service.JobIds): their first 48 bits are the creation time in ms, a
 # few ms before created_at. A created-at range is also an id range, which the id indexes seek
 # to; the margin covers clock skew between the servers and the database.
 _ID_CLOCK_MARGIN = timedelta(minutes=10)
