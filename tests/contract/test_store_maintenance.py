@@ -22,17 +22,21 @@ from tests.contract.store_calls import claim, failure, store_jobs
 
 async def test_leader_lease(store: StoreAndClock) -> None:
     impl, clock = store
+    taken = clock.now()
     assert await impl.acquire_leadership("main", "a", ttl=10) == 1
     assert await impl.acquire_leadership("main", "b", ttl=10) is None  # held by a
+    clock.advance(1)
     assert await impl.acquire_leadership("main", "a", ttl=10) == 1  # renewal keeps the epoch
+    assert (await impl.get_scheduler_status("main")).leader_since == taken  # ...and the start
     assert await impl.acquire_leadership("other", "b", ttl=10) == 1  # one lease per name
     clock.advance(5)
-    assert await impl.acquire_leadership("main", "b", ttl=10) is None  # renewed at 0, lives to 10
+    assert await impl.acquire_leadership("main", "b", ttl=10) is None  # renewed at 1, lives to 11
     clock.advance(6)
     assert await impl.acquire_leadership("main", "b", ttl=10) == 2  # a takeover bumps it
     assert await impl.acquire_leadership("main", "a", ttl=10) is None
     status = await impl.get_scheduler_status("main")
     assert (status.holder, status.epoch, status.live) == ("b", 2, True)
+    assert status.leader_since == clock.now()  # the takeover's time
     assert status.now == clock.now()
     await impl.resign_leadership("main", "a")  # not the holder: nothing happens
     assert await impl.acquire_leadership("main", "a", ttl=10) is None

@@ -482,6 +482,7 @@ class SchedulerStatus:
     holder: str | None
     epoch: int | None
     lease_expires_at: datetime | None
+    leader_since: datetime | None  # when the holder took the lease (renewals keep it)
     live: bool
     last_pass_at: datetime | None
     last_pass_seconds: float | None

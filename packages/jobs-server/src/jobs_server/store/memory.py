@@ -135,6 +135,7 @@ class _Leader:
     holder: str
     epoch: int
     expires_at: datetime
+    since: datetime
 
 
 @dataclass
@@ -322,12 +323,13 @@ class InMemoryJobStore:
         expires_at = now + timedelta(seconds=ttl)
         lease = self._leaders.get(name)
         if lease is None:
-            self._leaders[name] = _Leader(holder, 1, expires_at)
+            self._leaders[name] = _Leader(holder, 1, expires_at, since=now)
             return 1
         if lease.holder != holder and lease.expires_at >= now:
             return None
         if lease.holder != holder:
             lease.epoch += 1  # a takeover fences the old leader's claims
+            lease.since = now
         lease.holder, lease.expires_at = holder, expires_at
         return lease.epoch
 
@@ -733,6 +735,7 @@ class InMemoryJobStore:
             holder=lease.holder if lease else None,
             epoch=lease.epoch if lease else None,
             lease_expires_at=lease.expires_at if lease else None,
+            leader_since=lease.since if lease else None,
             live=lease is not None and lease.expires_at > now,
             last_pass_at=row.last_pass_at,
             last_pass_seconds=row.last_pass_seconds,

@@ -643,6 +643,7 @@ class PostgresJobStore:
             holder=r["holder"],
             epoch=r["epoch"],
             lease_expires_at=r["expires_at"],
+            leader_since=r["leader_since"],
             live=r["live"],
             last_pass_at=r["last_pass_at"],
             last_pass_seconds=r["last_pass_seconds"],

@@ -303,12 +303,15 @@ WHERE id = $1 AND attempts = $2 AND lease_token = $3
 -- name: acquire_leadership
 -- Take or renew the leader lease. Renewal keeps the epoch; a takeover (only once the lease
 -- expired) bumps it, which fences the old leader's claims.
-INSERT INTO scheduler_leader AS l (name, holder, epoch, expires_at)
-VALUES ($1, $2, 1, $4::timestamptz + $3 * interval '1 second')
+INSERT INTO scheduler_leader AS l (name, holder, epoch, expires_at, leader_since)
+VALUES ($1, $2, 1, $4::timestamptz + $3 * interval '1 second', $4::timestamptz)
 ON CONFLICT (name) DO UPDATE SET
     holder = EXCLUDED.holder,
     epoch = l.epoch + CASE WHEN l.holder = EXCLUDED.holder THEN 0 ELSE 1 END,
-    expires_at = EXCLUDED.expires_at
+    expires_at = EXCLUDED.expires_at,
+    leader_since = CASE WHEN l.holder = EXCLUDED.holder
+                        THEN coalesce(l.leader_since, EXCLUDED.leader_since)
+                        ELSE EXCLUDED.leader_since END
 WHERE l.holder = EXCLUDED.holder OR l.expires_at < $4::timestamptz
 RETURNING epoch;
 
@@ -551,7 +554,7 @@ GROUP BY minute, use_case
 ORDER BY minute, use_case;
 
 -- name: get_scheduler_status
-SELECT $2::timestamptz AS now, l.holder, l.epoch, l.expires_at,
+SELECT $2::timestamptz AS now, l.holder, l.epoch, l.expires_at, l.leader_since,
        coalesce(l.expires_at > $2::timestamptz, false) AS live,
        s.last_pass_at, s.last_pass_seconds, coalesce(s.passes, 0) AS passes,
        coalesce(s.dispatched, 0) AS dispatched, s.counts_at
