@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from jobs_schema import SERVER_TIME_HEADER
 from jobs_server.app import JobsServer
 from jobs_server.clock import ManualClock
 from jobs_server.store.migrations import available_migrations, migrate
@@ -62,6 +63,9 @@ async def test_enqueue_reads_the_servers_clock(start_server, db):
         late = job(deadline=(clock.now() - timedelta(seconds=1)).isoformat())
         refused = await c.post("/v1/jobs", json=late, headers=ACME)
         assert refused.status_code == 400  # in the past by the clock, not by the host
+    # every answer, an error too, carries the server's clock for workers to read leases by
+    for answer in (r, refused):
+        assert float(answer.headers[SERVER_TIME_HEADER]) == clock.now().timestamp()
     j = r.json()["job"]
     # run_at, deadline and the stored stamps: the clock's, a day off the host's
     assert datetime.fromisoformat(j["run_at"]) == clock.now()

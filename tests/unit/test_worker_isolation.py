@@ -14,7 +14,7 @@ from email.utils import format_datetime
 import pytest
 from pydantic import BaseModel
 
-from jobs_schema import JobStatus, LeaseRef, LeaseState, UseCaseConfig
+from jobs_schema import SERVER_TIME_HEADER, JobStatus, LeaseRef, LeaseState, UseCaseConfig
 from jobs_schema.config import HandlerIsolation
 from jobs_worker import InMemoryConsumer, JobContext, JobsWorkerError, Registry, Worker
 from jobs_worker.execution import Failed, Interrupted, execute
@@ -132,12 +132,32 @@ def test_server_clock_follows_the_date_header():
     clock = ServerClock()
     now = time.time()
     ahead = datetime.now(UTC) + timedelta(minutes=10)
-    clock.observe(format_datetime(ahead, usegmt=True), sent=now, received=now)
+    clock.observe({"date": format_datetime(ahead, usegmt=True)}, sent=now, received=now)
     assert clock.known
     skew = (clock.now() - datetime.now(UTC)).total_seconds()
     assert 598 <= skew <= 602
-    clock.observe("not a date", sent=now, received=now)  # ignored
+    assert clock.uncertainty >= 1.5  # whole seconds
+    clock.observe({"date": "not a date"}, sent=now, received=now)  # ignored
     assert 598 <= (clock.now() - datetime.now(UTC)).total_seconds() <= 602
+
+
+def test_server_clock_prefers_the_server_time_header():
+    clock = ServerClock()
+    sent = time.time()
+    received = sent + 0.2
+    server = (sent + received) / 2 - 42.125  # the server is 42.125 s behind this host
+    behind = datetime.now(UTC) - timedelta(minutes=10)  # a Date header that disagrees
+    clock.observe(
+        {SERVER_TIME_HEADER: f"{server:.3f}", "date": format_datetime(behind, usegmt=True)},
+        sent=sent,
+        received=received,
+    )
+    skew = (clock.now() - datetime.now(UTC)).total_seconds()
+    assert -42.2 <= skew <= -42.0
+    assert clock.uncertainty == pytest.approx(0.11)  # half the round trip, plus rounding
+    for bad in ("nan", "inf", "soon", ""):
+        clock.observe({SERVER_TIME_HEADER: bad}, sent=sent, received=received)  # ignored
+        assert -42.2 <= (clock.now() - datetime.now(UTC)).total_seconds() <= -42.0
 
 
 @pytest.mark.parametrize(

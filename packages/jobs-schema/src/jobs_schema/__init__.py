@@ -31,6 +31,7 @@ from jobs_schema.jobs import (
 from jobs_schema.messages import (
     LEASE_CREDENTIAL_PREFIX,
     MAX_SQS_MESSAGE_BYTES,
+    SERVER_TIME_HEADER,
     FailureInfo,
     HeartbeatItem,
     HeartbeatRequest,
@@ -59,6 +60,7 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_BULK_JOBS",
     "MAX_SQS_MESSAGE_BYTES",
+    "SERVER_TIME_HEADER",
     "AttemptOutcome",
     "AttemptRecord",
     "BackoffKind",

@@ -37,6 +37,7 @@ RetryDelay = Annotated[
 __all__ = [
     "LEASE_CREDENTIAL_PREFIX",
     "MAX_SQS_MESSAGE_BYTES",
+    "SERVER_TIME_HEADER",
     "FailureInfo",
     "HeartbeatItem",
     "HeartbeatRequest",
@@ -57,6 +58,10 @@ __all__ = [
 ]
 
 MAX_SQS_MESSAGE_BYTES = 256 * 1024
+
+# Every answer of the API carries the server's clock (PostgreSQL's) in this header, as Unix
+# seconds with milliseconds: workers read leases against it, whatever their own clock says.
+SERVER_TIME_HEADER = "Jobs-Server-Time"
 
 
 class JobMessage(BaseModel):

@@ -3,7 +3,8 @@ adapter over jobs-sdk's WorkerApiClient, `Reporter` batches outcome reports."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import math
+from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -14,6 +15,7 @@ import httpx
 from pydantic import ValidationError
 
 from jobs_schema import (
+    SERVER_TIME_HEADER,
     HeartbeatItem,
     HeartbeatResult,
     LeaseRef,
@@ -47,30 +49,43 @@ class ServerUnavailable(WorkerApiError):
 
 
 class ServerClock:
-    """The server's clock as this worker sees it, learnt from the `Date` header of its answers
-    (whole seconds, so the estimate is off by up to a second plus a round trip). Leases are
-    stamped by the server's clock; this host's may be skewed."""
-
-    UNCERTAINTY = 1.5  # seconds: the header's resolution plus a round trip
+    """The server's clock as this worker sees it. Leases are stamped by the server's clock
+    (PostgreSQL's); this host's may be skewed. Learnt from the `Jobs-Server-Time` header of
+    every answer (milliseconds, off by at most half the round trip), or, from a server that
+    sends none, from `Date` (whole seconds: off by up to a second more)."""
 
     def __init__(self) -> None:
         self._offset = 0.0  # server time - local time, in seconds
         self.known = False
+        self.uncertainty = 1.5  # seconds the estimate may be off
 
-    def observe(self, date_header: str | None, *, sent: float, received: float) -> None:
-        """`sent` and `received`: time.time() around the request."""
-        if not date_header:
+    def observe(self, headers: Mapping[str, str], *, sent: float, received: float) -> None:
+        """`headers`: an answer's; `sent` and `received`: time.time() around the request."""
+        half_trip = max(0.0, received - sent) / 2
+        precise = _seconds(headers.get(SERVER_TIME_HEADER))
+        if precise is not None:
+            self._learn(precise - (sent + received) / 2, half_trip + 0.01)
             return
         try:
-            server = parsedate_to_datetime(date_header).timestamp()
+            server = parsedate_to_datetime(headers.get("date") or "").timestamp()
         except (TypeError, ValueError):
             return
         # the header truncates to the second: the server's reading lies in [server, server + 1)
-        self._offset = server + 0.5 - (sent + received) / 2
-        self.known = True
+        self._learn(server + 0.5 - (sent + received) / 2, half_trip + 0.5 + 1.0)
+
+    def _learn(self, offset: float, uncertainty: float) -> None:
+        self._offset, self.uncertainty, self.known = offset, uncertainty, True
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self._offset)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 class WorkerApi(Protocol):
@@ -114,7 +129,7 @@ class HttpWorkerApi:
         )
 
     def _observe(self, response: httpx.Response, sent: float, received: float) -> None:
-        self.clock.observe(response.headers.get("date"), sent=sent, received=received)
+        self.clock.observe(response.headers, sent=sent, received=received)
 
     async def close(self) -> None:
         await self._client.aclose()

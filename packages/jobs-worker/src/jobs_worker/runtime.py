@@ -410,7 +410,7 @@ class Worker:
         if attempt.lease.message.receive_count > 1:
             return True
         left = (attempt.job.lease_expires_at - self._api.clock.now()).total_seconds()
-        return left < _FRESH_LEASE_MARGIN + self._api.clock.UNCERTAINTY
+        return left < _FRESH_LEASE_MARGIN + self._api.clock.uncertainty
 
     async def _check_leases(self, leases: list[HeldLease]) -> bool:
         """Ask the server about each lease until it answers for all (while it is unreachable

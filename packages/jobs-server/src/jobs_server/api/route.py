@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
-from jobs_schema import ErrorCode
+from jobs_schema import SERVER_TIME_HEADER, ErrorCode
 from jobs_server.api.errors import BodyTooLarge, error_response, response_for
 from jobs_server.api.limits import declared_over, limited
 from jobs_server.errors import JobsServerError
@@ -48,15 +48,22 @@ def server_in(scope: Scope) -> JobsServer:
     return server
 
 
+def stamp_server_time(response: Response, server: JobsServer) -> None:
+    """The server's clock on the answer (SERVER_TIME_HEADER): workers judge leases by it."""
+    response.headers[SERVER_TIME_HEADER] = f"{server.clock.now().timestamp():.3f}"
+
+
 class JobsRoute(APIRoute):
     def get_route_handler(self) -> Handler:
         handler = self.inner_handler()
 
         async def run(request: Request) -> Response:
             try:
-                return await handler(request)
+                response = await handler(request)
             except Exception as exc:
-                return response_for(exc)
+                response = response_for(exc)
+            stamp_server_time(response, server_in(request.scope))
+            return response
 
         return run
 
