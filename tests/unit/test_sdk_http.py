@@ -55,6 +55,12 @@ def test_enqueue_request_from_arguments():
     assert _http.enqueue_request("labeling", "t", None, {"delay_tolerance": 5}).payload == {}
 
 
+def test_enqueue_request_refuses_an_option_it_does_not_take():
+    # the wire name of the tolerance is no option: it used to be dropped without a word
+    with pytest.raises(TypeError, match=r"unknown options \['delay_tolerance_seconds'\]"):
+        _http.enqueue_request("labeling", "t", None, {"delay_tolerance_seconds": 5})  # type: ignore[typeddict-unknown-key]
+
+
 def test_enqueue_request_passes_a_model_through_and_refuses_a_mix():
     req = EnqueueRequest(use_case="labeling", job_type="t")
     assert _http.enqueue_request(req, None, None, {}) is req

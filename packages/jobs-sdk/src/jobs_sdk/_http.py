@@ -139,6 +139,10 @@ def enqueue_request(
         return use_case
     if job_type is None:
         raise TypeError("enqueue() needs a job_type")
+    unknown = sorted(set(options) - set(EnqueueOptions.__annotations__))
+    if unknown:
+        accepted = ", ".join(EnqueueOptions.__annotations__)
+        raise TypeError(f"enqueue() got unknown options {unknown}; it takes {accepted}")
     fields = dict(options, use_case=use_case, job_type=job_type, payload=dict(payload or {}))
     tolerance = fields.pop("delay_tolerance", None)
     if isinstance(tolerance, timedelta):
