@@ -170,6 +170,7 @@ async def consumer_case(
     queue = f"{queue_prefix}-jobs"
     if queue_backend is None:
         fake = InMemoryConsumer(visibility_seconds=30)
+        fake.create_queue(queue)
 
         async def put(body: str) -> str:
             return fake.send(queue, body)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from jobs_worker.consumer import ReceivedMessage
+from jobs_worker.errors import JobsWorkerError
 from tests.contract.conftest import ConsumerCase
 
 
@@ -34,6 +35,13 @@ async def test_received_messages_are_invisible_until_deleted(consumer_case: Cons
     assert await case.consumer.extend(got, seconds=0) == {m.receipt for m in got}  # gone
     assert await receive_all(case) == []
     assert await case.consumer.delete(got) == set()  # deleting again is no error
+
+
+async def test_a_queue_is_checked_before_consuming(consumer_case: ConsumerCase) -> None:
+    case = consumer_case
+    await case.consumer.check_queue(case.queue)
+    with pytest.raises(JobsWorkerError, match="no-such-queue"):
+        await case.consumer.check_queue(f"{case.queue}-no-such-queue")
 
 
 async def test_one_receive_returns_at_most_ten(consumer_case: ConsumerCase) -> None:

@@ -17,6 +17,7 @@ import typer
 
 from jobs_schema import UseCaseConfig
 from jobs_schema.config import HandlerIsolation
+from jobs_worker.consumer.base import Consumer
 from jobs_worker.consumer.sqs import SqsConsumer
 from jobs_worker.context import LeaseClients
 from jobs_worker.errors import ConfigError, JobsWorkerError
@@ -174,7 +175,7 @@ def _worker(
     registry: Registry,
     use_cases: dict[str, UseCaseConfig],
     *,
-    consumer: SqsConsumer,
+    consumer: Consumer,
     api: HttpWorkerApi,
     clients: LeaseClients,
     tracing: WorkerTracing,
@@ -223,7 +224,7 @@ _READY_BACKOFF = (0.5, 10.0)
 
 
 async def _wait_until_ready(
-    worker: Worker, api: HttpWorkerApi, consumer: SqsConsumer, use_cases: dict[str, UseCaseConfig]
+    worker: Worker, api: HttpWorkerApi, consumer: Consumer, use_cases: dict[str, UseCaseConfig]
 ) -> bool:
     """Wait, with backoff, for the server and each queue (a dependency restarting is not a
     reason to exit); a refused token still fails at once. False if stopped meanwhile."""
@@ -254,8 +255,8 @@ async def _wait_until_ready(
     return True
 
 
-def _queue_check(consumer: SqsConsumer, queue: str) -> Callable[[], Awaitable[str]]:
-    return lambda: consumer.queue_url(queue)
+def _queue_check(consumer: Consumer, queue: str) -> Callable[[], Awaitable[None]]:
+    return lambda: consumer.check_queue(queue)
 
 
 @asynccontextmanager

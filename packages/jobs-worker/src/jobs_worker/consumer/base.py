@@ -20,6 +20,11 @@ class ReceivedMessage:
 
 
 class Consumer(Protocol):
+    async def check_queue(self, queue: str) -> None:
+        """Return once `queue` can be consumed; raise a JobsWorkerError saying why not (the
+        worker waits for its queues before it takes jobs)."""
+        ...
+
     async def receive(
         self, queue: str, *, max_messages: int, wait_seconds: float
     ) -> list[ReceivedMessage]:

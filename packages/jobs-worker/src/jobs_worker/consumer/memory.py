@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from jobs_worker.consumer.base import ReceivedMessage
+from jobs_worker.errors import JobsWorkerError
 
 __all__ = ["InMemoryConsumer"]
 
@@ -51,6 +52,13 @@ class InMemoryConsumer:
         if self._arrived is not None:
             self._arrived.set()
         return message_id
+
+    async def check_queue(self, queue: str) -> None:
+        if queue not in self.queues:
+            raise JobsWorkerError(f"no queue {queue!r}: send to it, or create it, first")
+
+    def create_queue(self, queue: str) -> None:
+        self.queues.setdefault(queue, [])
 
     def pending(self, queue: str) -> int:
         """Messages not deleted, visible or not."""

@@ -73,6 +73,9 @@ class SqsConsumer:
         if self._stack is not None:
             await self._stack.aclose()
 
+    async def check_queue(self, queue: str) -> None:
+        await self.queue_url(queue)
+
     async def queue_url(self, queue: str) -> str:
         if queue.startswith(("https://", "http://")):
             return queue
