@@ -1,5 +1,6 @@
 """Pause and resume through PauseService and the Dispatcher, on the in-memory store and a
-ManualClock: what is paused is not claimed, what runs finishes, a resume claims EDF again."""
+ManualClock: what is paused is not claimed, what runs finishes, a resume claims EDF again.
+tests/integration/test_pauses_postgres.py runs the dispatcher's tests again on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from jobs_server.pauses import PauseService
 from jobs_server.publisher.base import InMemoryPublisher
 from jobs_server.scheduler import Dispatcher, Elector
 from jobs_server.service import JobIds
-from jobs_server.store.base import NewJob
+from jobs_server.store.base import JobStore, NewJob
 from jobs_server.store.memory import InMemoryJobStore
 
 BACKOFF = BackoffPolicy(kind="constant", base_seconds=1, cap_seconds=1, jitter=0)
@@ -60,12 +61,12 @@ def woken() -> list[None]:
 
 
 @pytest.fixture
-def pauses(store: InMemoryJobStore, woken: list[None]) -> PauseService:
+def pauses(store: JobStore, woken: list[None]) -> PauseService:
     return PauseService(store, CONFIG, on_resumed=lambda: woken.append(None))
 
 
 class Rig:
-    def __init__(self, store: InMemoryJobStore, clock: ManualClock) -> None:
+    def __init__(self, store: JobStore, clock: ManualClock) -> None:
         self.store, self.clock = store, clock
         self.publisher = InMemoryPublisher()
         self.metrics = ServerMetrics()
@@ -118,13 +119,11 @@ def ids(jobs: list[NewJob]) -> list[str]:
 
 
 @pytest.fixture
-def rig(store: InMemoryJobStore, clock: ManualClock) -> Rig:
+def rig(store: JobStore, clock: ManualClock) -> Rig:
     return Rig(store, clock)
 
 
-async def succeed(
-    store: InMemoryJobStore, clock: ManualClock, job_ids: list[str]
-) -> list[OutcomeAck]:
+async def succeed(store: JobStore, clock: ManualClock, job_ids: list[str]) -> list[OutcomeAck]:
     """Report each running job's attempt as succeeded, as a worker would."""
     outcomes = OutcomeService(store, clock=clock)
     leases = await store.get_leases([UUID(j) for j in job_ids])
