@@ -35,10 +35,17 @@ from jobs_server.store.memory import InMemoryJobStore
 BACKOFF = BackoffPolicy(kind="constant", base_seconds=1, cap_seconds=1, jitter=0)
 ADMIN = Principal(Role.ADMIN)
 ACME = Principal(Role.TENANT, "acme")
+# "ux" caps each tenant's running jobs: its claims take the fair statement
 CONFIG = JobsConfig.model_validate(
     {
         "use_cases": {
-            name: {"queue": name, "capacity": 100, "lease_seconds": 30} for name in ("uc", "ux")
+            "uc": {"queue": "uc", "capacity": 100, "lease_seconds": 30},
+            "ux": {
+                "queue": "ux",
+                "capacity": 100,
+                "lease_seconds": 30,
+                "per_tenant_running_cap": 5,
+            },
         },
         "tenants": {"acme": {}, "beta": {}},
     }
