@@ -13,6 +13,7 @@ import json
 import statistics
 import time
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -25,6 +26,7 @@ from jobs_server.store.postgres import PostgresJobStore, load_queries
 
 Q = load_queries()
 LEADER = ("bench", "bench-holder", 1)
+NO_PAUSES: list[str] = []  # the claim statements' paused tenants
 SESSION = {"jit": "off"}  # as PostgresJobStore sets it
 
 LOAD = """
@@ -82,7 +84,7 @@ async def explain(conn: asyncpg.Connection, query: str, *args: object) -> str:
 
 
 def plain_args(use_case: str, batch: int) -> tuple[object, ...]:
-    return (use_case, 100_000, batch, 60.0, *LEADER)
+    return (use_case, 100_000, batch, 60.0, *LEADER, datetime.now(UTC), NO_PAUSES)
 
 
 async def claim_scaling(url: str, show_plans: bool) -> None:
@@ -112,7 +114,7 @@ async def claim_scaling(url: str, show_plans: bool) -> None:
 async def fairness(conn: asyncpg.Connection, show_plans: bool) -> None:
     for i in range(100):
         await load(conn, f"small-{i:03d}", "bench", 1, offset=3600)
-    args = (*plain_args("bench", 1000)[:2], 1000, 60.0, *LEADER, 5)
+    args = (*plain_args("bench", 1000)[:2], 1000, 60.0, *LEADER, datetime.now(UTC), 5, NO_PAUSES)
     fair_ms, rows = await median_claim(conn, Q["claim_due_jobs_fair"], *args)
     small = {r["tenant"] for r in rows if r["tenant"] != "big"}
     solo_ms, solo = await median_claim(
@@ -130,6 +132,8 @@ async def fairness(conn: asyncpg.Connection, show_plans: bool) -> None:
         len(rows),
         60.0,
         *LEADER,
+        datetime.now(UTC),
+        NO_PAUSES,
         prep="DELETE FROM jobs WHERE tenant <> 'big'",
     )
     print(f"fair pass over the big tenant alone: {solo_ms:.2f} ms, claimed {len(solo)}")

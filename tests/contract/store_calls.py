@@ -33,6 +33,7 @@ async def claim(
     limit: int = 10,
     lease_seconds: float = 30,
     per_tenant_cap: int | None = None,
+    paused_tenants: list[str] | None = None,
 ) -> list[ClaimedJob]:
     return await impl.claim_due_jobs(
         use_case,
@@ -41,6 +42,7 @@ async def claim(
         lease_seconds=lease_seconds,
         leader=leader,
         per_tenant_cap=per_tenant_cap,
+        paused_tenants=paused_tenants,
     )
 
 

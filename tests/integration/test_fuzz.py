@@ -101,12 +101,25 @@ def _configured(case: Any) -> None:
         bodies = [case.body]
     elif case.operation.label == "POST /v1/jobs/batch" and isinstance(case.body, dict):
         bodies = [b for b in case.body.get("jobs") or [] if isinstance(b, dict)]
+    if case.operation.label in _PAUSES and isinstance(case.body, dict):
+        _configured_scope(case.body)
     for body in bodies:
         if "use_case" in body:
             body["use_case"] = USE_CASE
         if "job_type" in body:
             body["job_type"] = JOB_TYPE
         _deadline_after_run_at(body)
+
+
+_PAUSES = ("POST /v1/pauses", "POST /v1/pauses/resume")
+
+
+def _configured_scope(body: dict[str, Any]) -> None:
+    """A pause names a configured use case and tenant (the latter the tenant token's own)."""
+    if isinstance(body.get("use_case"), str):
+        body["use_case"] = USE_CASE
+    if isinstance(body.get("tenant"), str):
+        body["tenant"] = "acme"
 
 
 def _deadline_after_run_at(body: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from jobs_sdk.errors import error_for_status, error_from_body
         (ErrorCode.MALFORMED_JSON, ValidationFailed, 400),
         (ErrorCode.UNKNOWN_USE_CASE, ValidationFailed, 422),
         (ErrorCode.UNKNOWN_JOB_TYPE, ValidationFailed, 422),
+        (ErrorCode.UNKNOWN_TENANT, ValidationFailed, 422),
         (ErrorCode.PAYLOAD_TOO_LARGE, PayloadTooLarge, 413),
         (ErrorCode.BATCH_TOO_LARGE, PayloadTooLarge, 413),
         (ErrorCode.UNAUTHORIZED, Unauthorized, 401),

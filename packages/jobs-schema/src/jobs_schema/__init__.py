@@ -50,6 +50,7 @@ from jobs_schema.messages import (
     ReleaseResponse,
     lease_from_body,
 )
+from jobs_schema.pauses import PauseList, PauseRequest, PauseState
 
 __version__ = "0.1.0"
 
@@ -97,6 +98,9 @@ __all__ = [
     "OutcomeReport",
     "OutcomeRequest",
     "OutcomeResponse",
+    "PauseList",
+    "PauseRequest",
+    "PauseState",
     "Payload",
     "PayloadResponse",
     "ReleaseRequest",

@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     MALFORMED_JSON = "malformed_json"
     UNKNOWN_USE_CASE = "unknown_use_case"
     UNKNOWN_JOB_TYPE = "unknown_job_type"
+    UNKNOWN_TENANT = "unknown_tenant"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     BATCH_TOO_LARGE = "batch_too_large"
     UNAUTHORIZED = "unauthorized"

@@ -4,6 +4,7 @@
     jobs list --status dead --use-case billing
     jobs retry --status dead --use-case billing      # counts, asks, then retries them all
     jobs get 0193...   jobs cancel 0193...   jobs count --status pending
+    jobs pause --use-case billing --reason "ledger migration"   jobs resume --use-case billing
 
 The server and token come from --url/--token, else JOBS_URL/JOBS_TOKEN, else a profile of
 ~/.config/jobs/profiles.toml (--profile or JOBS_PROFILE; `default` otherwise). Output is for
@@ -29,7 +30,7 @@ from typing import Annotated, Any, NoReturn, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from jobs_schema import BulkAction, BulkResult, Job, JobFilter
+from jobs_schema import BulkAction, BulkResult, Job, JobFilter, PauseState
 from jobs_sdk._profiles import Connection, ProfileError, resolve
 from jobs_sdk.client import SyncJobsClient
 from jobs_sdk.errors import JobsError
@@ -43,7 +44,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="jobs",
-    help="Enqueue, inspect, cancel and retry jobs of a jobs-server.",
+    help="Enqueue, inspect, cancel and retry jobs of a jobs-server; pause and resume queues.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -248,6 +249,67 @@ app.command("retry")(
         BulkAction.RETRY, "Retry one dead or cancelled job now, or every one matching filters."
     )
 )
+
+
+# -- pauses ----------------------------------------------------------------------------------
+
+UseCaseOption = Annotated[str | None, typer.Option(help="a use case (omitted: every use case)")]
+TenantOption = Annotated[
+    str | None, typer.Option(help="a tenant (omitted: every tenant; a tenant token: its own)")
+]
+ReasonOption = Annotated[str | None, typer.Option(help="why, recorded with the change")]
+
+
+@app.command()
+def pause(
+    use_case: UseCaseOption = None, tenant: TenantOption = None, reason: ReasonOption = None
+) -> None:
+    """Stop claiming a use case's, a tenant's, or a tenant's jobs in one use case; running ones
+    finish. Pausing a paused scope changes nothing."""
+    with _client() as jobs:
+        state = jobs.pauses.pause(use_case=use_case, tenant=tenant, reason=reason)
+    if not _print_json(state):
+        typer.echo(_pause_summary(state))
+
+
+@app.command()
+def resume(
+    use_case: UseCaseOption = None, tenant: TenantOption = None, reason: ReasonOption = None
+) -> None:
+    """Claim a paused scope's jobs again, earliest deadline first."""
+    with _client() as jobs:
+        state = jobs.pauses.resume(use_case=use_case, tenant=tenant, reason=reason)
+    if not _print_json(state):
+        typer.echo(_pause_summary(state))
+
+
+@app.command()
+def pauses() -> None:
+    """List what is paused (a tenant token: what stops its jobs)."""
+    with _client() as jobs:
+        found = jobs.pauses.list()
+    if _print_json(found):
+        return
+    if not found.pauses:
+        typer.echo("nothing is paused")
+    for p in found.pauses:
+        typer.echo(f"{_scope(p)}: paused by {p.changed_by} at {_when(p.changed_at)}{_why(p)}")
+
+
+def _scope(p: PauseState) -> str:
+    use_case = f"use case {p.use_case}" if p.use_case else "every use case"
+    return f"{use_case}, {f'tenant {p.tenant}' if p.tenant else 'every tenant'}"
+
+
+def _why(p: PauseState) -> str:
+    return f" ({p.reason})" if p.reason else ""
+
+
+def _pause_summary(p: PauseState) -> str:
+    state = "paused" if p.paused else "running"
+    if not p.changed:
+        return f"{_scope(p)}: already {state}"
+    return f"{_scope(p)}: {state} (by {p.changed_by} at {_when(p.changed_at)}){_why(p)}"
 
 
 # -- the outbox ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from jobs_sdk._selection import SelectionFilters
 from jobs_sdk._transport import AsyncSender, Sent, SyncSender
 from jobs_sdk.batching import Batcher, own_copy
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
+from jobs_sdk.pauses import AsyncPauses, SyncPauses
 
 __all__ = ["JobsClient", "SyncJobsClient"]
 
@@ -124,6 +125,8 @@ class JobsClient:
             event_hooks=event_hooks,
         )
         self._sender = AsyncSender(self._http, self._retry)
+        self.pauses = AsyncPauses(self._sender)
+        """Pause and resume a use case, a tenant, or a tenant within a use case."""
         self._coalescer: Batcher[EnqueueRequest, EnqueueResponse] | None = (
             Batcher(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
         )
@@ -354,6 +357,8 @@ class SyncJobsClient:
             event_hooks=event_hooks,
         )
         self._sender = SyncSender(self._http, self._retry)
+        self.pauses = SyncPauses(self._sender)
+        """Pause and resume a use case, a tenant, or a tenant within a use case."""
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:

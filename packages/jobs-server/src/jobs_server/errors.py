@@ -17,6 +17,7 @@ __all__ = [
     "QuotaExceeded",
     "StoreUnavailable",
     "UnknownJobType",
+    "UnknownTenant",
     "UnknownUseCase",
 ]
 
@@ -55,6 +56,15 @@ class UnknownJobType(JobsServerError):
             use_case=use_case,
             job_type=job_type,
             allowed=allowed,
+        )
+
+
+class UnknownTenant(JobsServerError):
+    def __init__(self, tenant: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown tenant {tenant!r}; configured tenants: {', '.join(known) or 'none'}",
+            tenant=tenant,
+            known=known,
         )
 
 

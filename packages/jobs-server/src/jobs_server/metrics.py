@@ -27,6 +27,7 @@ from jobs_server.store.base import (
     ClaimedJob,
     EnqueueOutcome,
     EnqueueResult,
+    QueuePause,
     QueueSnapshot,
     StatsStore,
 )
@@ -159,6 +160,14 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.paused = Gauge(
+            "jobs_paused",
+            '1 for each paused scope, as the dispatcher last read them ("*": every use case '
+            "or every tenant); a resumed scope's series is removed.",
+            ["use_case", "tenant"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
 
     # -- labels ----------------------------------------------------------------------------
 
@@ -252,9 +261,14 @@ class ServerMetrics:
         self._depth_keys = set(depth)
         self._age_keys = set(oldest)
 
+    def observe_pauses(self, pauses: Iterable[QueuePause]) -> None:
+        self.paused.clear()
+        for p in pauses:
+            self.paused.labels(p.use_case or "*", p.tenant or "*").set(1)
+
     def clear_queue_depth(self) -> None:
         """A standby exports no queue depth: only the leader's numbers are current."""
-        for gauge in (self.queue_depth, self.queue_due, self.oldest_due_age):
+        for gauge in (self.queue_depth, self.queue_due, self.oldest_due_age, self.paused):
             gauge.clear()
         self._depth_keys.clear()
         self._age_keys.clear()

@@ -60,6 +60,7 @@ class ErrorEntry:
 _TABLE: list[tuple[type[errors.JobsServerError], ErrorEntry]] = [
     (errors.UnknownUseCase, ErrorEntry(422, ErrorCode.UNKNOWN_USE_CASE)),
     (errors.UnknownJobType, ErrorEntry(422, ErrorCode.UNKNOWN_JOB_TYPE)),
+    (errors.UnknownTenant, ErrorEntry(422, ErrorCode.UNKNOWN_TENANT)),
     (errors.PayloadTooLarge, ErrorEntry(413, ErrorCode.PAYLOAD_TOO_LARGE)),
     (errors.QuotaExceeded, ErrorEntry(429, ErrorCode.QUOTA_EXCEEDED, retry_after="5")),
     (errors.JobNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),

@@ -18,7 +18,15 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
-from jobs_schema import MAX_BULK_JOBS, BulkAction, JobSelection, JobStatus
+from jobs_schema import (
+    MAX_BULK_JOBS,
+    BulkAction,
+    JobSelection,
+    JobStatus,
+    PauseList,
+    PauseRequest,
+    PauseState,
+)
 from jobs_schema.config import describe_errors
 from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
 from jobs_server.api.errors import entry_for
@@ -34,6 +42,7 @@ from jobs_server.dashboard.session import (
 from jobs_server.dashboard.templating import Templates, ui_path
 from jobs_server.dashboard.timeline import timeline
 from jobs_server.errors import JobNotFound, JobsServerError
+from jobs_server.pauses import PauseService
 from jobs_server.service import JobService
 
 __all__ = ["LoginRequired", "Refused", "login_required", "refused", "router"]
@@ -92,6 +101,11 @@ def _service(request: Request) -> JobService:
 def _actions(request: Request) -> ActionService:
     actions: ActionService = request.app.state.jobs.actions
     return actions
+
+
+def _pauses(request: Request) -> PauseService:
+    pauses: PauseService = request.app.state.jobs.pauses
+    return pauses
 
 
 async def _viewer(request: Request) -> Viewer:
@@ -276,7 +290,45 @@ async def logout(request: Request, viewer: Page) -> Response:
 async def overview(request: Request, viewer: Page) -> Response:
     jobs = request.app.state.jobs
     data = await load_overview(jobs.store, jobs.config, viewer.principal)
-    return _templates(request).page(request, "overview.html", viewer=viewer, data=data)
+    pauses = await _pauses(request).list(viewer.principal)
+    return _templates(request).page(
+        request,
+        "overview.html",
+        viewer=viewer,
+        data=data,
+        stopped={uc.name: _stopping(pauses, uc.name) for uc in data.use_cases},
+        own_pause={uc.name: _own_pause(pauses, uc.name, viewer) for uc in data.use_cases},
+    )
+
+
+def _stopping(pauses: PauseList, use_case: str) -> list[PauseState]:
+    """The pauses (the viewer may see) that stop jobs of `use_case`."""
+    return [p for p in pauses.pauses if p.use_case in (None, use_case)]
+
+
+def _own_pause(pauses: PauseList, use_case: str, viewer: Viewer) -> PauseState | None:
+    """The pause a card's button changes: an admin's, the whole use case; a tenant's, its own
+    tenant in it."""
+    tenant = viewer.principal.tenant_scope
+    return next((p for p in pauses.pauses if (p.use_case, p.tenant) == (use_case, tenant)), None)
+
+
+@router.post("/pauses")
+async def pause_or_resume(request: Request, viewer: Page) -> Response:
+    """A use case card's Pause or Resume button (the whole use case for an admin, the viewer's
+    own tenant in it for a tenant)."""
+    form = await _action_form(request, viewer)
+    try:
+        req = PauseRequest(use_case=form.get("use_case"), reason=form.get("reason") or None)
+    except ValidationError as exc:
+        raise Refused(422, describe_errors(exc)) from None
+    if form.get("action") == "pause":
+        await _pauses(request).pause(viewer.principal, req)
+    elif form.get("action") == "resume":
+        await _pauses(request).resume(viewer.principal, req)
+    else:
+        raise Refused(400, "choose pause or resume")
+    return _see_other(f"{ui_path(request)}/#uc-{req.use_case}")
 
 
 @router.get("/jobs")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from jobs_schema import JobMessage, UseCaseConfig
 from jobs_server.clock import Clock
@@ -17,12 +17,20 @@ from jobs_server.errors import JobsServerError
 from jobs_server.metrics import ServerMetrics
 from jobs_server.publisher.base import OutgoingMessage, Publisher
 from jobs_server.stats import DispatchRollup, SchedulerStats
-from jobs_server.store.base import ClaimedJob, DispatchStore, LeaderLease
+from jobs_server.store.base import ClaimedJob, DispatchStore, LeaderLease, PauseStore, QueuePause
 from jobs_server.tracing import Tracing
 
 from .elector import Elector
 
-__all__ = ["Dispatched", "Dispatcher", "PublishFailed", "embed_limit", "message_body"]
+__all__ = [
+    "Dispatched",
+    "Dispatcher",
+    "PausableDispatchStore",
+    "PublishFailed",
+    "embed_limit",
+    "message_body",
+    "paused_tenants",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +54,27 @@ class PublishFailed(JobsServerError):
         super().__init__(f"{count} messages of use case {use_case!r} could not be published")
 
 
+class PausableDispatchStore(DispatchStore, PauseStore, Protocol):
+    """The dispatcher's store: claims, and the paused queues it reads once per pass."""
+
+
+def paused_tenants(pauses: list[QueuePause], use_case: str) -> list[str] | None:
+    """The tenants paused in `use_case` (by a pause of theirs in every use case or in this
+    one); None when the whole use case is paused."""
+    scoped = [p for p in pauses if p.use_case in ("", use_case)]
+    if any(p.use_case == use_case and p.tenant == "" for p in scoped):
+        return None
+    return sorted({p.tenant for p in scoped})
+
+
 class Dispatcher:
-    """One pass over every use case, while `elector` holds the lease. A failed publish gives
-    the claims back (release_leases) and raises PublishFailed."""
+    """One pass over every use case, while `elector` holds the lease, skipping what is paused
+    (read once per pass). A failed publish gives the claims back (release_leases) and raises
+    PublishFailed."""
 
     def __init__(
         self,
-        store: DispatchStore,
+        store: PausableDispatchStore,
         publisher: Publisher,
         use_cases: Mapping[str, UseCaseConfig],
         *,
@@ -82,8 +104,15 @@ class Dispatcher:
         if lease is None:
             return Dispatched(0, more=False)
         started = time.monotonic()
+        pauses = await self._store.list_pauses()
+        if self._metrics is not None:
+            self._metrics.observe_pauses(pauses)
         counts = await asyncio.gather(
-            *(self._dispatch(name, uc, lease) for name, uc in self._use_cases.items())
+            *(
+                self._dispatch(name, uc, lease, paused)
+                for name, uc in self._use_cases.items()
+                if (paused := paused_tenants(pauses, name)) is not None
+            )
         )
         self.stats.passes += 1
         self.stats.last_pass_at = now
@@ -93,13 +122,15 @@ class Dispatcher:
         sent = sum(counts)
         return Dispatched(sent, more=sent >= self._batch)
 
-    async def _dispatch(self, name: str, uc: UseCaseConfig, lease: LeaderLease) -> int:
+    async def _dispatch(
+        self, name: str, uc: UseCaseConfig, lease: LeaderLease, paused: list[str]
+    ) -> int:
         """Claim and publish in batches; the next batch is claimed while the last one is being
         published, so the queue's endpoint, not the database round trip, sets the pace."""
         sent = 0
         publishing: asyncio.Task[int] | None = None
         while True:
-            claimed = await self._claim(name, uc, lease)
+            claimed = await self._claim(name, uc, lease, paused)
             if publishing is not None:
                 try:
                     sent += await publishing
@@ -112,7 +143,9 @@ class Dispatcher:
             if len(claimed) < self._batch:
                 return sent + await publishing
 
-    async def _claim(self, name: str, uc: UseCaseConfig, lease: LeaderLease) -> list[ClaimedJob]:
+    async def _claim(
+        self, name: str, uc: UseCaseConfig, lease: LeaderLease, paused: list[str]
+    ) -> list[ClaimedJob]:
         return await self._store.claim_due_jobs(
             name,
             capacity=uc.capacity,
@@ -120,6 +153,7 @@ class Dispatcher:
             lease_seconds=uc.lease_duration_seconds,
             leader=lease,
             per_tenant_cap=uc.per_tenant_running_cap,
+            paused_tenants=paused,
         )
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:

@@ -48,9 +48,12 @@ __all__ = [
     "MinuteStats",
     "NewJob",
     "OutcomeStore",
+    "PauseChange",
+    "PauseStore",
     "PruneStore",
     "QueryStore",
     "QueueDepth",
+    "QueuePause",
     "QueueSnapshot",
     "RetryRules",
     "RunningLease",
@@ -257,7 +260,10 @@ class DispatchStore(Protocol):
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
-    ) -> list[ClaimedJob]: ...
+        paused_tenants: list[str] | None = None,
+    ) -> list[ClaimedJob]:
+        """`paused_tenants`' jobs are left pending (jobs_server.pauses)."""
+        ...
 
     async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]: ...
 
@@ -366,6 +372,30 @@ class SessionStore(Protocol):
     async def delete_dashboard_session(self, id_hash: bytes) -> None: ...
 
 
+class PauseStore(Protocol):
+    """Paused queues (jobs_server.pauses): a scope is (use_case, tenant), "" meaning every one.
+    Pausing a paused scope, or resuming one that is not paused, changes nothing (changed false).
+    """
+
+    async def pause_queue(
+        self, use_case: str, tenant: str, *, principal: str, reason: str | None
+    ) -> PauseChange: ...
+
+    async def resume_queue(
+        self, use_case: str, tenant: str, *, principal: str, reason: str | None
+    ) -> PauseChange | None:
+        """None: the scope was never paused."""
+        ...
+
+    async def list_pauses(self) -> list[QueuePause]:
+        """The paused scopes, by use case then tenant."""
+        ...
+
+    async def list_pause_history(self, *, limit: int) -> list[QueuePause]:
+        """Every change (pause or resume), the latest first."""
+        ...
+
+
 class HealthStore(Protocol):
     async def ping(self) -> None: ...
 
@@ -384,6 +414,7 @@ class JobStore(
     PruneStore,
     StatsStore,
     SessionStore,
+    PauseStore,
     HealthStore,
     Protocol,
 ):
@@ -517,3 +548,24 @@ class DashboardSession:
     principal: Principal
     token_check: bytes  # HMAC-SHA256(key=session id, token): the token is still configured
     expires_at: datetime
+
+
+# -- pauses -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePause:
+    """A scope's state after its last change: "" for every use case or every tenant."""
+
+    use_case: str
+    tenant: str
+    paused: bool
+    changed_by: str  # the principal (jobs_server.pauses.principal_name)
+    changed_at: datetime  # the store's clock
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseChange:
+    pause: QueuePause
+    changed: bool  # False: it already was in that state

@@ -48,7 +48,9 @@ from jobs_server.store.base import (
     LeaseStatus,
     MinuteStats,
     NewJob,
+    PauseChange,
     QueueDepth,
+    QueuePause,
     QueueSnapshot,
     RetryRules,
     RunningLease,
@@ -206,6 +208,8 @@ class InMemoryJobStore:
         self._minutes: dict[tuple[datetime, str, str], _MinuteRow] = {}
         self._sessions: dict[bytes, _Session] = {}
         self._listeners: dict[str, list[_MemorySubscription]] = {}
+        self._pauses: dict[tuple[str, str], QueuePause] = {}
+        self._pause_history: list[QueuePause] = []
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -368,8 +372,10 @@ class InMemoryJobStore:
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
+        paused_tenants: list[str] | None = None,
     ) -> list[ClaimedJob]:
         now = self.clock.now()
+        paused = set(paused_tenants or ())
         if not self._leads(leader, now):
             return []
         running = Counter(
@@ -382,7 +388,10 @@ class InMemoryJobStore:
             (
                 r
                 for r in self._jobs.values()
-                if r.use_case == use_case and r.status is JobStatus.PENDING and r.run_at <= now
+                if r.use_case == use_case
+                and r.status is JobStatus.PENDING
+                and r.run_at <= now
+                and r.tenant not in paused
             ),
             key=_edf,
         )
@@ -782,6 +791,39 @@ class InMemoryJobStore:
 
     async def delete_dashboard_session(self, id_hash: bytes) -> None:
         self._sessions.pop(id_hash, None)
+
+    # -- pauses ----------------------------------------------------------------------------
+
+    async def pause_queue(
+        self, use_case: str, tenant: str, *, principal: str, reason: str | None
+    ) -> PauseChange:
+        change = self._change_pause(use_case, tenant, True, principal, reason)
+        assert change is not None  # a pause always leaves a row
+        return change
+
+    async def resume_queue(
+        self, use_case: str, tenant: str, *, principal: str, reason: str | None
+    ) -> PauseChange | None:
+        return self._change_pause(use_case, tenant, False, principal, reason)
+
+    def _change_pause(
+        self, use_case: str, tenant: str, paused: bool, principal: str, reason: str | None
+    ) -> PauseChange | None:
+        current = self._pauses.get((use_case, tenant))
+        if current is None and not paused:
+            return None
+        if current is not None and current.paused == paused:
+            return PauseChange(current, changed=False)
+        row = QueuePause(use_case, tenant, paused, principal, self.clock.now(), reason)
+        self._pauses[(use_case, tenant)] = row
+        self._pause_history.append(row)
+        return PauseChange(row, changed=True)
+
+    async def list_pauses(self) -> list[QueuePause]:
+        return [p for _, p in sorted(self._pauses.items()) if p.paused]
+
+    async def list_pause_history(self, *, limit: int) -> list[QueuePause]:
+        return self._pause_history[::-1][:limit]
 
     # -- health ----------------------------------------------------------------------------
 

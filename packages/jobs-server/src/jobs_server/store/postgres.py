@@ -46,7 +46,9 @@ from jobs_server.store.base import (
     LeaseStatus,
     MinuteStats,
     NewJob,
+    PauseChange,
     QueueDepth,
+    QueuePause,
     QueueSnapshot,
     RetryRules,
     RunningLease,
@@ -369,7 +371,9 @@ class PostgresJobStore:
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
+        paused_tenants: list[str] | None = None,
     ) -> list[ClaimedJob]:
+        paused = paused_tenants or []
         args: tuple[Any, ...] = (
             use_case,
             capacity,
@@ -381,9 +385,9 @@ class PostgresJobStore:
             self.clock.now(),
         )
         if per_tenant_cap is None:
-            q = self._q["claim_due_jobs"]
+            q, args = self._q["claim_due_jobs"], (*args, paused)
         else:
-            q, args = self._q["claim_due_jobs_fair"], (*args, per_tenant_cap)
+            q, args = self._q["claim_due_jobs_fair"], (*args, per_tenant_cap, paused)
         rows = await self._run(lambda c: c.fetch(q, *args))
         return [_claimed(r) for r in rows]
 
@@ -700,6 +704,50 @@ class PostgresJobStore:
 
     async def delete_dashboard_session(self, id_hash: bytes) -> None:
         await self._run(lambda c: c.execute(self._q["delete_dashboard_session"], id_hash))
+
+    # -- pauses ----------------------------------------------------------------------------
+
+    async def pause_queue(
+        self, use_case: str, tenant: str, *, principal: str, reason: str | None
+    ) -> PauseChange:
+        # no row only when a concurrent pause inserted it after the statement's snapshot
+        for _ in range(2):
+            change = await self._change_pause("pause_queue", use_case, tenant, principal, reason)
+            if change is not None:
+                return change
+        raise StoreUnavailable("pause_queue returned no row twice")
+
+    async def resume_queue(
+        self, use_case: str, tenant: str, *, principal: str, reason: str | None
+    ) -> PauseChange | None:
+        return await self._change_pause("resume_queue", use_case, tenant, principal, reason)
+
+    async def _change_pause(
+        self, name: str, use_case: str, tenant: str, principal: str, reason: str | None
+    ) -> PauseChange | None:
+        q, now = self._q[name], self.clock.now()
+        r = await self._run(lambda c: c.fetchrow(q, use_case, tenant, principal, reason, now))
+        return PauseChange(_pause(r), changed=r["changed"]) if r is not None else None
+
+    async def list_pauses(self) -> list[QueuePause]:
+        rows = await self._run(lambda c: c.fetch(self._q["list_pauses"]))
+        return [_pause(r) for r in rows]
+
+    async def list_pause_history(self, *, limit: int) -> list[QueuePause]:
+        q = self._q["list_pause_history"]
+        rows = await self._run(lambda c: c.fetch(q, limit))
+        return [_pause(r) for r in rows]
+
+
+def _pause(r: Any) -> QueuePause:
+    return QueuePause(
+        use_case=r["use_case"],
+        tenant=r["tenant"],
+        paused=r["paused"],
+        changed_by=r["changed_by"],
+        changed_at=r["changed_at"],
+        reason=r["reason"],
+    )
 
 
 # Job ids are UUIDv7 (service.JobIds): their first 48 bits are the creation time in ms, a

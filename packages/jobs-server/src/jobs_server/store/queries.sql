@@ -74,7 +74,7 @@ SELECT j FROM jobs j WHERE j.id = ANY ($1::uuid[]);
 -- priority, then age, for the current leader only (the FOR SHARE on the leader row makes a
 -- takeover wait for this statement, and a deposed leader claim nothing).
 -- $1 use case, $2 capacity, $3 batch limit, $4 lease seconds, $5 leader name, $6 holder, $7 epoch,
--- $8 now
+-- $8 now, $9 the tenants paused in this use case
 WITH leader AS (
     SELECT 1 FROM scheduler_leader
     WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
@@ -83,6 +83,7 @@ WITH leader AS (
     SELECT j.id FROM jobs j
     WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= $8::timestamptz
       AND EXISTS (SELECT 1 FROM leader)
+      AND j.tenant <> ALL ($9::text[])  -- paused tenants
     ORDER BY j.deadline, j.priority DESC, j.id
     LIMIT least($3, greatest(0, $2 - (
         SELECT count(*) FROM jobs r WHERE r.use_case = $1 AND r.status = 'running')))
@@ -110,7 +111,7 @@ SELECT * FROM claimed ORDER BY deadline, priority DESC, id;
 -- name: claim_due_jobs_fair
 -- As claim_due_jobs, with at most $9 running jobs per tenant. A skip scan visits each tenant
 -- with pending jobs once and takes at most its free share, so one tenant's backlog is never
--- walked to find the others' jobs. $8 now, as there.
+-- walked to find the others' jobs. $8 now, $10 paused tenants, as there.
 WITH RECURSIVE leader AS (
     SELECT 1 FROM scheduler_leader
     WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
@@ -131,7 +132,7 @@ WITH RECURSIVE leader AS (
     CROSS JOIN LATERAL (
         SELECT j.id, j.deadline, j.priority FROM jobs j
         WHERE j.use_case = $1 AND j.tenant = t.tenant AND j.status = 'pending'
-          AND j.run_at <= $8::timestamptz
+          AND j.run_at <= $8::timestamptz AND t.tenant <> ALL ($10::text[])  -- paused tenants
         ORDER BY j.deadline, j.priority DESC, j.id
         LIMIT greatest(0, $9 - coalesce((SELECT n FROM running WHERE running.tenant = t.tenant), 0))
     ) c
@@ -604,3 +605,50 @@ WHERE id_hash = $1 AND expires_at > $2::timestamptz;
 
 -- name: delete_dashboard_session
 DELETE FROM dashboard_sessions WHERE id_hash = $1;
+
+-- -- pauses ------------------------------------------------------------------------------------
+-- A scope is (use_case, tenant) with '' for "every": ('', t) pauses tenant t everywhere, (u, '')
+-- use case u, (u, t) tenant t within u. A change writes the state row and one history row; a
+-- pause of a paused scope (or a resume of a running one) changes nothing and returns the row as
+-- it is, with changed false. $1 use case, $2 tenant, $3 principal, $4 reason, $5 now.
+
+-- name: pause_queue
+WITH changed AS (
+    INSERT INTO pauses AS p (use_case, tenant, paused, changed_by, changed_at, reason)
+    VALUES ($1, $2, true, $3, $5::timestamptz, $4)
+    ON CONFLICT (use_case, tenant) DO UPDATE SET
+        paused = true, changed_by = $3, changed_at = $5::timestamptz, reason = $4
+    WHERE NOT p.paused
+    RETURNING p.use_case, p.tenant, p.paused, p.changed_by, p.changed_at, p.reason
+), logged AS (
+    INSERT INTO pause_history (use_case, tenant, paused, changed_by, changed_at, reason)
+    SELECT use_case, tenant, paused, changed_by, changed_at, reason FROM changed
+)
+SELECT use_case, tenant, paused, changed_by, changed_at, reason, true AS changed FROM changed
+UNION ALL
+SELECT use_case, tenant, paused, changed_by, changed_at, reason, false FROM pauses
+WHERE use_case = $1 AND tenant = $2 AND NOT EXISTS (SELECT 1 FROM changed);
+
+-- name: resume_queue
+WITH changed AS (
+    UPDATE pauses SET paused = false, changed_by = $3, changed_at = $5::timestamptz, reason = $4
+    WHERE use_case = $1 AND tenant = $2 AND paused
+    RETURNING use_case, tenant, paused, changed_by, changed_at, reason
+), logged AS (
+    INSERT INTO pause_history (use_case, tenant, paused, changed_by, changed_at, reason)
+    SELECT use_case, tenant, paused, changed_by, changed_at, reason FROM changed
+)
+SELECT use_case, tenant, paused, changed_by, changed_at, reason, true AS changed FROM changed
+UNION ALL
+SELECT use_case, tenant, paused, changed_by, changed_at, reason, false FROM pauses
+WHERE use_case = $1 AND tenant = $2 AND NOT EXISTS (SELECT 1 FROM changed);
+
+-- name: list_pauses
+-- The paused scopes: what the dispatcher reads once per pass (a handful of rows).
+SELECT use_case, tenant, paused, changed_by, changed_at, reason FROM pauses
+WHERE paused ORDER BY use_case, tenant;
+
+-- name: list_pause_history
+-- The latest changes first, at most $1.
+SELECT use_case, tenant, paused, changed_by, changed_at, reason FROM pause_history
+ORDER BY id DESC LIMIT $1;
