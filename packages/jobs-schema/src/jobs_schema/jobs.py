@@ -30,6 +30,8 @@ __all__ = [
     "JobPage",
     "JobStatus",
     "Payload",
+    "UniqueRule",
+    "UniqueWindow",
 ]
 
 MAX_BATCH_SIZE = 1000
@@ -52,6 +54,76 @@ class JobStatus(StrEnum):
 
 ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
 FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+
+class UniqueWindow(StrEnum):
+    """How long a job's key keeps out duplicates. Every window holds while the job is active."""
+
+    ACTIVE = "active"  # while pending or running (what `dedup_key` alone gives)
+    ENQUEUED = "enqueued"  # and for `seconds` after it was enqueued, whatever its state
+    FINISHED = "finished"  # and for `seconds` after it finished
+    STATES = "states"  # while it is in one of `states`
+
+
+MAX_UNIQUE_SECONDS = 365 * 86_400
+
+
+class UniqueRule(BaseModel):
+    """A uniqueness rule: while a job of the same tenant, use case and `key` matches the
+    window, an enqueue returns that job instead of storing a new one.
+
+    `{"key": "k"}` is `dedup_key: "k"`; `{"key": "k", "window": "enqueued", "seconds": 3600}`
+    returns the first job for an hour after its enqueue; `{"key": "k", "window": "finished",
+    "seconds": 600}` for ten minutes after it finished; `{"key": "k", "window": "states",
+    "states": ["pending", "running", "succeeded"]}` while it is in a named state. A key is
+    always unique while its job is active, so `states` must name pending and running.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: Key = Field(description="the dedup key (1-200 characters); the job's `dedup_key`")
+    window: UniqueWindow = Field(default=UniqueWindow.ACTIVE, description="see UniqueWindow")
+    seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_UNIQUE_SECONDS,
+        strict=True,
+        description="the window's length, over 0 and up to a year; required by `enqueued` and "
+        "`finished`, refused otherwise",
+    )
+    states: list[JobStatus] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=len(JobStatus),
+        description="the states that keep duplicates out, pending and running among them; "
+        "required by `states`, refused otherwise",
+    )
+
+    @model_validator(mode="after")
+    def _window_is_consistent(self) -> UniqueRule:
+        timed = self.window in (UniqueWindow.ENQUEUED, UniqueWindow.FINISHED)
+        if timed and self.seconds is None:
+            raise ValueError(f"unique.seconds is required by window {self.window.value!r}")
+        if not timed and self.seconds is not None:
+            raise ValueError(
+                "unique.seconds is taken by windows 'enqueued' and 'finished' only, "
+                f"not {self.window.value!r}"
+            )
+        if self.window is UniqueWindow.STATES:
+            if self.states is None:
+                raise ValueError("unique.states is required by window 'states'")
+            if len(set(self.states)) < len(self.states):
+                raise ValueError("unique.states names a state twice")
+            if not set(self.states) >= ACTIVE_STATUSES:
+                raise ValueError(
+                    "unique.states must name 'pending' and 'running': a key is always unique "
+                    "while its job is active"
+                )
+        elif self.states is not None:
+            raise ValueError(
+                f"unique.states is taken by window 'states' only, not {self.window.value!r}"
+            )
+        return self
 
 
 class AttemptOutcome(StrEnum):
@@ -85,12 +157,19 @@ class EnqueueRequest(BaseModel):
     priority: JsonInt = Field(
         default=0, ge=-1000, le=1000, strict=True, description="higher runs first"
     )
-    dedup_key: Key | None = None
+    dedup_key: Key | None = Field(
+        default=None, description="while a job with this key is active, return it instead"
+    )
+    unique: UniqueRule | None = Field(
+        default=None, description="a uniqueness rule, in place of `dedup_key`"
+    )
     max_attempts: Annotated[int, Field(ge=1, le=1000, strict=True), WholeNumber] | None = None
     backoff: BackoffPolicy | None = None
 
     @model_validator(mode="after")
     def _deadline_is_consistent(self) -> EnqueueRequest:
+        if self.dedup_key is not None and self.unique is not None:
+            raise ValueError("give either dedup_key or unique (its key is the dedup key), not both")
         if self.deadline is not None and self.delay_tolerance_seconds is not None:
             raise ValueError("give either deadline or delay_tolerance_seconds, not both")
         if self.deadline is not None and self.run_at is not None and self.deadline < self.run_at:
@@ -138,6 +217,10 @@ class Job(BaseModel):
     attempts: int
     max_attempts: int
     dedup_key: str | None = None
+    unique: UniqueRule | None = Field(
+        default=None,
+        description="the job's uniqueness rule; None: unique while active if it has a dedup_key",
+    )
     result: JsonValue = None
     last_error: str | None = None
     cancel_requested: bool = False

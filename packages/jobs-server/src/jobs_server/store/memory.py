@@ -29,6 +29,8 @@ from jobs_schema import (
     LeaseRef,
     LeaseState,
     Payload,
+    UniqueRule,
+    UniqueWindow,
 )
 from jobs_schema.limits import clamp_timestamp
 from jobs_server.auth import Principal
@@ -84,6 +86,7 @@ class _Row:
     trace_context: dict[str, str] | None
     created_at: datetime
     updated_at: datetime
+    unique: UniqueRule | None = None
     status: JobStatus = JobStatus.PENDING
     attempts: int = 0
     lease_token: UUID | None = None
@@ -242,10 +245,11 @@ class InMemoryJobStore:
             raise ValueError("a job id is taken")
         active = self._active_count(tenant)
         keys = self._active_keys(tenant)
+        matched = {new.id: m for new in jobs if (m := self._window_match(tenant, new, now))}
         inserted: list[UUID] = []
         for new in jobs:
             key = (new.use_case, new.dedup_key)
-            if new.dedup_key is not None and key in keys:
+            if new.id in matched or (new.dedup_key is not None and key in keys):
                 continue
             row = self._jobs[new.id] = _new_row(tenant, new, now)
             inserted.append(new.id)
@@ -256,7 +260,23 @@ class InMemoryJobStore:
         for job_id in excess:
             del self._jobs[job_id]
         keys = {k: row for k, row in keys.items() if row.id not in excess}
-        return [_enqueue_result(self._jobs.get(new.id), new, keys, excess) for new in jobs]
+        return [
+            _enqueue_result(self._jobs.get(new.id), new, keys, excess, matched.get(new.id))
+            for new in jobs
+        ]
+
+    def _window_match(self, tenant: str, new: NewJob, now: datetime) -> _Row | None:
+        """The latest job of the new job's key that its rule's window holds, past active."""
+        if new.dedup_key is None or new.unique is None:
+            return None
+        rule = new.unique
+        same_key = (
+            r
+            for r in self._jobs.values()
+            if (r.tenant, r.use_case, r.dedup_key) == (tenant, new.use_case, new.dedup_key)
+        )
+        held = [r for r in same_key if _in_window(r, rule, now)]
+        return max(held, key=lambda r: r.created_at, default=None)
 
     def _active_keys(self, tenant: str) -> dict[tuple[str, str | None], _Row]:
         """The tenant's active jobs with a dedup key, by use case and key."""
@@ -805,9 +825,12 @@ def _enqueue_result(
     new: NewJob,
     active_keys: dict[tuple[str, str | None], _Row],
     excess: set[UUID],
+    matched: _Row | None,
 ) -> EnqueueResult:
     if row is not None:
         return EnqueueResult(EnqueueOutcome.CREATED, _job(row))
+    if matched is not None:
+        return EnqueueResult(EnqueueOutcome.DEDUPLICATED, _job(matched))
     duplicate = active_keys.get((new.use_case, new.dedup_key))
     if new.dedup_key is not None and duplicate is not None:
         return EnqueueResult(EnqueueOutcome.DEDUPLICATED, _job(duplicate))
@@ -815,6 +838,17 @@ def _enqueue_result(
         return EnqueueResult(EnqueueOutcome.QUOTA_EXCEEDED, None)
     # the job it duplicated is gone (over the quota in this very batch): enqueue it again
     return EnqueueResult(EnqueueOutcome.RETRY, None)
+
+
+def _in_window(row: _Row, rule: UniqueRule, now: datetime) -> bool:
+    seconds = timedelta(seconds=rule.seconds or 0)
+    if rule.window is UniqueWindow.ENQUEUED:
+        return row.created_at > now - seconds
+    if rule.window is UniqueWindow.FINISHED:
+        return row.finished_at is not None and row.finished_at > now - seconds
+    if rule.window is UniqueWindow.STATES:
+        return row.status in (rule.states or ())
+    return False
 
 
 def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:
@@ -833,6 +867,7 @@ def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:
         trace_context=copy.deepcopy(new.trace_context),
         created_at=now,
         updated_at=now,
+        unique=new.unique,
     )
 
 
@@ -850,6 +885,7 @@ def _job(row: _Row) -> Job:
         attempts=row.attempts,
         max_attempts=row.max_attempts,
         dedup_key=row.dedup_key,
+        unique=row.unique,
         result=copy.deepcopy(row.result),
         last_error=row.last_error,
         cancel_requested=row.cancel_requested,
