@@ -93,7 +93,6 @@ class UniqueRule(BaseModel):
     )
     states: list[JobStatus] | None = Field(
         default=None,
-        min_length=2,
         max_length=len(JobStatus),
         description="the states that keep duplicates out, pending and running among them; "
         "required by `states`, refused otherwise",
