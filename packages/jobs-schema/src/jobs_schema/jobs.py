@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -123,6 +123,24 @@ class UniqueRule(BaseModel):
                 f"unique.states is taken by window 'states' only, not {self.window.value!r}"
             )
         return self
+
+    def holds(
+        self,
+        status: JobStatus,
+        *,
+        created_at: datetime,
+        finished_at: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """Whether a job of the key, so far, keeps a new one with this rule out at `now`."""
+        if status in ACTIVE_STATUSES:
+            return True
+        since = now - timedelta(seconds=self.seconds or 0)
+        if self.window is UniqueWindow.ENQUEUED:
+            return created_at > since
+        if self.window is UniqueWindow.FINISHED:
+            return finished_at is not None and finished_at > since
+        return self.window is UniqueWindow.STATES and status in (self.states or ())
 
 
 class AttemptOutcome(StrEnum):

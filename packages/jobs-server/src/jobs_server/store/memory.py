@@ -30,7 +30,6 @@ from jobs_schema import (
     LeaseState,
     Payload,
     UniqueRule,
-    UniqueWindow,
 )
 from jobs_schema.limits import clamp_timestamp
 from jobs_server.auth import Principal
@@ -275,7 +274,11 @@ class InMemoryJobStore:
             for r in self._jobs.values()
             if (r.tenant, r.use_case, r.dedup_key) == (tenant, new.use_case, new.dedup_key)
         )
-        held = [r for r in same_key if _in_window(r, rule, now)]
+        held = [
+            r
+            for r in same_key
+            if rule.holds(r.status, created_at=r.created_at, finished_at=r.finished_at, now=now)
+        ]
         return max(held, key=lambda r: r.created_at, default=None)
 
     def _active_keys(self, tenant: str) -> dict[tuple[str, str | None], _Row]:
@@ -838,17 +841,6 @@ def _enqueue_result(
         return EnqueueResult(EnqueueOutcome.QUOTA_EXCEEDED, None)
     # the job it duplicated is gone (over the quota in this very batch): enqueue it again
     return EnqueueResult(EnqueueOutcome.RETRY, None)
-
-
-def _in_window(row: _Row, rule: UniqueRule, now: datetime) -> bool:
-    seconds = timedelta(seconds=rule.seconds or 0)
-    if rule.window is UniqueWindow.ENQUEUED:
-        return row.created_at > now - seconds
-    if rule.window is UniqueWindow.FINISHED:
-        return row.finished_at is not None and row.finished_at > now - seconds
-    if rule.window is UniqueWindow.STATES:
-        return row.status in (rule.states or ())
-    return False
 
 
 def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:

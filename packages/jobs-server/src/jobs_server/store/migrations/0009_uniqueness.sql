@@ -42,8 +42,9 @@ BEGIN
         ORDER BY 1
     ) k;
 
-    -- the job each item's window matches, past the active ones the insert's conflict finds
-    -- (a separate statement: it sees the jobs committed before the locks were granted)
+    -- the latest job each item's rule holds (UniqueRule.holds in jobs_schema): active, or in
+    -- its window. A statement of its own, so it sees every job committed before the locks
+    -- were granted; the insert's conflict still keeps out a batch's second job of a key.
     SELECT array_agg(m.id ORDER BY i.ord) INTO v_matched
     FROM unnest(p_use_cases, p_dedup_keys, p_unique_rules)
         WITH ORDINALITY AS i(use_case, dedup_key, rule, ord)
@@ -51,14 +52,14 @@ BEGIN
         SELECT j.id FROM jobs j
         WHERE i.rule IS NOT NULL AND j.tenant = p_tenant AND j.use_case = i.use_case
           AND j.dedup_key = i.dedup_key
-          AND CASE i.rule->>'window'
+          AND (j.status IN ('pending', 'running') OR CASE i.rule->>'window'
                 WHEN 'enqueued' THEN j.created_at > p_now
                     - make_interval(secs => (i.rule->>'seconds')::double precision)
                 WHEN 'finished' THEN j.finished_at > p_now
                     - make_interval(secs => (i.rule->>'seconds')::double precision)
                 WHEN 'states' THEN j.status::text IN
                     (SELECT jsonb_array_elements_text(i.rule->'states'))
-              END
+              END)
         ORDER BY j.created_at DESC
         LIMIT 1
     ) m ON true;
