@@ -159,3 +159,33 @@ async def test_bad_rule_is_refused_naming_the_field(client, db, name, fields, sa
     assert err["code"] == "validation_error"
     assert says in err["message"], err["message"]
     assert await db.fetchval("SELECT count(*) FROM jobs") == 0
+
+
+@pytest.fixture
+async def live(start_server: Any, clock: ManualClock) -> Any:
+    return await start_server(clock=clock)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reads"),
+    [
+        ({"dedup_key": "d"}, 'key <span class="mono">d</span>, while pending or running'),
+        ({"unique": HOUR}, "while active, and for 60 min after its enqueue"),
+        (
+            {"unique": {"key": "f", "window": "finished", "seconds": 30}},
+            "while active, and for 30 s after it finished",
+        ),
+        (
+            {"unique": {"key": "s", "window": "states", "states": ["pending", "running", "dead"]}},
+            "while pending, running or dead",
+        ),
+    ],
+)
+async def test_the_job_page_shows_the_rule(live, fields, reads):
+    async with httpx.AsyncClient(base_url=live.url, timeout=30, headers={"Origin": live.url}) as c:
+        job_id = (await c.post("/v1/jobs", json=job(**fields), headers=ACME)).json()["job"]["id"]
+        login = await c.post("/ui/login", data={"token": "tok-acme", "next": "/ui/jobs"})
+        assert login.status_code == 303, login.text
+        page = await c.get(f"/ui/jobs/{job_id}")
+    assert page.status_code == 200
+    assert reads in page.text
