@@ -11,7 +11,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 
 from jobs_schema.config import BackoffPolicy
 from jobs_schema.errors import ErrorBody
-from jobs_schema.limits import JsonInt, Text, Timestamp, WholeNumber, check_payload, zoned
+from jobs_schema.limits import (
+    MAX_UNIQUE_SECONDS,
+    JsonInt,
+    Text,
+    Timestamp,
+    WholeNumber,
+    check_payload,
+    zoned,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -63,9 +71,6 @@ class UniqueWindow(StrEnum):
     ENQUEUED = "enqueued"  # and for `seconds` after it was enqueued, whatever its state
     FINISHED = "finished"  # and for `seconds` after it finished
     STATES = "states"  # while it is in one of `states`
-
-
-MAX_UNIQUE_SECONDS = 365 * 86_400
 
 
 class UniqueRule(BaseModel):

@@ -5,9 +5,7 @@
 -- NULL: while active only.
 ALTER TABLE jobs ADD COLUMN unique_rule jsonb;
 
--- Finds the latest job of a key whatever its state, for the windows past active.
-CREATE INDEX jobs_dedup_key_idx ON jobs (tenant, use_case, dedup_key, created_at)
-    WHERE dedup_key IS NOT NULL;
+-- The window check finds a key's jobs, whatever their state, by jobs_dedup_search_idx (0002).
 
 DROP FUNCTION jobs_enqueue(text, bigint, uuid[], text[], text[], jsonb[], integer[],
                            timestamptz[], timestamptz[], integer[], jsonb[], text[], jsonb[],
