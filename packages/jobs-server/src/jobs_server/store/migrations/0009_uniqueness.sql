@@ -12,9 +12,10 @@ DROP FUNCTION jobs_enqueue(text, bigint, uuid[], text[], text[], jsonb[], intege
                            timestamptz);
 
 -- As in 0004, and: p_unique_rules, one per job (NULL: while active only), stored in
--- jobs.unique_rule. Every job with a key first takes a transaction advisory lock on the key
--- (in one order, so batches cannot deadlock): a window check and the insert that follows it
--- see every enqueue of that key before them, even one whose job has finished since.
+-- jobs.unique_rule. Every job with a rule first takes a transaction advisory lock on its key
+-- (in one order, so batches cannot deadlock): its window check sees every enqueue with a rule
+-- of that key before it, even one whose job has finished since. Jobs of the "active" rule
+-- (dedup_key alone) take no lock, as before: the unique index keeps one active job a key.
 CREATE FUNCTION jobs_enqueue(
     p_tenant text, p_quota bigint,
     p_ids uuid[], p_use_cases text[], p_job_types text[], p_payloads jsonb[],
@@ -35,8 +36,8 @@ BEGIN
     FROM (
         SELECT DISTINCT hashtextextended(p_tenant || chr(31) || i.use_case || chr(31)
                                          || i.dedup_key, 0) AS lock_id
-        FROM unnest(p_use_cases, p_dedup_keys) AS i(use_case, dedup_key)
-        WHERE i.dedup_key IS NOT NULL
+        FROM unnest(p_use_cases, p_dedup_keys, p_unique_rules) AS i(use_case, dedup_key, rule)
+        WHERE i.dedup_key IS NOT NULL AND i.rule IS NOT NULL
         ORDER BY 1
     ) k;
 
