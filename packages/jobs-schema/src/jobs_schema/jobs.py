@@ -73,6 +73,37 @@ class UniqueWindow(StrEnum):
     STATES = "states"  # while it is in one of `states`
 
 
+def _given(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {field: schema}, "required": [field]}
+
+
+# The window's rules as JSON Schema, so the OpenAPI says which fields each window takes.
+_UNIQUE_RULE_SCHEMA: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": _given("window", {"enum": ["enqueued", "finished"]}),
+            "then": _given("seconds", {"type": "number"}),
+            "else": {"properties": {"seconds": {"type": "null"}}},
+        },
+        {
+            "if": _given("window", {"const": "states"}),
+            "then": _given(
+                "states",
+                {
+                    "type": "array",
+                    "uniqueItems": True,
+                    "allOf": [
+                        {"contains": {"const": "pending"}},
+                        {"contains": {"const": "running"}},
+                    ],
+                },
+            ),
+            "else": {"properties": {"states": {"type": "null"}}},
+        },
+    ]
+}
+
+
 class UniqueRule(BaseModel):
     """A uniqueness rule: while a job of the same tenant, use case and `key` matches the
     window, an enqueue returns that job instead of storing a new one.
@@ -84,7 +115,7 @@ class UniqueRule(BaseModel):
     always unique while its job is active, so `states` must name pending and running.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_UNIQUE_RULE_SCHEMA)
 
     key: Key = Field(description="the dedup key (1-200 characters); the job's `dedup_key`")
     window: UniqueWindow = Field(default=UniqueWindow.ACTIVE, description="see UniqueWindow")
@@ -167,7 +198,12 @@ class EnqueueRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
+        json_schema_extra={
+            "allOf": [
+                {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
+                {"not": {"required": ["dedup_key", "unique"]}},
+            ]
+        },
     )
 
     use_case: Key
