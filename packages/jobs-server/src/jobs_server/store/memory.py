@@ -238,8 +238,9 @@ class InMemoryJobStore:
     def _enqueue(
         self, tenant: str, quota: int | None, jobs: list[NewJob], now: datetime
     ) -> list[EnqueueResult]:
-        """jobs_enqueue: insert all but active duplicates (the first of a batch's wins), then
-        keep up to the quota in request order."""
+        """jobs_enqueue: insert all but duplicates, of an active job or of one a new job's
+        uniqueness window holds (the first of a batch's wins), then keep up to the quota in
+        request order."""
         if len({j.id for j in jobs}) < len(jobs) or any(j.id in self._jobs for j in jobs):
             raise ValueError("a job id is taken")
         active = self._active_count(tenant)

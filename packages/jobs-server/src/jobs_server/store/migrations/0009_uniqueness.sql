@@ -32,36 +32,42 @@ DECLARE
     v_active bigint;
     v_granted bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(k.lock_id)
-    FROM (
-        SELECT DISTINCT hashtextextended(p_tenant || chr(31) || i.use_case || chr(31)
-                                         || i.dedup_key, 0) AS lock_id
-        FROM unnest(p_use_cases, p_dedup_keys, p_unique_rules) AS i(use_case, dedup_key, rule)
-        WHERE i.dedup_key IS NOT NULL AND i.rule IS NOT NULL
-        ORDER BY 1
-    ) k;
+    -- calls without a rule (dedup_key alone, or no key) skip the locks and the check; then
+    -- v_matched stays null, which the unnests below read as all null
+    IF EXISTS (SELECT 1 FROM unnest(p_unique_rules) AS r(rule) WHERE r.rule IS NOT NULL) THEN
+        PERFORM pg_advisory_xact_lock(k.lock_id)
+        FROM (
+            SELECT DISTINCT hashtextextended(p_tenant || chr(31) || i.use_case || chr(31)
+                                             || i.dedup_key, 0) AS lock_id
+            FROM unnest(p_use_cases, p_dedup_keys, p_unique_rules)
+                AS i(use_case, dedup_key, rule)
+            WHERE i.dedup_key IS NOT NULL AND i.rule IS NOT NULL
+            ORDER BY 1
+        ) k;
 
-    -- the latest job each item's rule holds (UniqueRule.holds in jobs_schema): active, or in
-    -- its window. A statement of its own, so it sees every job committed before the locks
-    -- were granted; the insert's conflict still keeps out a batch's second job of a key.
-    SELECT array_agg(m.id ORDER BY i.ord) INTO v_matched
-    FROM unnest(p_use_cases, p_dedup_keys, p_unique_rules)
-        WITH ORDINALITY AS i(use_case, dedup_key, rule, ord)
-    LEFT JOIN LATERAL (
-        SELECT j.id FROM jobs j
-        WHERE i.rule IS NOT NULL AND j.tenant = p_tenant AND j.use_case = i.use_case
-          AND j.dedup_key = i.dedup_key
-          AND (j.status IN ('pending', 'running') OR CASE i.rule->>'window'
-                WHEN 'enqueued' THEN j.created_at > p_now
-                    - make_interval(secs => (i.rule->>'seconds')::double precision)
-                WHEN 'finished' THEN j.finished_at > p_now
-                    - make_interval(secs => (i.rule->>'seconds')::double precision)
-                WHEN 'states' THEN j.status::text IN
-                    (SELECT jsonb_array_elements_text(i.rule->'states'))
-              END)
-        ORDER BY j.created_at DESC
-        LIMIT 1
-    ) m ON true;
+        -- the latest job each item's rule holds (UniqueRule.holds in jobs_schema): active, or
+        -- in its window. A statement of its own, so it sees every job committed before the
+        -- locks were granted; the insert's conflict still keeps out a batch's second job of a
+        -- key.
+        SELECT array_agg(m.id ORDER BY i.ord) INTO v_matched
+        FROM unnest(p_use_cases, p_dedup_keys, p_unique_rules)
+            WITH ORDINALITY AS i(use_case, dedup_key, rule, ord)
+        LEFT JOIN LATERAL (
+            SELECT j.id FROM jobs j
+            WHERE i.rule IS NOT NULL AND j.tenant = p_tenant AND j.use_case = i.use_case
+              AND j.dedup_key = i.dedup_key
+              AND (j.status IN ('pending', 'running') OR CASE i.rule->>'window'
+                    WHEN 'enqueued' THEN j.created_at > p_now
+                        - make_interval(secs => (i.rule->>'seconds')::double precision)
+                    WHEN 'finished' THEN j.finished_at > p_now
+                        - make_interval(secs => (i.rule->>'seconds')::double precision)
+                    WHEN 'states' THEN j.status::text IN
+                        (SELECT jsonb_array_elements_text(i.rule->'states'))
+                  END)
+            ORDER BY j.created_at DESC
+            LIMIT 1
+        ) m ON true;
+    END IF;
 
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_use_cases, p_job_types, p_payloads, p_priorities, p_run_ats,
