@@ -162,3 +162,17 @@ def test_the_jobs_script_is_installed_and_runs():
         timeout=60,
     )
     assert done.returncode == 0 and "enqueue" in done.stdout
+
+
+async def test_enqueue_with_a_uniqueness_rule(jobs: Jobs):
+    rule = '{"key": "r", "window": "enqueued", "seconds": 3600}'
+    created = await jobs.json("enqueue", *EMAIL, "{}", "--unique", rule)
+    assert created["job"]["dedup_key"] == "r" and not created["deduplicated"]
+    await jobs("cancel", created["job"]["id"])
+    again = await jobs("enqueue", *EMAIL, "{}", "--unique", rule)
+    assert again.startswith(f"already enqueued (dedup key) {created['job']['id']}")
+    details = await jobs("get", created["job"]["id"])
+    assert 'unique      {"window":"enqueued","seconds":3600.0}' in details
+    assert "--unique is not JSON" in await jobs("enqueue", *EMAIL, "{}", "--unique", "{", code=1)
+    bad = await jobs("enqueue", *EMAIL, "{}", "--unique", '{"key": "r", "seconds": 5}', code=1)
+    assert "unique.seconds is taken" in bad

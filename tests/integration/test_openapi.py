@@ -93,7 +93,13 @@ def test_the_document_states_the_rules_the_server_checks():
     beyond types are stated in the document too."""
     schemas = openapi_schema()["components"]["schemas"]
     enqueue = schemas["EnqueueRequest"]
-    assert enqueue["not"] == {"required": ["deadline", "delay_tolerance_seconds"]}
+    assert enqueue["allOf"] == [
+        {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
+        {"not": {"required": ["dedup_key", "unique"]}},
+    ]
+    period, states = schemas["UniqueRule"]["allOf"]
+    assert period["then"]["required"] == ["seconds"]
+    assert states["then"]["properties"]["states"]["uniqueItems"] is True
     run_at = enqueue["properties"]["run_at"]["anyOf"][0]
     assert run_at["format"] == "date-time" and run_at["pattern"].startswith("^(197[1-9]")
     assert enqueue["properties"]["job_type"]["pattern"] == "^[^\\u0000]*$"

@@ -27,6 +27,8 @@ from jobs_schema.jobs import (
     JobPage,
     JobStatus,
     Payload,
+    UniqueRule,
+    UniqueWindow,
 )
 from jobs_schema.messages import (
     LEASE_CREDENTIAL_PREFIX,
@@ -106,6 +108,8 @@ __all__ = [
     "ReleaseRequest",
     "ReleaseResponse",
     "TenantConfig",
+    "UniqueRule",
+    "UniqueWindow",
     "UseCaseConfig",
     "lease_from_body",
 ]

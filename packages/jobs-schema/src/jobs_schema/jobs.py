@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -11,7 +11,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 
 from jobs_schema.config import BackoffPolicy
 from jobs_schema.errors import ErrorBody
-from jobs_schema.limits import JsonInt, Text, Timestamp, WholeNumber, check_payload, zoned
+from jobs_schema.limits import (
+    MAX_UNIQUE_SECONDS,
+    JsonInt,
+    Text,
+    Timestamp,
+    WholeNumber,
+    check_payload,
+    zoned,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -30,6 +38,8 @@ __all__ = [
     "JobPage",
     "JobStatus",
     "Payload",
+    "UniqueRule",
+    "UniqueWindow",
 ]
 
 MAX_BATCH_SIZE = 1000
@@ -54,6 +64,121 @@ ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
 FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
 
 
+class UniqueWindow(StrEnum):
+    """How long a job's key keeps out duplicates. Every window holds while the job is active."""
+
+    ACTIVE = "active"  # while pending or running (what `dedup_key` alone gives)
+    ENQUEUED = "enqueued"  # and for `seconds` after it was enqueued, whatever its state
+    FINISHED = "finished"  # and for `seconds` after it finished
+    STATES = "states"  # while it is in one of `states`
+
+
+def _given(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {field: schema}, "required": [field]}
+
+
+# The window's rules as JSON Schema, so the OpenAPI says which fields each window takes.
+_UNIQUE_RULE_SCHEMA: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": _given("window", {"enum": ["enqueued", "finished"]}),
+            "then": _given("seconds", {"type": "number"}),
+            "else": {"properties": {"seconds": {"type": "null"}}},
+        },
+        {
+            "if": _given("window", {"const": "states"}),
+            "then": _given(
+                "states",
+                {
+                    "type": "array",
+                    "uniqueItems": True,
+                    "allOf": [
+                        {"contains": {"const": "pending"}},
+                        {"contains": {"const": "running"}},
+                    ],
+                },
+            ),
+            "else": {"properties": {"states": {"type": "null"}}},
+        },
+    ]
+}
+
+
+class UniqueRule(BaseModel):
+    """A uniqueness rule: while a job of the same tenant, use case and `key` matches the
+    window, an enqueue returns that job instead of storing a new one.
+
+    `{"key": "k"}` is `dedup_key: "k"`; `{"key": "k", "window": "enqueued", "seconds": 3600}`
+    returns the first job for an hour after its enqueue; `{"key": "k", "window": "finished",
+    "seconds": 600}` for ten minutes after it finished; `{"key": "k", "window": "states",
+    "states": ["pending", "running", "succeeded"]}` while it is in a named state. A key is
+    always unique while its job is active, so `states` must name pending and running.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_UNIQUE_RULE_SCHEMA)
+
+    key: Key = Field(description="the dedup key (1-200 characters); the job's `dedup_key`")
+    window: UniqueWindow = Field(default=UniqueWindow.ACTIVE, description="see UniqueWindow")
+    seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_UNIQUE_SECONDS,
+        strict=True,
+        description="the window's length, over 0 and up to a year; required by `enqueued` and "
+        "`finished`, refused otherwise",
+    )
+    states: list[JobStatus] | None = Field(
+        default=None,
+        max_length=len(JobStatus),
+        description="the states that keep duplicates out, pending and running among them; "
+        "required by `states`, refused otherwise",
+    )
+
+    @model_validator(mode="after")
+    def _window_is_consistent(self) -> UniqueRule:
+        timed = self.window in (UniqueWindow.ENQUEUED, UniqueWindow.FINISHED)
+        if timed and self.seconds is None:
+            raise ValueError(f"unique.seconds is required by window {self.window.value!r}")
+        if not timed and self.seconds is not None:
+            raise ValueError(
+                "unique.seconds is taken by windows 'enqueued' and 'finished' only, "
+                f"not {self.window.value!r}"
+            )
+        if self.window is UniqueWindow.STATES:
+            if self.states is None:
+                raise ValueError("unique.states is required by window 'states'")
+            if len(set(self.states)) < len(self.states):
+                raise ValueError("unique.states names a state twice")
+            if not set(self.states) >= ACTIVE_STATUSES:
+                raise ValueError(
+                    "unique.states must name 'pending' and 'running': a key is always unique "
+                    "while its job is active"
+                )
+        elif self.states is not None:
+            raise ValueError(
+                f"unique.states is taken by window 'states' only, not {self.window.value!r}"
+            )
+        return self
+
+    def holds(
+        self,
+        status: JobStatus,
+        *,
+        created_at: datetime,
+        finished_at: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """Whether a job of the key, so far, keeps a new one with this rule out at `now`."""
+        if status in ACTIVE_STATUSES:
+            return True
+        since = now - timedelta(seconds=self.seconds or 0)
+        if self.window is UniqueWindow.ENQUEUED:
+            return created_at > since
+        if self.window is UniqueWindow.FINISHED:
+            return finished_at is not None and finished_at > since
+        return self.window is UniqueWindow.STATES and status in (self.states or ())
+
+
 class AttemptOutcome(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -73,7 +198,12 @@ class EnqueueRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
+        json_schema_extra={
+            "allOf": [
+                {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
+                {"not": {"required": ["dedup_key", "unique"]}},
+            ]
+        },
     )
 
     use_case: Key
@@ -85,12 +215,19 @@ class EnqueueRequest(BaseModel):
     priority: JsonInt = Field(
         default=0, ge=-1000, le=1000, strict=True, description="higher runs first"
     )
-    dedup_key: Key | None = None
+    dedup_key: Key | None = Field(
+        default=None, description="while a job with this key is active, return it instead"
+    )
+    unique: UniqueRule | None = Field(
+        default=None, description="a uniqueness rule, in place of `dedup_key`"
+    )
     max_attempts: Annotated[int, Field(ge=1, le=1000, strict=True), WholeNumber] | None = None
     backoff: BackoffPolicy | None = None
 
     @model_validator(mode="after")
     def _deadline_is_consistent(self) -> EnqueueRequest:
+        if self.dedup_key is not None and self.unique is not None:
+            raise ValueError("give either dedup_key or unique (its key is the dedup key), not both")
         if self.deadline is not None and self.delay_tolerance_seconds is not None:
             raise ValueError("give either deadline or delay_tolerance_seconds, not both")
         if self.deadline is not None and self.run_at is not None and self.deadline < self.run_at:
@@ -138,6 +275,10 @@ class Job(BaseModel):
     attempts: int
     max_attempts: int
     dedup_key: str | None = None
+    unique: UniqueRule | None = Field(
+        default=None,
+        description="the job's uniqueness rule; None: unique while active if it has a dedup_key",
+    )
     result: JsonValue = None
     last_error: str | None = None
     cancel_requested: bool = False

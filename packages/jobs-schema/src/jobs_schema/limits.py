@@ -25,6 +25,7 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRY_DELAY_SECONDS",
     "MAX_TIMESTAMP",
+    "MAX_UNIQUE_SECONDS",
     "MIN_TIMESTAMP",
     "JsonInt",
     "JsonRefused",
@@ -45,6 +46,7 @@ MAX_TIMESTAMP = datetime(9999, 1, 1, tzinfo=UTC)
 MAX_PAYLOAD_DEPTH = 32
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_RETRY_DELAY_SECONDS = 365 * 86_400  # a handler's Retry(delay=...) is capped here
+MAX_UNIQUE_SECONDS = 365 * 86_400  # the longest uniqueness window (UniqueRule.seconds)
 
 _RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")

@@ -26,6 +26,8 @@ from jobs_schema import (
     JobPage,
     JobSelection,
     JobStatus,
+    UniqueRule,
+    UniqueWindow,
     UseCaseConfig,
 )
 from jobs_sdk._http import JobFilters, _validated
@@ -98,7 +100,7 @@ class FakeJobs:
 
     def _enqueue(self, request: EnqueueRequest) -> EnqueueResponse:
         config = self._config(request)
-        held = self._holding_dedup_key(request.use_case, request.dedup_key)
+        held = self._held_by(request)
         if held is not None:
             return EnqueueResponse(job=held, deduplicated=True)
         job = self._new_job(request, config)
@@ -122,6 +124,20 @@ class FakeJobs:
                 code=ErrorCode.UNKNOWN_JOB_TYPE,
             )
         return config
+
+    def _held_by(self, request: EnqueueRequest) -> Job | None:
+        """The latest job of the request's key that its rule holds (as the server's)."""
+        rule = request.unique
+        if rule is None:
+            return self._holding_dedup_key(request.use_case, request.dedup_key)
+        now = self.clock()
+        held = [
+            j
+            for j in self.jobs.values()
+            if (j.use_case, j.dedup_key) == (request.use_case, rule.key)
+            and rule.holds(j.status, created_at=j.created_at, finished_at=j.finished_at, now=now)
+        ]
+        return max(held, key=lambda j: j.created_at, default=None)
 
     def _holding_dedup_key(self, use_case: str, key: str | None) -> Job | None:
         if key is None:
@@ -153,7 +169,8 @@ class FakeJobs:
             deadline=request.deadline or run_at + timedelta(seconds=tolerance),
             attempts=0,
             max_attempts=request.max_attempts or config.max_attempts,
-            dedup_key=request.dedup_key,
+            dedup_key=request.unique.key if request.unique is not None else request.dedup_key,
+            unique=_past_active(request.unique),
             created_at=now,
             updated_at=now,
         )
@@ -325,3 +342,8 @@ def _conflict(job: Job, why: str) -> Conflict:
         status=409,
         details={"status": job.status.value},
     )
+
+
+def _past_active(rule: UniqueRule | None) -> UniqueRule | None:
+    """The rule a job shows: None for "while active", which its dedup key alone says."""
+    return None if rule is None or rule.window is UniqueWindow.ACTIVE else rule

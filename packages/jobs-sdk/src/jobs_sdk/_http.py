@@ -25,6 +25,7 @@ from jobs_schema import (
     JobFilter,
     JobListQuery,
     JobStatus,
+    UniqueRule,
 )
 from jobs_sdk._version import __version__
 from jobs_sdk.errors import (
@@ -71,6 +72,8 @@ class EnqueueOptions(TypedDict, total=False):
     delay_tolerance: float | timedelta | None
     priority: int
     dedup_key: str | None
+    # a UniqueRule, or its fields: {"key": "k", "window": "enqueued", "seconds": 3600}
+    unique: UniqueRule | Mapping[str, object] | None
     max_attempts: int | None
     backoff: BackoffPolicy | None
 

@@ -157,11 +157,19 @@ def enqueue(
     deadline: Annotated[datetime | None, typer.Option(help="start by (ISO 8601)")] = None,
     priority: Annotated[int, typer.Option(help="-1000..1000, higher first")] = 0,
     dedup_key: Annotated[str | None, typer.Option(help="one active job per key")] = None,
+    unique: Annotated[
+        str | None,
+        typer.Option(
+            help='a uniqueness rule (JSON), e.g. \'{"key": "k", "window": "enqueued", '
+            '"seconds": 3600}\''
+        ),
+    ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="1..1000")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes a rerun safe")] = None,
 ) -> None:
     """Enqueue one job."""
     body = _payload(payload)
+    rule = _unique_rule(unique) if unique is not None else None
     with _client() as jobs:
         created = jobs.enqueue(
             use_case,
@@ -172,6 +180,7 @@ def enqueue(
             deadline=deadline,
             priority=priority,
             dedup_key=dedup_key,
+            unique=rule,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
         )
@@ -452,6 +461,23 @@ def _payload(text: str) -> dict[str, Any]:
     return value
 
 
+def _rule(job: Job) -> str:
+    """The job's uniqueness window past active, as JSON without its key (the dedup key)."""
+    if job.unique is None:
+        return "-"
+    return job.unique.model_dump_json(exclude={"key"}, exclude_none=True)
+
+
+def _unique_rule(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        _fail(f'--unique is not JSON ({exc}); pass an object, e.g. \'{{"key": "k"}}\'')
+    if not isinstance(value, dict):
+        _fail(f"--unique must be a JSON object, not {type(value).__name__}")
+    return value
+
+
 def _read_payload(text: str) -> str:
     if text == "-":
         return sys.stdin.read()
@@ -510,6 +536,10 @@ def _job_details(job: Job) -> str:
         ("deadline", _when(job.deadline) + (" (missed)" if job.deadline_missed else "")),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
         ("dedup key", job.dedup_key or "-"),
+        (
+            "unique",
+            job.unique.model_dump_json(exclude={"key"}, exclude_none=True) if job.unique else "-",
+        ),
         ("created", _when(job.created_at)),
         ("finished", _when(job.finished_at)),
         ("payload", json.dumps(job.payload)),

@@ -180,7 +180,8 @@ class JobsClient:
         idempotency_key: str | None = None,
         **options: Unpack[EnqueueOptions],
     ) -> EnqueueResponse:
-        """Enqueue one job. `delay_tolerance` is seconds or a timedelta. With an
+        """Enqueue one job. `delay_tolerance` is seconds or a timedelta; `unique` is a
+        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields). With an
         `idempotency_key` the request goes alone, so the key covers exactly this job."""
         request = _http.enqueue_request(use_case, job_type, payload, options)
         if idempotency_key is None and self._coalescer is not None:
@@ -404,7 +405,8 @@ class SyncJobsClient:
         idempotency_key: str | None = None,
         **options: Unpack[EnqueueOptions],
     ) -> EnqueueResponse:
-        """Enqueue one job. `delay_tolerance` is seconds or a timedelta."""
+        """Enqueue one job. `delay_tolerance` is seconds or a timedelta; `unique` is a
+        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields)."""
         request = _http.enqueue_request(use_case, job_type, payload, options)
         call = _http.enqueue_call(request, idempotency_key or self._new_key())
         return self._request(call, EnqueueResponse)

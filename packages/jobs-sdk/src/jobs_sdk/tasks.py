@@ -42,7 +42,9 @@ class Task(Generic[P]):
 
     `delay_tolerance` (seconds or a timedelta), `priority`, `max_attempts` and `backoff` apply
     unless a call passes its own; None leaves the choice to the use case's config. A call that
-    passes an absolute `deadline` drops the default tolerance."""
+    passes an absolute `deadline` drops the default tolerance. Every call takes the options of
+    `JobsClient.enqueue`, `dedup_key` and `unique` among them (a uniqueness rule, e.g.
+    `unique={"key": "report-7", "window": "enqueued", "seconds": 3600}`)."""
 
     use_case: str
     job_type: str

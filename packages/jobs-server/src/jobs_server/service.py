@@ -20,6 +20,8 @@ from jobs_schema import (
     JobPage,
     JobsConfig,
     Payload,
+    UniqueRule,
+    UniqueWindow,
 )
 from jobs_schema import JobFilter as JobFilterModel
 from jobs_schema.limits import MAX_TIMESTAMP, JsonRefused, json_text
@@ -309,8 +311,9 @@ class JobService:
             deadline=deadline,
             max_attempts=req.max_attempts or use_case.max_attempts,
             backoff=req.backoff or use_case.backoff,
-            dedup_key=req.dedup_key,
+            dedup_key=req.unique.key if req.unique is not None else req.dedup_key,
             trace_context=trace_context,
+            unique=_past_active(req.unique),
         )
 
     def _quota(self, tenant: str) -> int | None:
@@ -364,3 +367,8 @@ def _decode_cursor(cursor: str | None) -> UUID | None:
 
 def _quota_refusal() -> EnqueueResult:
     return EnqueueResult(EnqueueOutcome.QUOTA_EXCEEDED, None)
+
+
+def _past_active(rule: UniqueRule | None) -> UniqueRule | None:
+    """The rule the store keeps: None for "while active", which the dedup key alone gives."""
+    return None if rule is None or rule.window is UniqueWindow.ACTIVE else rule

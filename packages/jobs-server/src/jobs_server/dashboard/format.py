@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-__all__ = ["DASH", "MINUS", "ago", "duration", "pretty_json", "signed", "timestamp"]
+from jobs_schema import Job, UniqueWindow
+
+__all__ = ["DASH", "MINUS", "ago", "duration", "pretty_json", "signed", "timestamp", "uniqueness"]
 
 MINUS = "\u2212"  # a real minus sign, as wide as the plus
 DASH = "\u2013"  # for a value there is none of
@@ -53,3 +55,18 @@ def timestamp(at: datetime | None) -> str:
 def pretty_json(value: object) -> str:
     """Indented JSON text; the template escapes it like any other text."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def uniqueness(job: Job) -> str:
+    """How long the job's dedup key keeps out duplicates, in words."""
+    rule = job.unique
+    if job.dedup_key is None:
+        return DASH
+    if rule is None or rule.window is UniqueWindow.ACTIVE:
+        return "while pending or running"
+    if rule.window is UniqueWindow.ENQUEUED:
+        return f"while active, and for {duration(rule.seconds)} after its enqueue"
+    if rule.window is UniqueWindow.FINISHED:
+        return f"while active, and for {duration(rule.seconds)} after it finished"
+    named = [s.value for s in rule.states or ()]
+    return "while " + (", ".join(named[:-1]) + " or " + named[-1] if len(named) > 1 else "")

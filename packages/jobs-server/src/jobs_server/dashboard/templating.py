@@ -47,6 +47,7 @@ class Templates:
             signed=fmt.signed,
             timestamp=fmt.timestamp,
             pretty_json=fmt.pretty_json,
+            uniqueness=fmt.uniqueness,
         )
         self._config = config
         self._version = version

@@ -22,6 +22,7 @@ from jobs_schema import (
     LeaseRef,
     LeaseState,
     Payload,
+    UniqueRule,
 )
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
@@ -79,6 +80,8 @@ class NewJob:
     backoff: BackoffPolicy
     dedup_key: str | None = None
     trace_context: dict[str, str] | None = None
+    # the rule past "while active" (its key is dedup_key); None: while active only
+    unique: UniqueRule | None = None
 
 
 class EnqueueOutcome(StrEnum):

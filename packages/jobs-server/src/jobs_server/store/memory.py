@@ -29,6 +29,7 @@ from jobs_schema import (
     LeaseRef,
     LeaseState,
     Payload,
+    UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
 from jobs_server.auth import Principal
@@ -86,6 +87,7 @@ class _Row:
     trace_context: dict[str, str] | None
     created_at: datetime
     updated_at: datetime
+    unique: UniqueRule | None = None
     status: JobStatus = JobStatus.PENDING
     attempts: int = 0
     lease_token: UUID | None = None
@@ -240,16 +242,18 @@ class InMemoryJobStore:
     def _enqueue(
         self, tenant: str, quota: int | None, jobs: list[NewJob], now: datetime
     ) -> list[EnqueueResult]:
-        """jobs_enqueue: insert all but active duplicates (the first of a batch's wins), then
-        keep up to the quota in request order."""
+        """jobs_enqueue: insert all but duplicates, of an active job or of one a new job's
+        uniqueness window holds (the first of a batch's wins), then keep up to the quota in
+        request order."""
         if len({j.id for j in jobs}) < len(jobs) or any(j.id in self._jobs for j in jobs):
             raise ValueError("a job id is taken")
         active = self._active_count(tenant)
         keys = self._active_keys(tenant)
+        matched = {new.id: m for new in jobs if (m := self._window_match(tenant, new, now))}
         inserted: list[UUID] = []
         for new in jobs:
             key = (new.use_case, new.dedup_key)
-            if new.dedup_key is not None and key in keys:
+            if new.id in matched or (new.dedup_key is not None and key in keys):
                 continue
             row = self._jobs[new.id] = _new_row(tenant, new, now)
             inserted.append(new.id)
@@ -260,7 +264,27 @@ class InMemoryJobStore:
         for job_id in excess:
             del self._jobs[job_id]
         keys = {k: row for k, row in keys.items() if row.id not in excess}
-        return [_enqueue_result(self._jobs.get(new.id), new, keys, excess) for new in jobs]
+        return [
+            _enqueue_result(self._jobs.get(new.id), new, keys, excess, matched.get(new.id))
+            for new in jobs
+        ]
+
+    def _window_match(self, tenant: str, new: NewJob, now: datetime) -> _Row | None:
+        """The latest job of the new job's key that its rule's window holds, past active."""
+        if new.dedup_key is None or new.unique is None:
+            return None
+        rule = new.unique
+        same_key = (
+            r
+            for r in self._jobs.values()
+            if (r.tenant, r.use_case, r.dedup_key) == (tenant, new.use_case, new.dedup_key)
+        )
+        held = [
+            r
+            for r in same_key
+            if rule.holds(r.status, created_at=r.created_at, finished_at=r.finished_at, now=now)
+        ]
+        return max(held, key=lambda r: r.created_at, default=None)
 
     def _active_keys(self, tenant: str) -> dict[tuple[str, str | None], _Row]:
         """The tenant's active jobs with a dedup key, by use case and key."""
@@ -847,9 +871,12 @@ def _enqueue_result(
     new: NewJob,
     active_keys: dict[tuple[str, str | None], _Row],
     excess: set[UUID],
+    matched: _Row | None,
 ) -> EnqueueResult:
     if row is not None:
         return EnqueueResult(EnqueueOutcome.CREATED, _job(row))
+    if matched is not None:
+        return EnqueueResult(EnqueueOutcome.DEDUPLICATED, _job(matched))
     duplicate = active_keys.get((new.use_case, new.dedup_key))
     if new.dedup_key is not None and duplicate is not None:
         return EnqueueResult(EnqueueOutcome.DEDUPLICATED, _job(duplicate))
@@ -875,6 +902,7 @@ def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:
         trace_context=copy.deepcopy(new.trace_context),
         created_at=now,
         updated_at=now,
+        unique=new.unique,
     )
 
 
@@ -892,6 +920,7 @@ def _job(row: _Row) -> Job:
         attempts=row.attempts,
         max_attempts=row.max_attempts,
         dedup_key=row.dedup_key,
+        unique=row.unique,
         result=copy.deepcopy(row.result),
         last_error=row.last_error,
         cancel_requested=row.cancel_requested,

@@ -26,6 +26,7 @@ from jobs_schema import (
     LeaseRef,
     LeaseState,
     Payload,
+    UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
 from jobs_server.auth import Principal, Role
@@ -142,6 +143,7 @@ def _job(rec: Any) -> Job:
         attempts=rec["attempts"],
         max_attempts=rec["max_attempts"],
         dedup_key=rec["dedup_key"],
+        unique=_unique(rec["dedup_key"], rec["unique_rule"]),
         result=rec["result"],
         last_error=rec["last_error"],
         cancel_requested=rec["cancel_requested"],
@@ -283,6 +285,7 @@ class PostgresJobStore:
             _shared_json([j.backoff for j in jobs], lambda b: b.model_dump(mode="json")),
             [j.dedup_key for j in jobs],
             _shared_json([j.trace_context for j in jobs], lambda c: c),
+            [_unique_rule(j.unique) for j in jobs],
             now,
         )
         async with self._conn() as conn:
@@ -904,7 +907,20 @@ def _enqueue_results(rows: list[Any]) -> list[EnqueueResult]:
 def _job_fields(rec: Any) -> dict[str, Any]:
     fields = dict(rec)
     fields["payload"] = _from_json(fields["payload"])  # text, see enqueue_jobs in queries.sql
+    rule = fields.pop("unique_rule")
+    fields["unique"] = {"key": fields["dedup_key"], **rule} if rule is not None else None
     return fields
+
+
+def _unique_rule(rule: UniqueRule | None) -> str | None:
+    """jobs.unique_rule: the rule without its key (the job's dedup_key)."""
+    if rule is None:
+        return None
+    return _to_json(rule.model_dump(mode="json", exclude={"key"}, exclude_none=True))
+
+
+def _unique(key: str | None, rule: dict[str, Any] | None) -> UniqueRule | None:
+    return UniqueRule(key=key, **rule) if key is not None and rule is not None else None
 
 
 def _replay(rec: Any) -> IdempotentReplay:

@@ -13,9 +13,9 @@ SELECT ord, outcome, (job).id, (job).tenant, (job).use_case, (job).job_type, (jo
        (job).status, (job).priority, (job).run_at, (job).deadline, (job).attempts,
        (job).max_attempts, (job).dedup_key, (job).result, (job).last_error,
        (job).cancel_requested, (job).deadline_missed, (job).created_at, (job).updated_at,
-       (job).finished_at
+       (job).finished_at, (job).unique_rule
 FROM jobs_enqueue($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10, $11::text[]::jsonb[],
-                  $12, $13::text[]::jsonb[], $14::timestamptz);
+                  $12, $13::text[]::jsonb[], $14::text[]::jsonb[], $15::timestamptz);
 
 -- name: get_job
 SELECT j FROM jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2);
