@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from jobs_schema import AttemptOutcome, JobStatus
+from jobs_schema import AttemptOutcome, JobStatus, RateLimit
 from jobs_server.store.base import (
     ClaimedJob,
     EnqueueResult,
@@ -33,6 +33,8 @@ async def claim(
     limit: int = 10,
     lease_seconds: float = 30,
     per_tenant_cap: int | None = None,
+    per_key_cap: int | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> list[ClaimedJob]:
     return await impl.claim_due_jobs(
         use_case,
@@ -41,6 +43,8 @@ async def claim(
         lease_seconds=lease_seconds,
         leader=leader,
         per_tenant_cap=per_tenant_cap,
+        per_key_cap=per_key_cap,
+        rate_limit=rate_limit,
     )
 
 

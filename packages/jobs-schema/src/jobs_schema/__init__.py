@@ -8,7 +8,14 @@ from jobs_schema.actions import (
     JobCountQuery,
     JobSelection,
 )
-from jobs_schema.config import BackoffKind, BackoffPolicy, JobsConfig, TenantConfig, UseCaseConfig
+from jobs_schema.config import (
+    BackoffKind,
+    BackoffPolicy,
+    JobsConfig,
+    RateLimit,
+    TenantConfig,
+    UseCaseConfig,
+)
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
 from jobs_schema.jobs import (
     ACTIVE_STATUSES,
@@ -99,6 +106,7 @@ __all__ = [
     "OutcomeResponse",
     "Payload",
     "PayloadResponse",
+    "RateLimit",
     "ReleaseRequest",
     "ReleaseResponse",
     "TenantConfig",

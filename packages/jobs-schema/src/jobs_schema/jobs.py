@@ -86,6 +86,13 @@ class EnqueueRequest(BaseModel):
         default=0, ge=-1000, le=1000, strict=True, description="higher runs first"
     )
     dedup_key: Key | None = None
+    concurrency_key: Key | None = Field(
+        default=None,
+        description="at most the use case's concurrency_limit_per_key jobs with it run at once",
+    )
+    rate_key: Key | None = Field(
+        default=None, description="jobs with this key start at most at the use case's rate_limit"
+    )
     max_attempts: Annotated[int, Field(ge=1, le=1000, strict=True), WholeNumber] | None = None
     backoff: BackoffPolicy | None = None
 
@@ -138,6 +145,8 @@ class Job(BaseModel):
     attempts: int
     max_attempts: int
     dedup_key: str | None = None
+    concurrency_key: str | None = None
+    rate_key: str | None = None
     result: JsonValue = None
     last_error: str | None = None
     cancel_requested: bool = False

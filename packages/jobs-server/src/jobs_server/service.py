@@ -311,6 +311,8 @@ class JobService:
             backoff=req.backoff or use_case.backoff,
             dedup_key=req.dedup_key,
             trace_context=trace_context,
+            concurrency_key=req.concurrency_key,
+            rate_key=req.rate_key,
         )
 
     def _quota(self, tenant: str) -> int | None:

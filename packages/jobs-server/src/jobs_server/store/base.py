@@ -37,6 +37,7 @@ __all__ = [
     "EnqueueResult",
     "EnqueueStore",
     "FailedAttempt",
+    "FlowStore",
     "HealthStore",
     "IdempotentReplay",
     "JobCounts",
@@ -52,6 +53,7 @@ __all__ = [
     "QueryStore",
     "QueueDepth",
     "QueueSnapshot",
+    "RateBucket",
     "RetryRules",
     "RunningLease",
     "SchedulerPass",
@@ -76,6 +78,8 @@ class NewJob:
     backoff: BackoffPolicy
     dedup_key: str | None = None
     trace_context: dict[str, str] | None = None
+    concurrency_key: str | None = None
+    rate_key: str | None = None
 
 
 class EnqueueOutcome(StrEnum):
@@ -257,9 +261,35 @@ class DispatchStore(Protocol):
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
-    ) -> list[ClaimedJob]: ...
+        per_key_cap: int | None = None,
+        rate_limit: jobs_schema.RateLimit | None = None,
+    ) -> list[ClaimedJob]:
+        """Also at most `per_key_cap` running jobs per concurrency key, and at most
+        `rate_limit.starts` starts per rate key in any `rate_limit.per_seconds` (the starts
+        recorded with the claim, in the same transaction)."""
+        ...
 
     async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """One rate key's starts in the last interval, and its jobs waiting."""
+
+    use_case: str
+    rate_key: str
+    starts: tuple[tuple[datetime, int], ...]  # (claimed at, starts), oldest first
+    waiting: int  # pending jobs with this key that are due
+
+
+class FlowStore(Protocol):
+    """The flow limits' state, for the dashboard and the API."""
+
+    async def list_rate_buckets(
+        self, use_case: str, *, per_seconds: float, limit: int
+    ) -> list[RateBucket]:
+        """The rate keys with starts in the last `per_seconds` or due jobs, busiest first."""
+        ...
 
 
 class OutcomeStore(Protocol):
@@ -379,6 +409,7 @@ class JobStore(
     QueryStore,
     LeaderStore,
     DispatchStore,
+    FlowStore,
     OutcomeStore,
     ActionStore,
     PruneStore,

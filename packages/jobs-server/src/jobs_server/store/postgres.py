@@ -26,6 +26,7 @@ from jobs_schema import (
     LeaseRef,
     LeaseState,
     Payload,
+    RateLimit,
 )
 from jobs_schema.limits import clamp_timestamp
 from jobs_server.auth import Principal, Role
@@ -48,6 +49,7 @@ from jobs_server.store.base import (
     NewJob,
     QueueDepth,
     QueueSnapshot,
+    RateBucket,
     RetryRules,
     RunningLease,
     SchedulerPass,
@@ -140,6 +142,8 @@ def _job(rec: Any) -> Job:
         attempts=rec["attempts"],
         max_attempts=rec["max_attempts"],
         dedup_key=rec["dedup_key"],
+        concurrency_key=rec["concurrency_key"],
+        rate_key=rec["rate_key"],
         result=rec["result"],
         last_error=rec["last_error"],
         cancel_requested=rec["cancel_requested"],
@@ -282,6 +286,8 @@ class PostgresJobStore:
             [j.dedup_key for j in jobs],
             _shared_json([j.trace_context for j in jobs], lambda c: c),
             now,
+            [j.concurrency_key for j in jobs],
+            [j.rate_key for j in jobs],
         )
         async with self._conn() as conn:
             if idempotency_key is None:
@@ -369,6 +375,8 @@ class PostgresJobStore:
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
+        per_key_cap: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> list[ClaimedJob]:
         args: tuple[Any, ...] = (
             use_case,
@@ -380,12 +388,37 @@ class PostgresJobStore:
             leader.epoch,
             self.clock.now(),
         )
-        if per_tenant_cap is None:
+        if per_key_cap is not None or rate_limit is not None:
+            q = self._q["claim_due_jobs_keyed"]
+            args = (
+                *args,
+                per_tenant_cap,
+                per_key_cap,
+                rate_limit.starts if rate_limit else None,
+                rate_limit.per_seconds if rate_limit else None,
+            )
+        elif per_tenant_cap is None:
             q = self._q["claim_due_jobs"]
         else:
             q, args = self._q["claim_due_jobs_fair"], (*args, per_tenant_cap)
         rows = await self._run(lambda c: c.fetch(q, *args))
         return [_claimed(r) for r in rows]
+
+    async def list_rate_buckets(
+        self, use_case: str, *, per_seconds: float, limit: int
+    ) -> list[RateBucket]:
+        q = self._q["list_rate_buckets"]
+        now = self.clock.now()
+        rows = await self._run(lambda c: c.fetch(q, use_case, per_seconds, limit, now))
+        return [
+            RateBucket(
+                use_case=use_case,
+                rate_key=r["rate_key"],
+                starts=tuple(zip(r["starts_at"], r["starts"], strict=True)),
+                waiting=r["waiting"],
+            )
+            for r in rows
+        ]
 
     async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]:
         if not leases:
