@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobs_server.clock import ManualClock
-from jobs_server.scheduler import Scheduler
 from jobs_server.store.postgres import PostgresJobStore
 from tests.integration.scheduler_support import Rig, dispatch, lead, make_rig, use_case
 from tests.integration.sqs import sqs_probe
