@@ -154,6 +154,8 @@ class FakeJobs:
             attempts=0,
             max_attempts=request.max_attempts or config.max_attempts,
             dedup_key=request.dedup_key,
+            concurrency_key=request.concurrency_key,
+            rate_key=request.rate_key,
             created_at=now,
             updated_at=now,
         )

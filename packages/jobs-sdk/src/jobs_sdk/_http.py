@@ -71,6 +71,8 @@ class EnqueueOptions(TypedDict, total=False):
     delay_tolerance: float | timedelta | None
     priority: int
     dedup_key: str | None
+    concurrency_key: str | None
+    rate_key: str | None
     max_attempts: int | None
     backoff: BackoffPolicy | None
 

@@ -156,6 +156,12 @@ def enqueue(
     deadline: Annotated[datetime | None, typer.Option(help="start by (ISO 8601)")] = None,
     priority: Annotated[int, typer.Option(help="-1000..1000, higher first")] = 0,
     dedup_key: Annotated[str | None, typer.Option(help="one active job per key")] = None,
+    concurrency_key: Annotated[
+        str | None, typer.Option(help="at most the use case's limit of its jobs run at once")
+    ] = None,
+    rate_key: Annotated[
+        str | None, typer.Option(help="its jobs start at most at the use case's rate")
+    ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="1..1000")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes a rerun safe")] = None,
 ) -> None:
@@ -171,6 +177,8 @@ def enqueue(
             deadline=deadline,
             priority=priority,
             dedup_key=dedup_key,
+            concurrency_key=concurrency_key,
+            rate_key=rate_key,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
         )
@@ -448,6 +456,8 @@ def _job_details(job: Job) -> str:
         ("deadline", _when(job.deadline) + (" (missed)" if job.deadline_missed else "")),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
         ("dedup key", job.dedup_key or "-"),
+        ("concurrency key", job.concurrency_key or "-"),
+        ("rate key", job.rate_key or "-"),
         ("created", _when(job.created_at)),
         ("finished", _when(job.finished_at)),
         ("payload", json.dumps(job.payload)),

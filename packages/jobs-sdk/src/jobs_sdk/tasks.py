@@ -42,7 +42,8 @@ class Task(Generic[P]):
 
     `delay_tolerance` (seconds or a timedelta), `priority`, `max_attempts` and `backoff` apply
     unless a call passes its own; None leaves the choice to the use case's config. A call that
-    passes an absolute `deadline` drops the default tolerance."""
+    passes an absolute `deadline` drops the default tolerance. The flow-limit keys belong to a
+    job, not its type: pass them per call (`concurrency_key=account_id, rate_key=account_id`)."""
 
     use_case: str
     job_type: str
