@@ -17,6 +17,7 @@ from jobs_schema.config import (
     UseCaseConfig,
 )
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
+from jobs_schema.flow import RateKeyList, RateKeyState
 from jobs_schema.jobs import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -106,6 +107,8 @@ __all__ = [
     "OutcomeResponse",
     "Payload",
     "PayloadResponse",
+    "RateKeyList",
+    "RateKeyState",
     "RateLimit",
     "ReleaseRequest",
     "ReleaseResponse",

@@ -1,0 +1,87 @@
+"""FlowService: each rate key's starts in its interval, next slot, waiting and throttled jobs,
+read off the InMemoryJobStore (the contract suite holds PostgreSQL to the same)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jobs_schema import BackoffPolicy, JobsConfig, RateLimit
+from jobs_server.auth import Principal, Role
+from jobs_server.clock import ManualClock
+from jobs_server.errors import Forbidden, UnknownUseCase
+from jobs_server.flow import FlowService
+from jobs_server.service import JobIds
+from jobs_server.store.base import LeaderLease, NewJob
+from jobs_server.store.memory import InMemoryJobStore
+
+ADMIN = Principal(role=Role.ADMIN, tenant=None)
+RATE = RateLimit(starts=3, per_seconds=10)
+CONFIG = JobsConfig.model_validate(
+    {"use_cases": {"uc": {"queue": "q", "rate_limit": RATE.model_dump()}, "plain": {"queue": "p"}}}
+)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
+
+
+async def enqueue(
+    store: InMemoryJobStore, clock: ManualClock, n: int, key: str, *, within: float = 60
+) -> None:
+    ids = JobIds(clock)
+    now = clock.now()
+    jobs = [
+        NewJob(
+            id=ids.new(),
+            use_case="uc",
+            job_type="t",
+            payload={},
+            priority=0,
+            run_at=now,
+            deadline=now + timedelta(seconds=within),
+            max_attempts=1,
+            backoff=BackoffPolicy(),
+            rate_key=key,
+        )
+        for _ in range(n)
+    ]
+    await store.enqueue_jobs("acme", quota=None, jobs=jobs)
+
+
+async def test_rate_keys_show_starts_next_slot_and_throttled(clock: ManualClock) -> None:
+    store = InMemoryJobStore(clock)
+    epoch = await store.acquire_leadership("main", "s", ttl=3600)
+    assert epoch is not None
+    leader = LeaderLease("main", "s", epoch)
+    await enqueue(store, clock, 5, "busy")
+    await enqueue(store, clock, 1, "calm", within=120)
+    t0 = clock.now()
+    claim = {"capacity": 100, "lease_seconds": 30, "leader": leader, "per_tenant_cap": None}
+    assert len(await store.claim_due_jobs("uc", limit=2, rate_limit=RATE, **claim)) == 2
+    clock.advance(4)
+    assert len(await store.claim_due_jobs("uc", limit=100, rate_limit=RATE, **claim)) == 2
+    flow = FlowService(store, CONFIG, clock=clock)
+    listed = await flow.rate_keys(ADMIN, "uc", limit=10)
+    assert (listed.starts, listed.per_seconds) == (3, 10)
+    busy, calm = listed.keys
+    # busy: 2 at t0, 1 at t0+4, full; one more may start when t0's two leave the interval
+    assert (busy.rate_key, busy.started, busy.waiting, busy.throttled) == ("busy", 3, 2, 2)
+    assert busy.next_slot == t0 + timedelta(seconds=10)
+    assert (calm.rate_key, calm.started, calm.waiting, calm.throttled) == ("calm", 1, 0, 0)
+    assert calm.next_slot == clock.now()
+    clock.advance(6)
+    busy, _ = (await flow.rate_keys(ADMIN, "uc", limit=10)).keys  # calm started at t0+4
+    assert (busy.started, busy.throttled, busy.next_slot) == (1, 0, clock.now())
+
+
+async def test_rate_keys_are_for_admins_of_known_use_cases(clock: ManualClock) -> None:
+    flow = FlowService(InMemoryJobStore(clock), CONFIG, clock=clock)
+    with pytest.raises(Forbidden):
+        await flow.rate_keys(Principal(role=Role.TENANT, tenant="acme"), "uc", limit=10)
+    with pytest.raises(UnknownUseCase):
+        await flow.rate_keys(ADMIN, "nope", limit=10)
+    plain = await flow.rate_keys(ADMIN, "plain", limit=10)
+    assert (plain.starts, plain.keys) == (None, [])
