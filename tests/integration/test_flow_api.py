@@ -1,5 +1,5 @@
 """GET /v1/use-cases/{use_case}/rate-keys and the dashboard's flow limits over HTTP: who may
-read them, the errors, and a key's state after a claim (in detail: tests/unit/test_flow_service.py)."""
+read them, the errors, and a key's state after a claim (in detail: test_flow_service.py)."""
 
 from __future__ import annotations
 
