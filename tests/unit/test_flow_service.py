@@ -12,6 +12,7 @@ from jobs_server.auth import Principal, Role
 from jobs_server.clock import ManualClock
 from jobs_server.errors import Forbidden, UnknownUseCase
 from jobs_server.flow import FlowService
+from jobs_server.metrics import RateKeysRefresher, ServerMetrics
 from jobs_server.service import JobIds
 from jobs_server.store.base import LeaderLease, NewJob
 from jobs_server.store.memory import InMemoryJobStore
@@ -85,3 +86,31 @@ async def test_rate_keys_are_for_admins_of_known_use_cases(clock: ManualClock) -
         await flow.rate_keys(ADMIN, "nope", limit=10)
     plain = await flow.rate_keys(ADMIN, "plain", limit=10)
     assert (plain.starts, plain.keys) == (None, [])
+
+
+async def test_the_rate_keys_refresher_exports_the_leaders_throttled_jobs(
+    clock: ManualClock,
+) -> None:
+    store = InMemoryJobStore(clock)
+    epoch = await store.acquire_leadership("main", "s", ttl=3600)
+    assert epoch is not None
+    leader = LeaderLease("main", "s", epoch)
+    await enqueue(store, clock, 5, "busy")
+    await enqueue(store, clock, 1, "calm", within=120)
+    t0 = clock.now()
+    claim = {"capacity": 100, "lease_seconds": 30, "leader": leader, "per_tenant_cap": None}
+    await store.claim_due_jobs("uc", limit=100, rate_limit=RATE, **claim)  # busy 3, calm 1
+    metrics = ServerMetrics()
+    leading = [False]
+    refresher = RateKeysRefresher(metrics, store, CONFIG.use_cases, leading=lambda: leading[0])
+    assert await refresher.run_once(clock.now()) == 0  # a standby exports nothing
+    assert "jobs_rate_throttled{" not in metrics.render().decode()
+    leading[0] = True
+    clock.advance(4)
+    assert await refresher.run_once(clock.now()) == 2
+    assert metrics.rate_throttled.labels("uc")._value.get() == 2
+    assert metrics.rate_throttled_keys.labels("uc")._value.get() == 1
+    assert metrics.rate_next_slot.labels("uc")._value.get() == 6  # t0 + 10 - (t0 + 4)
+    clock.set(t0 + timedelta(seconds=10))
+    assert await refresher.run_once(clock.now()) == 0
+    assert metrics.rate_next_slot.labels("uc")._value.get() == 0
