@@ -1036,8 +1036,9 @@ def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list
 @dataclass(frozen=True, slots=True)
 class _FlowLimits:
     """claim_due_jobs_keyed's choice: per (concurrency key, rate key) pair, its first jobs
-    within both keys' free shares; then, in EDF order, within each concurrency key's, each
-    rate key's and each tenant's free share, in that order. "" is no key."""
+    within both keys' free shares; then the first four batches of those in EDF order, within
+    each concurrency key's, each rate key's and each tenant's free share, in that order. ""
+    is no key."""
 
     limit: int
     per_tenant_cap: int | None
@@ -1068,7 +1069,7 @@ class _FlowLimits:
                 for row in rows[: min(self.limit, key_free(ck), self.rate_free(rk))]
             ),
             key=_edf,
-        )
+        )[: 4 * self.limit]
         picks = _within_shares(picks, lambda r: r.concurrency_key or "", key_free)
         picks = _within_shares(picks, lambda r: r.rate_key or "", self.rate_free)
         return _within_shares(picks, lambda r: r.tenant, tenant_free)
