@@ -163,3 +163,18 @@ async def test_rate_buckets_show_each_keys_starts_and_waiting_jobs(
     buckets = await impl.list_rate_buckets("uc", per_seconds=10, limit=10)
     assert [(b.rate_key, b.starts, b.waiting) for b in buckets] == [("busy", (), 4)]
     assert await impl.list_rate_buckets("other", per_seconds=10, limit=10) == []
+
+
+async def test_with_flow_limits_one_tenants_backlog_does_not_hold_up_another(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    impl, clock = store
+    now = clock.now()
+    # acme's keyless backlog comes first in EDF order, far longer than a batch
+    backlog = [make_job(deadline=now + timedelta(seconds=i)) for i in range(20)]
+    theirs = [make_job(deadline=now + timedelta(seconds=100 + i)) for i in range(2)]
+    await store_jobs(impl, backlog)
+    await store_jobs(impl, theirs, tenant="globex")
+    limits = {"per_key_cap": 5, "rate_limit": RateLimit(starts=100, per_seconds=1)}
+    claimed = await claim(impl, leader, limit=3, per_tenant_cap=1, **limits)  # type: ignore[arg-type]
+    assert ids(claimed) == [backlog[0].id, theirs[0].id]

@@ -1035,8 +1035,8 @@ def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list
 
 @dataclass(frozen=True, slots=True)
 class _FlowLimits:
-    """claim_due_jobs_keyed's choice: per (concurrency key, rate key) pair, its first jobs
-    within both keys' free shares; then the first four batches of those in EDF order, within
+    """claim_due_jobs_keyed's choice: per (concurrency key, rate key, tenant), its first jobs
+    within the keys' and the tenant's free shares; then the first four batches of those in EDF order, within
     each concurrency key's, each rate key's and each tenant's free share, in that order. ""
     is no key."""
 
@@ -1059,14 +1059,17 @@ class _FlowLimits:
                 return self.limit
             return max(0, self.per_tenant_cap - by_tenant[tenant])
 
-        pairs: dict[tuple[str, str], list[_Row]] = {}
+        groups: dict[tuple[str, str, str], list[_Row]] = {}
         for row in due:
-            pairs.setdefault((row.concurrency_key or "", row.rate_key or ""), []).append(row)
+            key = (row.concurrency_key or "", row.rate_key or "", row.tenant)
+            groups.setdefault(key, []).append(row)
         picks = sorted(
             (
                 row
-                for (ck, rk), rows in pairs.items()
-                for row in rows[: min(self.limit, key_free(ck), self.rate_free(rk))]
+                for (ck, rk, tenant), rows in groups.items()
+                for row in rows[
+                    : min(self.limit, key_free(ck), self.rate_free(rk), tenant_free(tenant))
+                ]
             ),
             key=_edf,
         )[: 4 * self.limit]

@@ -610,25 +610,29 @@ DELETE FROM dashboard_sessions WHERE id_hash = $1;
 -- name: claim_due_jobs_keyed
 -- As claim_due_jobs_fair ($9 the per-tenant cap, or null), with at most $10 running jobs per
 -- concurrency key and at most $11 starts per rate key in any $12 seconds (each null: no limit).
--- A skip scan visits each (concurrency key, rate key) pair with pending jobs once and takes at
--- most what both keys have free, so a blocked key's backlog is never walked; the pairs' picks
--- are then cut to each key's and tenant's free share in EDF order. A rate key's starts in the
--- last interval are read under its rate_buckets row's lock and written back by this statement,
--- so the limit holds across schedulers: (s - $12, s] never holds more than $11 starts, for any s.
+-- A skip scan visits each (concurrency key, rate key, tenant) group with pending jobs once and
+-- takes at most what its keys and tenant have free, so a blocked key's or tenant's backlog is
+-- never walked; the groups' picks are then cut to each key's and tenant's free share in EDF
+-- order. A rate key's starts in the last interval are read under its rate_buckets row's lock
+-- and written back by this statement, so the limit holds across schedulers: (s - $12, s] never
+-- holds more than $11 starts, for any s.
 WITH RECURSIVE leader AS (
     SELECT 1 FROM scheduler_leader
     WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
     FOR SHARE
 ), pairs AS (
-    (SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk FROM jobs j
+    (SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk, j.tenant
+     FROM jobs j
      WHERE j.use_case = $1 AND j.status = 'pending'
-     ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, '') LIMIT 1)
+     ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant LIMIT 1)
     UNION ALL
-    SELECT n.ck, n.rk FROM pairs p CROSS JOIN LATERAL (
-        SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk FROM jobs j
+    SELECT n.ck, n.rk, n.tenant FROM pairs p CROSS JOIN LATERAL (
+        SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk, j.tenant
+        FROM jobs j
         WHERE j.use_case = $1 AND j.status = 'pending'
-          AND (coalesce(j.concurrency_key, ''), coalesce(j.rate_key, '')) > (p.ck, p.rk)
-        ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, '') LIMIT 1
+          AND (coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant)
+              > (p.ck, p.rk, p.tenant)
+        ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant LIMIT 1
     ) n
 ), running AS (
     SELECT coalesce(r.concurrency_key, '') AS ck, r.tenant, count(*) AS n FROM jobs r
@@ -654,21 +658,25 @@ WITH RECURSIVE leader AS (
         WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second'
         GROUP BY b.rate_key
     ) u ON u.rate_key = k.rk
-), tenant_running AS (
-    SELECT r.tenant, sum(r.n) AS n FROM running r GROUP BY r.tenant
+), tenant_free AS (
+    SELECT t.tenant, CASE WHEN $9::integer IS NULL THEN $3::bigint
+                          ELSE greatest(0, $9 - coalesce(r.n, 0)) END AS free
+    FROM (SELECT DISTINCT tenant FROM pairs) t
+    LEFT JOIN (SELECT tenant, sum(n) AS n FROM running GROUP BY tenant) r ON r.tenant = t.tenant
 ), candidates AS (
     SELECT c.id, c.tenant, c.deadline, c.priority, p.ck, p.rk, kf.free AS ck_free,
-           rf.free AS rk_free
+           rf.free AS rk_free, tf.free AS t_free
     FROM pairs p
     JOIN key_free kf ON kf.ck = p.ck
     JOIN rate_free rf ON rf.rk = p.rk
+    JOIN tenant_free tf ON tf.tenant = p.tenant
     CROSS JOIN LATERAL (
         SELECT j.id, j.tenant, j.deadline, j.priority FROM jobs j
         WHERE j.use_case = $1 AND coalesce(j.concurrency_key, '') = p.ck
-          AND coalesce(j.rate_key, '') = p.rk AND j.status = 'pending'
-          AND j.run_at <= $8::timestamptz
+          AND coalesce(j.rate_key, '') = p.rk AND j.tenant = p.tenant
+          AND j.status = 'pending' AND j.run_at <= $8::timestamptz
         ORDER BY j.deadline, j.priority DESC, j.id
-        LIMIT least($3, kf.free, rf.free)
+        LIMIT least($3, kf.free, rf.free, tf.free)
     ) c
     WHERE EXISTS (SELECT 1 FROM leader)
 ), nearest AS (
@@ -686,10 +694,8 @@ WITH RECURSIVE leader AS (
     FROM within_key w WHERE w.ck_rank <= w.ck_free
 ), within_tenant AS (
     SELECT w.*, row_number() OVER (PARTITION BY w.tenant
-                                   ORDER BY w.deadline, w.priority DESC, w.id) AS t_rank,
-           CASE WHEN $9::integer IS NULL THEN $3::bigint
-                ELSE greatest(0, $9 - coalesce(tr.n, 0)) END AS t_free
-    FROM within_rate w LEFT JOIN tenant_running tr ON tr.tenant = w.tenant
+                                   ORDER BY w.deadline, w.priority DESC, w.id) AS t_rank
+    FROM within_rate w
     WHERE w.rk_rank <= w.rk_free
 ), chosen AS (
     SELECT w.id FROM within_tenant w
