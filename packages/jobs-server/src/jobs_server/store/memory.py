@@ -1036,9 +1036,9 @@ def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list
 @dataclass(frozen=True, slots=True)
 class _FlowLimits:
     """claim_due_jobs_keyed's choice: per (concurrency key, rate key, tenant), its first jobs
-    within the keys' and the tenant's free shares; then the first four batches of those in EDF order, within
-    each concurrency key's, each rate key's and each tenant's free share, in that order. ""
-    is no key."""
+    within the keys' and the tenant's free shares; then the first four batches of those in EDF
+    order, within each concurrency key's, each rate key's and each tenant's free share, in that
+    order. "" is no key."""
 
     limit: int
     per_tenant_cap: int | None
