@@ -114,3 +114,46 @@ async def test_the_rate_keys_refresher_exports_the_leaders_throttled_jobs(
     clock.set(t0 + timedelta(seconds=10))
     assert await refresher.run_once(clock.now()) == 0
     assert metrics.rate_next_slot.labels("uc")._value.get() == 0
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("rate_limit = { starts = 0, per_seconds = 1 }", "use_cases.uc.rate_limit.starts"),
+        ("rate_limit = { starts = -3, per_seconds = 1 }", "use_cases.uc.rate_limit.starts"),
+        ("rate_limit = { starts = 10001, per_seconds = 1 }", "use_cases.uc.rate_limit.starts"),
+        ("rate_limit = { starts = 5, per_seconds = 0 }", "use_cases.uc.rate_limit.per_seconds"),
+        ("rate_limit = { starts = 5, per_seconds = -1 }", "use_cases.uc.rate_limit.per_seconds"),
+        ("rate_limit = { starts = 5 }", "use_cases.uc.rate_limit.per_seconds"),
+        ("rate_limit = { starts = 1.5, per_seconds = 1 }", "use_cases.uc.rate_limit.starts"),
+        (
+            "rate_limit = { starts = 5, per_seconds = 1, burst = 2 }",
+            "use_cases.uc.rate_limit.burst",
+        ),
+        ("concurrency_limit_per_key = 0", "use_cases.uc.concurrency_limit_per_key"),
+        ("concurrency_limit_per_key = -1", "use_cases.uc.concurrency_limit_per_key"),
+        ('concurrency_limit_per_key = "2"', "use_cases.uc.concurrency_limit_per_key"),
+    ],
+)
+def test_a_bad_limit_fails_at_load_naming_the_field(toml: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        JobsConfig.from_toml(f'[use_cases.uc]\nqueue = "q"\n{toml}\n', source="jobs.toml")
+
+
+def test_a_limit_on_an_unconfigured_use_case_fails_at_load() -> None:
+    text = (
+        '[use_cases.uc]\nqueue = "q"\n\n[use_cases.ghost.rate_limit]\nstarts = 1\nper_seconds = 1\n'
+    )
+    with pytest.raises(ValueError, match=r"jobs\.toml: use_cases\.ghost\.queue: Field required"):
+        JobsConfig.from_toml(text, source="jobs.toml")
+    with pytest.raises(ValueError, match=r"rate_limits"):  # no table of limits beside use cases
+        JobsConfig.from_toml(
+            '[use_cases.uc]\nqueue = "q"\n[rate_limits.uc]\nstarts = 1\n', source="jobs.toml"
+        )
+    good = JobsConfig.from_toml(
+        '[use_cases.uc]\nqueue = "q"\nconcurrency_limit_per_key = 2\n'
+        "rate_limit = { starts = 10, per_seconds = 1 }\n",
+        source="jobs.toml",
+    )
+    uc = good.use_cases["uc"]
+    assert (uc.concurrency_limit_per_key, uc.rate_limit) == (2, RateLimit(starts=10, per_seconds=1))
