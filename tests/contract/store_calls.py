@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from jobs_schema import AttemptOutcome, JobStatus
+from jobs_schema import AttemptOutcome, JobStatus, RateLimit
 from jobs_server.store.base import (
     ClaimedJob,
     EnqueueResult,
@@ -34,6 +34,8 @@ async def claim(
     lease_seconds: float = 30,
     per_tenant_cap: int | None = None,
     paused_tenants: list[str] | None = None,
+    per_key_cap: int | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> list[ClaimedJob]:
     return await impl.claim_due_jobs(
         use_case,
@@ -43,6 +45,8 @@ async def claim(
         leader=leader,
         per_tenant_cap=per_tenant_cap,
         paused_tenants=paused_tenants,
+        per_key_cap=per_key_cap,
+        rate_limit=rate_limit,
     )
 
 

@@ -22,6 +22,7 @@ OPERATIONS = {
     "count_jobs",
     "cancel_jobs",
     "retry_jobs",
+    "list_rate_keys",
     "report_outcomes",
     "send_heartbeats",
     "release_leases",

@@ -85,6 +85,28 @@ async def test_enqueue_takes_a_request_model_and_dedups(acme):
     assert again.job.id == first.job.id
 
 
+async def test_the_flow_limit_keys_are_stored_and_shown(live_server, acme):
+    created = await acme.enqueue(*EMAIL, concurrency_key="account-7", rate_key="smtp-eu")
+    assert (created.job.concurrency_key, created.job.rate_key) == ("account-7", "smtp-eu")
+    fetched = await acme.get(created.job.id)
+    assert (fetched.concurrency_key, fetched.rate_key) == ("account-7", "smtp-eu")
+
+    def sync_producer() -> dict[uuid.UUID, str | None]:
+        with SyncJobsClient(live_server.url, live_server.tenant_token("acme")) as sync:
+            plain = sync.enqueue(*EMAIL, rate_key="smtp-us")
+            assert (plain.job.concurrency_key, plain.job.rate_key) == (None, "smtp-us")
+            return {j.id: j.concurrency_key for j in sync.list(use_case=EMAIL[0])}
+
+    listed = await asyncio.to_thread(sync_producer)
+    assert listed[created.job.id] == "account-7"
+    with pytest.raises(ValidationFailed) as info:
+        await acme.enqueue(*EMAIL, concurrency_key="")
+    assert "concurrency_key" in str(info.value)
+    with pytest.raises(ValidationFailed) as info:
+        await acme.enqueue(*EMAIL, rate_key="x" * 1000)
+    assert "rate_key" in str(info.value)
+
+
 async def test_list_follows_cursors_newest_first(live_server, acme):
     for i in range(25):
         await acme.enqueue("labeling", "page", {"i": i})

@@ -104,6 +104,8 @@ def test_defaults_apply_unless_the_call_overrides_them():
         SendEmail(to="a@b.c"), priority=-1, delay_tolerance=timedelta(minutes=2), dedup_key="k"
     )
     assert (custom.delay_tolerance_seconds, custom.priority, custom.dedup_key) == (120, -1, "k")
+    keyed = send_email.request(SendEmail(to="a@b.c"), concurrency_key="acct-1", rate_key="smtp")
+    assert (keyed.concurrency_key, keyed.rate_key) == ("acct-1", "smtp")
     deadline = datetime(2030, 1, 1, tzinfo=UTC)
     absolute = send_email.request(SendEmail(to="a@b.c"), deadline=deadline)
     assert (absolute.deadline, absolute.delay_tolerance_seconds) == (deadline, None)

@@ -8,8 +8,16 @@ from jobs_schema.actions import (
     JobCountQuery,
     JobSelection,
 )
-from jobs_schema.config import BackoffKind, BackoffPolicy, JobsConfig, TenantConfig, UseCaseConfig
+from jobs_schema.config import (
+    BackoffKind,
+    BackoffPolicy,
+    JobsConfig,
+    RateLimit,
+    TenantConfig,
+    UseCaseConfig,
+)
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
+from jobs_schema.flow import RateKeyList, RateKeyState
 from jobs_schema.jobs import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -105,6 +113,9 @@ __all__ = [
     "PauseState",
     "Payload",
     "PayloadResponse",
+    "RateKeyList",
+    "RateKeyState",
+    "RateLimit",
     "ReleaseRequest",
     "ReleaseResponse",
     "TenantConfig",

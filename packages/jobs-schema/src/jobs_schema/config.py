@@ -14,6 +14,7 @@ __all__ = [
     "BackoffPolicy",
     "HandlerIsolation",
     "JobsConfig",
+    "RateLimit",
     "TenantConfig",
     "UseCaseConfig",
     "describe_errors",
@@ -54,6 +55,17 @@ class BackoffPolicy(BaseModel):
     jitter: float = Field(default=0.1, ge=0, le=1, strict=True)
 
 
+class RateLimit(BaseModel):
+    """At most `starts` jobs with one rate key start in any `per_seconds` interval."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    starts: int = Field(ge=1, le=10_000, strict=True, description="starts per interval, 1-10000")
+    per_seconds: float = Field(
+        ge=0.001, le=86_400, strict=True, description="the interval, 0.001 s to a day"
+    )
+
+
 class UseCaseConfig(BaseModel):
     """One use case: a class of jobs with its own SQS queue, capacity and retry rules."""
 
@@ -63,6 +75,16 @@ class UseCaseConfig(BaseModel):
     capacity: int = Field(default=10, ge=1, le=100_000, description="max running jobs")
     per_tenant_running_cap: int | None = Field(
         default=None, ge=1, description="max running jobs of one tenant (fairness); None: no cap"
+    )
+    concurrency_limit_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        strict=True,
+        description="max running jobs of one concurrency_key (1-100000); None: no limit",
+    )
+    rate_limit: RateLimit | None = Field(
+        default=None, description="max starts per interval of one rate_key; None: no limit"
     )
     default_delay_tolerance_seconds: float = Field(default=60.0, ge=0)
     max_attempts: int = Field(default=5, ge=1, le=1000)

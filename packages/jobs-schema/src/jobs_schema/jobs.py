@@ -221,6 +221,13 @@ class EnqueueRequest(BaseModel):
     unique: UniqueRule | None = Field(
         default=None, description="a uniqueness rule, in place of `dedup_key`"
     )
+    concurrency_key: Key | None = Field(
+        default=None,
+        description="at most the use case's concurrency_limit_per_key jobs with it run at once",
+    )
+    rate_key: Key | None = Field(
+        default=None, description="jobs with this key start at most at the use case's rate_limit"
+    )
     max_attempts: Annotated[int, Field(ge=1, le=1000, strict=True), WholeNumber] | None = None
     backoff: BackoffPolicy | None = None
 
@@ -279,6 +286,8 @@ class Job(BaseModel):
         default=None,
         description="the job's uniqueness rule; None: unique while active if it has a dedup_key",
     )
+    concurrency_key: str | None = None
+    rate_key: str | None = None
     result: JsonValue = None
     last_error: str | None = None
     cancel_requested: bool = False

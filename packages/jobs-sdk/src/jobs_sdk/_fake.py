@@ -171,6 +171,8 @@ class FakeJobs:
             max_attempts=request.max_attempts or config.max_attempts,
             dedup_key=request.unique.key if request.unique is not None else request.dedup_key,
             unique=_past_active(request.unique),
+            concurrency_key=request.concurrency_key,
+            rate_key=request.rate_key,
             created_at=now,
             updated_at=now,
         )

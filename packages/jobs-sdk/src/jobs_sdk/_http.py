@@ -74,6 +74,8 @@ class EnqueueOptions(TypedDict, total=False):
     dedup_key: str | None
     # a UniqueRule, or its fields: {"key": "k", "window": "enqueued", "seconds": 3600}
     unique: UniqueRule | Mapping[str, object] | None
+    concurrency_key: str | None
+    rate_key: str | None
     max_attempts: int | None
     backoff: BackoffPolicy | None
 

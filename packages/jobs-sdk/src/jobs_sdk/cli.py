@@ -164,6 +164,12 @@ def enqueue(
             '"seconds": 3600}\''
         ),
     ] = None,
+    concurrency_key: Annotated[
+        str | None, typer.Option(help="at most the use case's limit of its jobs run at once")
+    ] = None,
+    rate_key: Annotated[
+        str | None, typer.Option(help="its jobs start at most at the use case's rate")
+    ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="1..1000")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes a rerun safe")] = None,
 ) -> None:
@@ -181,6 +187,8 @@ def enqueue(
             priority=priority,
             dedup_key=dedup_key,
             unique=rule,
+            concurrency_key=concurrency_key,
+            rate_key=rate_key,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
         )
@@ -540,6 +548,8 @@ def _job_details(job: Job) -> str:
             "unique",
             job.unique.model_dump_json(exclude={"key"}, exclude_none=True) if job.unique else "-",
         ),
+        ("concurrency key", job.concurrency_key or "-"),
+        ("rate key", job.rate_key or "-"),
         ("created", _when(job.created_at)),
         ("finished", _when(job.finished_at)),
         ("payload", json.dumps(job.payload)),

@@ -44,7 +44,9 @@ class Task(Generic[P]):
     unless a call passes its own; None leaves the choice to the use case's config. A call that
     passes an absolute `deadline` drops the default tolerance. Every call takes the options of
     `JobsClient.enqueue`, `dedup_key` and `unique` among them (a uniqueness rule, e.g.
-    `unique={"key": "report-7", "window": "enqueued", "seconds": 3600}`)."""
+    `unique={"key": "report-7", "window": "enqueued", "seconds": 3600}`). The flow-limit keys
+    belong to a job, not its type: pass them per call (`concurrency_key=account_id,
+    rate_key=account_id`)."""
 
     use_case: str
     job_type: str

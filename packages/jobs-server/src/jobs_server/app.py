@@ -22,7 +22,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
-from jobs_server.api import actions, pauses, public, worker
+from jobs_server.api import actions, flow, pauses, public, worker
 from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
@@ -30,6 +30,7 @@ from jobs_server.auth import Authenticator
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.dashboard import install_dashboard
 from jobs_server.errors import ConfigError, JobsServerError
+from jobs_server.flow import FlowService
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.pauses import PauseService
@@ -109,6 +110,7 @@ class JobsServer:
         self._outcomes: OutcomeService | None = None
         self._actions: ActionService | None = None
         self._pauses: PauseService | None = None
+        self._flow: FlowService | None = None
         self._wakeups: WakeupSender | None = None
         self.scheduler: Scheduler | None = None
         # the one clock: given, or PostgreSQL's (the store binds and syncs it); once started,
@@ -148,6 +150,12 @@ class JobsServer:
         return self._pauses
 
     @property
+    def flow(self) -> FlowService:
+        if self._flow is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._flow
+
+    @property
     def outcomes(self) -> OutcomeService:
         if self._outcomes is None:
             raise RuntimeError("JobsServer.start() has not run")
@@ -183,6 +191,7 @@ class JobsServer:
             clock=clock,
         )
         self._pauses = PauseService(store, self.config, on_resumed=self._wakeups.slots_freed)
+        self._flow = FlowService(store, self.config, clock=clock)
         if self.settings.run_scheduler:
             await self._start_scheduler(store)
 
@@ -251,7 +260,7 @@ class JobsServer:
         """Our API routes (plus health and metrics when asked) in one router whose lifespan
         starts and stops this server; `include_router` composes it with the app's own."""
         # actions: /v1/jobs/count
-        routers = [actions.router, pauses.router, public.router, worker.router]
+        routers = [actions.router, flow.router, pauses.router, public.router, worker.router]
         if health:
             routers.append(health_router)
         if metrics and self.metrics is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,10 +23,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobs_schema import UseCaseConfig
+from jobs_server.flow import rate_key_state
 from jobs_server.store.base import (
     ClaimedJob,
     EnqueueOutcome,
     EnqueueResult,
+    FlowStore,
     QueuePause,
     QueueSnapshot,
     StatsStore,
@@ -37,6 +40,7 @@ __all__ = [
     "OTHER_TENANT",
     "HttpMetricsMiddleware",
     "QueueDepthRefresher",
+    "RateKeysRefresher",
     "ServerMetrics",
 ]
 
@@ -153,6 +157,27 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.rate_throttled = Gauge(
+            "jobs_rate_throttled",
+            "Due jobs the use case's rate limit holds back now, over its busiest rate keys.",
+            ["use_case"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.rate_throttled_keys = Gauge(
+            "jobs_rate_throttled_keys",
+            "Rate keys with jobs held back now (per key: GET /v1/use-cases/{uc}/rate-keys).",
+            ["use_case"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.rate_next_slot = Gauge(
+            "jobs_rate_next_slot_seconds",
+            "Until the next slot of the throttled rate key that waits longest (0: none waits).",
+            ["use_case"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
         self.oldest_due_age = Gauge(
             "jobs_oldest_due_job_age_seconds",
             "How long the oldest due pending job has been due (0: none is waiting).",
@@ -266,9 +291,24 @@ class ServerMetrics:
         for p in pauses:
             self.paused.labels(p.use_case or "*", p.tenant or "*").set(1)
 
+    def set_rate_keys(
+        self, use_case: str, *, throttled: int, keys: int, next_slot_seconds: float
+    ) -> None:
+        self.rate_throttled.labels(use_case).set(throttled)
+        self.rate_throttled_keys.labels(use_case).set(keys)
+        self.rate_next_slot.labels(use_case).set(next_slot_seconds)
+
     def clear_queue_depth(self) -> None:
         """A standby exports no queue depth: only the leader's numbers are current."""
-        for gauge in (self.queue_depth, self.queue_due, self.oldest_due_age, self.paused):
+        for gauge in (
+            self.queue_depth,
+            self.queue_due,
+            self.oldest_due_age,
+            self.rate_throttled,
+            self.rate_throttled_keys,
+            self.rate_next_slot,
+            self.paused,
+        ):
             gauge.clear()
         self._depth_keys.clear()
         self._age_keys.clear()
@@ -341,6 +381,45 @@ class QueueDepthRefresher:
 
     async def close(self) -> None:
         self.leading(False)
+
+
+class RateKeysRefresher:
+    """The rate-limit gauges of each rate-limited use case, from its busiest rate keys (at most
+    `keys`), while `leading()`; beside QueueDepthRefresher, on its period. Per key, the state
+    is in the API, not in labels, whose values must stay bounded."""
+
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        store: FlowStore,
+        use_cases: Mapping[str, UseCaseConfig],
+        *,
+        leading: Callable[[], bool],
+        keys: int = 100,
+    ) -> None:
+        self._metrics = metrics
+        self._store = store
+        self._limited = {n: uc.rate_limit for n, uc in use_cases.items() if uc.rate_limit}
+        self._leading = leading
+        self._keys = keys
+
+    async def run_once(self, now: datetime) -> int:
+        """Export; returns how many jobs are throttled in all (0 when not leading)."""
+        if not self._leading():
+            return 0
+        total = 0
+        for name, rate in self._limited.items():
+            buckets = await self._store.list_rate_buckets(
+                name, per_seconds=rate.per_seconds, limit=self._keys
+            )
+            held = [s for s in (rate_key_state(b, rate, now) for b in buckets) if s.throttled]
+            wait = max(((s.next_slot - now).total_seconds() for s in held), default=0.0)
+            throttled = sum(s.throttled for s in held)
+            self._metrics.set_rate_keys(
+                name, throttled=throttled, keys=len(held), next_slot_seconds=wait
+            )
+            total += throttled
+        return total
 
 
 class HttpMetricsMiddleware:

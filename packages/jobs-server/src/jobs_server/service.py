@@ -314,6 +314,8 @@ class JobService:
             dedup_key=req.unique.key if req.unique is not None else req.dedup_key,
             trace_context=trace_context,
             unique=_past_active(req.unique),
+            concurrency_key=req.concurrency_key,
+            rate_key=req.rate_key,
         )
 
     def _quota(self, tenant: str) -> int | None:

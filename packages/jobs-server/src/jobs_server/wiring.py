@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from jobs_schema import UseCaseConfig
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import ConfigError
-from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
+from jobs_server.metrics import QueueDepthRefresher, RateKeysRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
 from jobs_server.scheduler import (
@@ -135,6 +135,11 @@ def build_scheduler(
     services = _maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup)
     if depth is not None:
         services.append(Every(depth, cfg.metrics_refresh_seconds, background=True))
+    if metrics is not None and any(uc.rate_limit for uc in use_cases.values()):
+        rates = RateKeysRefresher(
+            metrics, store, use_cases, leading=lambda: elector.lease is not None
+        )
+        services.append(Every(rates, cfg.metrics_refresh_seconds, background=True))
     return Scheduler(
         elector,
         dispatcher,

@@ -8,15 +8,17 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from jobs_schema import JobsConfig
+from jobs_schema import JobsConfig, RateKeyState
 from jobs_server.auth import Principal
 from jobs_server.dashboard.charts import Chart, slack_chart, throughput_chart
+from jobs_server.flow import rate_key_state
 from jobs_server.scheduler import SchedulerConfig
 from jobs_server.store.base import JobCounts, JobStore, MinuteStats, SchedulerStatus
 
 __all__ = ["Overview", "UseCaseOverview", "load_overview"]
 
 WINDOW_MINUTES = 60
+RATE_KEYS_SHOWN = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,10 @@ class UseCaseOverview:
     worst_slack: float | None
     throughput: Chart
     slack: Chart
+    per_key_cap: int | None = None  # the use case's concurrency_limit_per_key
+    rate_limit: str | None = None  # "10 / 1 s"
+    rate_keys: tuple[RateKeyState, ...] = ()  # the busiest, for admins
+    throttled: int = 0  # due jobs the rate limit holds back now, over rate_keys
 
     @property
     def capacity_used(self) -> float:
@@ -69,6 +75,7 @@ async def load_overview(store: JobStore, config: JobsConfig, who: Principal) -> 
         store.get_job_counts(tenant=scope), store.get_minute_stats(since=start, tenant=scope)
     )
     names = list(config.use_cases) + sorted({c.use_case for c in counts} - set(config.use_cases))
+    keys = await asyncio.gather(*(_rate_keys(store, config, who, n, status.now) for n in names))
     return Overview(
         now=status.now,
         scheduler=status,
@@ -81,10 +88,24 @@ async def load_overview(store: JobStore, config: JobsConfig, who: Principal) -> 
                 [m for m in minutes if m.use_case == name],
                 start=start,
                 now=status.now,
+                rate_keys=rate_keys,
             )
-            for name in names
+            for name, rate_keys in zip(names, keys, strict=True)
         ],
     )
+
+
+async def _rate_keys(
+    store: JobStore, config: JobsConfig, who: Principal, name: str, now: datetime
+) -> tuple[RateKeyState, ...]:
+    """The busiest rate keys, for admins only: a key spans tenants."""
+    uc = config.use_cases.get(name)
+    if uc is None or uc.rate_limit is None or who.tenant_scope is not None:
+        return ()
+    buckets = await store.list_rate_buckets(
+        name, per_seconds=uc.rate_limit.per_seconds, limit=RATE_KEYS_SHOWN
+    )
+    return tuple(rate_key_state(b, uc.rate_limit, now) for b in buckets)
 
 
 def _use_case(
@@ -96,6 +117,7 @@ def _use_case(
     *,
     start: datetime,
     now: datetime,
+    rate_keys: tuple[RateKeyState, ...] = (),
 ) -> UseCaseOverview:
     uc = config.use_cases.get(name)
     capacity = uc.capacity if uc else 0
@@ -128,4 +150,12 @@ def _use_case(
         worst_slack=min(worst) if worst else None,
         throughput=throughput_chart(slots),
         slack=slack_chart(slots),
+        per_key_cap=uc.concurrency_limit_per_key if uc else None,
+        rate_limit=(
+            f"{uc.rate_limit.starts} / {uc.rate_limit.per_seconds:g} s"
+            if uc and uc.rate_limit
+            else None
+        ),
+        rate_keys=rate_keys,
+        throttled=sum(k.throttled for k in rate_keys),
     )

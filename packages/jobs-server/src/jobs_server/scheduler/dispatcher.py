@@ -154,6 +154,8 @@ class Dispatcher:
             leader=lease,
             per_tenant_cap=uc.per_tenant_running_cap,
             paused_tenants=paused,
+            per_key_cap=uc.concurrency_limit_per_key,
+            rate_limit=uc.rate_limit,
         )
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:

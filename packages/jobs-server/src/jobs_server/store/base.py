@@ -38,6 +38,7 @@ __all__ = [
     "EnqueueResult",
     "EnqueueStore",
     "FailedAttempt",
+    "FlowStore",
     "HealthStore",
     "IdempotentReplay",
     "JobCounts",
@@ -56,6 +57,7 @@ __all__ = [
     "QueueDepth",
     "QueuePause",
     "QueueSnapshot",
+    "RateBucket",
     "RetryRules",
     "RunningLease",
     "SchedulerPass",
@@ -82,6 +84,8 @@ class NewJob:
     trace_context: dict[str, str] | None = None
     # the rule past "while active" (its key is dedup_key); None: while active only
     unique: UniqueRule | None = None
+    concurrency_key: str | None = None
+    rate_key: str | None = None
 
 
 class EnqueueOutcome(StrEnum):
@@ -264,11 +268,36 @@ class DispatchStore(Protocol):
         leader: LeaderLease,
         per_tenant_cap: int | None,
         paused_tenants: list[str] | None = None,
+        per_key_cap: int | None = None,
+        rate_limit: jobs_schema.RateLimit | None = None,
     ) -> list[ClaimedJob]:
-        """`paused_tenants`' jobs are left pending (jobs_server.pauses)."""
+        """`paused_tenants`' jobs are left pending (jobs_server.pauses). Also at most
+        `per_key_cap` running jobs per concurrency key, and at most `rate_limit.starts` starts
+        per rate key in any `rate_limit.per_seconds` (the starts recorded with the claim, in the
+        same transaction)."""
         ...
 
     async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """One rate key's starts in the last interval, and its jobs waiting."""
+
+    use_case: str
+    rate_key: str
+    starts: tuple[tuple[datetime, int], ...]  # (claimed at, starts), oldest first
+    waiting: int  # pending jobs with this key that are due
+
+
+class FlowStore(Protocol):
+    """The flow limits' state, for the dashboard and the API."""
+
+    async def list_rate_buckets(
+        self, use_case: str, *, per_seconds: float, limit: int
+    ) -> list[RateBucket]:
+        """The rate keys with starts in the last `per_seconds` or due jobs, busiest first."""
+        ...
 
 
 class OutcomeStore(Protocol):
@@ -412,6 +441,7 @@ class JobStore(
     QueryStore,
     LeaderStore,
     DispatchStore,
+    FlowStore,
     OutcomeStore,
     ActionStore,
     PruneStore,

@@ -29,6 +29,7 @@ from jobs_schema import (
     LeaseRef,
     LeaseState,
     Payload,
+    RateLimit,
     UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
@@ -53,6 +54,7 @@ from jobs_server.store.base import (
     QueueDepth,
     QueuePause,
     QueueSnapshot,
+    RateBucket,
     RetryRules,
     RunningLease,
     SchedulerPass,
@@ -98,6 +100,8 @@ class _Row:
     deadline_missed: bool = False
     dispatched_at: datetime | None = None
     finished_at: datetime | None = None
+    concurrency_key: str | None = None
+    rate_key: str | None = None
 
     def holds(self, attempt: int, lease_token: UUID) -> bool:
         """Fencing: the job runs this attempt under this lease token."""
@@ -212,6 +216,8 @@ class InMemoryJobStore:
         self._listeners: dict[str, list[_MemorySubscription]] = {}
         self._pauses: dict[tuple[str, str], QueuePause] = {}
         self._pause_history: list[QueuePause] = []
+        # rate_buckets: a rate key's claims in its last interval, (claimed at, starts)
+        self._rate_buckets: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -397,16 +403,19 @@ class InMemoryJobStore:
         leader: LeaderLease,
         per_tenant_cap: int | None,
         paused_tenants: list[str] | None = None,
+        per_key_cap: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> list[ClaimedJob]:
         now = self.clock.now()
         paused = set(paused_tenants or ())
         if not self._leads(leader, now):
             return []
-        running = Counter(
-            r.tenant
+        running_rows = [
+            r
             for r in self._jobs.values()
             if r.use_case == use_case and r.status is JobStatus.RUNNING
-        )
+        ]
+        running = Counter(r.tenant for r in running_rows)
         free = min(limit, max(0, capacity - running.total()))
         due = sorted(
             (
@@ -419,10 +428,69 @@ class InMemoryJobStore:
             ),
             key=_edf,
         )
-        if per_tenant_cap is not None:
+        if per_key_cap is not None or rate_limit is not None:
+            limits = _FlowLimits(
+                limit=limit,
+                per_tenant_cap=per_tenant_cap,
+                per_key_cap=per_key_cap,
+                rate_free=self._rate_free(use_case, rate_limit, now, limit),
+            )
+            due = limits.admit(due, running_rows)
+        elif per_tenant_cap is not None:
             due = _within_tenant_cap(due, running, per_tenant_cap)
         expires_at = now + timedelta(seconds=lease_seconds)
-        return [self._claim(r, now, expires_at) for r in due[:free]]
+        claimed = [self._claim(r, now, expires_at) for r in due[:free]]
+        if rate_limit is not None:
+            self._record_starts(use_case, due[:free], rate_limit, now)
+        return claimed
+
+    def _rate_free(
+        self, use_case: str, rate_limit: RateLimit | None, now: datetime, limit: int
+    ) -> Callable[[str], int]:
+        if rate_limit is None:
+            return lambda rk: limit
+        window = timedelta(seconds=rate_limit.per_seconds)
+
+        def free(rk: str) -> int:
+            if rk == "":
+                return limit
+            starts = self._rate_buckets.get((use_case, rk), [])
+            return max(0, rate_limit.starts - sum(n for at, n in starts if at > now - window))
+
+        return free
+
+    def _record_starts(
+        self, use_case: str, started: list[_Row], rate_limit: RateLimit, now: datetime
+    ) -> None:
+        window = timedelta(seconds=rate_limit.per_seconds)
+        for rk, n in Counter(r.rate_key for r in started if r.rate_key is not None).items():
+            kept = [
+                (at, k) for at, k in self._rate_buckets.get((use_case, rk), []) if at > now - window
+            ]
+            self._rate_buckets[(use_case, rk)] = [*kept, (now, n)]
+
+    async def list_rate_buckets(
+        self, use_case: str, *, per_seconds: float, limit: int
+    ) -> list[RateBucket]:
+        now = self.clock.now()
+        window = timedelta(seconds=per_seconds)
+        waiting = Counter(
+            r.rate_key
+            for r in self._jobs.values()
+            if r.use_case == use_case and r.status is JobStatus.PENDING and r.run_at <= now
+        )
+        buckets = [
+            RateBucket(
+                use_case=use_case,
+                rate_key=rk,
+                starts=tuple((at, n) for at, n in starts if at > now - window),
+                waiting=waiting[rk],
+            )
+            for (uc, rk), starts in self._rate_buckets.items()
+            if uc == use_case
+        ]
+        busy = [b for b in buckets if b.starts or b.waiting]
+        return sorted(busy, key=lambda b: (-b.waiting, b.rate_key))[:limit]
 
     def _claim(self, row: _Row, now: datetime, expires_at: datetime) -> ClaimedJob:
         missed = row.deadline < now
@@ -903,6 +971,8 @@ def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:
         created_at=now,
         updated_at=now,
         unique=new.unique,
+        concurrency_key=new.concurrency_key,
+        rate_key=new.rate_key,
     )
 
 
@@ -921,6 +991,8 @@ def _job(row: _Row) -> Job:
         max_attempts=row.max_attempts,
         dedup_key=row.dedup_key,
         unique=row.unique,
+        concurrency_key=row.concurrency_key,
+        rate_key=row.rate_key,
         result=copy.deepcopy(row.result),
         last_error=row.last_error,
         cancel_requested=row.cancel_requested,
@@ -1028,6 +1100,65 @@ def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list
     for row in due:
         if taken[row.tenant] < cap - running[row.tenant]:
             taken[row.tenant] += 1
+            out.append(row)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _FlowLimits:
+    """claim_due_jobs_keyed's choice: per (concurrency key, rate key, tenant), its first jobs
+    within the keys' and the tenant's free shares; then the first four batches of those in EDF
+    order, within each concurrency key's, each rate key's and each tenant's free share, in that
+    order. "" is no key."""
+
+    limit: int
+    per_tenant_cap: int | None
+    per_key_cap: int | None
+    rate_free: Callable[[str], int]
+
+    def admit(self, due: list[_Row], running: list[_Row]) -> list[_Row]:
+        by_key = Counter(r.concurrency_key or "" for r in running)
+        by_tenant = Counter(r.tenant for r in running)
+
+        def key_free(ck: str) -> int:
+            if ck == "" or self.per_key_cap is None:
+                return self.limit
+            return max(0, self.per_key_cap - by_key[ck])
+
+        def tenant_free(tenant: str) -> int:
+            if self.per_tenant_cap is None:
+                return self.limit
+            return max(0, self.per_tenant_cap - by_tenant[tenant])
+
+        groups: dict[tuple[str, str, str], list[_Row]] = {}
+        for row in due:
+            key = (row.concurrency_key or "", row.rate_key or "", row.tenant)
+            groups.setdefault(key, []).append(row)
+        picks = sorted(
+            (
+                row
+                for (ck, rk, tenant), rows in groups.items()
+                for row in rows[
+                    : min(self.limit, key_free(ck), self.rate_free(rk), tenant_free(tenant))
+                ]
+            ),
+            key=_edf,
+        )[: 4 * self.limit]
+        picks = _within_shares(picks, lambda r: r.concurrency_key or "", key_free)
+        picks = _within_shares(picks, lambda r: r.rate_key or "", self.rate_free)
+        return _within_shares(picks, lambda r: r.tenant, tenant_free)
+
+
+def _within_shares(
+    rows: list[_Row], key: Callable[[_Row], str], free: Callable[[str], int]
+) -> list[_Row]:
+    """The rows (in EDF order) each key's free share admits."""
+    taken: Counter[str] = Counter()
+    out = []
+    for row in rows:
+        k = key(row)
+        if taken[k] < free(k):
+            taken[k] += 1
             out.append(row)
     return out
 

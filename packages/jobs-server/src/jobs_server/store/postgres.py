@@ -26,6 +26,7 @@ from jobs_schema import (
     LeaseRef,
     LeaseState,
     Payload,
+    RateLimit,
     UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
@@ -51,6 +52,7 @@ from jobs_server.store.base import (
     QueueDepth,
     QueuePause,
     QueueSnapshot,
+    RateBucket,
     RetryRules,
     RunningLease,
     SchedulerPass,
@@ -144,6 +146,8 @@ def _job(rec: Any) -> Job:
         max_attempts=rec["max_attempts"],
         dedup_key=rec["dedup_key"],
         unique=_unique(rec["dedup_key"], rec["unique_rule"]),
+        concurrency_key=rec["concurrency_key"],
+        rate_key=rec["rate_key"],
         result=rec["result"],
         last_error=rec["last_error"],
         cancel_requested=rec["cancel_requested"],
@@ -287,6 +291,8 @@ class PostgresJobStore:
             _shared_json([j.trace_context for j in jobs], lambda c: c),
             [_unique_rule(j.unique) for j in jobs],
             now,
+            [j.concurrency_key for j in jobs],
+            [j.rate_key for j in jobs],
         )
         async with self._conn() as conn:
             if idempotency_key is None:
@@ -375,6 +381,8 @@ class PostgresJobStore:
         leader: LeaderLease,
         per_tenant_cap: int | None,
         paused_tenants: list[str] | None = None,
+        per_key_cap: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> list[ClaimedJob]:
         paused = paused_tenants or []
         args: tuple[Any, ...] = (
@@ -387,12 +395,38 @@ class PostgresJobStore:
             leader.epoch,
             self.clock.now(),
         )
-        if per_tenant_cap is None:
+        if per_key_cap is not None or rate_limit is not None:
+            q = self._q["claim_due_jobs_keyed"]
+            args = (
+                *args,
+                per_tenant_cap,
+                per_key_cap,
+                rate_limit.starts if rate_limit else None,
+                rate_limit.per_seconds if rate_limit else None,
+                paused,
+            )
+        elif per_tenant_cap is None:
             q, args = self._q["claim_due_jobs"], (*args, paused)
         else:
             q, args = self._q["claim_due_jobs_fair"], (*args, per_tenant_cap, paused)
         rows = await self._run(lambda c: c.fetch(q, *args))
         return [_claimed(r) for r in rows]
+
+    async def list_rate_buckets(
+        self, use_case: str, *, per_seconds: float, limit: int
+    ) -> list[RateBucket]:
+        q = self._q["list_rate_buckets"]
+        now = self.clock.now()
+        rows = await self._run(lambda c: c.fetch(q, use_case, per_seconds, limit, now))
+        return [
+            RateBucket(
+                use_case=use_case,
+                rate_key=r["rate_key"],
+                starts=tuple(zip(r["starts_at"], r["starts"], strict=True)),
+                waiting=r["waiting"],
+            )
+            for r in rows
+        ]
 
     async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]:
         if not leases:

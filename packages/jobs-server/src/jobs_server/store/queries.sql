@@ -13,9 +13,10 @@ SELECT ord, outcome, (job).id, (job).tenant, (job).use_case, (job).job_type, (jo
        (job).status, (job).priority, (job).run_at, (job).deadline, (job).attempts,
        (job).max_attempts, (job).dedup_key, (job).result, (job).last_error,
        (job).cancel_requested, (job).deadline_missed, (job).created_at, (job).updated_at,
-       (job).finished_at, (job).unique_rule
+       (job).finished_at, (job).unique_rule, (job).concurrency_key, (job).rate_key
 FROM jobs_enqueue($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10, $11::text[]::jsonb[],
-                  $12, $13::text[]::jsonb[], $14::text[]::jsonb[], $15::timestamptz);
+                  $12, $13::text[]::jsonb[], $14::text[]::jsonb[], $15::timestamptz, $16::text[],
+                  $17::text[]);
 
 -- name: get_job
 SELECT j FROM jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2);
@@ -652,3 +653,157 @@ WHERE paused ORDER BY use_case, tenant;
 -- The latest changes first, at most $1.
 SELECT use_case, tenant, paused, changed_by, changed_at, reason FROM pause_history
 ORDER BY id DESC LIMIT $1;
+
+-- Flow limits ---------------------------------------------------------------------------------
+
+-- name: claim_due_jobs_keyed
+-- As claim_due_jobs_fair ($9 the per-tenant cap, or null), with at most $10 running jobs per
+-- concurrency key and at most $11 starts per rate key in any $12 seconds (each null: no limit);
+-- the tenants in $13 are paused (jobs_server.pauses): their groups are skipped.
+-- A skip scan visits each (concurrency key, rate key, tenant) group with pending jobs once and
+-- takes at most what its keys and tenant have free, so a blocked key's or tenant's backlog is
+-- never walked; the groups' picks are then cut to each key's and tenant's free share in EDF
+-- order. A rate key's starts in the last interval are read under its rate_buckets row's lock
+-- and written back by this statement, so the limit holds across schedulers: (s - $12, s] never
+-- holds more than $11 starts, for any s.
+WITH RECURSIVE leader AS (
+    SELECT 1 FROM scheduler_leader
+    WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
+    FOR SHARE
+), pairs AS (
+    (SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk, j.tenant
+     FROM jobs j
+     WHERE j.use_case = $1 AND j.status = 'pending'
+     ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant LIMIT 1)
+    UNION ALL
+    SELECT n.ck, n.rk, n.tenant FROM pairs p CROSS JOIN LATERAL (
+        SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk, j.tenant
+        FROM jobs j
+        WHERE j.use_case = $1 AND j.status = 'pending'
+          AND (coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant)
+              > (p.ck, p.rk, p.tenant)
+        ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant LIMIT 1
+    ) n
+), running AS (
+    SELECT coalesce(r.concurrency_key, '') AS ck, r.tenant, count(*) AS n FROM jobs r
+    WHERE r.use_case = $1 AND r.status = 'running' GROUP BY 1, 2
+), buckets AS (
+    SELECT b.rate_key, b.starts_at, b.starts FROM rate_buckets b
+    WHERE b.use_case = $1 AND $11::integer IS NOT NULL
+      AND b.rate_key = ANY (ARRAY(SELECT DISTINCT rk FROM pairs WHERE rk <> ''))
+    FOR UPDATE
+), key_free AS (
+    -- joins, not a subquery per key: there may be thousands of keys
+    SELECT k.ck, CASE WHEN k.ck = '' OR $10::integer IS NULL THEN $3::bigint
+                      ELSE greatest(0, $10 - coalesce(r.n, 0)) END AS free
+    FROM (SELECT DISTINCT ck FROM pairs) k
+    LEFT JOIN (SELECT ck, sum(n) AS n FROM running GROUP BY ck) r ON r.ck = k.ck
+), rate_free AS (
+    SELECT k.rk, CASE WHEN k.rk = '' OR $11::integer IS NULL THEN $3::bigint
+                      ELSE greatest(0, $11 - coalesce(u.n, 0)) END AS free
+    FROM (SELECT DISTINCT rk FROM pairs) k
+    LEFT JOIN (
+        SELECT b.rate_key, sum(s.n) AS n
+        FROM buckets b, unnest(b.starts_at, b.starts) AS s(at, n)
+        WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second'
+        GROUP BY b.rate_key
+    ) u ON u.rate_key = k.rk
+), tenant_free AS (
+    SELECT t.tenant, CASE WHEN $9::integer IS NULL THEN $3::bigint
+                          ELSE greatest(0, $9 - coalesce(r.n, 0)) END AS free
+    FROM (SELECT DISTINCT tenant FROM pairs) t
+    LEFT JOIN (SELECT tenant, sum(n) AS n FROM running GROUP BY tenant) r ON r.tenant = t.tenant
+), candidates AS (
+    SELECT c.id, c.tenant, c.deadline, c.priority, p.ck, p.rk, kf.free AS ck_free,
+           rf.free AS rk_free, tf.free AS t_free
+    FROM pairs p
+    JOIN key_free kf ON kf.ck = p.ck
+    JOIN rate_free rf ON rf.rk = p.rk
+    JOIN tenant_free tf ON tf.tenant = p.tenant
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.tenant, j.deadline, j.priority FROM jobs j
+        WHERE j.use_case = $1 AND coalesce(j.concurrency_key, '') = p.ck
+          AND coalesce(j.rate_key, '') = p.rk AND j.tenant = p.tenant
+          AND j.status = 'pending' AND j.run_at <= $8::timestamptz
+        ORDER BY j.deadline, j.priority DESC, j.id
+        LIMIT least($3, kf.free, rf.free, tf.free)
+    ) c
+    WHERE EXISTS (SELECT 1 FROM leader) AND p.tenant <> ALL ($13::text[])
+), nearest AS (
+    -- A job's admission below depends only on the jobs before it in EDF order: cutting here
+    -- keeps the windows' sorts to a few batches when there are many keys, and at worst makes
+    -- this pass claim less than a batch (the next pass goes on).
+    SELECT c.* FROM candidates c ORDER BY c.deadline, c.priority DESC, c.id LIMIT 4 * $3
+), within_key AS (
+    SELECT c.*, row_number() OVER (PARTITION BY c.ck ORDER BY c.deadline, c.priority DESC, c.id)
+               AS ck_rank
+    FROM nearest c
+), within_rate AS (
+    SELECT w.*, row_number() OVER (PARTITION BY w.rk ORDER BY w.deadline, w.priority DESC, w.id)
+               AS rk_rank
+    FROM within_key w WHERE w.ck_rank <= w.ck_free
+), within_tenant AS (
+    SELECT w.*, row_number() OVER (PARTITION BY w.tenant
+                                   ORDER BY w.deadline, w.priority DESC, w.id) AS t_rank
+    FROM within_rate w
+    WHERE w.rk_rank <= w.rk_free
+), chosen AS (
+    SELECT w.id FROM within_tenant w
+    WHERE w.t_rank <= w.t_free
+    ORDER BY w.deadline, w.priority DESC, w.id
+    LIMIT least($3, greatest(0, $2 - coalesce((SELECT sum(n) FROM running), 0)))
+), picked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.id = ANY (ARRAY(SELECT id FROM chosen)) AND j.status = 'pending'
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j SET
+        status = 'running',
+        attempts = j.attempts + 1,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = $8::timestamptz + $4 * interval '1 second',
+        dispatched_at = $8::timestamptz,
+        deadline_missed = j.deadline_missed OR j.deadline < $8::timestamptz,
+        updated_at = $8::timestamptz
+    -- by primary key: a join here lets the planner hash the whole table
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
+              j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
+              j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed, j.rate_key
+), attempts AS (
+    INSERT INTO job_attempts (job_id, attempt, dispatched_at)
+    SELECT id, attempts, $8::timestamptz FROM claimed
+), spent AS (
+    INSERT INTO rate_buckets AS b (use_case, rate_key, starts_at, starts)
+    SELECT $1, c.rate_key, ARRAY[$8::timestamptz], ARRAY[count(*)::integer] FROM claimed c
+    WHERE $11::integer IS NOT NULL AND c.rate_key IS NOT NULL
+    GROUP BY c.rate_key
+    ON CONFLICT (use_case, rate_key) DO UPDATE SET (starts_at, starts) = (
+        SELECT coalesce(array_agg(s.at ORDER BY s.ord), '{}') || EXCLUDED.starts_at,
+               coalesce(array_agg(s.n ORDER BY s.ord), '{}') || EXCLUDED.starts
+        FROM unnest(b.starts_at, b.starts) WITH ORDINALITY AS s(at, n, ord)
+        WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second')
+)
+SELECT id, tenant, use_case, job_type, payload, attempts, max_attempts, lease_token,
+       lease_expires_at, deadline, run_at, created_at, trace_context, priority, missed
+FROM claimed ORDER BY deadline, priority DESC, id;
+
+-- name: list_rate_buckets
+-- Each rate key's starts in the last $2 seconds and its due pending jobs, most waiting first.
+-- $1 use case, $3 limit, $4 now.
+SELECT b.rate_key, s.starts_at, s.starts, w.waiting
+FROM rate_buckets b
+CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(x.at ORDER BY x.ord), '{}') AS starts_at,
+           coalesce(array_agg(x.n ORDER BY x.ord), '{}') AS starts
+    FROM unnest(b.starts_at, b.starts) WITH ORDINALITY AS x(at, n, ord)
+    WHERE x.at > $4::timestamptz - $2::float8 * interval '1 second'
+) s
+CROSS JOIN LATERAL (
+    SELECT count(*) AS waiting FROM jobs j
+    WHERE j.use_case = b.use_case AND j.rate_key = b.rate_key AND j.status = 'pending'
+      AND j.run_at <= $4::timestamptz
+) w
+WHERE b.use_case = $1 AND (cardinality(s.starts) > 0 OR w.waiting > 0)
+ORDER BY w.waiting DESC, b.rate_key
+LIMIT $3;

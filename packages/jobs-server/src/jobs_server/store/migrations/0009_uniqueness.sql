@@ -9,9 +9,9 @@ ALTER TABLE jobs ADD COLUMN unique_rule jsonb;
 
 DROP FUNCTION jobs_enqueue(text, bigint, uuid[], text[], text[], jsonb[], integer[],
                            timestamptz[], timestamptz[], integer[], jsonb[], text[], jsonb[],
-                           timestamptz);
+                           timestamptz, text[], text[]);
 
--- As in 0004, and: p_unique_rules, one per job (NULL: while active only), stored in
+-- As in 0008 (with the flow-limit keys), and: p_unique_rules, one per job (NULL: while active only), stored in
 -- jobs.unique_rule. Every job with a rule first takes a transaction advisory lock on its key
 -- (in one order, so batches cannot deadlock): its window check sees every enqueue with a rule
 -- of that key before it, even one whose job has finished since. Jobs of the "active" rule
@@ -22,7 +22,7 @@ CREATE FUNCTION jobs_enqueue(
     p_priorities integer[], p_run_ats timestamptz[], p_deadlines timestamptz[],
     p_max_attempts integer[], p_backoffs jsonb[], p_dedup_keys text[], p_trace_contexts jsonb[],
     p_unique_rules jsonb[],
-    p_now timestamptz
+    p_now timestamptz, p_concurrency_keys text[], p_rate_keys text[]
 ) RETURNS TABLE (ord integer, outcome text, job jobs) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -72,16 +72,18 @@ BEGIN
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_use_cases, p_job_types, p_payloads, p_priorities, p_run_ats,
                              p_deadlines, p_max_attempts, p_backoffs, p_dedup_keys,
-                             p_trace_contexts, p_unique_rules, v_matched)
+                             p_trace_contexts, p_unique_rules, v_matched, p_concurrency_keys,
+                             p_rate_keys)
             WITH ORDINALITY AS i(id, use_case, job_type, payload, priority, run_at, deadline,
                                  max_attempts, backoff, dedup_key, trace_context, unique_rule,
-                                 matched, ord)
+                                 matched, concurrency_key, rate_key, ord)
     ), ins AS (
         INSERT INTO jobs (id, tenant, use_case, job_type, payload, priority, run_at, deadline,
                           max_attempts, backoff, dedup_key, trace_context, unique_rule,
-                          created_at, updated_at)
+                          created_at, updated_at, concurrency_key, rate_key)
         SELECT id, p_tenant, use_case, job_type, payload, priority, run_at, deadline,
-               max_attempts, backoff, dedup_key, trace_context, unique_rule, p_now, p_now
+               max_attempts, backoff, dedup_key, trace_context, unique_rule, p_now, p_now,
+               concurrency_key, rate_key
         FROM input
         WHERE matched IS NULL
         -- one lock order for dedup keys across concurrent batches (no deadlocks)

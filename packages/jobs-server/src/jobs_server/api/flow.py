@@ -1,0 +1,40 @@
+"""GET /v1/use-cases/{use_case}/rate-keys: a use case's rate limit and its busiest keys. Thin:
+the rules are in FlowService, which the dashboard calls too."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from jobs_schema import RateKeyList
+from jobs_schema.jobs import Key
+from jobs_server.api.deps import Reader
+from jobs_server.api.errors import COMMON_ERRORS, documented_errors, json_response
+from jobs_server.api.route import JobsRoute, operation_id, server_in
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["flow limits"],
+    responses=documented_errors(*COMMON_ERRORS),
+    route_class=JobsRoute,
+    generate_unique_id_function=operation_id,
+)
+
+
+@router.get(
+    "/use-cases/{use_case}/rate-keys",
+    responses={200: {"model": RateKeyList}, **documented_errors(403, 422)},
+    summary="A use case's rate limit and its busiest rate keys: starts, next slot, waiting",
+)
+async def list_rate_keys(
+    request: Request,
+    who: Reader,
+    use_case: Annotated[Key, Path()],
+    limit: Annotated[int, Query(ge=1, le=100, strict=True, description="1-100 keys")] = 20,
+) -> Response:
+    flow = server_in(request.scope).flow
+    return json_response(await flow.rate_keys(who, use_case, limit=limit))
