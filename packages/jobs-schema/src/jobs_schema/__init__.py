@@ -50,6 +50,15 @@ from jobs_schema.messages import (
     ReleaseResponse,
     lease_from_body,
 )
+from jobs_schema.schedules import (
+    MissedTickPolicy,
+    Schedule,
+    ScheduleConfig,
+    ScheduleCreate,
+    ScheduleDefinition,
+    SchedulePage,
+    ScheduleSource,
+)
 
 __version__ = "0.1.0"
 
@@ -92,6 +101,7 @@ __all__ = [
     "JobsConfig",
     "LeaseRef",
     "LeaseState",
+    "MissedTickPolicy",
     "OutcomeAck",
     "OutcomeKind",
     "OutcomeReport",
@@ -101,6 +111,12 @@ __all__ = [
     "PayloadResponse",
     "ReleaseRequest",
     "ReleaseResponse",
+    "Schedule",
+    "ScheduleConfig",
+    "ScheduleCreate",
+    "ScheduleDefinition",
+    "SchedulePage",
+    "ScheduleSource",
     "TenantConfig",
     "UseCaseConfig",
     "lease_from_body",

@@ -34,12 +34,19 @@ from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
 from jobs_server.scheduler import Scheduler
-from jobs_server.service import JobIds, JobService
+from jobs_server.schedules import ScheduleService
+from jobs_server.service import JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
 from jobs_server.tracing import Tracing, TracingMiddleware
 from jobs_server.wakeups import WakeupSender
-from jobs_server.wiring import build_scheduler, connect_publisher, connect_store, scheduler_config
+from jobs_server.wiring import (
+    build_job_service,
+    build_scheduler,
+    connect_publisher,
+    connect_store,
+    scheduler_config,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -105,6 +112,7 @@ class JobsServer:
         self._store: JobStore | None = None
         self._publisher: Publisher | None = None
         self._service: JobService | None = None
+        self._schedules: ScheduleService | None = None
         self._outcomes: OutcomeService | None = None
         self._actions: ActionService | None = None
         self._wakeups: WakeupSender | None = None
@@ -126,6 +134,12 @@ class JobsServer:
         if self._service is None:
             raise RuntimeError("JobsServer.start() has not run")
         return self._service
+
+    @property
+    def schedules(self) -> ScheduleService:
+        if self._schedules is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._schedules
 
     @property
     def store(self) -> JobStore:
@@ -153,17 +167,16 @@ class JobsServer:
         self._store = store
         self.clock = clock = self._given_clock or store.clock
         self._wakeups = WakeupSender(store)
-        self._service = JobService(
+        self._service = build_job_service(
+            self.settings,
             store,
-            self.config,
-            default_quota=self.settings.default_tenant_quota,
-            max_payload_bytes=self.settings.max_payload_bytes,
             clock=clock,
-            ids=JobIds(clock),
+            config=self.config,
             on_enqueued=self._wakeups.enqueued if self.settings.enqueue_wakeups else None,
             metrics=self.metrics,
             tracing=self.tracing,
         )
+        self._schedules = ScheduleService(store, self._service, clock=clock)
         self._outcomes = OutcomeService(
             store, clock=clock, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
         )
@@ -190,6 +203,7 @@ class JobsServer:
             config=scheduler_config(self.settings),
             metrics=self.metrics,
             tracing=self.tracing,
+            jobs=self.service,
         )
         self._stop.clear()
         self._scheduler_task = asyncio.create_task(self.scheduler.run_forever(self._stop))
