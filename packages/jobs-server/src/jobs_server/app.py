@@ -22,7 +22,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
-from jobs_server.api import actions, public, worker
+from jobs_server.api import actions, public, schedules, worker
 from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
@@ -34,7 +34,7 @@ from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
 from jobs_server.scheduler import Scheduler
-from jobs_server.schedules import ScheduleService
+from jobs_server.schedules import ScheduleService, config_schedules
 from jobs_server.service import JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
@@ -177,6 +177,8 @@ class JobsServer:
             tracing=self.tracing,
         )
         self._schedules = ScheduleService(store, self._service, clock=clock)
+        # the API shows the config file's schedules before a scheduler has run
+        await store.sync_config_schedules(config_schedules(self.config, now=clock.now()))
         self._outcomes = OutcomeService(
             store, clock=clock, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
         )
@@ -255,7 +257,12 @@ class JobsServer:
     def router(self, *, health: bool = False, metrics: bool = False) -> APIRouter:
         """Our API routes (plus health and metrics when asked) in one router whose lifespan
         starts and stops this server; `include_router` composes it with the app's own."""
-        routers = [actions.router, public.router, worker.router]  # actions: /v1/jobs/count
+        routers = [
+            actions.router,
+            public.router,
+            worker.router,
+            schedules.router,
+        ]  # actions: /v1/jobs/count
         if health:
             routers.append(health_router)
         if metrics and self.metrics is not None:
