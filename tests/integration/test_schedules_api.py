@@ -130,3 +130,19 @@ async def test_bad_input_is_refused_with_the_field(
     r = await client.post("/v1/schedules", json=sent, headers=ACME)
     assert r.status_code == status, r.text
     assert says in r.text
+
+
+async def test_the_dashboard_lists_schedules_with_their_last_and_next_run(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.post("/v1/schedules", json=body(), headers=ACME)).status_code == 201
+    await client.post("/v1/schedules/hourly/pause", headers=ACME)
+    r = await client.get("/ui/schedules", headers=ACME)
+    assert r.status_code == 200
+    assert 'data-schedule="acme/nightly"' in r.text and 'data-schedule="acme/hourly"' in r.text
+    assert "30 2 * * *" in r.text and "America/New_York" in r.text and "paused" in r.text
+    assert 'href="/ui/schedules" aria-current="page"' in r.text
+    r = await client.get("/ui/schedules", headers=GLOBEX)
+    assert r.status_code == 200 and "data-schedule=" not in r.text
+    r = await client.get("/ui/schedules", headers=ADMIN)
+    assert 'data-schedule="acme/nightly"' in r.text
