@@ -11,9 +11,9 @@ import pytest
 
 from jobs_schema import JobFilter, JobsConfig, ScheduleDefinition, ScheduleSource
 from jobs_server.clock import ManualClock
-from jobs_server.errors import BadRequest
+from jobs_server.errors import BadRequest, ConfigError
 from jobs_server.scheduler import PeriodicJobs
-from jobs_server.schedules import Cadence, stored
+from jobs_server.schedules import Cadence, config_schedules, stored
 from jobs_server.service import JobService
 from jobs_server.store.base import JobFilter as StoreFilter
 from jobs_server.store.memory import InMemoryJobStore
@@ -209,3 +209,22 @@ def test_a_bad_cron_expression_names_the_field() -> None:
         Cadence.check(definition)
     assert err.value.details["field"] == "cron"
     assert err.value.message.startswith("cron: ")
+
+
+def test_a_bad_cron_expression_in_the_config_file_names_the_schedule() -> None:
+    cfg = config(broken={"cron": "* * *"})
+    with pytest.raises(ConfigError, match=r"^schedules\.broken\.cron: "):
+        config_schedules(cfg, now=START)
+
+
+def test_an_unknown_timezone_in_the_config_file_names_the_field() -> None:
+    text = """
+[schedules.tz]
+tenant = "acme"
+cron = "0 * * * *"
+timezone = "Nowhere/Land"
+use_case = "reports"
+job_type = "reports.build"
+"""
+    with pytest.raises(ValueError, match=r"jobs.toml: schedules\.tz\.timezone: .*unknown timezone"):
+        JobsConfig.from_toml(text, source="jobs.toml")
