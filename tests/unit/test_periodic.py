@@ -4,6 +4,7 @@ one `run_once(now)` at a time."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,11 +13,14 @@ import pytest
 from jobs_schema import JobFilter, JobsConfig, ScheduleDefinition, ScheduleSource
 from jobs_server.clock import ManualClock
 from jobs_server.errors import BadRequest, ConfigError
+from jobs_server.publisher.base import InMemoryPublisher
 from jobs_server.scheduler import PeriodicJobs
 from jobs_server.schedules import Cadence, config_schedules, stored
 from jobs_server.service import JobService
+from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobFilter as StoreFilter
 from jobs_server.store.memory import InMemoryJobStore
+from jobs_server.wiring import _standalone
 
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 NY = ZoneInfo("America/New_York")
@@ -228,3 +232,21 @@ job_type = "reports.build"
 """
     with pytest.raises(ValueError, match=r"jobs.toml: schedules\.tz\.timezone: .*unknown timezone"):
         JobsConfig.from_toml(text, source="jobs.toml")
+
+
+async def test_the_standalone_scheduler_enqueues_the_config_files_schedules(
+    tmp_path: Path, store: InMemoryJobStore, clock: ManualClock
+) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(
+        '[use_cases.reports]\nqueue = "q"\n'
+        '[schedules.every]\ntenant = "acme"\ninterval_seconds = 30\n'
+        'use_case = "reports"\njob_type = "reports.build"\n'
+    )
+    settings = ServerSettings(config_file=str(path))
+    sched = _standalone(settings, store, InMemoryPublisher(), clock, None, None)
+    assert isinstance(sched.service(PeriodicJobs), PeriodicJobs)
+    await sched.step()  # leads; the config's schedule is in, first tick in 30 s
+    clock.advance(30)
+    await sched.step()
+    assert await jobs_of(store) == [START + timedelta(seconds=30)]
