@@ -128,7 +128,6 @@ class Schedule(BaseModel):
     paused: bool
     next_run_at: datetime | None = Field(description="the next tick; null while paused")
     last_run_at: datetime | None = Field(description="the tick of the last job it enqueued")
-    last_job_id: str | None = None
     created_at: datetime
 
 

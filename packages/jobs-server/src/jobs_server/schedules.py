@@ -32,7 +32,18 @@ from jobs_server.errors import BadRequest, ConfigError, ScheduleConflict, Schedu
 from jobs_server.service import JobService
 from jobs_server.store.base import ScheduleStore, StoredSchedule
 
-__all__ = ["Cadence", "ScheduleService", "config_schedules", "job_request", "public"]
+__all__ = [
+    "Cadence",
+    "ScheduleService",
+    "config_schedules",
+    "job_request",
+    "schedule_view",
+    "stored",
+]
+
+
+# any time will do: CronSim parses the expression when built, before reading the time
+_PARSE_AT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class Cadence:
@@ -50,7 +61,7 @@ class Cadence:
         if definition.cron is None:
             return
         try:
-            CronSim(definition.cron, datetime.now(UTC))
+            CronSim(definition.cron, _PARSE_AT)
         except CronSimError as exc:
             raise BadRequest(
                 f"cron: {exc}; give five fields (minute hour day month weekday), e.g. '30 2 * * *'",
@@ -132,7 +143,7 @@ def config_schedules(config: JobsConfig, *, now: datetime) -> list[StoredSchedul
     return rows
 
 
-def public(row: StoredSchedule) -> Schedule:
+def schedule_view(row: StoredSchedule) -> Schedule:
     d = row.definition
     return Schedule(
         tenant=row.tenant,
@@ -178,17 +189,17 @@ class ScheduleService:
                 "delete it first or pick another name",
                 name=body.name,
             )
-        return public(row)
+        return schedule_view(row)
 
     async def list(self, who: Principal, *, tenant: str | None = None) -> SchedulePage:
         scope = who.tenant_scope
         if scope is not None and tenant is not None and tenant != scope:
             return SchedulePage(items=[])
         rows = await self._store.list_schedules(tenant=scope or tenant)
-        return SchedulePage(items=[public(r) for r in rows])
+        return SchedulePage(items=[schedule_view(r) for r in rows])
 
     async def get(self, who: Principal, name: str, *, tenant: str | None = None) -> Schedule:
-        return public(await self._row(who, name, tenant))
+        return schedule_view(await self._row(who, name, tenant))
 
     async def pause(self, who: Principal, name: str, *, tenant: str | None = None) -> Schedule:
         row = await self._writable(who, name, tenant, "paused")
@@ -198,7 +209,7 @@ class ScheduleService:
         """Ticks passed while paused are not made up: the schedule goes on at its next one."""
         row = await self._writable(who, name, tenant, "resumed")
         if not row.paused:
-            return public(row)
+            return schedule_view(row)
         cadence = Cadence(row.definition, anchor=row.anchor_at)
         return await self._set_paused(
             row, paused=False, next_run_at=cadence.next_after(self._clock.now())
@@ -217,7 +228,7 @@ class ScheduleService:
         )
         if new is None:
             raise ScheduleNotFound(row.tenant, row.name)
-        return public(new)
+        return schedule_view(new)
 
     async def _row(self, who: Principal, name: str, tenant: str | None) -> StoredSchedule:
         scope = who.tenant_scope
