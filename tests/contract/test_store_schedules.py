@@ -19,6 +19,7 @@ DEFINITION = ScheduleDefinition(
     priority=3,
     delay_tolerance_seconds=30.0,
     missed=MissedTickPolicy.RUN_ONCE,
+    dedup_key="daily-report",
 )
 
 

@@ -21,6 +21,7 @@ from jobs_server.store.postgres import PostgresJobStore
 from jobs_server.wiring import build_scheduler
 from tests.unit.test_periodic import (
     config,
+    test_a_dedup_key_makes_no_job_while_the_last_is_active,
     test_a_dst_day_through_periodic_jobs,
     test_a_missed_daily_tick_is_skipped_or_run_once,
     test_a_paused_schedule_does_not_tick,
@@ -30,6 +31,7 @@ from tests.unit.test_periodic import (
 )
 
 __all__ = [
+    "test_a_dedup_key_makes_no_job_while_the_last_is_active",
     "test_a_dst_day_through_periodic_jobs",
     "test_a_missed_daily_tick_is_skipped_or_run_once",
     "test_a_paused_schedule_does_not_tick",

@@ -98,6 +98,21 @@ async def test_two_instances_racing_make_one_job_per_tick(
     assert len(await jobs_of(store)) == 5
 
 
+async def test_a_dedup_key_makes_no_job_while_the_last_is_active(
+    store: InMemoryJobStore, clock: ManualClock
+) -> None:
+    p = periodic(store, clock, config(every={"interval_seconds": 60, "dedup_key": "every"}))
+    await run_at(clock, p, START)
+    assert await run_at(clock, p, START + timedelta(seconds=60)) == 1
+    clock.set(START + timedelta(seconds=120))
+    ticked = await p.run_once(clock.now())
+    assert (ticked.schedules, ticked.created, ticked.refused) == (1, 0, 1)
+    [job] = await store.list_jobs(StoreFilter.of(JobFilter(), limit=10))
+    assert job.dedup_key == "every"
+    await store.cancel_job(job.id, tenant=None)
+    assert await run_at(clock, p, START + timedelta(seconds=180)) == 1  # the last one ended
+
+
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [

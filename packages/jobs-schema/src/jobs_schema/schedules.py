@@ -86,6 +86,11 @@ class ScheduleDefinition(BaseModel):
     delay_tolerance_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
     priority: JsonInt = Field(default=0, ge=-1000, le=1000, strict=True)
     missed: MissedTickPolicy = MissedTickPolicy.SKIP
+    dedup_key: Key | None = Field(
+        default=None,
+        description="each tick's job takes this dedup key: while the last one is still pending "
+        "or running, a tick makes none",
+    )
 
     @model_validator(mode="after")
     def _one_cadence(self) -> ScheduleDefinition:
@@ -125,6 +130,7 @@ class Schedule(BaseModel):
     delay_tolerance_seconds: float | None
     priority: int
     missed: MissedTickPolicy
+    dedup_key: str | None
     paused: bool
     next_run_at: datetime | None = Field(description="the next tick; null while paused")
     last_run_at: datetime | None = Field(description="the tick of the last job it enqueued")

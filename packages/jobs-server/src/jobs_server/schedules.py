@@ -102,7 +102,7 @@ def job_request(definition: ScheduleDefinition, *, run_at: datetime) -> EnqueueR
         deadline=None,
         delay_tolerance_seconds=definition.delay_tolerance_seconds,
         priority=definition.priority,
-        dedup_key=None,
+        dedup_key=definition.dedup_key,
         max_attempts=None,
         backoff=None,
     )
@@ -158,6 +158,7 @@ def schedule_view(row: StoredSchedule) -> Schedule:
         delay_tolerance_seconds=d.delay_tolerance_seconds,
         priority=d.priority,
         missed=d.missed,
+        dedup_key=d.dedup_key,
         paused=row.paused,
         next_run_at=None if row.paused else row.next_run_at,
         last_run_at=row.last_run_at,

@@ -30,7 +30,7 @@ BATCH = 1_000
 class Ticked:
     schedules: int  # due schedules this pass moved on
     created: int  # jobs stored
-    refused: int  # jobs the tenant's quota refused (or deduplicated)
+    refused: int  # jobs the tenant's quota refused, or its dedup key folded into an active one
     lost: int  # ticks another scheduler took first
 
 

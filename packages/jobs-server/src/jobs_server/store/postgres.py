@@ -697,13 +697,20 @@ class PostgresJobStore:
     async def create_schedule(self, schedule: StoredSchedule) -> bool:
         s = schedule
         args = (s.tenant, s.name, s.source.value, *_definition_args(s.definition), s.paused)
-        times = (s.anchor_at, s.next_run_at, s.created_at)
+        times = (s.anchor_at, s.next_run_at, s.created_at, s.definition.dedup_key)
         done = await self._run(lambda c: c.fetchval(self._q["create_schedule"], *args, *times))
         return bool(done)
 
     async def sync_config_schedules(self, schedules: list[StoredSchedule]) -> None:
         rows = [
-            (s.tenant, s.name, *_definition_args(s.definition), s.anchor_at, s.next_run_at)
+            (
+                s.tenant,
+                s.name,
+                *_definition_args(s.definition),
+                s.anchor_at,
+                s.next_run_at,
+                s.definition.dedup_key,
+            )
             for s in schedules
         ]
         async with self._conn() as conn, conn.transaction():
@@ -963,6 +970,7 @@ def _schedule(r: Any) -> StoredSchedule:
         delay_tolerance_seconds=r["delay_tolerance_seconds"],
         priority=r["priority"],
         missed=MissedTickPolicy(r["missed"]),
+        dedup_key=r["dedup_key"],
     )
     return StoredSchedule(
         tenant=r["tenant"],

@@ -610,8 +610,8 @@ DELETE FROM dashboard_sessions WHERE id_hash = $1;
 -- name: create_schedule
 INSERT INTO schedules (tenant, name, source, cron, interval_seconds, timezone, use_case,
                        job_type, payload, delay_tolerance_seconds, priority, missed, paused,
-                       anchor_at, next_run_at, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10, $11, $12, $13, $14, $15, $16)
+                       anchor_at, next_run_at, created_at, dedup_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (tenant, name) DO NOTHING
 RETURNING true;
 
@@ -620,13 +620,14 @@ RETURNING true;
 -- schedule made through the API of the same tenant and name is left alone.
 INSERT INTO schedules AS s (tenant, name, source, cron, interval_seconds, timezone, use_case,
                             job_type, payload, delay_tolerance_seconds, priority, missed,
-                            paused, anchor_at, next_run_at, created_at)
+                            paused, anchor_at, next_run_at, created_at, dedup_key)
 VALUES ($1, $2, 'config', $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, false, $12, $13,
-        $12)
+        $12, $14)
 ON CONFLICT (tenant, name) DO UPDATE SET
     use_case = EXCLUDED.use_case, job_type = EXCLUDED.job_type, payload = EXCLUDED.payload,
     delay_tolerance_seconds = EXCLUDED.delay_tolerance_seconds, priority = EXCLUDED.priority,
-    missed = EXCLUDED.missed, cron = EXCLUDED.cron, interval_seconds = EXCLUDED.interval_seconds,
+    missed = EXCLUDED.missed, dedup_key = EXCLUDED.dedup_key, cron = EXCLUDED.cron,
+    interval_seconds = EXCLUDED.interval_seconds,
     timezone = EXCLUDED.timezone,
     anchor_at = CASE WHEN s.cron IS DISTINCT FROM EXCLUDED.cron
                        OR s.interval_seconds IS DISTINCT FROM EXCLUDED.interval_seconds
@@ -644,14 +645,14 @@ WHERE source = 'config' AND (tenant, name) NOT IN (SELECT * FROM unnest($1::text
 
 -- name: get_schedule
 SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
-       payload::text, delay_tolerance_seconds, priority, missed, paused, anchor_at,
-       next_run_at, last_run_at, created_at
+       payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+       anchor_at, next_run_at, last_run_at, created_at
 FROM schedules WHERE tenant = $1 AND name = $2;
 
 -- name: list_schedules
 SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
-       payload::text, delay_tolerance_seconds, priority, missed, paused, anchor_at,
-       next_run_at, last_run_at, created_at
+       payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+       anchor_at, next_run_at, last_run_at, created_at
 FROM schedules WHERE ($1::text IS NULL OR tenant = $1)
 ORDER BY tenant, name;
 
@@ -659,8 +660,8 @@ ORDER BY tenant, name;
 UPDATE schedules SET paused = $3, next_run_at = $4::timestamptz
 WHERE tenant = $1 AND name = $2
 RETURNING tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
-          payload::text, delay_tolerance_seconds, priority, missed, paused, anchor_at,
-          next_run_at, last_run_at, created_at;
+          payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+          anchor_at, next_run_at, last_run_at, created_at;
 
 -- name: delete_schedule
 DELETE FROM schedules WHERE tenant = $1 AND name = $2 RETURNING true;
@@ -668,8 +669,8 @@ DELETE FROM schedules WHERE tenant = $1 AND name = $2 RETURNING true;
 -- name: due_schedules
 -- Served by schedules_due: the cost is that of the due schedules, whatever the jobs table holds.
 SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
-       payload::text, delay_tolerance_seconds, priority, missed, paused, anchor_at,
-       next_run_at, last_run_at, created_at
+       payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+       anchor_at, next_run_at, last_run_at, created_at
 FROM schedules WHERE NOT paused AND next_run_at <= $2::timestamptz
 ORDER BY next_run_at
 LIMIT $1;

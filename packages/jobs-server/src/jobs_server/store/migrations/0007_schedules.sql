@@ -14,6 +14,7 @@ CREATE TABLE schedules (
     delay_tolerance_seconds double precision,
     priority                integer NOT NULL,
     missed                  text NOT NULL CHECK (missed IN ('skip', 'run_once')),
+    dedup_key               text,
     paused                  boolean NOT NULL DEFAULT false,
     anchor_at               timestamptz NOT NULL,
     next_run_at             timestamptz NOT NULL,
