@@ -101,6 +101,8 @@ def _configured(case: Any) -> None:
         bodies = [case.body]
     elif case.operation.label == "POST /v1/jobs/batch" and isinstance(case.body, dict):
         bodies = [b for b in case.body.get("jobs") or [] if isinstance(b, dict)]
+    elif case.operation.label == "POST /v1/schedules" and isinstance(case.body, dict):
+        bodies = [case.body]
     for body in bodies:
         if "use_case" in body:
             body["use_case"] = USE_CASE

@@ -236,17 +236,10 @@ def test_a_bad_cron_expression_in_the_config_file_names_the_schedule() -> None:
         config_schedules(cfg, now=START)
 
 
-def test_an_unknown_timezone_in_the_config_file_names_the_field() -> None:
-    text = """
-[schedules.tz]
-tenant = "acme"
-cron = "0 * * * *"
-timezone = "Nowhere/Land"
-use_case = "reports"
-job_type = "reports.build"
-"""
-    with pytest.raises(ValueError, match=r"jobs.toml: schedules\.tz\.timezone: .*unknown timezone"):
-        JobsConfig.from_toml(text, source="jobs.toml")
+def test_an_unknown_timezone_in_the_config_file_names_the_schedule() -> None:
+    cfg = config(tz={"cron": "0 * * * *", "timezone": "Nowhere/Land"})
+    with pytest.raises(ConfigError, match=r"^schedules\.tz\.timezone: unknown timezone"):
+        config_schedules(cfg, now=START)
 
 
 async def test_the_standalone_scheduler_enqueues_the_config_files_schedules(

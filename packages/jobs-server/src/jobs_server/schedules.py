@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
@@ -57,7 +57,15 @@ class Cadence:
 
     @staticmethod
     def check(definition: ScheduleDefinition) -> None:
-        """BadRequest naming the field when cronsim refuses the cron expression."""
+        """BadRequest naming the field: an unknown zone, or a cron expression cronsim refuses."""
+        try:
+            ZoneInfo(definition.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise BadRequest(
+                f"timezone: unknown timezone {definition.timezone!r}; give an IANA zone name "
+                "such as UTC or Europe/Paris",
+                field="timezone",
+            ) from exc
         if definition.cron is None:
             return
         try:
