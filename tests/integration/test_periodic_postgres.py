@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-TTL = 10.0
+TTL = 30.0
 
 
 @pytest.fixture
@@ -85,23 +85,26 @@ async def test_each_tick_is_enqueued_once_across_a_failover(
     long = UseCaseConfig(queue="q", job_types=["reports.build"], lease_seconds=3600)
     cfg = config(every={"interval_seconds": 60}).model_copy(update={"use_cases": {"reports": long}})
     a, b = scheduler(store, cfg, "a"), scheduler(second_store, cfg, "b")
-    leaders = []
+    holders = []
 
-    async def both_step(at: datetime, *, a_alive: bool) -> None:
+    async def both_step(at: datetime, *, minute: int) -> None:
         clock.set(at)
-        if a_alive:
+        if minute <= 3:  # both alive: a leads, b stands by
             await asyncio.gather(a.step(), b.step())
-        else:
-            # `a` lost the lease without knowing: its periodic pass still races b's step
+        elif minute == 4:  # a is gone; b takes over once a's lease has run out
+            await b.step()
+        else:  # a comes back unaware it lost the lease: its periodic pass races b's step
             await asyncio.gather(b.step(), a.service(PeriodicJobs).run_once(at))
-        leaders.append("a" if a.is_leader else "b" if b.is_leader else "-")
+        holders.append((await store.get_scheduler_status("default")).holder)
 
-    await both_step(START, a_alive=True)  # the config's schedule in, its first tick at 12:01
-    for minute in range(1, 7):
-        for second in (0, 0.5, 20, 40):
-            at = START + timedelta(minutes=minute, seconds=second)
-            await both_step(at, a_alive=minute <= 3)
-    assert leaders[0] == "a" and leaders[-1] == "b"  # the lease changed hands
+    clock.set(START)
+    await a.step()  # a leads first; the config's schedule is in, its first tick at 12:01
+    for minute in range(7):
+        for second in (0, 0.5, 10, 20, 30, 40, 50):
+            await both_step(START + timedelta(minutes=minute, seconds=second), minute=minute)
+    # a renews every 10 s through 12:03:50; its lease runs out at 12:04:20, and b takes over at
+    # 12:04:30 (and enqueues 12:04's tick, 30 s late)
+    assert holders == ["a"] * (4 * 7 + 4) + ["b"] * (3 + 2 * 7)
     rows = await store.list_jobs(StoreFilter.of(JobFilter(), limit=100))
     assert sorted(j.run_at for j in rows) == [START + timedelta(minutes=m) for m in range(1, 7)]
     schedule = await store.get_schedule("acme", "every")
@@ -127,3 +130,23 @@ async def test_many_racers_on_one_tick_store_one_job(
     results = await asyncio.gather(*(r.run_once(clock.now()) for r in racers))
     assert sum(r.created for r in results) == 1
     assert sum(r.lost for r in results) == len(racers) - 1
+
+
+async def test_racers_moving_many_schedules_at_once_neither_deadlock_nor_double(
+    store: PostgresJobStore, second_store: PostgresJobStore, clock: ManualClock
+) -> None:
+    cfg = config(**{f"s{i:02}": {"interval_seconds": 60} for i in range(60)})
+
+    def racer(on: PostgresJobStore) -> PeriodicJobs:
+        jobs = JobService(on, cfg, default_quota=None, max_payload_bytes=65536, clock=clock)
+        return PeriodicJobs(on, jobs, config=cfg)
+
+    first, second = racer(store), racer(second_store)
+    await first.run_once(START)
+    await second.run_once(START)
+    for minute in range(1, 4):
+        clock.set(START + timedelta(minutes=minute))
+        results = await asyncio.gather(first.run_once(clock.now()), second.run_once(clock.now()))
+        assert sum(r.created for r in results) == 60
+    rows = await store.list_jobs(StoreFilter.of(JobFilter(), limit=1000))
+    assert len(rows) == 180

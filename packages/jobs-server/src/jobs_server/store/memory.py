@@ -258,7 +258,8 @@ class InMemoryJobStore:
     async def due_schedules(self, *, limit: int) -> list[StoredSchedule]:
         now = self.clock.now()
         due = [s for s in self._schedules.values() if not s.paused and s.next_run_at <= now]
-        return [copy.deepcopy(s) for s in sorted(due, key=lambda s: s.next_run_at)[:limit]]
+        due.sort(key=lambda s: (s.next_run_at, s.tenant, s.name))
+        return [copy.deepcopy(s) for s in due[:limit]]
 
     async def enqueue_ticks(
         self, ticks: list[ScheduleTick], *, quotas: dict[str, int | None]

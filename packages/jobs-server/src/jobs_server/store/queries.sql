@@ -672,15 +672,24 @@ SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_typ
        payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
        anchor_at, next_run_at, last_run_at, created_at
 FROM schedules WHERE NOT paused AND next_run_at <= $2::timestamptz
-ORDER BY next_run_at
+ORDER BY next_run_at, tenant, name
 LIMIT $1;
 
 -- name: advance_schedules
 -- The compare-and-set of enqueue_ticks: only the ticks whose schedule still expects them move
 -- on (a racing scheduler waits on the row lock, then finds next_run_at moved and skips it).
+-- The rows are locked in key order first, so two schedulers moving many schedules at once
+-- wait for each other instead of deadlocking.
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                         $5::timestamptz[]) AS t (tenant, name, expected, next_run_at, ran_at)
+), locked AS (
+    SELECT s.tenant, s.name FROM schedules s JOIN t ON s.tenant = t.tenant AND s.name = t.name
+    ORDER BY s.tenant, s.name
+    FOR UPDATE OF s
+)
 UPDATE schedules s SET next_run_at = t.next_run_at,
                        last_run_at = coalesce(t.ran_at, s.last_run_at)
-FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])
-     AS t (tenant, name, expected, next_run_at, ran_at)
+FROM t JOIN locked l ON l.tenant = t.tenant AND l.name = t.name
 WHERE s.tenant = t.tenant AND s.name = t.name AND s.next_run_at = t.expected AND NOT s.paused
 RETURNING s.tenant, s.name;
