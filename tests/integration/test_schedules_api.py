@@ -147,3 +147,14 @@ async def test_the_dashboard_lists_schedules_with_their_last_and_next_run(
     assert r.status_code == 200 and "data-schedule=" not in r.text
     r = await client.get("/ui/schedules", headers=ADMIN)
     assert 'data-schedule="acme/nightly"' in r.text
+
+
+async def test_a_server_with_config_schedules_starts_on_an_unmigrated_database(
+    start_server: StartServer, empty_database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(CONFIG)
+    server = await start_server(database_url=empty_database_url, config_file=str(path))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/readyz")).status_code == 503

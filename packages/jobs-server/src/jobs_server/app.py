@@ -29,7 +29,7 @@ from jobs_server.api.metrics import router as metrics_router
 from jobs_server.auth import Authenticator
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.dashboard import install_dashboard
-from jobs_server.errors import ConfigError, JobsServerError
+from jobs_server.errors import ConfigError, JobsServerError, StoreUnavailable
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
@@ -177,8 +177,7 @@ class JobsServer:
             tracing=self.tracing,
         )
         self._schedules = ScheduleService(store, self._service, clock=clock)
-        # the API shows the config file's schedules before a scheduler has run
-        await store.sync_config_schedules(config_schedules(self.config, now=clock.now()))
+        await self._write_config_schedules(store)
         self._outcomes = OutcomeService(
             store, clock=clock, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
         )
@@ -191,6 +190,19 @@ class JobsServer:
         )
         if self.settings.run_scheduler:
             await self._start_scheduler(store)
+
+    async def _write_config_schedules(self, store: JobStore) -> None:
+        """The config file's schedules, written so that the API shows them before a scheduler
+        has run. Skipped while the database is down or not migrated: the server starts anyway
+        (readiness says why), and the leader writes them on its first pass."""
+        rows = config_schedules(self.config, now=self.clock.now())
+        if not rows:
+            return
+        try:
+            if not await store.pending_migrations():
+                await store.sync_config_schedules(rows)
+        except StoreUnavailable:
+            logger.warning("config file's schedules not written at start")
 
     async def _start_scheduler(self, store: JobStore) -> None:
         self._publisher = self._given_publisher or await connect_publisher(
