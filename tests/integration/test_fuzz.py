@@ -103,6 +103,8 @@ def _configured(case: Any) -> None:
         bodies = [b for b in case.body.get("jobs") or [] if isinstance(b, dict)]
     if case.operation.label in _PAUSES and isinstance(case.body, dict):
         _configured_scope(case.body)
+    elif case.operation.label == "POST /v1/schedules" and isinstance(case.body, dict):
+        bodies = [case.body]
     for body in bodies:
         if "use_case" in body:
             body["use_case"] = USE_CASE

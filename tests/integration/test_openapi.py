@@ -33,6 +33,12 @@ OPERATIONS = {
     "healthz",
     "readyz",
     "metrics",
+    "create_schedule",
+    "list_schedules",
+    "get_schedule",
+    "pause_schedule",
+    "resume_schedule",
+    "delete_schedule",
 }
 UNAUTHENTICATED = {"healthz", "readyz", "metrics"}
 

@@ -61,6 +61,15 @@ from jobs_schema.messages import (
     lease_from_body,
 )
 from jobs_schema.pauses import PauseList, PauseRequest, PauseState
+from jobs_schema.schedules import (
+    MissedTickPolicy,
+    Schedule,
+    ScheduleConfig,
+    ScheduleCreate,
+    ScheduleDefinition,
+    SchedulePage,
+    ScheduleSource,
+)
 
 __version__ = "0.1.0"
 
@@ -103,6 +112,7 @@ __all__ = [
     "JobsConfig",
     "LeaseRef",
     "LeaseState",
+    "MissedTickPolicy",
     "OutcomeAck",
     "OutcomeKind",
     "OutcomeReport",
@@ -118,6 +128,12 @@ __all__ = [
     "RateLimit",
     "ReleaseRequest",
     "ReleaseResponse",
+    "Schedule",
+    "ScheduleConfig",
+    "ScheduleCreate",
+    "ScheduleDefinition",
+    "SchedulePage",
+    "ScheduleSource",
     "TenantConfig",
     "UniqueRule",
     "UniqueWindow",

@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from jobs_schema.schedules import ScheduleConfig
+
 __all__ = [
     "BackoffKind",
     "BackoffPolicy",
@@ -129,6 +131,9 @@ class JobsConfig(BaseModel):
 
     use_cases: dict[Name, UseCaseConfig] = Field(default_factory=dict)
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
+    schedules: dict[Name, ScheduleConfig] = Field(
+        default_factory=dict, description="periodic jobs, read-only through the API"
+    )
 
     @model_validator(mode="after")
     def _tokens_are_unique(self) -> JobsConfig:

@@ -30,10 +30,19 @@ from typing import Annotated, Any, NoReturn, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from jobs_schema import BulkAction, BulkResult, Job, JobFilter, PauseState
+from jobs_schema import (
+    BulkAction,
+    BulkResult,
+    Job,
+    JobFilter,
+    MissedTickPolicy,
+    PauseState,
+    SchedulePage,
+)
 from jobs_sdk._profiles import Connection, ProfileError, resolve
 from jobs_sdk.client import SyncJobsClient
 from jobs_sdk.errors import JobsError
+from jobs_sdk.schedules import ScheduleOptions
 
 try:
     import typer
@@ -327,6 +336,79 @@ def _pause_summary(p: PauseState) -> str:
     if not p.changed:
         return f"{_scope(p)}: already {state}"
     return f"{_scope(p)}: {state} (by {p.changed_by} at {_when(p.changed_at)}){_why(p)}"
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+schedules_app = typer.Typer(
+    help="Periodic jobs: list, create, pause, resume and delete schedules.", no_args_is_help=True
+)
+app.add_typer(schedules_app, name="schedules")
+
+
+@schedules_app.command("list")
+def list_schedules() -> None:
+    """List the schedules with their last and next run."""
+    with _client() as jobs:
+        found = jobs.schedules.list()
+    if _state.as_json:
+        typer.echo(SchedulePage(items=found).model_dump_json(indent=2))
+        return
+    for s in found:
+        when = s.cron + f" ({s.timezone})" if s.cron else f"every {s.interval_seconds}s"
+        nxt = "paused" if s.paused else _when(s.next_run_at)
+        typer.echo(
+            f"{s.name}\t{when}\t{s.use_case}/{s.job_type}\tlast {_when(s.last_run_at)}\tnext {nxt}"
+        )
+    if not found:
+        typer.echo("no schedules")
+
+
+@schedules_app.command("create")
+def create_schedule(
+    name: str,
+    use_case: Annotated[str, typer.Option(help="a configured use case")],
+    job_type: Annotated[str, typer.Option(help="one of the use case's job types")],
+    cron: Annotated[str | None, typer.Option(help="e.g. '30 2 * * *'")] = None,
+    interval: Annotated[int | None, typer.Option(help="seconds between ticks")] = None,
+    timezone: Annotated[str, typer.Option(help="IANA zone of the cron expression")] = "UTC",
+    payload: Annotated[str, typer.Option(help="JSON object, @file or - for stdin")] = "{}",
+    missed: Annotated[MissedTickPolicy, typer.Option(help="what missed ticks become")] = (
+        MissedTickPolicy.SKIP
+    ),
+) -> None:
+    """Create a schedule for the token's tenant: give --cron or --interval."""
+    options: ScheduleOptions = {"timezone": timezone, "payload": _payload(payload)}
+    options["missed"] = missed
+    if cron is not None:
+        options["cron"] = cron
+    if interval is not None:
+        options["interval_seconds"] = interval
+    with _client() as jobs:
+        created = jobs.schedules.create(name, use_case=use_case, job_type=job_type, **options)
+    if not _print_json(created):
+        typer.echo(f"created {created.name}: next run {_when(created.next_run_at)}")
+
+
+def _schedule_command(verb: str, doc: str) -> Callable[[str], None]:
+    def command(name: str) -> None:
+        with _client() as jobs:
+            if verb == "delete":
+                jobs.schedules.delete(name)
+                typer.echo(f"deleted {name}")
+                return
+            done = jobs.schedules.pause(name) if verb == "pause" else jobs.schedules.resume(name)
+        if not _print_json(done):
+            state = "paused" if done.paused else f"next run {_when(done.next_run_at)}"
+            typer.echo(f"{name}: {state}")
+
+    command.__doc__ = doc
+    return command
+
+
+schedules_app.command("pause")(_schedule_command("pause", "Pause a schedule."))
+schedules_app.command("resume")(_schedule_command("resume", "Resume a schedule at its next tick."))
+schedules_app.command("delete")(_schedule_command("delete", "Delete a schedule."))
 
 
 # -- the outbox ------------------------------------------------------------------------------

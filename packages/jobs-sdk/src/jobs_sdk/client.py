@@ -40,6 +40,7 @@ from jobs_sdk._transport import AsyncSender, Sent, SyncSender
 from jobs_sdk.batching import Batcher, own_copy
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 from jobs_sdk.pauses import AsyncPauses, SyncPauses
+from jobs_sdk.schedules import Schedules, SyncSchedules
 
 __all__ = ["JobsClient", "SyncJobsClient"]
 
@@ -127,6 +128,7 @@ class JobsClient:
         self._sender = AsyncSender(self._http, self._retry)
         self.pauses = AsyncPauses(self._sender)
         """Pause and resume a use case, a tenant, or a tenant within a use case."""
+        self._schedules = Schedules(self._sender)
         self._coalescer: Batcher[EnqueueRequest, EnqueueResponse] | None = (
             Batcher(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
         )
@@ -283,6 +285,11 @@ class JobsClient:
                 return
             cursor = page.next_cursor
 
+    @property
+    def schedules(self) -> Schedules:
+        """Periodic jobs: create, list, get, pause, resume and delete schedules."""
+        return self._schedules
+
     # -- operator actions ----------------------------------------------------------------------
 
     async def retry(self, job_id: UUID | str) -> Job:
@@ -360,6 +367,7 @@ class SyncJobsClient:
         self._sender = SyncSender(self._http, self._retry)
         self.pauses = SyncPauses(self._sender)
         """Pause and resume a use case, a tenant, or a tenant within a use case."""
+        self._schedules = SyncSchedules(self._sender)
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
@@ -460,6 +468,11 @@ class SyncJobsClient:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    @property
+    def schedules(self) -> SyncSchedules:
+        """Periodic jobs: create, list, get, pause, resume and delete schedules."""
+        return self._schedules
 
     def retry(self, job_id: UUID | str) -> Job:
         """Make a dead or cancelled job pending now, with one more attempt and a new deadline;

@@ -22,26 +22,33 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
-from jobs_server.api import actions, flow, pauses, public, worker
+from jobs_server.api import actions, flow, pauses, public, schedules, worker
 from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
 from jobs_server.auth import Authenticator
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.dashboard import install_dashboard
-from jobs_server.errors import ConfigError, JobsServerError
+from jobs_server.errors import ConfigError, JobsServerError, StoreUnavailable
 from jobs_server.flow import FlowService
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.pauses import PauseService
 from jobs_server.publisher.base import Publisher
 from jobs_server.scheduler import Scheduler
-from jobs_server.service import JobIds, JobService
+from jobs_server.schedules import ScheduleService, config_schedules
+from jobs_server.service import JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
 from jobs_server.tracing import Tracing, TracingMiddleware
 from jobs_server.wakeups import WakeupSender
-from jobs_server.wiring import build_scheduler, connect_publisher, connect_store, scheduler_config
+from jobs_server.wiring import (
+    build_job_service,
+    build_scheduler,
+    connect_publisher,
+    connect_store,
+    scheduler_config,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -107,6 +114,7 @@ class JobsServer:
         self._store: JobStore | None = None
         self._publisher: Publisher | None = None
         self._service: JobService | None = None
+        self._schedules: ScheduleService | None = None
         self._outcomes: OutcomeService | None = None
         self._actions: ActionService | None = None
         self._pauses: PauseService | None = None
@@ -130,6 +138,12 @@ class JobsServer:
         if self._service is None:
             raise RuntimeError("JobsServer.start() has not run")
         return self._service
+
+    @property
+    def schedules(self) -> ScheduleService:
+        if self._schedules is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._schedules
 
     @property
     def store(self) -> JobStore:
@@ -169,17 +183,17 @@ class JobsServer:
         self._store = store
         self.clock = clock = self._given_clock or store.clock
         self._wakeups = WakeupSender(store)
-        self._service = JobService(
+        self._service = build_job_service(
+            self.settings,
             store,
-            self.config,
-            default_quota=self.settings.default_tenant_quota,
-            max_payload_bytes=self.settings.max_payload_bytes,
             clock=clock,
-            ids=JobIds(clock),
+            config=self.config,
             on_enqueued=self._wakeups.enqueued if self.settings.enqueue_wakeups else None,
             metrics=self.metrics,
             tracing=self.tracing,
         )
+        self._schedules = ScheduleService(store, self._service, clock=clock)
+        await self._write_config_schedules(store)
         self._outcomes = OutcomeService(
             store, clock=clock, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
         )
@@ -195,6 +209,19 @@ class JobsServer:
         if self.settings.run_scheduler:
             await self._start_scheduler(store)
 
+    async def _write_config_schedules(self, store: JobStore) -> None:
+        """The config file's schedules, written so that the API shows them before a scheduler
+        has run. Skipped while the database is down or not migrated: the server starts anyway
+        (readiness says why), and the leader writes them on its first pass."""
+        rows = config_schedules(self.config, now=self.clock.now())
+        if not rows:
+            return
+        try:
+            if not await store.pending_migrations():
+                await store.sync_config_schedules(rows)
+        except StoreUnavailable:
+            logger.warning("config file's schedules not written at start")
+
     async def _start_scheduler(self, store: JobStore) -> None:
         self._publisher = self._given_publisher or await connect_publisher(
             self.settings, metrics=self.metrics
@@ -208,6 +235,7 @@ class JobsServer:
             config=scheduler_config(self.settings),
             metrics=self.metrics,
             tracing=self.tracing,
+            jobs=self.service,
         )
         self._stop.clear()
         self._scheduler_task = asyncio.create_task(self.scheduler.run_forever(self._stop))
@@ -260,7 +288,14 @@ class JobsServer:
         """Our API routes (plus health and metrics when asked) in one router whose lifespan
         starts and stops this server; `include_router` composes it with the app's own."""
         # actions: /v1/jobs/count
-        routers = [actions.router, flow.router, pauses.router, public.router, worker.router]
+        routers = [
+            actions.router,
+            flow.router,
+            pauses.router,
+            public.router,
+            schedules.router,
+            worker.router,
+        ]
         if health:
             routers.append(health_router)
         if metrics and self.metrics is not None:

@@ -15,6 +15,8 @@ __all__ = [
     "JobsServerError",
     "PayloadTooLarge",
     "QuotaExceeded",
+    "ScheduleConflict",
+    "ScheduleNotFound",
     "StoreUnavailable",
     "UnknownJobType",
     "UnknownTenant",
@@ -105,3 +107,13 @@ class IdempotencyMismatch(JobsServerError):
 
 class StoreUnavailable(JobsServerError):
     """PostgreSQL cannot be reached or refused the connection."""
+
+
+class ScheduleNotFound(JobsServerError):
+    def __init__(self, tenant: str, name: str) -> None:
+        super().__init__(f"schedule {name!r} of tenant {tenant!r} not found", name=name)
+
+
+class ScheduleConflict(JobsServerError):
+    """A schedule of that name exists, or the action does not apply to it (one from the
+    config file is read-only through the API)."""

@@ -265,6 +265,20 @@ class JobService:
             for job_id, outcome in replay.results
         ]
 
+    def prepare(self, req: EnqueueRequest, now: datetime) -> NewJob:
+        """The job `req` makes by the enqueue rules (use case, job type, payload, deadline),
+        not stored: periodic jobs store theirs with their tick (ScheduleStore.enqueue_ticks)."""
+        return self._new_job(req, now, index=None)
+
+    def quota(self, tenant: str) -> int | None:
+        return self._quota(tenant)
+
+    def stored(self, tenant: str, use_cases: list[str], results: list[EnqueueResult]) -> None:
+        """What enqueue does once jobs are stored elsewhere: wake the dispatcher, count them."""
+        self._announce(results)
+        if self._metrics is not None and results:
+            self._metrics.observe_enqueue(tenant, use_cases, results)
+
     def _new_job(
         self,
         req: EnqueueRequest,

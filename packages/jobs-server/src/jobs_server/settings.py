@@ -60,6 +60,9 @@ class ServerSettings(BaseSettings):
     prune_every_seconds: float = Field(
         default=60.0, gt=0, le=86_400, description="how often the leader prunes past retention"
     )
+    periodic_every_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often the leader enqueues schedules' due ticks"
+    )
     stats_every_seconds: float = Field(
         default=2.0, gt=0, le=3600, description="how often the leader refreshes dashboard stats"
     )
@@ -125,12 +128,14 @@ class ServerSettings(BaseSettings):
         return self.otel_enabled or bool(self.otel_exporter_otlp_endpoint)
 
     def jobs_config(self) -> JobsConfig:
-        """The file's use cases and tenants, overlaid with the environment's."""
+        """The file's use cases and tenants, overlaid with the environment's, and the file's
+        schedules."""
         base = _read_config_file(self.config_file) if self.config_file else JobsConfig()
         try:
             return JobsConfig(
                 use_cases={**base.use_cases, **self.use_cases},
                 tenants={**base.tenants, **self.tenants},
+                schedules=base.schedules,
             )
         except ValidationError as exc:
             raise ConfigError(f"JOBS_USE_CASES / JOBS_TENANTS: {exc}") from exc

@@ -10,7 +10,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from jobs_schema import UseCaseConfig
+from jobs_schema import JobsConfig, UseCaseConfig
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import ConfigError
 from jobs_server.metrics import QueueDepthRefresher, RateKeysRefresher, ServerMetrics
@@ -20,11 +20,14 @@ from jobs_server.scheduler import (
     Dispatcher,
     Elector,
     Every,
+    PeriodicJobs,
     Pruner,
     Reaper,
     Scheduler,
     SchedulerConfig,
 )
+from jobs_server.schedules import config_schedules
+from jobs_server.service import EnqueueListener, JobIds, JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.stats import DispatchRollup, SchedulerStats, StatsRefresher
 from jobs_server.store.base import JobStore
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "aws_credentials",
+    "build_job_service",
     "build_scheduler",
     "connect_publisher",
     "connect_store",
@@ -52,6 +56,7 @@ def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
         reap_every_seconds=settings.reap_every_seconds,
         prune_every_seconds=settings.prune_every_seconds,
         stats_every_seconds=settings.stats_every_seconds,
+        periodic_every_seconds=settings.periodic_every_seconds,
         metrics_refresh_seconds=settings.metrics_refresh_seconds,
     )
 
@@ -93,6 +98,33 @@ def aws_credentials(settings: ServerSettings) -> tuple[str, str] | None:
     return key_id.get_secret_value(), secret.get_secret_value()
 
 
+def build_job_service(
+    settings: ServerSettings,
+    store: JobStore,
+    *,
+    clock: Clock,
+    config: JobsConfig | None = None,
+    on_enqueued: EnqueueListener | None = None,
+    metrics: ServerMetrics | None = None,
+    tracing: Tracing | None = None,
+) -> JobService:
+    """The one JobService of a process: the API's and the scheduler's periodic jobs'. A bad
+    schedule in the config file is a ConfigError here, before anything runs."""
+    config = config or settings.jobs_config()
+    config_schedules(config, now=clock.now())
+    return JobService(
+        store,
+        config,
+        default_quota=settings.default_tenant_quota,
+        max_payload_bytes=settings.max_payload_bytes,
+        clock=clock,
+        ids=JobIds(clock),
+        on_enqueued=on_enqueued,
+        metrics=metrics,
+        tracing=tracing,
+    )
+
+
 def build_scheduler(
     store: JobStore,
     publisher: Publisher,
@@ -105,9 +137,11 @@ def build_scheduler(
     tracing: Tracing | None = None,
     holder: str | None = None,
     rng: random.Random | None = None,
+    jobs: JobService | None = None,
     extra: Sequence[Every] = (),
 ) -> Scheduler:
-    """The elector, the dispatcher and the maintenance services, each on its period; `extra`
+    """The elector, the dispatcher and the maintenance services, each on its period, and
+    with `jobs` the periodic jobs of the store's schedules (and of `jobs.config`'s); `extra`
     entries run after them."""
     cfg = config or SchedulerConfig()
     names = list(use_cases)
@@ -133,6 +167,9 @@ def build_scheduler(
         tracing=tracing,
     )
     services = _maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup)
+    if jobs is not None:
+        periodic = PeriodicJobs(store, jobs, config=jobs.config)
+        services.append(Every(periodic, cfg.periodic_every_seconds))
     if depth is not None:
         services.append(Every(depth, cfg.metrics_refresh_seconds, background=True))
     if metrics is not None and any(uc.rate_limit for uc in use_cases.values()):
@@ -231,6 +268,9 @@ def _standalone(
             sched.wake()
 
     outcomes = OutcomeService(store, clock=clock, on_slots_freed=slots_freed, metrics=metrics)
+    jobs = build_job_service(
+        settings, store, clock=clock, on_enqueued=lambda _uc, _at: slots_freed(), metrics=metrics
+    )
     sched = build_scheduler(
         store,
         publisher,
@@ -240,5 +280,6 @@ def _standalone(
         config=scheduler_config(settings),
         metrics=metrics,
         tracing=tracing,
+        jobs=jobs,
     )
     return sched

@@ -66,6 +66,8 @@ _TABLE: list[tuple[type[errors.JobsServerError], ErrorEntry]] = [
     (errors.JobNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),
     (errors.Forbidden, ErrorEntry(403, ErrorCode.FORBIDDEN)),
     (errors.JobConflict, ErrorEntry(409, ErrorCode.CONFLICT)),
+    (errors.ScheduleNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),
+    (errors.ScheduleConflict, ErrorEntry(409, ErrorCode.CONFLICT)),
     (errors.IdempotencyMismatch, ErrorEntry(409, ErrorCode.IDEMPOTENCY_MISMATCH)),
     (
         errors.StoreUnavailable,

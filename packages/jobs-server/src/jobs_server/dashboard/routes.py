@@ -375,6 +375,12 @@ def _done(request: Request) -> dict[str, Any] | None:
         return None
 
 
+@router.get("/schedules")
+async def schedules_list(request: Request, viewer: Page) -> Response:
+    page = await request.app.state.jobs.schedules.list(viewer.principal)
+    return _templates(request).page(request, "schedules.html", viewer=viewer, page=page)
+
+
 @router.get("/jobs/bulk")
 async def bulk_confirm(request: Request, viewer: Page) -> Response:
     filters = Filters.parse(request.query_params, viewer)

@@ -10,6 +10,8 @@ own, each tested alone with a chosen `now`:
   last), gives back the claims of a failed publish, adds to the dashboard's rollup; a payload
   that would not fit the publisher's `max_message_bytes` is left out of the message;
 - `Reaper` fails expired leases through the server's one OutcomeService;
+- `PeriodicJobs` turns schedules' due ticks into jobs, each in the transaction that moves its
+  schedule on, through the enqueue rules;
 - `Pruner` deletes finished jobs, idempotency keys and old statistics;
 - `StatsRefresher` (jobs_server.stats) and `QueueDepthRefresher` (jobs_server.metrics) write
   the dashboard's tables and the queue-depth gauges.
@@ -37,6 +39,7 @@ from jobs_server.stats import SchedulerStats
 from .dispatcher import Dispatched, Dispatcher, PublishFailed, embed_limit, message_body
 from .elector import Elector, new_holder_id
 from .loop import DispatchService, Every, Scheduler, SchedulerConfig, Service
+from .periodic import PeriodicJobs, Ticked
 from .pruner import Pruned, Pruner
 from .reaper import Reaped, Reaper
 
@@ -46,6 +49,7 @@ __all__ = [
     "Dispatcher",
     "Elector",
     "Every",
+    "PeriodicJobs",
     "Pruned",
     "Pruner",
     "PublishFailed",
@@ -55,6 +59,7 @@ __all__ = [
     "SchedulerConfig",
     "SchedulerStats",
     "Service",
+    "Ticked",
     "embed_limit",
     "message_body",
     "new_holder_id",

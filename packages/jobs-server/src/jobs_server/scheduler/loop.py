@@ -43,6 +43,7 @@ class SchedulerConfig:
     max_backoff_seconds: float = 5.0
     metrics_refresh_seconds: float = 15.0  # queue-depth gauges
     stats_every_seconds: float = 2.0
+    periodic_every_seconds: float = 1.0  # schedules' ticks: a job is at most this late
 
 
 class Service(Protocol):

@@ -60,12 +60,16 @@ __all__ = [
     "RateBucket",
     "RetryRules",
     "RunningLease",
+    "ScheduleStore",
+    "ScheduleTick",
     "SchedulerPass",
     "SchedulerStatus",
     "SessionStore",
     "StatsStore",
+    "StoredSchedule",
     "Subscription",
     "SucceededAttempt",
+    "TickResult",
 ]
 
 
@@ -436,6 +440,42 @@ class HealthStore(Protocol):
     async def close(self) -> None: ...
 
 
+class ScheduleStore(Protocol):
+    """Periodic jobs: the schedules, and their ticks turned into jobs exactly once."""
+
+    async def create_schedule(self, schedule: StoredSchedule) -> bool:
+        """False when the tenant has a schedule of that name already."""
+        ...
+
+    async def sync_config_schedules(self, schedules: list[StoredSchedule]) -> None:
+        """The config file's schedules, in: new ones added, changed ones replaced (their
+        ticks start over from the new definition), others of the config's removed."""
+        ...
+
+    async def get_schedule(self, tenant: str, name: str) -> StoredSchedule | None: ...
+
+    async def list_schedules(self, *, tenant: str | None) -> list[StoredSchedule]: ...
+
+    async def set_schedule_paused(
+        self, tenant: str, name: str, *, paused: bool, next_run_at: datetime
+    ) -> StoredSchedule | None: ...
+
+    async def delete_schedule(self, tenant: str, name: str) -> bool: ...
+
+    async def due_schedules(self, *, limit: int) -> list[StoredSchedule]:
+        """Unpaused schedules whose next tick is at or before the clock's now, earliest first."""
+        ...
+
+    async def enqueue_ticks(
+        self, ticks: list[ScheduleTick], *, quotas: dict[str, int | None]
+    ) -> list[TickResult]:
+        """Each tick's jobs stored (by enqueue_jobs' rules, under `quotas` per tenant) in the
+        same transaction as its schedule's next tick moves from `expected` to `next_run_at`.
+        A tick whose schedule no longer expects it (another scheduler took it, or it was paused
+        or changed) stores nothing: its result has `won=False`."""
+        ...
+
+
 class JobStore(
     EnqueueStore,
     QueryStore,
@@ -449,6 +489,7 @@ class JobStore(
     SessionStore,
     PauseStore,
     HealthStore,
+    ScheduleStore,
     Protocol,
 ):
     """Every role at once: what one adapter (PostgreSQL, or in memory) implements. Each
@@ -602,3 +643,39 @@ class QueuePause:
 class PauseChange:
     pause: QueuePause
     changed: bool  # False: it already was in that state
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A `schedules` row. Interval ticks fall on `anchor_at + k * interval`."""
+
+    tenant: str
+    name: str
+    source: jobs_schema.ScheduleSource
+    definition: jobs_schema.ScheduleDefinition
+    paused: bool
+    anchor_at: datetime
+    next_run_at: datetime
+    created_at: datetime
+    last_run_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTick:
+    """A schedule's due ticks turned into `jobs` (none when all were skipped); `ran_at`, the
+    tick of the last of them, becomes the schedule's last run."""
+
+    tenant: str
+    name: str
+    expected: datetime
+    next_run_at: datetime
+    jobs: list[NewJob]
+    ran_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    tenant: str
+    name: str
+    won: bool
+    results: list[EnqueueResult]

@@ -11,7 +11,7 @@ import copy
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -30,6 +30,7 @@ from jobs_schema import (
     LeaseState,
     Payload,
     RateLimit,
+    ScheduleSource,
     UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
@@ -59,7 +60,10 @@ from jobs_server.store.base import (
     RunningLease,
     SchedulerPass,
     SchedulerStatus,
+    ScheduleTick,
+    StoredSchedule,
     SucceededAttempt,
+    TickResult,
 )
 
 __all__ = ["InMemoryJobStore"]
@@ -218,6 +222,73 @@ class InMemoryJobStore:
         self._pause_history: list[QueuePause] = []
         # rate_buckets: a rate key's claims in its last interval, (claimed at, starts)
         self._rate_buckets: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
+        self._schedules: dict[tuple[str, str], StoredSchedule] = {}
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: StoredSchedule) -> bool:
+        key = (schedule.tenant, schedule.name)
+        if key in self._schedules:
+            return False
+        self._schedules[key] = copy.deepcopy(schedule)
+        return True
+
+    async def sync_config_schedules(self, schedules: list[StoredSchedule]) -> None:
+        wanted = {(s.tenant, s.name) for s in schedules}
+        for key, old in list(self._schedules.items()):
+            if old.source is ScheduleSource.CONFIG and key not in wanted:
+                del self._schedules[key]
+        for new in schedules:
+            known = self._schedules.get((new.tenant, new.name))
+            if known is None:
+                self._schedules[(new.tenant, new.name)] = copy.deepcopy(new)
+            elif known.source is ScheduleSource.CONFIG:
+                self._schedules[(new.tenant, new.name)] = _synced(known, new)
+
+    async def get_schedule(self, tenant: str, name: str) -> StoredSchedule | None:
+        return copy.deepcopy(self._schedules.get((tenant, name)))
+
+    async def list_schedules(self, *, tenant: str | None) -> list[StoredSchedule]:
+        return [
+            copy.deepcopy(s)
+            for key, s in sorted(self._schedules.items())
+            if tenant is None or s.tenant == tenant
+        ]
+
+    async def set_schedule_paused(
+        self, tenant: str, name: str, *, paused: bool, next_run_at: datetime
+    ) -> StoredSchedule | None:
+        old = self._schedules.get((tenant, name))
+        if old is None:
+            return None
+        new = self._schedules[(tenant, name)] = replace(old, paused=paused, next_run_at=next_run_at)
+        return copy.deepcopy(new)
+
+    async def delete_schedule(self, tenant: str, name: str) -> bool:
+        return self._schedules.pop((tenant, name), None) is not None
+
+    async def due_schedules(self, *, limit: int) -> list[StoredSchedule]:
+        now = self.clock.now()
+        due = [s for s in self._schedules.values() if not s.paused and s.next_run_at <= now]
+        due.sort(key=lambda s: (s.next_run_at, s.tenant, s.name))
+        return [copy.deepcopy(s) for s in due[:limit]]
+
+    async def enqueue_ticks(
+        self, ticks: list[ScheduleTick], *, quotas: dict[str, int | None]
+    ) -> list[TickResult]:
+        now = self.clock.now()
+        out = []
+        for t in ticks:
+            old = self._schedules.get((t.tenant, t.name))
+            if old is None or old.paused or old.next_run_at != t.expected:
+                out.append(TickResult(t.tenant, t.name, False, []))
+                continue
+            self._schedules[(t.tenant, t.name)] = replace(
+                old, next_run_at=t.next_run_at, last_run_at=t.ran_at or old.last_run_at
+            )
+            results = self._enqueue(t.tenant, quotas.get(t.tenant), t.jobs, now) if t.jobs else []
+            out.append(TickResult(t.tenant, t.name, True, results))
+        return out
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -1244,3 +1315,12 @@ if TYPE_CHECKING:
     from jobs_server.store.base import JobStore
 
     _conforms: type[JobStore] = InMemoryJobStore
+
+
+def _synced(old: StoredSchedule, new: StoredSchedule) -> StoredSchedule:
+    """sync_config_schedule: the new definition; the old ticks unless the cadence changed."""
+    a, b = old.definition, new.definition
+    same = (a.cron, a.interval_seconds, a.timezone) == (b.cron, b.interval_seconds, b.timezone)
+    if not same:
+        return replace(new, created_at=old.created_at, last_run_at=old.last_run_at)
+    return replace(old, definition=b)

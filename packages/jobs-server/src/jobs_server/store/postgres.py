@@ -25,8 +25,11 @@ from jobs_schema import (
     JobStatus,
     LeaseRef,
     LeaseState,
+    MissedTickPolicy,
     Payload,
     RateLimit,
+    ScheduleDefinition,
+    ScheduleSource,
     UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
@@ -57,7 +60,10 @@ from jobs_server.store.base import (
     RunningLease,
     SchedulerPass,
     SchedulerStatus,
+    ScheduleTick,
+    StoredSchedule,
     SucceededAttempt,
+    TickResult,
 )
 from jobs_server.store.migrations import applied_versions, available_migrations
 
@@ -275,25 +281,7 @@ class PostgresJobStore:
         # JSON as text (see enqueue_jobs in queries.sql): the jsonb codec builds a json encoder
         # per value.
         now = self.clock.now()
-        args = (
-            tenant,
-            quota,
-            [j.id for j in jobs],
-            [j.use_case for j in jobs],
-            [j.job_type for j in jobs],
-            [_to_json(j.payload) for j in jobs],
-            [j.priority for j in jobs],
-            [j.run_at for j in jobs],
-            [j.deadline for j in jobs],
-            [j.max_attempts for j in jobs],
-            _shared_json([j.backoff for j in jobs], lambda b: b.model_dump(mode="json")),
-            [j.dedup_key for j in jobs],
-            _shared_json([j.trace_context for j in jobs], lambda c: c),
-            [_unique_rule(j.unique) for j in jobs],
-            now,
-            [j.concurrency_key for j in jobs],
-            [j.rate_key for j in jobs],
-        )
+        args = _enqueue_args(tenant, quota, jobs, now)
         async with self._conn() as conn:
             if idempotency_key is None:
                 rows = await conn.fetch(self._q["enqueue_jobs"], *args)
@@ -775,6 +763,102 @@ class PostgresJobStore:
         rows = await self._run(lambda c: c.fetch(q, limit))
         return [_pause(r) for r in rows]
 
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: StoredSchedule) -> bool:
+        s = schedule
+        args = (s.tenant, s.name, s.source.value, *_definition_args(s.definition), s.paused)
+        times = (s.anchor_at, s.next_run_at, s.created_at, s.definition.dedup_key)
+        done = await self._run(lambda c: c.fetchval(self._q["create_schedule"], *args, *times))
+        return bool(done)
+
+    async def sync_config_schedules(self, schedules: list[StoredSchedule]) -> None:
+        rows = [
+            (
+                s.tenant,
+                s.name,
+                *_definition_args(s.definition),
+                s.anchor_at,
+                s.next_run_at,
+                s.definition.dedup_key,
+            )
+            for s in schedules
+        ]
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                self._q["delete_config_schedules"],
+                [s.tenant for s in schedules],
+                [s.name for s in schedules],
+            )
+            if rows:
+                await conn.executemany(self._q["sync_config_schedule"], rows)
+
+    async def get_schedule(self, tenant: str, name: str) -> StoredSchedule | None:
+        rec = await self._run(lambda c: c.fetchrow(self._q["get_schedule"], tenant, name))
+        return _schedule(rec) if rec is not None else None
+
+    async def list_schedules(self, *, tenant: str | None) -> list[StoredSchedule]:
+        rows = await self._run(lambda c: c.fetch(self._q["list_schedules"], tenant))
+        return [_schedule(r) for r in rows]
+
+    async def set_schedule_paused(
+        self, tenant: str, name: str, *, paused: bool, next_run_at: datetime
+    ) -> StoredSchedule | None:
+        q = self._q["set_schedule_paused"]
+        rec = await self._run(lambda c: c.fetchrow(q, tenant, name, paused, next_run_at))
+        return _schedule(rec) if rec is not None else None
+
+    async def delete_schedule(self, tenant: str, name: str) -> bool:
+        done = await self._run(lambda c: c.fetchval(self._q["delete_schedule"], tenant, name))
+        return bool(done)
+
+    async def due_schedules(self, *, limit: int) -> list[StoredSchedule]:
+        now = self.clock.now()
+        rows = await self._run(lambda c: c.fetch(self._q["due_schedules"], limit, now))
+        return [_schedule(r) for r in rows]
+
+    async def enqueue_ticks(
+        self, ticks: list[ScheduleTick], *, quotas: dict[str, int | None]
+    ) -> list[TickResult]:
+        if not ticks:
+            return []
+        now = self.clock.now()
+        async with self._conn() as conn, conn.transaction():
+            won = {
+                (r["tenant"], r["name"])
+                for r in await conn.fetch(
+                    self._q["advance_schedules"],
+                    [t.tenant for t in ticks],
+                    [t.name for t in ticks],
+                    [t.expected for t in ticks],
+                    [t.next_run_at for t in ticks],
+                    [t.ran_at for t in ticks],
+                )
+            }
+            mine = [t for t in ticks if (t.tenant, t.name) in won]
+            stored: dict[tuple[str, str], list[EnqueueResult]] = {}
+            for tenant in dict.fromkeys(t.tenant for t in mine):
+                group = [t for t in mine if t.tenant == tenant and t.jobs]
+                jobs = [j for t in group for j in t.jobs]
+                if not jobs:
+                    continue
+                args = _enqueue_args(tenant, quotas.get(tenant), jobs, now)
+                results = iter(_enqueue_results(await conn.fetch(self._q["enqueue_jobs"], *args)))
+                for t in group:
+                    stored[(t.tenant, t.name)] = [next(results) for _ in t.jobs]
+        return [
+            TickResult(
+                t.tenant, t.name, (t.tenant, t.name) in won, stored.get((t.tenant, t.name), [])
+            )
+            for t in ticks
+        ]
+
+
+# Job ids are UUIDv7 (service.JobIds): their first 48 bits are the creation time in ms, a
+# few ms before created_at. A created-at range is also an id range, which the id indexes seek
+# to; the margin covers clock skew between the servers and the database.
+_ID_CLOCK_MARGIN = timedelta(minutes=10)
+
 
 def _pause(r: Any) -> QueuePause:
     return QueuePause(
@@ -785,12 +869,6 @@ def _pause(r: Any) -> QueuePause:
         changed_at=r["changed_at"],
         reason=r["reason"],
     )
-
-
-# Job ids are UUIDv7 (service.JobIds): their first 48 bits are the creation time in ms, a
-# few ms before created_at. A created-at range is also an id range, which the id indexes seek
-# to; the margin covers clock skew between the servers and the database.
-_ID_CLOCK_MARGIN = timedelta(minutes=10)
 
 
 def _id_floor(at: datetime) -> UUID:
@@ -926,6 +1004,70 @@ def _shared_json(values: list[T | None], jsonable: Callable[[T], Any]) -> list[s
 
 _JOBS = TypeAdapter(list[Job])
 _OUTCOMES = {o.value: o for o in EnqueueOutcome}
+
+
+def _enqueue_args(
+    tenant: str, quota: int | None, jobs: list[NewJob], now: datetime
+) -> tuple[Any, ...]:
+    return (
+        tenant,
+        quota,
+        [j.id for j in jobs],
+        [j.use_case for j in jobs],
+        [j.job_type for j in jobs],
+        [_to_json(j.payload) for j in jobs],
+        [j.priority for j in jobs],
+        [j.run_at for j in jobs],
+        [j.deadline for j in jobs],
+        [j.max_attempts for j in jobs],
+        _shared_json([j.backoff for j in jobs], lambda b: b.model_dump(mode="json")),
+        [j.dedup_key for j in jobs],
+        _shared_json([j.trace_context for j in jobs], lambda c: c),
+        [_unique_rule(j.unique) for j in jobs],
+        now,
+        [j.concurrency_key for j in jobs],
+        [j.rate_key for j in jobs],
+    )
+
+
+def _definition_args(d: ScheduleDefinition) -> tuple[Any, ...]:
+    return (
+        d.cron,
+        d.interval_seconds,
+        d.timezone,
+        d.use_case,
+        d.job_type,
+        _to_json(d.payload),
+        d.delay_tolerance_seconds,
+        d.priority,
+        d.missed.value,
+    )
+
+
+def _schedule(r: Any) -> StoredSchedule:
+    definition = ScheduleDefinition.model_construct(
+        cron=r["cron"],
+        interval_seconds=r["interval_seconds"],
+        timezone=r["timezone"],
+        use_case=r["use_case"],
+        job_type=r["job_type"],
+        payload=json.loads(r["payload"]),
+        delay_tolerance_seconds=r["delay_tolerance_seconds"],
+        priority=r["priority"],
+        missed=MissedTickPolicy(r["missed"]),
+        dedup_key=r["dedup_key"],
+    )
+    return StoredSchedule(
+        tenant=r["tenant"],
+        name=r["name"],
+        source=ScheduleSource(r["source"]),
+        definition=definition,
+        paused=r["paused"],
+        anchor_at=r["anchor_at"],
+        next_run_at=r["next_run_at"],
+        created_at=r["created_at"],
+        last_run_at=r["last_run_at"],
+    )
 
 
 def _enqueue_results(rows: list[Any]) -> list[EnqueueResult]:

@@ -807,3 +807,92 @@ CROSS JOIN LATERAL (
 WHERE b.use_case = $1 AND (cardinality(s.starts) > 0 OR w.waiting > 0)
 ORDER BY w.waiting DESC, b.rate_key
 LIMIT $3;
+
+-- -- periodic jobs --------------------------------------------------------------------------
+
+-- name: create_schedule
+INSERT INTO schedules (tenant, name, source, cron, interval_seconds, timezone, use_case,
+                       job_type, payload, delay_tolerance_seconds, priority, missed, paused,
+                       anchor_at, next_run_at, created_at, dedup_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (tenant, name) DO NOTHING
+RETURNING true;
+
+-- name: sync_config_schedule
+-- A changed cadence starts its ticks over (anchor and next tick from the new definition); a
+-- schedule made through the API of the same tenant and name is left alone.
+INSERT INTO schedules AS s (tenant, name, source, cron, interval_seconds, timezone, use_case,
+                            job_type, payload, delay_tolerance_seconds, priority, missed,
+                            paused, anchor_at, next_run_at, created_at, dedup_key)
+VALUES ($1, $2, 'config', $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11, false, $12, $13,
+        $12, $14)
+ON CONFLICT (tenant, name) DO UPDATE SET
+    use_case = EXCLUDED.use_case, job_type = EXCLUDED.job_type, payload = EXCLUDED.payload,
+    delay_tolerance_seconds = EXCLUDED.delay_tolerance_seconds, priority = EXCLUDED.priority,
+    missed = EXCLUDED.missed, dedup_key = EXCLUDED.dedup_key, cron = EXCLUDED.cron,
+    interval_seconds = EXCLUDED.interval_seconds,
+    timezone = EXCLUDED.timezone,
+    anchor_at = CASE WHEN s.cron IS DISTINCT FROM EXCLUDED.cron
+                       OR s.interval_seconds IS DISTINCT FROM EXCLUDED.interval_seconds
+                       OR s.timezone <> EXCLUDED.timezone
+                     THEN EXCLUDED.anchor_at ELSE s.anchor_at END,
+    next_run_at = CASE WHEN s.cron IS DISTINCT FROM EXCLUDED.cron
+                         OR s.interval_seconds IS DISTINCT FROM EXCLUDED.interval_seconds
+                         OR s.timezone <> EXCLUDED.timezone
+                       THEN EXCLUDED.next_run_at ELSE s.next_run_at END
+WHERE s.source = 'config';
+
+-- name: delete_config_schedules
+DELETE FROM schedules
+WHERE source = 'config' AND (tenant, name) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]));
+
+-- name: get_schedule
+SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
+       payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+       anchor_at, next_run_at, last_run_at, created_at
+FROM schedules WHERE tenant = $1 AND name = $2;
+
+-- name: list_schedules
+SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
+       payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+       anchor_at, next_run_at, last_run_at, created_at
+FROM schedules WHERE ($1::text IS NULL OR tenant = $1)
+ORDER BY tenant, name;
+
+-- name: set_schedule_paused
+UPDATE schedules SET paused = $3, next_run_at = $4::timestamptz
+WHERE tenant = $1 AND name = $2
+RETURNING tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
+          payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+          anchor_at, next_run_at, last_run_at, created_at;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE tenant = $1 AND name = $2 RETURNING true;
+
+-- name: due_schedules
+-- Served by schedules_due: the cost is that of the due schedules, whatever the jobs table holds.
+SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
+       payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
+       anchor_at, next_run_at, last_run_at, created_at
+FROM schedules WHERE NOT paused AND next_run_at <= $2::timestamptz
+ORDER BY next_run_at, tenant, name
+LIMIT $1;
+
+-- name: advance_schedules
+-- The compare-and-set of enqueue_ticks: only the ticks whose schedule still expects them move
+-- on (a racing scheduler waits on the row lock, then finds next_run_at moved and skips it).
+-- The rows are locked in key order first, so two schedulers moving many schedules at once
+-- wait for each other instead of deadlocking.
+WITH t AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                         $5::timestamptz[]) AS t (tenant, name, expected, next_run_at, ran_at)
+), locked AS (
+    SELECT s.tenant, s.name FROM schedules s JOIN t ON s.tenant = t.tenant AND s.name = t.name
+    ORDER BY s.tenant, s.name
+    FOR UPDATE OF s
+)
+UPDATE schedules s SET next_run_at = t.next_run_at,
+                       last_run_at = coalesce(t.ran_at, s.last_run_at)
+FROM t JOIN locked l ON l.tenant = t.tenant AND l.name = t.name
+WHERE s.tenant = t.tenant AND s.name = t.name AND s.next_run_at = t.expected AND NOT s.paused
+RETURNING s.tenant, s.name;

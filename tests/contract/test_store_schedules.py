@@ -1,0 +1,146 @@
+"""The store contract of periodic jobs: schedules kept, listed and synced from the config
+file; a tick's jobs stored with the compare-and-set of its schedule, exactly once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from jobs_schema import MissedTickPolicy, ScheduleDefinition, ScheduleSource
+from jobs_server.schedules import stored
+from jobs_server.store.base import EnqueueOutcome, ScheduleTick, StoredSchedule
+from tests.contract.conftest import MakeJob, StoreAndClock
+
+DEFINITION = ScheduleDefinition(
+    interval_seconds=60,
+    use_case="uc",
+    job_type="uc.run",
+    payload={"report": "daily", "n": [1, 2]},
+    priority=3,
+    delay_tolerance_seconds=30.0,
+    missed=MissedTickPolicy.RUN_ONCE,
+    dedup_key="daily-report",
+)
+
+
+def schedule(store: StoreAndClock, name: str = "s", **fields: object) -> StoredSchedule:
+    _, clock = store
+    row = stored("acme", name, DEFINITION, source=ScheduleSource.API, now=clock.now())
+    return replace(row, **fields)  # type: ignore[arg-type]
+
+
+async def test_a_schedule_is_kept_as_given(store: StoreAndClock) -> None:
+    impl, _ = store
+    row = schedule(store)
+    assert await impl.create_schedule(row)
+    assert not await impl.create_schedule(replace(row, definition=DEFINITION))  # name taken
+    assert await impl.get_schedule("acme", "s") == row
+    assert await impl.get_schedule("other", "s") is None
+    assert await impl.list_schedules(tenant="acme") == [row]
+    assert await impl.list_schedules(tenant="other") == []
+    assert [s.name for s in await impl.list_schedules(tenant=None)] == ["s"]
+
+
+async def test_pause_and_delete(store: StoreAndClock) -> None:
+    impl, clock = store
+    row = schedule(store)
+    await impl.create_schedule(row)
+    later = row.next_run_at + timedelta(hours=1)
+    paused = await impl.set_schedule_paused("acme", "s", paused=True, next_run_at=later)
+    assert paused == replace(row, paused=True, next_run_at=later)
+    assert await impl.set_schedule_paused("acme", "x", paused=True, next_run_at=later) is None
+    clock.advance(7200)
+    assert await impl.due_schedules(limit=10) == []  # paused: never due
+    assert await impl.delete_schedule("acme", "s")
+    assert not await impl.delete_schedule("acme", "s")
+    assert await impl.get_schedule("acme", "s") is None
+
+
+async def test_due_schedules_earliest_first_within_the_limit(store: StoreAndClock) -> None:
+    impl, clock = store
+    now = clock.now()
+    for i, name in enumerate(["c", "a", "b"]):
+        await impl.create_schedule(
+            schedule(store, name, next_run_at=now + timedelta(seconds=10 * (i + 1)))
+        )
+    await impl.create_schedule(schedule(store, "later", next_run_at=now + timedelta(hours=1)))
+    clock.advance(30)
+    assert [s.name for s in await impl.due_schedules(limit=10)] == ["c", "a", "b"]
+    assert [s.name for s in await impl.due_schedules(limit=2)] == ["c", "a"]
+
+
+async def test_a_tick_is_stored_once(store: StoreAndClock, make_job: MakeJob) -> None:
+    impl, clock = store
+    row = schedule(store)
+    await impl.create_schedule(row)
+    clock.advance(60)
+    nxt = row.next_run_at + timedelta(seconds=60)
+    tick = ScheduleTick("acme", "s", row.next_run_at, nxt, [make_job()], row.next_run_at)
+    first = await impl.enqueue_ticks([tick], quotas={"acme": None})
+    assert first[0].won
+    assert [r.outcome for r in first[0].results] == [EnqueueOutcome.CREATED]
+    # the same tick again (a second scheduler, a retry after a lost answer): nothing
+    again = replace(tick, jobs=[make_job()])
+    second = await impl.enqueue_ticks([again], quotas={"acme": None})
+    assert not second[0].won and second[0].results == []
+    kept = await impl.get_schedule("acme", "s")
+    assert kept is not None
+    assert (kept.next_run_at, kept.last_run_at) == (nxt, row.next_run_at)
+    job = first[0].results[0].job
+    assert job is not None and await impl.get_job(job.id, tenant="acme") is not None
+    assert await impl.get_job(again.jobs[0].id, tenant=None) is None
+
+
+async def test_ticks_of_a_batch_win_or_lose_each_and_keep_their_order(
+    store: StoreAndClock, make_job: MakeJob
+) -> None:
+    impl, clock = store
+    a, b, c = schedule(store, "a"), schedule(store, "b"), schedule(store, "c")
+    for row in (a, b, replace(c, tenant="beta")):
+        await impl.create_schedule(row)
+    clock.advance(60)
+    nxt = a.next_run_at + timedelta(seconds=60)
+    ticks = [
+        ScheduleTick("acme", "a", a.next_run_at, nxt, [make_job(), make_job()], a.next_run_at),
+        ScheduleTick("acme", "b", b.next_run_at - timedelta(seconds=1), nxt, [make_job()], None),
+        ScheduleTick("beta", "c", c.next_run_at, nxt, [], None),  # all skipped: no job
+        ScheduleTick("acme", "gone", c.next_run_at, nxt, [make_job()], None),
+    ]
+    out = await impl.enqueue_ticks(ticks, quotas={"acme": 1, "beta": None})
+    assert [(r.tenant, r.name, r.won) for r in out] == [
+        ("acme", "a", True),
+        ("acme", "b", False),  # expected a tick it is not at
+        ("beta", "c", True),
+        ("acme", "gone", False),
+    ]
+    # the quota of 1 keeps the first of a's jobs and refuses the second
+    assert [r.outcome for r in out[0].results] == [
+        EnqueueOutcome.CREATED,
+        EnqueueOutcome.QUOTA_EXCEEDED,
+    ]
+    assert out[2].results == []
+    beta = await impl.get_schedule("beta", "c")
+    assert beta is not None and (beta.next_run_at, beta.last_run_at) == (nxt, None)
+
+
+async def test_config_schedules_sync(store: StoreAndClock) -> None:
+    impl, clock = store
+    api = schedule(store, "mine")
+    await impl.create_schedule(api)
+    cfg = schedule(store, "nightly", source=ScheduleSource.CONFIG)
+    await impl.sync_config_schedules([cfg, replace(cfg, name="mine")])
+    assert await impl.get_schedule("acme", "nightly") == cfg
+    assert await impl.get_schedule("acme", "mine") == api  # the API's own is left alone
+    # same cadence, new payload: the ticks go on; a new cadence starts them over
+    clock.advance(10)
+    later = clock.now()
+    payload = DEFINITION.model_copy(update={"payload": {"v": 2}})
+    moved = replace(cfg, definition=payload, anchor_at=later, next_run_at=later)
+    await impl.sync_config_schedules([moved])
+    assert await impl.get_schedule("acme", "nightly") == replace(cfg, definition=payload)
+    cadence = payload.model_copy(update={"interval_seconds": 5})
+    await impl.sync_config_schedules([replace(moved, definition=cadence)])
+    got = await impl.get_schedule("acme", "nightly")
+    assert got is not None and (got.anchor_at, got.next_run_at) == (later, later)
+    await impl.sync_config_schedules([])
+    assert [s.name for s in await impl.list_schedules(tenant="acme")] == ["mine"]

@@ -1,0 +1,160 @@
+"""The schedules API over real HTTP against real PostgreSQL: tenant scoping, the config
+file's schedules read-only, and every bad input answered with the field and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, StartServer
+from tests.integration.requests import ACME, ADMIN, GLOBEX, READONLY
+
+CONFIG = """
+[schedules.nightly]
+tenant = "acme"
+cron = "30 2 * * *"
+timezone = "America/New_York"
+use_case = "notifications"
+job_type = "notifications.send_email"
+"""
+
+
+@pytest.fixture
+async def server(start_server: StartServer, tmp_path: Path) -> LiveServer:
+    path = tmp_path / "jobs.toml"
+    path.write_text(CONFIG)
+    return await start_server(config_file=str(path))
+
+
+@pytest.fixture
+async def client(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "name": "hourly",
+        "cron": "0 * * * *",
+        "use_case": "notifications",
+        "job_type": "notifications.send_email",
+        "payload": {"to": "a@example.com"},
+    }
+    return {k: v for k, v in (values | overrides).items() if v is not None}
+
+
+async def test_create_read_pause_resume_delete(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/schedules", json=body(), headers=ACME)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert (created["tenant"], created["source"], created["paused"]) == ("acme", "api", False)
+    assert created["next_run_at"] is not None and created["last_run_at"] is None
+    assert (await client.get("/v1/schedules/hourly", headers=ACME)).json() == created
+    r = await client.post("/v1/schedules", json=body(), headers=ACME)
+    assert r.status_code == 409 and "already" in r.json()["error"]["message"]
+    paused = (await client.post("/v1/schedules/hourly/pause", headers=ACME)).json()
+    assert paused["paused"] is True and paused["next_run_at"] is None
+    resumed = (await client.post("/v1/schedules/hourly/resume", headers=ACME)).json()
+    assert resumed["paused"] is False and resumed["next_run_at"] is not None
+    assert (await client.delete("/v1/schedules/hourly", headers=ACME)).status_code == 204
+    assert (await client.get("/v1/schedules/hourly", headers=ACME)).status_code == 404
+
+
+async def test_a_tenant_sees_and_manages_its_own(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/schedules", json=body(), headers=ACME)).status_code == 201
+    names = [s["name"] for s in (await client.get("/v1/schedules", headers=ACME)).json()["items"]]
+    assert names == ["hourly", "nightly"]
+    assert (await client.get("/v1/schedules", headers=GLOBEX)).json()["items"] == []
+    r = await client.get("/v1/schedules", params={"tenant": "acme"}, headers=GLOBEX)
+    assert r.json()["items"] == []
+    for method, path in [
+        ("GET", "/v1/schedules/hourly"),
+        ("POST", "/v1/schedules/hourly/pause"),
+        ("DELETE", "/v1/schedules/hourly"),
+    ]:
+        r = await client.request(method, path, headers=GLOBEX)
+        assert r.status_code == 404, (method, path)
+    # an admin names the tenant; the read-only admin reads but does not write
+    r = await client.get("/v1/schedules/hourly", params={"tenant": "acme"}, headers=ADMIN)
+    assert r.status_code == 200
+    assert (await client.get("/v1/schedules/hourly", headers=ADMIN)).status_code == 400
+    r = await client.post("/v1/schedules/hourly/pause", params={"tenant": "acme"}, headers=READONLY)
+    assert r.status_code == 403
+    r = await client.post("/v1/schedules", json=body(name="x"), headers=ADMIN)
+    assert r.status_code == 400 and "tenant's token" in r.json()["error"]["message"]
+
+
+async def test_config_file_schedules_are_read_only(client: httpx.AsyncClient) -> None:
+    got = (await client.get("/v1/schedules/nightly", headers=ACME)).json()
+    assert (got["source"], got["timezone"], got["cron"]) == (
+        "config",
+        "America/New_York",
+        "30 2 * * *",
+    )
+    for method, path in [
+        ("POST", "/v1/schedules/nightly/pause"),
+        ("POST", "/v1/schedules/nightly/resume"),
+        ("DELETE", "/v1/schedules/nightly"),
+    ]:
+        r = await client.request(method, path, headers=ACME)
+        assert r.status_code == 409, (method, path)
+        assert "config file" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "says"),
+    [
+        ({"cron": "61 * * * *"}, 400, "cron: "),
+        ({"cron": "every day"}, 400, "cron: "),
+        ({"timezone": "Mars/Olympus"}, 400, "unknown timezone 'Mars/Olympus'"),
+        ({"timezone": "../../etc/passwd"}, 400, "unknown timezone"),
+        ({"cron": None}, 422, "exactly one of cron"),
+        ({"interval_seconds": 60}, 422, "exactly one of cron"),
+        ({"cron": None, "interval_seconds": 0}, 422, "greater than or equal to 1"),
+        ({"cron": None, "interval_seconds": -5}, 422, "greater than or equal to 1"),
+        ({"cron": None, "interval_seconds": 1.5}, 422, "interval_seconds"),
+        ({"use_case": "nope"}, 422, "unknown use case 'nope'"),
+        ({"job_type": "notifications.nope"}, 422, "not allowed in use case"),
+        ({"missed": "all"}, 422, "missed"),
+        ({"name": ""}, 422, "name"),
+    ],
+)
+async def test_bad_input_is_refused_with_the_field(
+    client: httpx.AsyncClient, overrides: dict[str, Any], status: int, says: str
+) -> None:
+    values = body() | overrides
+    sent = {k: v for k, v in values.items() if v is not None}
+    r = await client.post("/v1/schedules", json=sent, headers=ACME)
+    assert r.status_code == status, r.text
+    assert says in r.text
+
+
+async def test_the_dashboard_lists_schedules_with_their_last_and_next_run(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.post("/v1/schedules", json=body(), headers=ACME)).status_code == 201
+    await client.post("/v1/schedules/hourly/pause", headers=ACME)
+    r = await client.get("/ui/schedules", headers=ACME)
+    assert r.status_code == 200
+    assert 'data-schedule="acme/nightly"' in r.text and 'data-schedule="acme/hourly"' in r.text
+    assert "30 2 * * *" in r.text and "America/New_York" in r.text and "paused" in r.text
+    assert 'href="/ui/schedules" aria-current="page"' in r.text
+    r = await client.get("/ui/schedules", headers=GLOBEX)
+    assert r.status_code == 200 and "data-schedule=" not in r.text
+    r = await client.get("/ui/schedules", headers=ADMIN)
+    assert 'data-schedule="acme/nightly"' in r.text
+
+
+async def test_a_server_with_config_schedules_starts_on_an_unmigrated_database(
+    start_server: StartServer, empty_database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(CONFIG)
+    server = await start_server(database_url=empty_database_url, config_file=str(path))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/readyz")).status_code == 503
