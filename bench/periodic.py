@@ -1,11 +1,15 @@
-"""Periodic jobs: the time of one PeriodicJobs.run_once with 1,000 schedules due, at each size
-of pending rows (100k and 1M by default), median of the runs with min and max.
+"""A scheduler pass with flow control on: 1,000 schedules due and 10,000 rate keys among the
+pending jobs, at each size of pending rows (100k and 1M by default), median of the runs with
+min and max.
 
-Each run is one tick of every schedule (the ManualClock moves a minute between runs): read the
-due schedules, then one transaction that moves each on by compare-and-set and stores its job.
+Each run is one pass as the leader makes it (the ManualClock moves a minute between runs):
+PeriodicJobs.run_once (read the due schedules, then one transaction that moves each on by
+compare-and-set and stores its job), then Dispatcher.run_once over the use case, whose pending
+jobs spread over `--rate-keys` rate keys under a rate limit: the keyed claim of one batch
+(500), published to an in-memory publisher, so the figure is the database's and ours, not SQS's.
 
     uv run python bench/periodic.py                      # JOBS_BENCH_DATABASE_URL
-    uv run python bench/periodic.py --pending 10000 --schedules 100 --runs 3   # a quick look
+    uv run python bench/periodic.py --pending 10000 --schedules 100 --rate-keys 100 --runs 3
 """
 
 from __future__ import annotations
@@ -18,42 +22,59 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from _common import bench_database, load_average, summary
-from jobs_schema import JobsConfig, ScheduleDefinition, ScheduleSource, UseCaseConfig
+from jobs_schema import (
+    JobsConfig,
+    RateLimit,
+    ScheduleDefinition,
+    ScheduleSource,
+    UseCaseConfig,
+)
 from jobs_server.clock import ManualClock
-from jobs_server.scheduler import PeriodicJobs
+from jobs_server.publisher.base import InMemoryPublisher
+from jobs_server.scheduler import Dispatcher, Elector, PeriodicJobs
 from jobs_server.schedules import stored
 from jobs_server.service import JobService
 from jobs_server.store.postgres import PostgresJobStore
 
 LOAD = """
 INSERT INTO jobs (id, tenant, use_case, job_type, payload, run_at, deadline, max_attempts,
-                  backoff, created_at)
+                  backoff, created_at, rate_key)
 SELECT gen_random_uuid(), 'load', 'bench', 'bench.noop', '{"n": 1}', now() - interval '1 hour',
-       now() + (g * interval '1 millisecond'), 3, '{}', now() - interval '1 hour'
-FROM generate_series(1, $1) g
+       now() + (g * interval '1 millisecond'), 3, '{}', now() - interval '1 hour',
+       CASE WHEN $2 > 0 THEN 'key-' || (g % $2) END
+FROM generate_series($3::bigint, $3 + $1 - 1) g
 """
-CONFIG = JobsConfig(
-    use_cases={"bench": UseCaseConfig(queue="bench")},
-    tenants={},
-)
+BATCH = 500
 
 
-async def load(url: str, n: int) -> None:
+def config(rate_keys: int) -> JobsConfig:
+    limit = RateLimit(starts=10, per_seconds=1.0) if rate_keys else None
+    return JobsConfig(
+        use_cases={"bench": UseCaseConfig(queue="bench", capacity=100_000, rate_limit=limit)},
+        tenants={},
+    )
+
+
+async def load(url: str, n: int, rate_keys: int) -> None:
     conn = await asyncpg.connect(url)
     try:
         for start in range(0, n, 100_000):
-            await conn.execute(LOAD, min(100_000, n - start))
+            await conn.execute(LOAD, min(100_000, n - start), rate_keys, start)
         await conn.execute("ANALYZE jobs")
     finally:
         await conn.close()
 
 
-async def measure(pending: int, schedules: int, runs: int) -> list[float]:
+async def measure(
+    pending: int, schedules: int, rate_keys: int, runs: int
+) -> tuple[list[float], list[float]]:
+    """(periodic ms, dispatch ms) of each run."""
     async with bench_database("periodic") as url:
-        await load(url, pending)
+        await load(url, pending, rate_keys)
         start = datetime.now(UTC).replace(microsecond=0)
         clock = ManualClock(start)
         store = await PostgresJobStore.connect(url, min_size=1, max_size=2, clock=clock)
+        cfg = config(rate_keys)
         try:
             definition = ScheduleDefinition(
                 interval_seconds=60, use_case="bench", job_type="bench.tick"
@@ -63,20 +84,32 @@ async def measure(pending: int, schedules: int, runs: int) -> list[float]:
                     f"t{i % 10}", f"s{i}", definition, source=ScheduleSource.API, now=start
                 )
                 await store.create_schedule(row)
-            jobs = JobService(
-                store, CONFIG, default_quota=None, max_payload_bytes=65536, clock=clock
-            )
+            jobs = JobService(store, cfg, default_quota=None, max_payload_bytes=65536, clock=clock)
             periodic = PeriodicJobs(store, jobs, batch=schedules)
-            times = []
+            elector = Elector(store, name="bench", ttl_seconds=86_400)
+            dispatcher = Dispatcher(
+                store,
+                InMemoryPublisher(),
+                cfg.use_cases,
+                elector=elector,
+                clock=clock,
+                claim_batch=BATCH,
+            )
+            ticks, passes = [], []
             for run in range(runs + 1):  # the first warms the statement cache, not counted
                 clock.set(start + timedelta(minutes=run + 1))
+                assert await elector.run_once(clock.now()) is not None
                 began = time.perf_counter()
                 ticked = await periodic.run_once(clock.now())
-                elapsed = (time.perf_counter() - began) * 1000
+                between = time.perf_counter()
+                sent = await dispatcher.run_once(clock.now())
+                ended = time.perf_counter()
                 assert ticked.created == schedules, ticked
+                assert sent.sent > 0, sent
                 if run:
-                    times.append(elapsed)
-            return times
+                    ticks.append((between - began) * 1000)
+                    passes.append((ended - between) * 1000)
+            return ticks, passes
         finally:
             await store.close()
 
@@ -87,13 +120,17 @@ async def main() -> None:
     )
     parser.add_argument("--pending", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--schedules", type=int, default=1_000)
+    parser.add_argument("--rate-keys", type=int, default=10_000, help="0: no rate limit")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     for pending in args.pending:
-        times = await measure(pending, args.schedules, args.runs)
+        ticks, passes = await measure(pending, args.schedules, args.rate_keys, args.runs)
+        total = [a + b for a, b in zip(ticks, passes, strict=True)]
+        head = f"{pending:,} pending rows, {args.rate_keys:,} rate keys"
+        print(f"{head}: periodic run_once, {args.schedules} schedules due: {summary(ticks)} ms")
+        print(f"{head}: dispatch run_once (keyed claim of {BATCH}): {summary(passes)} ms")
         print(
-            f"run_once, {args.schedules} schedules due, {pending:,} pending rows: "
-            f"{summary(times)} ms over {len(times)} runs; {load_average()}"
+            f"{head}: the pass, both: {summary(total)} ms over {len(total)} runs; {load_average()}"
         )
 
 

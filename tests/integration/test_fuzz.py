@@ -97,6 +97,8 @@ def _configured(case: Any) -> None:
     type this deployment configures, and a deadline no earlier than its run_at (JSON Schema
     cannot compare two fields), so `positive_data_acceptance` judges the rest of the body."""
     bodies = []
+    if isinstance(case.path_parameters, dict) and "use_case" in case.path_parameters:
+        case.path_parameters["use_case"] = USE_CASE  # a use case this deployment configures
     if case.operation.label == "POST /v1/jobs" and isinstance(case.body, dict):
         bodies = [case.body]
     elif case.operation.label == "POST /v1/jobs/batch" and isinstance(case.body, dict):

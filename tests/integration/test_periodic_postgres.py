@@ -129,7 +129,10 @@ async def test_many_racers_on_one_tick_store_one_job(
     clock.set(START + timedelta(seconds=60))
     results = await asyncio.gather(*(r.run_once(clock.now()) for r in racers))
     assert sum(r.created for r in results) == 1
-    assert sum(r.lost for r in results) == len(racers) - 1
+    # every other racer either lost the tick on the compare-and-set, or read the schedule
+    # after the winner had moved it on and found nothing due
+    assert all((r.created, r.lost) in {(1, 0), (0, 1), (0, 0)} for r in results), results
+    assert len(await store.list_jobs(StoreFilter.of(JobFilter(), limit=10))) == 1
 
 
 async def test_racers_moving_many_schedules_at_once_neither_deadlock_nor_double(

@@ -34,7 +34,7 @@ async def list_rate_keys(
     request: Request,
     who: Reader,
     use_case: Annotated[Key, Path()],
-    limit: Annotated[int, Query(ge=1, le=100, strict=True, description="1-100 keys")] = 20,
+    limit: Annotated[int, Query(ge=1, le=100, description="1-100 keys")] = 20,
 ) -> Response:
     flow = server_in(request.scope).flow
     return json_response(await flow.rate_keys(who, use_case, limit=limit))
