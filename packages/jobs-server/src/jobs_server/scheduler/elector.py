@@ -66,12 +66,14 @@ class Elector:
     async def resign(self) -> None:
         if self._lease is not None:
             await self._store.resign_leadership(self.name, self.holder)
-            self._set(None)
+            self._set(None, resigned=True)
 
-    def _set(self, lease: LeaderLease | None) -> None:
+    def _set(self, lease: LeaderLease | None, *, resigned: bool = False) -> None:
         was, self._lease = self._lease, lease
         if lease and not was:
             logger.info("became leader", extra={"holder": self.holder, "epoch": lease.epoch})
+        elif was and not lease and resigned:
+            logger.info("resigned leadership", extra={"holder": self.holder})
         elif was and not lease:
             logger.warning("lost leadership", extra={"holder": self.holder})
         if (was is None) != (lease is None) and self._on_change is not None:
