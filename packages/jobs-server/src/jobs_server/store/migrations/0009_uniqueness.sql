@@ -9,9 +9,10 @@ ALTER TABLE jobs ADD COLUMN unique_rule jsonb;
 
 DROP FUNCTION jobs_enqueue(text, bigint, uuid[], text[], text[], jsonb[], integer[],
                            timestamptz[], timestamptz[], integer[], jsonb[], text[], jsonb[],
-                           timestamptz, text[], text[]);
+                           timestamptz);
 
--- As in 0008 (with the flow-limit keys), and: p_unique_rules, one per job (NULL: while active only), stored in
+-- As in 0004, and: the flow-limit keys of 0008 (p_concurrency_keys, p_rate_keys), and
+-- p_unique_rules, one per job (NULL: while active only), stored in
 -- jobs.unique_rule. Every job with a rule first takes a transaction advisory lock on its key
 -- (in one order, so batches cannot deadlock): its window check sees every enqueue with a rule
 -- of that key before it, even one whose job has finished since. Jobs of the "active" rule
