@@ -11,21 +11,22 @@ from tests.contract.conftest import MakeJob, StoreAndClock, ids
 from tests.contract.store_calls import claim, store_jobs
 
 
-async def test_earliest_deadline_first_then_priority_then_age(
+async def test_the_highest_priority_class_first_then_earliest_deadline_then_age(
     store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
 ) -> None:
     impl, clock = store
     now = clock.now()
-    late = make_job(deadline=now + timedelta(seconds=300), priority=100)
-    soon = make_job(deadline=now + timedelta(seconds=100))
-    tie_low = make_job(deadline=now + timedelta(seconds=200), priority=1)
-    tie_high = make_job(deadline=now + timedelta(seconds=200), priority=5)
-    tie_high_younger = make_job(deadline=now + timedelta(seconds=200), priority=5)
-    await store_jobs(impl, [late, tie_low, tie_high_younger, soon, tie_high])
+    # a priority-1000 job due in 45 s runs before priority-0 jobs due in 40 s: a class above
+    # is claimed first whatever its deadlines, EDF within a class, then the older id
+    urgent_class = make_job(deadline=now + timedelta(seconds=45), priority=1000)
+    soon = make_job(deadline=now + timedelta(seconds=40))
+    soon_younger = make_job(deadline=now + timedelta(seconds=40))
+    sooner = make_job(deadline=now + timedelta(seconds=20))
+    below = make_job(deadline=now + timedelta(seconds=1), priority=-1)
+    await store_jobs(impl, [soon, below, urgent_class, soon_younger, sooner])
     claimed = await claim(impl, leader, limit=3)
-    # deadline first; equal deadlines: higher priority; then the older id
-    assert ids(claimed) == [soon.id, tie_high.id, tie_high_younger.id]
-    assert ids(await claim(impl, leader)) == [tie_low.id, late.id]
+    assert ids(claimed) == [urgent_class.id, sooner.id, soon.id]
+    assert ids(await claim(impl, leader)) == [soon_younger.id, below.id]
 
 
 async def test_only_due_jobs_of_the_use_case(

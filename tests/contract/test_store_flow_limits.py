@@ -88,7 +88,7 @@ async def test_jobs_over_the_rate_wait_in_deadline_order(
     limit = RateLimit(starts=1, per_seconds=1)
     late = make_job(rate_key="r", deadline=now + timedelta(seconds=50))
     soon = make_job(rate_key="r", deadline=now + timedelta(seconds=10))
-    urgent = make_job(rate_key="r", deadline=now + timedelta(seconds=5), priority=-5)
+    urgent = make_job(rate_key="r", deadline=now + timedelta(seconds=5))
     await store_jobs(impl, [late, soon, urgent])
     order = []
     for _ in range(3):

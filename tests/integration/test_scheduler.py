@@ -62,7 +62,7 @@ async def timed_rig(database_url, sqs_endpoint, queue_prefix, clock) -> AsyncIte
             yield r
 
 
-async def test_earliest_deadline_first_then_priority(rig, db):
+async def test_priority_classes_first_then_earliest_deadline(rig, db):
     base = datetime.now(UTC) - timedelta(seconds=1)
     tolerances = [50, 10, 40, 20, 30]
     ids = {}
@@ -81,7 +81,8 @@ async def test_earliest_deadline_first_then_priority(rig, db):
         (msg,) = await rig.probe.drain(rig.use_cases["one"].queue)
         order.append(str(msg.job_id))
         assert await rig.complete([msg]) == 1
-    assert order == [ids[t] for t in sorted(tolerances)] + [high, low]
+    # priority 9, then 1, whatever their deadlines; then class 0 in deadline order
+    assert order == [high, low] + [ids[t] for t in sorted(tolerances)]
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == 7
 
 

@@ -213,7 +213,14 @@ class EnqueueRequest(BaseModel):
     deadline: Timestamp | None = None
     delay_tolerance_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
     priority: JsonInt = Field(
-        default=0, ge=-1000, le=1000, strict=True, description="higher runs first"
+        default=0,
+        ge=-1000,
+        le=1000,
+        strict=True,
+        description=(
+            "a class: a use case's due jobs of a higher priority are claimed before those of a "
+            "lower one, earliest deadline first within a class"
+        ),
     )
     dedup_key: Key | None = Field(
         default=None, description="while a job with this key is active, return it instead"

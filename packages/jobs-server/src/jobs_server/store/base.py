@@ -3,7 +3,8 @@ at once: the only way the services and the scheduler reach job state."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -282,6 +283,44 @@ class DispatchStore(Protocol):
         ...
 
     async def release_leases(self, leases: list[LeaseRef]) -> list[UUID]: ...
+
+
+# How many times one keyed claim walks on past the keys its last round filled.
+KEYED_CLAIM_ROUNDS = 4
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRound:
+    """One round of the keyed claim: what it claimed, and whether its window (two batches of
+    due jobs of unblocked keys) was full, so that more may lie beyond it."""
+
+    claimed: list[ClaimedJob]
+    saturated: bool
+
+
+async def claim_rounds(
+    round_: Callable[[int], Awaitable[KeyedRound]], limit: int
+) -> list[ClaimedJob]:
+    """The keyed claim, both stores: a round's window may fill with the jobs of a few keys that
+    it then cuts to their free share; those keys are blocked in the next round, which walks past
+    them. Rounds go on while one claims something, leaves room and saw more, up to
+    KEYED_CLAIM_ROUNDS. A later round's failure returns what the earlier ones claimed (their
+    jobs are running and must be published); the next pass meets the failure again."""
+    claimed: list[ClaimedJob] = []
+    for _ in range(KEYED_CLAIM_ROUNDS):
+        try:
+            result = await round_(limit - len(claimed))
+        except Exception:
+            if not claimed:
+                raise
+            _logger.warning("keyed claim round failed; publishing the earlier rounds' claims")
+            break
+        claimed.extend(result.claimed)
+        if not result.claimed or not result.saturated or len(claimed) >= limit:
+            break
+    return claimed
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from jobs_server.store.base import (
     IdempotentReplay,
     JobCounts,
     JobFilter,
+    KeyedRound,
     LeaderLease,
     LeaseStatus,
     MinuteStats,
@@ -64,6 +65,7 @@ from jobs_server.store.base import (
     StoredSchedule,
     SucceededAttempt,
     TickResult,
+    claim_rounds,
 )
 
 __all__ = ["InMemoryJobStore"]
@@ -481,12 +483,7 @@ class InMemoryJobStore:
         paused = set(paused_tenants or ())
         if not self._leads(leader, now):
             return []
-        running_rows = [
-            r
-            for r in self._jobs.values()
-            if r.use_case == use_case and r.status is JobStatus.RUNNING
-        ]
-        running = Counter(r.tenant for r in running_rows)
+        running = Counter(r.tenant for r in self._running(use_case))
         free = min(limit, max(0, capacity - running.total()))
         due = sorted(
             (
@@ -499,21 +496,37 @@ class InMemoryJobStore:
             ),
             key=_edf,
         )
-        if per_key_cap is not None or rate_limit is not None:
-            limits = _FlowLimits(
-                limit=limit,
-                per_tenant_cap=per_tenant_cap,
-                per_key_cap=per_key_cap,
-                rate_free=self._rate_free(use_case, rate_limit, now, limit),
-            )
-            due = limits.admit(due, running_rows)
-        elif per_tenant_cap is not None:
-            due = _within_tenant_cap(due, running, per_tenant_cap)
         expires_at = now + timedelta(seconds=lease_seconds)
-        claimed = [self._claim(r, now, expires_at) for r in due[:free]]
-        if rate_limit is not None:
-            self._record_starts(use_case, due[:free], rate_limit, now)
-        return claimed
+        if per_key_cap is not None or rate_limit is not None:
+
+            async def round_(batch: int) -> KeyedRound:
+                limits = _FlowLimits(
+                    limit=batch,
+                    per_tenant_cap=per_tenant_cap,
+                    per_key_cap=per_key_cap,
+                    rate_free=self._rate_free(use_case, rate_limit, now, batch),
+                )
+                rows = self._running(use_case)
+                free = min(batch, max(0, capacity - len(rows)))
+                admitted, saturated = limits.admit(
+                    [r for r in due if r.status is JobStatus.PENDING], rows
+                )
+                claimed = [self._claim(r, now, expires_at) for r in admitted[:free]]
+                if rate_limit is not None:
+                    self._record_starts(use_case, admitted[:free], rate_limit, now)
+                return KeyedRound(claimed, saturated)
+
+            return await claim_rounds(round_, limit)
+        if per_tenant_cap is not None:
+            due = _within_tenant_cap(due, running, per_tenant_cap)
+        return [self._claim(r, now, expires_at) for r in due[:free]]
+
+    def _running(self, use_case: str) -> list[_Row]:
+        return [
+            r
+            for r in self._jobs.values()
+            if r.use_case == use_case and r.status is JobStatus.RUNNING
+        ]
 
     def _rate_free(
         self, use_case: str, rate_limit: RateLimit | None, now: datetime, limit: int
@@ -1159,9 +1172,10 @@ def _minute_stats(key: tuple[datetime, str], rows: list[_MinuteRow]) -> MinuteSt
 # -- the rules the statements share -------------------------------------------------------
 
 
-def _edf(row: _Row) -> tuple[datetime, int, UUID]:
-    """Claim order: earliest deadline, then highest priority, then oldest (ids are UUIDv7)."""
-    return (row.deadline, -row.priority, row.id)
+def _edf(row: _Row) -> tuple[int, datetime, UUID]:
+    """Claim order: the highest priority class first, earliest deadline first within a class,
+    then oldest (ids are UUIDv7)."""
+    return (-row.priority, row.deadline, row.id)
 
 
 def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list[_Row]:
@@ -1177,17 +1191,18 @@ def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list
 
 @dataclass(frozen=True, slots=True)
 class _FlowLimits:
-    """claim_due_jobs_keyed's choice: per (concurrency key, rate key, tenant), its first jobs
-    within the keys' and the tenant's free shares; then the first four batches of those in EDF
-    order, within each concurrency key's, each rate key's and each tenant's free share, in that
-    order. "" is no key."""
+    """claim_due_jobs_keyed's choice: the due jobs in claim order, passing over those whose
+    concurrency key, rate key or tenant has nothing free; the first two batches of those; then
+    within each concurrency key's, each rate key's and each tenant's free share, in that order.
+    "" is no key."""
 
     limit: int
     per_tenant_cap: int | None
     per_key_cap: int | None
     rate_free: Callable[[str], int]
 
-    def admit(self, due: list[_Row], running: list[_Row]) -> list[_Row]:
+    def admit(self, due: list[_Row], running: list[_Row]) -> tuple[list[_Row], bool]:
+        """The admitted jobs, and whether the window was full."""
         by_key = Counter(r.concurrency_key or "" for r in running)
         by_tenant = Counter(r.tenant for r in running)
 
@@ -1201,23 +1216,18 @@ class _FlowLimits:
                 return self.limit
             return max(0, self.per_tenant_cap - by_tenant[tenant])
 
-        groups: dict[tuple[str, str, str], list[_Row]] = {}
-        for row in due:
-            key = (row.concurrency_key or "", row.rate_key or "", row.tenant)
-            groups.setdefault(key, []).append(row)
-        picks = sorted(
-            (
-                row
-                for (ck, rk, tenant), rows in groups.items()
-                for row in rows[
-                    : min(self.limit, key_free(ck), self.rate_free(rk), tenant_free(tenant))
-                ]
-            ),
-            key=_edf,
-        )[: 4 * self.limit]
+        unblocked = [
+            row
+            for row in due
+            if key_free(row.concurrency_key or "") > 0
+            and self.rate_free(row.rate_key or "") > 0
+            and tenant_free(row.tenant) > 0
+        ]
+        picks = unblocked[: 2 * self.limit]
         picks = _within_shares(picks, lambda r: r.concurrency_key or "", key_free)
         picks = _within_shares(picks, lambda r: r.rate_key or "", self.rate_free)
-        return _within_shares(picks, lambda r: r.tenant, tenant_free)
+        admitted = _within_shares(picks, lambda r: r.tenant, tenant_free)
+        return admitted, len(unblocked) >= 2 * self.limit
 
 
 def _within_shares(

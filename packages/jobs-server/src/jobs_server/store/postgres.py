@@ -47,6 +47,7 @@ from jobs_server.store.base import (
     IdempotentReplay,
     JobCounts,
     JobFilter,
+    KeyedRound,
     LeaderLease,
     LeaseStatus,
     MinuteStats,
@@ -64,6 +65,7 @@ from jobs_server.store.base import (
     StoredSchedule,
     SucceededAttempt,
     TickResult,
+    claim_rounds,
 )
 from jobs_server.store.migrations import applied_versions, available_migrations
 
@@ -373,32 +375,39 @@ class PostgresJobStore:
         rate_limit: RateLimit | None = None,
     ) -> list[ClaimedJob]:
         paused = paused_tenants or []
-        args: tuple[Any, ...] = (
-            use_case,
-            capacity,
-            limit,
-            lease_seconds,
-            leader.name,
-            leader.holder,
-            leader.epoch,
-            self.clock.now(),
-        )
+
+        def head(batch: int) -> tuple[Any, ...]:
+            return (
+                use_case,
+                capacity,
+                batch,
+                lease_seconds,
+                leader.name,
+                leader.holder,
+                leader.epoch,
+                self.clock.now(),
+            )
+
         if per_key_cap is not None or rate_limit is not None:
-            q = self._q["claim_due_jobs_keyed"]
-            args = (
-                *args,
+            keys = (
                 per_tenant_cap,
                 per_key_cap,
                 rate_limit.starts if rate_limit else None,
                 rate_limit.per_seconds if rate_limit else None,
                 paused,
             )
-        elif per_tenant_cap is None:
-            q, args = self._q["claim_due_jobs"], (*args, paused)
+            return await claim_rounds(lambda batch: self._claim_keyed((*head(batch), *keys)), limit)
+        if per_tenant_cap is None:
+            q, args = self._q["claim_due_jobs"], (*head(limit), paused)
         else:
-            q, args = self._q["claim_due_jobs_fair"], (*args, per_tenant_cap, paused)
+            q, args = self._q["claim_due_jobs_fair"], (*head(limit), per_tenant_cap, paused)
         rows = await self._run(lambda c: c.fetch(q, *args))
         return [_claimed(r) for r in rows]
+
+    async def _claim_keyed(self, args: tuple[Any, ...]) -> KeyedRound:
+        q = self._q["claim_due_jobs_keyed"]
+        rows = await self._run(lambda c: c.fetch(q, *args))
+        return KeyedRound([_claimed(r) for r in rows], bool(rows) and rows[0]["saturated"])
 
     async def list_rate_buckets(
         self, use_case: str, *, per_seconds: float, limit: int

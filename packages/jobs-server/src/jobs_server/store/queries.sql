@@ -85,7 +85,7 @@ WITH leader AS (
     WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= $8::timestamptz
       AND EXISTS (SELECT 1 FROM leader)
       AND j.tenant <> ALL ($9::text[])  -- paused tenants
-    ORDER BY j.deadline, j.priority DESC, j.id
+    ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT least($3, greatest(0, $2 - (
         SELECT count(*) FROM jobs r WHERE r.use_case = $1 AND r.status = 'running')))
     FOR UPDATE SKIP LOCKED
@@ -107,7 +107,7 @@ WITH leader AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
 )
-SELECT * FROM claimed ORDER BY deadline, priority DESC, id;
+SELECT * FROM claimed ORDER BY priority DESC, deadline, id;
 
 -- name: claim_due_jobs_fair
 -- As claim_due_jobs, with at most $9 running jobs per tenant. A skip scan visits each tenant
@@ -134,11 +134,11 @@ WITH RECURSIVE leader AS (
         SELECT j.id, j.deadline, j.priority FROM jobs j
         WHERE j.use_case = $1 AND j.tenant = t.tenant AND j.status = 'pending'
           AND j.run_at <= $8::timestamptz AND t.tenant <> ALL ($10::text[])  -- paused tenants
-        ORDER BY j.deadline, j.priority DESC, j.id
+        ORDER BY j.priority DESC, j.deadline, j.id
         LIMIT greatest(0, $9 - coalesce((SELECT n FROM running WHERE running.tenant = t.tenant), 0))
     ) c
     WHERE t.tenant IS NOT NULL AND EXISTS (SELECT 1 FROM leader)
-    ORDER BY c.deadline, c.priority DESC, c.id
+    ORDER BY c.priority DESC, c.deadline, c.id
     LIMIT least($3, greatest(0, $2 - coalesce((SELECT sum(n) FROM running), 0)))
 ), picked AS (
     SELECT j.id FROM jobs j
@@ -162,7 +162,7 @@ WITH RECURSIVE leader AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
 )
-SELECT * FROM claimed ORDER BY deadline, priority DESC, id;
+SELECT * FROM claimed ORDER BY priority DESC, deadline, id;
 
 -- name: release_leases
 -- Give claims back (publish failed, or a worker stopped before finishing): pending again, the
@@ -659,98 +659,93 @@ ORDER BY id DESC LIMIT $1;
 -- name: claim_due_jobs_keyed
 -- As claim_due_jobs_fair ($9 the per-tenant cap, or null), with at most $10 running jobs per
 -- concurrency key and at most $11 starts per rate key in any $12 seconds (each null: no limit);
--- the tenants in $13 are paused (jobs_server.pauses): their groups are skipped.
--- A skip scan visits each (concurrency key, rate key, tenant) group with pending jobs once and
--- takes at most what its keys and tenant have free, so a blocked key's or tenant's backlog is
--- never walked; the groups' picks are then cut to each key's and tenant's free share in EDF
--- order. A rate key's starts in the last interval are read under its rate_buckets row's lock
--- and written back by this statement, so the limit holds across schedulers: (s - $12, s] never
+-- the tenants in $13 are paused (jobs_server.pauses).
+-- The due jobs are walked in claim order (jobs_claim_idx), passing over those of a blocked
+-- key or tenant: a concurrency key or tenant at its cap (from the running set, bounded by the
+-- capacity) or a rate key whose interval is full (rate_buckets.blocked_until, kept by this
+-- statement). The first two batches of the rest are cut to each key's and tenant's free share
+-- in claim order; at worst a pass claims less than a batch and the next goes on. So the cost is
+-- that of the batch and of the blocked keys' due jobs ahead of it, not of the number of keys.
+-- A rate key's starts in the last interval are read under its rate_buckets row's lock and
+-- written back by this statement, so the limit holds across schedulers: (s - $12, s] never
 -- holds more than $11 starts, for any s.
-WITH RECURSIVE leader AS (
+WITH leader AS (
     SELECT 1 FROM scheduler_leader
     WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
     FOR SHARE
-), pairs AS (
-    (SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk, j.tenant
-     FROM jobs j
-     WHERE j.use_case = $1 AND j.status = 'pending'
-     ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant LIMIT 1)
-    UNION ALL
-    SELECT n.ck, n.rk, n.tenant FROM pairs p CROSS JOIN LATERAL (
-        SELECT coalesce(j.concurrency_key, '') AS ck, coalesce(j.rate_key, '') AS rk, j.tenant
-        FROM jobs j
-        WHERE j.use_case = $1 AND j.status = 'pending'
-          AND (coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant)
-              > (p.ck, p.rk, p.tenant)
-        ORDER BY coalesce(j.concurrency_key, ''), coalesce(j.rate_key, ''), j.tenant LIMIT 1
-    ) n
 ), running AS (
     SELECT coalesce(r.concurrency_key, '') AS ck, r.tenant, count(*) AS n FROM jobs r
     WHERE r.use_case = $1 AND r.status = 'running' GROUP BY 1, 2
+), blocked_ck AS (
+    SELECT r.ck FROM running r WHERE r.ck <> '' AND $10::integer IS NOT NULL
+    GROUP BY r.ck HAVING sum(r.n) >= $10
+), blocked_tenant AS (
+    SELECT r.tenant FROM running r WHERE $9::integer IS NOT NULL
+    GROUP BY r.tenant HAVING sum(r.n) >= $9
+    UNION ALL
+    SELECT t FROM unnest($13::text[]) AS t
+), blocked_rk AS (
+    SELECT b.rate_key FROM rate_buckets b
+    WHERE b.use_case = $1 AND $11::integer IS NOT NULL AND b.blocked_until > $8::timestamptz
+), due AS (
+    -- NOT IN over a subquery runs as a hashed lookup per row: the walk stays in index order
+    SELECT j.id, j.tenant, j.deadline, j.priority, coalesce(j.concurrency_key, '') AS ck,
+           coalesce(j.rate_key, '') AS rk
+    FROM jobs j
+    WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= $8::timestamptz
+      AND EXISTS (SELECT 1 FROM leader)
+      AND coalesce(j.concurrency_key, '') NOT IN (SELECT ck FROM blocked_ck)
+      AND coalesce(j.rate_key, '') NOT IN (SELECT rate_key FROM blocked_rk)
+      AND j.tenant NOT IN (SELECT tenant FROM blocked_tenant)
+    ORDER BY j.priority DESC, j.deadline, j.id
+    LIMIT 2 * $3
 ), buckets AS (
     SELECT b.rate_key, b.starts_at, b.starts FROM rate_buckets b
     WHERE b.use_case = $1 AND $11::integer IS NOT NULL
-      AND b.rate_key = ANY (ARRAY(SELECT DISTINCT rk FROM pairs WHERE rk <> ''))
+      AND b.rate_key = ANY (ARRAY(SELECT DISTINCT rk FROM due WHERE rk <> ''))
     FOR UPDATE
+), recent AS (
+    -- each rate key's starts inside the interval ending now, in order
+    SELECT b.rate_key, s.at, s.n, s.ord FROM buckets b,
+        unnest(b.starts_at, b.starts) WITH ORDINALITY AS s(at, n, ord)
+    WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second'
 ), key_free AS (
-    -- joins, not a subquery per key: there may be thousands of keys
     SELECT k.ck, CASE WHEN k.ck = '' OR $10::integer IS NULL THEN $3::bigint
                       ELSE greatest(0, $10 - coalesce(r.n, 0)) END AS free
-    FROM (SELECT DISTINCT ck FROM pairs) k
+    FROM (SELECT DISTINCT ck FROM due) k
     LEFT JOIN (SELECT ck, sum(n) AS n FROM running GROUP BY ck) r ON r.ck = k.ck
 ), rate_free AS (
     SELECT k.rk, CASE WHEN k.rk = '' OR $11::integer IS NULL THEN $3::bigint
                       ELSE greatest(0, $11 - coalesce(u.n, 0)) END AS free
-    FROM (SELECT DISTINCT rk FROM pairs) k
-    LEFT JOIN (
-        SELECT b.rate_key, sum(s.n) AS n
-        FROM buckets b, unnest(b.starts_at, b.starts) AS s(at, n)
-        WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second'
-        GROUP BY b.rate_key
-    ) u ON u.rate_key = k.rk
+    FROM (SELECT DISTINCT rk FROM due) k
+    LEFT JOIN (SELECT rate_key, sum(n) AS n FROM recent GROUP BY rate_key) u
+        ON u.rate_key = k.rk
 ), tenant_free AS (
     SELECT t.tenant, CASE WHEN $9::integer IS NULL THEN $3::bigint
                           ELSE greatest(0, $9 - coalesce(r.n, 0)) END AS free
-    FROM (SELECT DISTINCT tenant FROM pairs) t
+    FROM (SELECT DISTINCT tenant FROM due) t
     LEFT JOIN (SELECT tenant, sum(n) AS n FROM running GROUP BY tenant) r ON r.tenant = t.tenant
-), candidates AS (
-    SELECT c.id, c.tenant, c.deadline, c.priority, p.ck, p.rk, kf.free AS ck_free,
-           rf.free AS rk_free, tf.free AS t_free
-    FROM pairs p
-    JOIN key_free kf ON kf.ck = p.ck
-    JOIN rate_free rf ON rf.rk = p.rk
-    JOIN tenant_free tf ON tf.tenant = p.tenant
-    CROSS JOIN LATERAL (
-        SELECT j.id, j.tenant, j.deadline, j.priority FROM jobs j
-        WHERE j.use_case = $1 AND coalesce(j.concurrency_key, '') = p.ck
-          AND coalesce(j.rate_key, '') = p.rk AND j.tenant = p.tenant
-          AND j.status = 'pending' AND j.run_at <= $8::timestamptz
-        ORDER BY j.deadline, j.priority DESC, j.id
-        LIMIT least($3, kf.free, rf.free, tf.free)
-    ) c
-    WHERE EXISTS (SELECT 1 FROM leader) AND p.tenant <> ALL ($13::text[])
-), nearest AS (
-    -- A job's admission below depends only on the jobs before it in EDF order: cutting here
-    -- keeps the windows' sorts to a few batches when there are many keys, and at worst makes
-    -- this pass claim less than a batch (the next pass goes on).
-    SELECT c.* FROM candidates c ORDER BY c.deadline, c.priority DESC, c.id LIMIT 4 * $3
 ), within_key AS (
-    SELECT c.*, row_number() OVER (PARTITION BY c.ck ORDER BY c.deadline, c.priority DESC, c.id)
+    SELECT d.*, kf.free AS ck_free, rf.free AS rk_free, tf.free AS t_free,
+           row_number() OVER (PARTITION BY d.ck ORDER BY d.priority DESC, d.deadline, d.id)
                AS ck_rank
-    FROM nearest c
+    FROM due d
+    JOIN key_free kf ON kf.ck = d.ck
+    JOIN rate_free rf ON rf.rk = d.rk
+    JOIN tenant_free tf ON tf.tenant = d.tenant
 ), within_rate AS (
-    SELECT w.*, row_number() OVER (PARTITION BY w.rk ORDER BY w.deadline, w.priority DESC, w.id)
+    SELECT w.*, row_number() OVER (PARTITION BY w.rk ORDER BY w.priority DESC, w.deadline, w.id)
                AS rk_rank
     FROM within_key w WHERE w.ck_rank <= w.ck_free
 ), within_tenant AS (
     SELECT w.*, row_number() OVER (PARTITION BY w.tenant
-                                   ORDER BY w.deadline, w.priority DESC, w.id) AS t_rank
+                                   ORDER BY w.priority DESC, w.deadline, w.id) AS t_rank
     FROM within_rate w
     WHERE w.rk_rank <= w.rk_free
 ), chosen AS (
     SELECT w.id FROM within_tenant w
     WHERE w.t_rank <= w.t_free
-    ORDER BY w.deadline, w.priority DESC, w.id
+    ORDER BY w.priority DESC, w.deadline, w.id
     LIMIT least($3, greatest(0, $2 - coalesce((SELECT sum(n) FROM running), 0)))
 ), picked AS (
     SELECT j.id FROM jobs j
@@ -773,20 +768,37 @@ WITH RECURSIVE leader AS (
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
-), spent AS (
-    INSERT INTO rate_buckets AS b (use_case, rate_key, starts_at, starts)
-    SELECT $1, c.rate_key, ARRAY[$8::timestamptz], ARRAY[count(*)::integer] FROM claimed c
-    WHERE $11::integer IS NOT NULL AND c.rate_key IS NOT NULL
+), started AS (
+    -- each claimed rate key's starts in the interval, this claim's last
+    SELECT c.rate_key, array_agg(s.at ORDER BY s.ord) AS starts_at,
+           array_agg(s.n ORDER BY s.ord) AS starts
+    FROM (SELECT rate_key, count(*)::integer AS n FROM claimed
+          WHERE $11::integer IS NOT NULL AND rate_key IS NOT NULL GROUP BY rate_key) c
+    CROSS JOIN LATERAL (
+        SELECT r.at, r.n, r.ord FROM recent r WHERE r.rate_key = c.rate_key
+        UNION ALL
+        SELECT $8::timestamptz, c.n, 9223372036854775807
+    ) s
     GROUP BY c.rate_key
-    ON CONFLICT (use_case, rate_key) DO UPDATE SET (starts_at, starts) = (
-        SELECT coalesce(array_agg(s.at ORDER BY s.ord), '{}') || EXCLUDED.starts_at,
-               coalesce(array_agg(s.n ORDER BY s.ord), '{}') || EXCLUDED.starts
-        FROM unnest(b.starts_at, b.starts) WITH ORDINALITY AS s(at, n, ord)
-        WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second')
+), spent AS (
+    -- blocked_until: when the interval next has room, if this claim filled it (the oldest
+    -- starts leave it one by one; the first moment the rest sum below $11)
+    INSERT INTO rate_buckets AS b (use_case, rate_key, starts_at, starts, blocked_until)
+    SELECT $1, s.rate_key, s.starts_at, s.starts, (
+        SELECT x.at + $12::float8 * interval '1 second'
+        FROM (SELECT u.at, sum(u.n) OVER (ORDER BY u.ord DESC) AS from_here
+              FROM unnest(s.starts_at, s.starts) WITH ORDINALITY AS u(at, n, ord)) x
+        WHERE x.from_here >= $11
+        ORDER BY x.at DESC LIMIT 1)
+    FROM started s
+    ON CONFLICT (use_case, rate_key) DO UPDATE SET
+        starts_at = EXCLUDED.starts_at, starts = EXCLUDED.starts,
+        blocked_until = EXCLUDED.blocked_until
 )
 SELECT id, tenant, use_case, job_type, payload, attempts, max_attempts, lease_token,
-       lease_expires_at, deadline, run_at, created_at, trace_context, priority, missed
-FROM claimed ORDER BY deadline, priority DESC, id;
+       lease_expires_at, deadline, run_at, created_at, trace_context, priority, missed,
+       (SELECT count(*) FROM due) >= 2 * $3 AS saturated  -- more unblocked jobs lie beyond
+FROM claimed ORDER BY priority DESC, deadline, id;
 
 -- name: list_rate_buckets
 -- Each rate key's starts in the last $2 seconds and its due pending jobs, most waiting first.
