@@ -178,3 +178,34 @@ async def test_with_flow_limits_one_tenants_backlog_does_not_hold_up_another(
     limits = {"per_key_cap": 5, "rate_limit": RateLimit(starts=100, per_seconds=1)}
     claimed = await claim(impl, leader, limit=3, per_tenant_cap=1, **limits)  # type: ignore[arg-type]
     assert ids(claimed) == [backlog[0].id, theirs[0].id]
+
+
+async def test_a_full_rate_key_is_passed_over_until_its_interval_has_room(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    impl, clock = store
+    now = clock.now()
+    rate = RateLimit(starts=2, per_seconds=60)
+    # r's backlog comes first and is far longer than a claim's window
+    backlog = [make_job(rate_key="r", deadline=now + timedelta(seconds=i)) for i in range(40)]
+    others = [
+        make_job(rate_key=f"o{i}", deadline=now + timedelta(seconds=100 + i)) for i in range(5)
+    ]
+    await store_jobs(impl, [*backlog, *others])
+    assert ids(await claim(impl, leader, limit=3, rate_limit=rate)) == [
+        backlog[0].id,
+        backlog[1].id,
+        others[0].id,
+    ]
+    clock.advance(59)
+    assert ids(await claim(impl, leader, limit=3, rate_limit=rate)) == [
+        others[1].id,
+        others[2].id,
+        others[3].id,
+    ]
+    clock.advance(1)  # r's two starts leave its interval
+    assert ids(await claim(impl, leader, limit=3, rate_limit=rate)) == [
+        backlog[2].id,
+        backlog[3].id,
+        others[4].id,
+    ]
