@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -50,32 +50,6 @@ async def test_stale_leases_are_answered_not_applied(live_server: LiveServer):
     assert (ack.job_id, ack.applied) == (ref.job_id, False)
     assert (beat.job_id, beat.state) == (ref.job_id, LeaseState.LOST)
     assert released == []
-
-
-async def test_cancellations_answer_the_marked_leases_their_holder_names(
-    live_server: LiveServer, db
-):
-    async with httpx.AsyncClient(base_url=live_server.url) as http:
-        headers = {"Authorization": f"Bearer {live_server.tenant_token('acme')}"}
-        body = {"use_case": "notifications", "job_type": "notifications.send_email"}
-        made = [
-            (await http.post("/v1/jobs", json={**body, "payload": {"n": n}}, headers=headers))
-            for n in range(2)
-        ]
-    ids = [UUID(r.json()["job"]["id"]) for r in made]
-    refs = [LeaseRef(job_id=i, attempt=1, lease_token=uuid4()) for i in ids]
-    for ref in refs:
-        await db.execute(
-            "UPDATE jobs SET status = 'running', attempts = 1, lease_token = $2,"
-            " lease_expires_at = now() + interval '1 minute' WHERE id = $1",
-            ref.job_id,
-            ref.lease_token,
-        )
-    await db.execute("UPDATE jobs SET cancel_requested = true WHERE id = $1", ids[0])
-    guessed = LeaseRef(job_id=ids[0], attempt=1, lease_token=uuid4())
-    async with WorkerApiClient(live_server.url, live_server.worker_token) as api:
-        assert await api.cancellations("w1", [*refs, guessed, lease()]) == [refs[0]]
-        assert await api.cancellations("w1", []) == []
 
 
 async def test_the_observer_sees_every_answer_and_its_date(live_server: LiveServer):

@@ -17,8 +17,9 @@ from jobs_worker import InMemoryConsumer, JobContext, Registry, Worker
 from jobs_worker.cancellations import CancelPoller
 from jobs_worker.consumer.base import ReceivedMessage
 from jobs_worker.context import CancelSignal
-from jobs_worker.errors import WorkerApiError
+from jobs_worker.errors import ConfigError, JobsWorkerError, WorkerApiError
 from jobs_worker.heartbeats import HeldLease
+from jobs_worker.settings import load_settings
 from jobs_worker.testing import InMemoryWorkerApi
 
 QUEUE = "q"
@@ -177,7 +178,18 @@ def test_the_interval_has_a_documented_range():
     api = InMemoryWorkerApi(consumer)
     use_cases = {"test": UseCaseConfig(queue=QUEUE, timeout_seconds=5)}
     for bad in (0, -1, 61):
-        with pytest.raises(Exception, match="cancel_poll_seconds must be over 0 and at most 60"):
+        with pytest.raises(
+            JobsWorkerError, match="cancel_poll_seconds must be over 0 and at most 60"
+        ):
             Worker(
                 Registry(), consumer=consumer, api=api, use_cases=use_cases, cancel_poll_seconds=bad
             )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "61", "soon"])
+def test_a_bad_poll_interval_setting_is_refused_naming_it(monkeypatch, value):
+    monkeypatch.setenv("JOBS_CANCEL_POLL_SECONDS", value)
+    with pytest.raises(ConfigError, match="JOBS_CANCEL_POLL_SECONDS"):
+        load_settings()
+    monkeypatch.setenv("JOBS_CANCEL_POLL_SECONDS", "0.5")
+    assert load_settings().cancel_poll_seconds == 0.5
