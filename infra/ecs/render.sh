@@ -18,6 +18,8 @@ KNOWN=(
   JOBS_SERVER_URL     # how workers reach the API, e.g. http://jobs-server.internal:8000
   ECS_CLUSTER         # worker-autoscaling.json: the cluster ...
   WORKER_SERVICE      # ... and the worker service it scales
+  CLOUDWATCH_AGENT_IMAGE  # cloudwatch/scheduler-sidecar.json: a pinned tag of
+                          # public.ecr.aws/cloudwatch-agent/cloudwatch-agent
 )
 
 if [ $# -ne 1 ] || [ ! -f "$1" ]; then

@@ -143,3 +143,26 @@ async def test_a_heartbeat_past_expiry_still_holds_until_reaped(
         )
         == {}
     )
+
+
+async def test_find_cancel_requested_answers_marked_leases_only_and_extends_nothing(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    impl, clock = store
+    await store_jobs(impl, [make_job(deadline=clock.now() + timedelta(hours=1)) for _ in range(4)])
+    held, marked, finished, also_held = await claim(impl, leader, lease_seconds=10)
+    for c in (marked, finished):
+        await impl.cancel_job(c.id, tenant=None)
+    await impl.complete_attempts([SucceededAttempt(finished.id, 1, finished.lease_token, None)])
+    other_token = LeaseRef(job_id=marked.id, attempt=1, lease_token=uuid4())
+    other_attempt = LeaseRef(job_id=marked.id, attempt=2, lease_token=marked.lease_token)
+    unknown = LeaseRef(job_id=uuid4(), attempt=1, lease_token=uuid4())
+    asked = [held.lease, marked.lease, finished.lease, other_token, other_attempt, unknown]
+    assert await impl.find_cancel_requested([*asked, marked.lease]) == [marked.lease]
+    assert await impl.find_cancel_requested([held.lease, also_held.lease]) == []
+    assert await impl.find_cancel_requested([]) == []
+    # a read: the leases asked about still expire when they would have
+    clock.advance(15)
+    assert sorted(ids(await impl.find_expired_leases(limit=10))) == sorted(
+        [held.id, marked.id, also_held.id]
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -244,6 +245,28 @@ async def test_nul_in_the_dashboard_search_is_refused(live_server):
             assert "NUL" in r.text
     finally:
         await admin.aclose()
+
+
+async def test_a_cancellation_poll_out_of_range_is_refused_naming_the_field(client):
+    lease = {"job_id": str(uuid.uuid4()), "attempt": 1, "lease_token": str(uuid.uuid4())}
+    path = "/v1/worker/cancellations"
+    refused = {
+        "leases": {"worker_id": "w1", "leases": []},
+        "worker_id": {"leases": [lease]},
+        "attempt": {"worker_id": "w1", "leases": [{**lease, "attempt": 0}]},
+        "lease_token": {"worker_id": "w1", "leases": [{**lease, "lease_token": "x"}]},
+        "extend_seconds": {"worker_id": "w1", "leases": [{**lease, "extend_seconds": 1}]},
+    }
+    for field, body in refused.items():
+        r = await client.post(path, json=body, headers=WORKER)
+        assert r.status_code == 422, (field, r.text)
+        assert field in error_of(r)["message"], (field, error_of(r))
+    r = await client.post(path, json={"worker_id": "w1", "leases": [lease] * 1001}, headers=WORKER)
+    assert r.status_code == 422 and "leases" in error_of(r)["message"], r.text
+    r = await client.post(path, json={"worker_id": "w1", "leases": [lease]}, headers=ACME)
+    assert r.status_code == 403, r.text
+    r = await client.post(path, json={"worker_id": "w1", "leases": [lease]}, headers=WORKER)
+    assert (r.status_code, r.json()) == (200, {"cancelled": []})
 
 
 async def test_nul_in_a_worker_id_is_refused(client):

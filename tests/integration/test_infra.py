@@ -11,6 +11,7 @@ Scaling APIs), so renaming a setting or an option fails here until infra/ follow
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from pydantic_settings import BaseSettings
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
 from jobs_server.cli import app as server_app
+from jobs_server.metrics import ServerMetrics
 from jobs_server.publisher.base import QueueSpec
 from jobs_server.publisher.sqs import _DLQ_RETENTION
 from jobs_server.settings import ServerSettings
@@ -58,6 +60,11 @@ DOCKERFILES = {"server.Dockerfile": "jobs-server", "worker.Dockerfile": "jobs-wo
 # Announced settings infra/ already uses but the code does not have yet. Each is accepted while
 # it is missing; delete the entry once the field has landed (then it is checked like the rest).
 PENDING_SETTINGS: dict[str, str] = {}
+# The same for metrics infra/ reads that the server does not export yet.
+PENDING_METRICS: dict[str, str] = {
+    "jobs_worker_slots_needed": "worker slots needed for every pending job to start by its deadline"
+}
+SLOTS_NEEDED = "jobs_worker_slots_needed"
 
 HEALTH_PATHS = {"/healthz", "/readyz"}
 # Settings that carry credentials: never in plain `environment` of a task definition.
@@ -581,6 +588,7 @@ SAMPLES = {  # values for render.sh's placeholders, to build settings as the tas
     "JOBS_SERVER_URL": "http://jobs-server.internal:8000",
     "ECS_CLUSTER": "jobs",
     "WORKER_SERVICE": "jobs-worker-notifications",
+    "CLOUDWATCH_AGENT_IMAGE": "public.ecr.aws/cloudwatch-agent/cloudwatch-agent:1.300050.0",
 }
 SECRET_SAMPLES = {
     "JOBS_DATABASE_URL": "postgresql://jobs:secret@db.internal:5432/jobs",
@@ -617,14 +625,20 @@ def test_ecs_files_are_valid_api_requests():
     for name in TASK_FILES:
         report = ParamValidator().validate(task(name), register.input_shape)
         assert not report.has_errors(), f"{name}: {report.generate_report()}"
+    # the scheduler with its CloudWatch agent beside it, as docs/deploy.md registers it
+    with_agent = task("scheduler.json")
+    with_agent["containerDefinitions"].append(task("cloudwatch/scheduler-sidecar.json"))
+    report = ParamValidator().validate(with_agent, register.input_shape)
+    assert not report.has_errors(), f"scheduler.json + sidecar: {report.generate_report()}"
     scaling = session.get_service_model("application-autoscaling")
     doc = task("worker-autoscaling.json")
-    for key, operation in (
-        ("scalableTarget", "RegisterScalableTarget"),
-        ("scalingPolicy", "PutScalingPolicy"),
-    ):
+    requests = [("scalableTarget", "RegisterScalableTarget", doc["scalableTarget"])] + [
+        (f"scalingPolicies[{i}]", "PutScalingPolicy", p)
+        for i, p in enumerate(doc["scalingPolicies"])
+    ]
+    for key, operation, request in requests:
         shape = scaling.operation_model(operation).input_shape
-        report = ParamValidator().validate(doc[key], shape)
+        report = ParamValidator().validate(request, shape)
         assert not report.has_errors(), f"{key}: {report.generate_report()}"
     for policy in (ECS / "iam").glob("*.json"):
         statements = json.loads(policy.read_text())["Statement"]
@@ -636,7 +650,11 @@ def test_ecs_placeholders_are_the_ones_render_fills():
     assert known
     names = {line.split("#")[0].strip() for line in known.group(1).splitlines()} - {""}
     assert names == set(SAMPLES)
-    for path in [*ECS.glob("*.json"), *(ECS / "iam").glob("*.json")]:
+    for path in [
+        *ECS.glob("*.json"),
+        *(ECS / "iam").glob("*.json"),
+        *(ECS / "cloudwatch").glob("*"),
+    ]:
         used = set(re.findall(r"\$\{(\w+)\}", path.read_text()))
         assert used <= names, f"{path.name}: {used - names} are not filled by render.sh"
 
@@ -729,17 +747,37 @@ def test_ecs_worker_stop_timeout_covers_its_grace_period():
     )
 
 
+def scaling_policy(metric_name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The worker's one target-tracking policy whose metric math reads `metric_name`, and its
+    metrics; each policy's math returns one series and names only metrics it defines."""
+    doc = task("worker-autoscaling.json")
+    target, policies = doc["scalableTarget"], doc["scalingPolicies"]
+    assert len({p["PolicyName"] for p in policies}) == len(policies)
+    found = []
+    for policy in policies:
+        assert policy["ResourceId"] == target["ResourceId"], policy["PolicyName"]
+        assert policy["ScalableDimension"] == target["ScalableDimension"], policy["PolicyName"]
+        assert policy["PolicyType"] == "TargetTrackingScaling", policy["PolicyName"]
+        config = policy["TargetTrackingScalingPolicyConfiguration"]
+        metrics = config["CustomizedMetricSpecification"]["Metrics"]
+        by_id = {m["Id"]: m for m in metrics}
+        (returned,) = [m for m in metrics if m.get("ReturnData", True)]
+        names = set(re.findall(r"\b([a-z]\w*)\b(?!\s*\()", returned["Expression"]))
+        assert names <= set(by_id), f"{policy['PolicyName']}: {names - set(by_id)} undefined"
+        stats = [m["MetricStat"]["Metric"]["MetricName"] for m in metrics if "MetricStat" in m]
+        if metric_name in stats:
+            found.append((policy, metrics))
+    (one,) = found
+    return one
+
+
 def test_ecs_worker_scales_on_its_queue_backlog():
     _, params, settings = worker_container()
     (use_case,) = params["use_case"]  # one service per use case, scaled on its queue
     uc = settings.select_use_cases([use_case])[use_case]
-    doc = task("worker-autoscaling.json")
-    target, policy = doc["scalableTarget"], doc["scalingPolicy"]
-    assert target["ResourceId"] == policy["ResourceId"]
+    target = task("worker-autoscaling.json")["scalableTarget"]
     assert render(target["ResourceId"]).split("/")[-1] == render("${WORKER_SERVICE}")
-    config = policy["TargetTrackingScalingPolicyConfiguration"]
-    metrics = config["CustomizedMetricSpecification"]["Metrics"]
-    by_id = {m["Id"]: m for m in metrics}
+    _, metrics = scaling_policy("ApproximateNumberOfMessagesVisible")
     queues = [
         d["Value"]
         for m in metrics
@@ -748,12 +786,89 @@ def test_ecs_worker_scales_on_its_queue_backlog():
         if d["Name"] == "QueueName"
     ]
     assert queues == [uc.queue.rstrip("/").rsplit("/", 1)[-1]]
-    (returned,) = [m for m in metrics if m.get("ReturnData", True)]
-    assert set(re.findall(r"[a-z]\w*", returned["Expression"])) <= set(by_id)
     # enough workers to reach the use case's capacity, not many more (the rest would idle)
     concurrency = params["concurrency"] or settings.concurrency
     assert target["MaxCapacity"] * concurrency >= uc.capacity
     assert (target["MaxCapacity"] - 1) * concurrency < uc.capacity + concurrency
+
+
+def test_ecs_worker_scales_on_the_slots_its_deadlines_need():
+    """jobs_worker_slots_needed{use_case} reaches CloudWatch through the agent beside the
+    scheduler (docs/operations.md); target tracking keeps slots needed per running task at the
+    worker's --concurrency, so the service runs slots needed / concurrency tasks."""
+    _, params, settings = worker_container()
+    (use_case,) = params["use_case"]
+    policy, metrics = scaling_policy(SLOTS_NEEDED)
+    config = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert config["TargetValue"] == (params["concurrency"] or settings.concurrency)
+    (slots,) = [
+        m
+        for m in metrics
+        if m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == SLOTS_NEEDED
+    ]
+    metric = slots["MetricStat"]["Metric"]
+    assert metric["Dimensions"] == [{"Name": "use_case", "Value": use_case}]
+    assert slots["MetricStat"]["Stat"] == "Maximum"  # a minute's need is not averaged away
+    workers = [m for m in metrics if "RunningTaskCount" in json.dumps(m)]
+    assert len(workers) == 1 and workers[0]["Id"] in policy_expression(metrics)
+    # what the agent sends is what the policy reads: namespace, name, dimensions
+    agent = task("cloudwatch/agent.json")["logs"]["metrics_collected"]["prometheus"]
+    emf = agent["emf_processor"]
+    assert emf["metric_namespace"] == metric["Namespace"]
+    (declaration,) = [
+        d
+        for d in emf["metric_declaration"]
+        if any(re.fullmatch(sel, SLOTS_NEEDED) for sel in d["metric_selectors"])
+    ]
+    assert declaration["dimensions"] == [["use_case"]]
+    assert agent["prometheus_config_path"] == "env:PROMETHEUS_CONFIG_CONTENT"
+    # ... from the scheduler's metrics port, scraped over the task's loopback
+    scrape = yaml.safe_load((ECS / "cloudwatch" / "prometheus.yaml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert declaration["source_labels"] == ["job"]
+    assert re.fullmatch(declaration["label_matcher"], job["job_name"])
+    kept = [r for r in job.get("metric_relabel_configs", []) if r.get("action") == "keep"]
+    assert all(re.fullmatch(r["regex"], SLOTS_NEEDED) for r in kept)
+    scheduler = {c["name"]: c for c in task("scheduler.json")["containerDefinitions"]}["scheduler"]
+    port = settings_from(ServerSettings, container_env(scheduler)).metrics_port
+    assert port is not None, "scheduler.json: the scheduler serves no metrics (JOBS_METRICS_PORT)"
+    assert [t for c in job["static_configs"] for t in c["targets"]] == [f"localhost:{port}"]
+    sidecar = task("cloudwatch/scheduler-sidecar.json")
+    assert {s["name"] for s in sidecar["secrets"]} == {
+        "CW_CONFIG_CONTENT",
+        "PROMETHEUS_CONFIG_CONTENT",
+    }
+    assert sidecar["essential"] is False  # no agent: no scaling on deadlines, the jobs still run
+    # the roles let the agent read its parameters (execution role) and write its log group
+    # (the scheduler's task role)
+    assert task("scheduler.json")["taskRoleArn"].endswith(":role/jobs-server-task")
+    for role, wanted, needed in (
+        (
+            "execution-role-policy.json",
+            "ssm:GetParameters",
+            [s["valueFrom"] for s in sidecar["secrets"]],
+        ),
+        (
+            "server-task-role-policy.json",
+            "logs:PutLogEvents",
+            [
+                f"arn:aws:logs:${{AWS_REGION}}:${{AWS_ACCOUNT_ID}}:log-group:{agent['log_group_name']}:*"
+            ],
+        ),
+    ):
+        statements = json.loads((ECS / "iam" / role).read_text())["Statement"]
+        granted = [r for st in statements if wanted in st["Action"] for r in st["Resource"]]
+        for arn in needed:
+            assert any(fnmatch.fnmatchcase(arn, r) for r in granted), f"{role}: {wanted} {arn}"
+    # the gauge is the server's own (or announced while it is being built)
+    exported = {family.name for family in ServerMetrics().registry.collect()}
+    assert SLOTS_NEEDED in exported or SLOTS_NEEDED in PENDING_METRICS
+
+
+def policy_expression(metrics: list[dict[str, Any]]) -> str:
+    (returned,) = [m for m in metrics if m.get("ReturnData", True)]
+    expression: str = returned["Expression"]
+    return expression
 
 
 # --- the checks themselves -----------------------------------------------------------------

@@ -26,6 +26,7 @@ OPERATIONS = {
     "report_outcomes",
     "send_heartbeats",
     "release_leases",
+    "poll_cancellations",
     "get_job_payload",
     "list_pauses",
     "pause_queue",

@@ -44,12 +44,13 @@ async def test_stale_leases_are_answered_not_applied(live_server: LiveServer):
     async with WorkerApiClient(live_server.url, live_server.worker_token) as api:
         [ack] = await api.report([report])
         [beat] = await api.heartbeat("w1", [HeartbeatItem(**ref.model_dump(), extend_seconds=30)])
+        cancelled = await api.cancellations("w1", [ref])
         released = await api.release("w1", [ref])
         with pytest.raises(NotFound):
             await api.payload(ref.job_id)
     assert (ack.job_id, ack.applied) == (ref.job_id, False)
     assert (beat.job_id, beat.state) == (ref.job_id, LeaseState.LOST)
-    assert released == []
+    assert released == [] and cancelled == []
 
 
 async def test_the_observer_sees_every_answer_and_its_date(live_server: LiveServer):

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import threading
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -253,6 +254,42 @@ async def test_cancelled_running_job_ends_cancelled_whatever_it_reports(make_sta
     for job in jobs:
         assert job.status is JobStatus.CANCELLED
         assert job.attempts == 1
+
+
+async def test_a_cancel_reaches_a_handler_within_2_s_with_a_150_s_lease(make_stack: MakeStack, db):
+    """Heartbeats come a third of the lease apart (the first 37.5 s in): only the worker's
+    cancellation poll (every second) can tell the handler within this test's bound, and the
+    lease, unchanged when the handler sees the cancel, shows that no heartbeat did."""
+    stack = await make_stack(lease_seconds=150, timeout_seconds=60)
+    registry = Registry()
+    started, seen = asyncio.Event(), asyncio.Event()
+
+    @registry.handler(EMAIL)
+    async def until_cancelled(payload: Email, ctx: JobContext) -> str:
+        started.set()
+        await ctx.wait_cancelled()
+        seen.set()
+        return "saw it"
+
+    worker, run = await in_background(stack, registry)
+    job_id = await stack.enqueue({"to": "a@example.com"})
+    await asyncio.wait_for(started.wait(), 15)
+    lease = "SELECT lease_expires_at FROM jobs WHERE id = $1"
+    leased_until = await db.fetchval(lease, job_id)
+    cancelled_at = time.monotonic()
+    marked = await stack.client.cancel(job_id)
+    assert marked.status is JobStatus.RUNNING and marked.cancel_requested
+    # well inside the 37.5 s before the first heartbeat: a failure here is a poll that never came
+    await asyncio.wait_for(seen.wait(), 20)
+    latency = time.monotonic() - cancelled_at
+    assert await db.fetchval(lease, job_id) == leased_until, (
+        f"the handler saw the cancel after {latency:.3f} s, but a heartbeat had extended the lease"
+    )
+    [job] = await stack.wait_all([job_id])
+    worker.stop()
+    await run
+    assert job.status is JobStatus.CANCELLED, f"seen after {latency:.3f} s, then {job.status}"
+    assert job.result == "saw it" and job.attempts == 1, f"seen after {latency:.3f} s"
 
 
 async def test_bad_payload_and_unknown_job_type_are_dead_at_once(make_stack: MakeStack):

@@ -83,3 +83,21 @@ async def test_the_observer_sees_each_answer_resends_included():
 
 def test_the_producer_policy_still_resends_only_503():
     assert RetryPolicy().statuses == frozenset({503})
+
+
+async def test_cancellations_ask_in_chunks_and_return_the_leases_answered():
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("POST", "/v1/worker/cancellations")
+        body = json.loads(request.content)
+        bodies.append(body)
+        return httpx.Response(200, json={"cancelled": body["leases"][-1:]})
+
+    refs = leases(MAX_ITEMS + 1)
+    async with client(handler) as api:
+        cancelled = await api.cancellations("w1", refs)
+        assert await api.cancellations("w1", []) == []  # nothing to ask: no request
+    assert [len(b["leases"]) for b in bodies] == [MAX_ITEMS, 1]  # type: ignore[arg-type]
+    assert {b["worker_id"] for b in bodies} == {"w1"}
+    assert cancelled == [refs[MAX_ITEMS - 1], refs[MAX_ITEMS]]

@@ -38,6 +38,8 @@ __all__ = [
     "LEASE_CREDENTIAL_PREFIX",
     "MAX_SQS_MESSAGE_BYTES",
     "SERVER_TIME_HEADER",
+    "CancellationsRequest",
+    "CancellationsResponse",
     "FailureInfo",
     "HeartbeatItem",
     "HeartbeatRequest",
@@ -264,6 +266,26 @@ class ReleaseResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     released: list[UUID]
+
+
+class CancellationsRequest(BaseModel):
+    """Which of these running attempts were cancelled? The worker's cancellation poll (a read:
+    it extends nothing). Only a lease's holder knows its token, so a worker learns only about
+    its own attempts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    worker_id: WorkerId
+    leases: Annotated[list[LeaseRef], Field(min_length=1, max_length=1000)]
+
+
+class CancellationsResponse(BaseModel):
+    """The leases asked about whose job is marked for cancellation (still running under that
+    very lease); the others are not mentioned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cancelled: list[LeaseRef]
 
 
 class PayloadResponse(BaseModel):

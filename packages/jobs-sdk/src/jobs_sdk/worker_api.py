@@ -17,6 +17,8 @@ import httpx
 from pydantic import BaseModel
 
 from jobs_schema import (
+    CancellationsRequest,
+    CancellationsResponse,
     HeartbeatItem,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -120,6 +122,16 @@ class WorkerApiClient:
             body = ReleaseRequest(worker_id=worker_id, leases=chunk)
             released += (await self._post("/v1/worker/release", body, ReleaseResponse)).released
         return released
+
+    async def cancellations(self, worker_id: str, leases: Sequence[LeaseRef]) -> list[LeaseRef]:
+        """Of these running attempts' leases, those whose job was cancelled (a read: it extends
+        nothing, so it is cheap to ask every second)."""
+        cancelled: list[LeaseRef] = []
+        for chunk in _chunks(leases):
+            body = CancellationsRequest(worker_id=worker_id, leases=chunk)
+            answer = await self._post("/v1/worker/cancellations", body, CancellationsResponse)
+            cancelled += answer.cancelled
+        return cancelled
 
     async def payload(self, job_id: UUID) -> Payload:
         """The payload of a running job; NotFound once the job is no longer running."""

@@ -10,6 +10,8 @@ from uuid import UUID
 
 from jobs_schema import (
     AttemptOutcome,
+    CancellationsRequest,
+    CancellationsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
     HeartbeatResult,
@@ -104,6 +106,13 @@ class OutcomeService:
                 for s in statuses
             ]
         )
+
+    async def cancellations(self, req: CancellationsRequest) -> CancellationsResponse:
+        """The worker's cancellation poll: which of its running attempts were cancelled. Fenced
+        by lease like every worker call (an attempt's token is known only to its worker), and
+        a read: polling every second costs no write, no lease extension."""
+        leases = list(dict.fromkeys(req.leases))
+        return CancellationsResponse(cancelled=await self._store.find_cancel_requested(leases))
 
     async def release(self, req: ReleaseRequest) -> list[UUID]:
         released = await self._store.release_leases(list(req.leases))

@@ -198,6 +198,7 @@ def _worker(
         tracing=tracing,
         processes=processes,
         block_warn_seconds=settings.block_warn_seconds,
+        cancel_poll_seconds=settings.cancel_poll_seconds,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping
@@ -48,22 +49,44 @@ class JobLogger(logging.LoggerAdapter[logging.Logger]):
 
 
 class CancelSignal:
-    """Set on the event loop when the server answers a heartbeat with `cancelled`; readable
-    from a sync handler's thread as well."""
+    """Set on the runtime's event loop when the server says the job was cancelled; readable
+    from a sync handler's thread, and awaitable on any event loop: async handlers run on
+    handler loops of their own, which a plain asyncio.Event set from the runtime's loop
+    would not wake."""
 
     def __init__(self) -> None:
         self._flag = threading.Event()
-        self._event = asyncio.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def set(self) -> None:
-        self._flag.set()
-        self._event.set()
+        with self._lock:
+            self._flag.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, future)
 
     def is_set(self) -> bool:
         return self._flag.is_set()
 
     async def wait(self) -> None:
-        await self._event.wait()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._flag.is_set():
+                return
+            self._waiters.append((loop, future))
+        try:
+            await future
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, future))
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _no_client(tenant: str) -> NoReturn:

@@ -99,6 +99,10 @@ class WorkerApi(Protocol):
 
     async def release(self, worker_id: str, leases: list[LeaseRef]) -> list[UUID]: ...
 
+    async def cancellations(self, worker_id: str, leases: list[LeaseRef]) -> list[LeaseRef]:
+        """Of `leases`, those whose job was cancelled (the worker's cancellation poll)."""
+        ...
+
     async def payload(self, job_id: UUID) -> Payload: ...
 
     async def close(self) -> None: ...
@@ -154,6 +158,9 @@ class HttpWorkerApi:
 
     async def release(self, worker_id: str, leases: list[LeaseRef]) -> list[UUID]:
         return await _translating(self._client.release(worker_id, leases))
+
+    async def cancellations(self, worker_id: str, leases: list[LeaseRef]) -> list[LeaseRef]:
+        return await _translating(self._client.cancellations(worker_id, leases))
 
     async def payload(self, job_id: UUID) -> Payload:
         return await _translating(self._client.payload(job_id))

@@ -38,6 +38,7 @@ from jobs_schema import (
 )
 from jobs_schema.config import HandlerIsolation, describe_errors
 from jobs_sdk.batching import Batcher
+from jobs_worker.cancellations import CancelPoller
 from jobs_worker.consumer.base import Consumer, ReceivedMessage
 from jobs_worker.context import (
     JobContext,
@@ -174,11 +175,14 @@ class Worker:
         tracing: WorkerTracing | None = None,
         processes: ProcessPool | None = None,
         block_warn_seconds: float = 2.0,
+        cancel_poll_seconds: float = 1.0,
     ) -> None:
         if not use_cases:
             raise JobsWorkerError("a worker needs at least one use case to consume")
         if concurrency < 1:
             raise JobsWorkerError("concurrency must be at least 1")
+        if not 0 < cancel_poll_seconds <= 60:
+            raise JobsWorkerError("cancel_poll_seconds must be over 0 and at most 60")
         _check_isolation(use_cases, processes)
         self.registry = registry
         self.worker_id = worker_id or new_worker_id()
@@ -207,6 +211,10 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._receiving: dict[str, float] = {}  # queue -> when its receive in flight began
         self._heartbeater = Heartbeater(api, consumer, worker_id=self.worker_id, clock=clock)
+        # heartbeats come a third of a lease apart: cancellations are asked about every second
+        self._cancels = CancelPoller(
+            api, worker_id=self.worker_id, interval=cancel_poll_seconds, clock=clock
+        )
         self._reporter = Reporter(api, max_batch=report_batch, linger=report_linger)
         self._deleter: Batcher[ReceivedMessage, bool] = Batcher(
             self._delete_batch, max_batch=_RECEIVE_MAX, linger=report_linger
@@ -288,6 +296,9 @@ class Worker:
         heartbeats = asyncio.create_task(
             self._guard("heartbeats", self._heartbeater.run()), name="heartbeats"
         )
+        polls = asyncio.create_task(
+            self._guard("cancellations", self._cancels.run()), name="cancellations"
+        )
         loops = [
             asyncio.create_task(
                 self._guard(f"receive {name}", self._receive_loop(name, uc, burst)),
@@ -300,11 +311,11 @@ class Worker:
         )
         if burst:
             loops.append(asyncio.create_task(self._burst_monitor()))
-        self._tasks = [heartbeats, *loops]
+        self._tasks = [heartbeats, polls, *loops]
         try:
             await self._stopping.wait()
         finally:
-            await self._shutdown(loops, heartbeats)
+            await self._shutdown(loops, [heartbeats, polls])
         logger.info("worker stopped", extra={"worker_id": self.worker_id, **vars(self.stats)})
         return self.stats
 
@@ -518,6 +529,7 @@ class Worker:
 
     async def _run_attempt(self, attempt: _Attempt) -> None:
         self._heartbeater.track(attempt.lease)
+        self._cancels.track(attempt.lease)
         try:
             done = await self._run_handler(attempt)
             if done is not None and isinstance(done[0], Interrupted):
@@ -534,6 +546,7 @@ class Worker:
         finally:
             self._free_slot(attempt)
             self._heartbeater.untrack(attempt.lease)
+            self._cancels.untrack(attempt.lease)
             self._running.pop(attempt.key, None)
             self._remember_finished(attempt.key)
             self._idle.last_activity = self._clock()
@@ -719,8 +732,9 @@ class Worker:
                 self.stop()
 
     async def _shutdown(
-        self, loops: list[asyncio.Task[None]], heartbeats: asyncio.Task[None]
+        self, loops: list[asyncio.Task[None]], keepers: list[asyncio.Task[None]]
     ) -> None:
+        """`keepers` (heartbeats, the cancellation poll) run until every attempt is over."""
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -737,8 +751,9 @@ class Worker:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._reporter.aclose()
         await self._deleter.aclose()
-        heartbeats.cancel()
-        await asyncio.gather(heartbeats, return_exceptions=True)
+        for task in keepers:
+            task.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._processes is not None:
             await self._processes.close()

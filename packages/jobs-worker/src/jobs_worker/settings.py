@@ -53,6 +53,13 @@ class WorkerSettings(BaseSettings):
         le=1000,
         description="handler processes under process isolation; default min(concurrency, CPUs)",
     )
+    cancel_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="while handlers run, ask the server this often which were cancelled "
+        "(over 0, at most 60); a handler sees its cancellation about this long after it",
+    )
     block_warn_seconds: float = Field(
         default=2.0, gt=0, description="warn when an async handler blocks its loop this long"
     )

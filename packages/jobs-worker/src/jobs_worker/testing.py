@@ -241,6 +241,7 @@ class InMemoryWorkerApi:
         self.jobs: dict[UUID, _FakeJob] = {}
         self.released: list[LeaseRef] = []
         self.heartbeats = 0
+        self.cancellation_polls = 0
         self.clock = ServerClock()
         self._embed = embed_payloads
 
@@ -307,6 +308,10 @@ class InMemoryWorkerApi:
         if job is None:
             return LeaseState.LOST
         return LeaseState.CANCELLED if job.cancel_requested else LeaseState.HELD
+
+    async def cancellations(self, worker_id: str, leases: list[LeaseRef]) -> list[LeaseRef]:
+        self.cancellation_polls += 1
+        return [r for r in leases if self._lease_state(r) is LeaseState.CANCELLED]
 
     async def release(self, worker_id: str, leases: list[LeaseRef]) -> list[UUID]:
         released = []

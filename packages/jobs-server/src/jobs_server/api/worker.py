@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from jobs_schema import (
+    CancellationsRequest,
+    CancellationsResponse,
     HeartbeatRequest,
     HeartbeatResponse,
     OutcomeRequest,
@@ -56,6 +58,17 @@ async def report_outcomes(body: OutcomeRequest, _: Worker, outcomes: Outcomes) -
 async def heartbeats(body: HeartbeatRequest, _: Worker, outcomes: Outcomes) -> Response:
     """Extend leases; each answer says held, lost or cancelled."""
     return json_response(await outcomes.heartbeat(body))
+
+
+@router.post(
+    "/cancellations",
+    name="poll_cancellations",
+    responses={200: {"model": CancellationsResponse}, **_BODY},
+)
+async def cancellations(body: CancellationsRequest, _: Worker, outcomes: Outcomes) -> Response:
+    """Which of these running attempts were cancelled (the worker asks every second while it
+    runs jobs); a read, it extends no lease."""
+    return json_response(await outcomes.cancellations(body))
 
 
 @router.post(

@@ -367,6 +367,11 @@ class OutcomeStore(Protocol):
         for cancellation); None otherwise."""
         ...
 
+    async def find_cancel_requested(self, leases: list[LeaseRef]) -> list[LeaseRef]:
+        """Of `leases`, those whose job is running under that very lease and marked for
+        cancellation (the workers' cancellation poll; a read, it extends nothing)."""
+        ...
+
 
 class ActionStore(Protocol):
     """Cancel and retry, one job or in bounded batches over a filter (jobs_server.actions)."""

@@ -704,6 +704,14 @@ class InMemoryJobStore:
             out.append(LeaseStatus(row.id, state, row.lease_expires_at))
         return out
 
+    async def find_cancel_requested(self, leases: list[LeaseRef]) -> list[LeaseRef]:
+        out = []
+        for lease in dict.fromkeys(leases):
+            row = self._held(lease.job_id, lease.attempt, lease.lease_token)
+            if row is not None and row.cancel_requested:
+                out.append(lease)
+        return out
+
     async def mark_attempts_started(self, leases: list[LeaseRef], *, worker_id: str) -> None:
         now = self.clock.now()
         for lease in leases:

@@ -499,6 +499,16 @@ class PostgresJobStore:
             for r in rows
         ]
 
+    async def find_cancel_requested(self, leases: list[LeaseRef]) -> list[LeaseRef]:
+        if not leases:
+            return []
+        q = self._q["find_cancel_requested"]
+        rows = await self._run(lambda c: c.fetch(q, *_lease_arrays(leases)))
+        return [
+            LeaseRef(job_id=r["id"], attempt=r["attempts"], lease_token=r["lease_token"])
+            for r in rows
+        ]
+
     async def mark_attempts_started(self, leases: list[LeaseRef], *, worker_id: str) -> None:
         if not leases:
             return

@@ -908,3 +908,13 @@ UPDATE schedules s SET next_run_at = t.next_run_at,
 FROM t JOIN locked l ON l.tenant = t.tenant AND l.name = t.name
 WHERE s.tenant = t.tenant AND s.name = t.name AND s.next_run_at = t.expected AND NOT s.paused
 RETURNING s.tenant, s.name;
+
+-- name: find_cancel_requested
+-- The workers' cancellation poll: of the leases asked about ($1 ids, $2 attempts, $3 tokens),
+-- those whose job is marked for cancellation and still running under that very lease. A read
+-- (it extends nothing), one jobs_pkey probe per id, whatever the table holds; each lease once.
+SELECT j.id, j.attempts, j.lease_token
+FROM jobs j
+WHERE j.id = ANY ($1::uuid[]) AND j.status = 'running' AND j.cancel_requested
+  AND (j.id, j.attempts, j.lease_token) IN (
+      SELECT * FROM unnest($1::uuid[], $2::integer[], $3::uuid[]));
