@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -305,9 +305,14 @@ def test_a_message_names_its_lease_in_its_first_fields():
     assert lease_from_body(broken) == ref
 
 
+# fixed ids: parametrized ids must be the same in every collecting process
+_JOB = UUID("0b9d7a5e-3f0c-4d2a-9a61-4a8f3c2e1d10")
+_TOKEN = UUID("6f1e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b")
+
+
 def _header(*, v: int = 1, job_id: object = None, attempt: int = 1) -> str:
     return (
-        f'{{"v":{v},"job_id":"{job_id or uuid4()}","lease_token":"{uuid4()}","attempt":{attempt}}}'
+        f'{{"v":{v},"job_id":"{job_id or _JOB}","lease_token":"{_TOKEN}","attempt":{attempt}}}'
     )
 
 
