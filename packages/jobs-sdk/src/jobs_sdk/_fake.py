@@ -35,7 +35,7 @@ from jobs_sdk.errors import Conflict, IdempotencyMismatch, JobsError, NotFound, 
 
 __all__ = ["FakeJobs"]
 
-_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED})
+_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
 _ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: _RETRYABLE}
 _DEFAULT_USE_CASE = UseCaseConfig(queue="fake")
 
@@ -248,7 +248,7 @@ class FakeJobs:
     def retry(self, job_id: UUID | str) -> Job:
         job = self.get(job_id)
         if job.status not in _RETRYABLE:
-            raise _conflict(job, "only dead or cancelled jobs can be retried")
+            raise _conflict(job, "only dead, cancelled or expired jobs can be retried")
         if self._holding_dedup_key(job.use_case, job.dedup_key) is not None:
             raise _conflict(job, f"an active job holds its dedup key {job.dedup_key!r}")
         return self._retried(job)

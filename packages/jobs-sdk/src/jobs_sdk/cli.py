@@ -272,7 +272,8 @@ app.command("cancel")(
 )
 app.command("retry")(
     _bulk_command(
-        BulkAction.RETRY, "Retry one dead or cancelled job now, or every one matching filters."
+        BulkAction.RETRY,
+        "Retry one dead, cancelled or expired job now, or every one matching filters.",
     )
 )
 

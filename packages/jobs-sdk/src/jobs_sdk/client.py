@@ -293,8 +293,9 @@ class JobsClient:
     # -- operator actions ----------------------------------------------------------------------
 
     async def retry(self, job_id: UUID | str) -> Job:
-        """Make a dead or cancelled job pending now, with one more attempt and a new deadline;
-        Conflict if it is not dead or cancelled, QuotaExceeded if the tenant's quota is full."""
+        """Make a dead, cancelled or expired job pending now, with one more attempt and a new
+        deadline; Conflict if it is not dead, cancelled or expired, QuotaExceeded if the
+        tenant's quota is full."""
         sent = await self._send(_selection.retry_call(job_id))
         try:
             return _http.parse(sent.response, Job)
@@ -320,7 +321,7 @@ class JobsClient:
     async def retry_where(
         self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
     ) -> BulkResult:
-        """Retry now every dead or cancelled job matching the filters."""
+        """Retry now every dead, cancelled or expired job matching the filters."""
         call = _selection.bulk_call(BulkAction.RETRY, _selection.selection_of(selection, filters))
         return await self._request(call, BulkResult)
 
@@ -475,8 +476,9 @@ class SyncJobsClient:
         return self._schedules
 
     def retry(self, job_id: UUID | str) -> Job:
-        """Make a dead or cancelled job pending now, with one more attempt and a new deadline;
-        Conflict if it is not dead or cancelled, QuotaExceeded if the tenant's quota is full."""
+        """Make a dead, cancelled or expired job pending now, with one more attempt and a new
+        deadline; Conflict if it is not dead, cancelled or expired, QuotaExceeded if the
+        tenant's quota is full."""
         sent = self._send(_selection.retry_call(job_id))
         try:
             return _http.parse(sent.response, Job)
@@ -500,7 +502,7 @@ class SyncJobsClient:
     def retry_where(
         self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
     ) -> BulkResult:
-        """Retry now every dead or cancelled job matching the filters."""
+        """Retry now every dead, cancelled or expired job matching the filters."""
         call = _selection.bulk_call(BulkAction.RETRY, _selection.selection_of(selection, filters))
         return self._request(call, BulkResult)
 
