@@ -9,10 +9,11 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from jobs_schema.config import BackoffPolicy, MissPolicy
+from jobs_schema.config import BackoffPolicy, MissPolicy, UseCaseConfig
 from jobs_schema.errors import ErrorBody
 from jobs_schema.limits import (
     MAX_EXPIRE_GRACE_SECONDS,
+    MAX_TIMESTAMP,
     MAX_UNIQUE_SECONDS,
     JsonInt,
     Text,
@@ -270,6 +271,24 @@ class EnqueueRequest(BaseModel):
                 "drop one of them"
             )
         return self
+
+    def expires_at(self, use_case: UseCaseConfig, deadline: datetime) -> datetime | None:
+        """When the job ends expired if still pending: its deadline plus the grace, by its own
+        miss policy, else its use case's (the grace likewise); None: it runs late. ValueError
+        when a grace is given for a job that runs late by its use case's policy."""
+        if (self.miss_policy or use_case.miss_policy) is MissPolicy.RUN_LATE:
+            if self.expire_grace_seconds is not None:
+                raise ValueError(
+                    "expire_grace_seconds applies to miss_policy 'expire' only, and use case "
+                    f"{self.use_case!r} runs late: give miss_policy 'expire' too, or drop "
+                    "expire_grace_seconds"
+                )
+            return None
+        grace = self.expire_grace_seconds
+        if grace is None:
+            grace = use_case.expire_grace_seconds
+        # a grace reaching past the range ends at its end, not an overflow
+        return deadline + min(timedelta(seconds=grace), MAX_TIMESTAMP - deadline)
 
 
 class BatchEnqueueRequest(BaseModel):

@@ -183,7 +183,9 @@ class JobsClient:
         **options: Unpack[EnqueueOptions],
     ) -> EnqueueResponse:
         """Enqueue one job. `delay_tolerance` is seconds or a timedelta; `unique` is a
-        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields). With an
+        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields); `miss_policy`
+        ("run_late" or "expire") and `expire_grace` (seconds or a timedelta past the deadline,
+        at most 30 days) override the use case's. With an
         `idempotency_key` the request goes alone, so the key covers exactly this job."""
         request = _http.enqueue_request(use_case, job_type, payload, options)
         if idempotency_key is None and self._coalescer is not None:
@@ -415,7 +417,9 @@ class SyncJobsClient:
         **options: Unpack[EnqueueOptions],
     ) -> EnqueueResponse:
         """Enqueue one job. `delay_tolerance` is seconds or a timedelta; `unique` is a
-        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields)."""
+        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields); `miss_policy`
+        ("run_late" or "expire") and `expire_grace` (seconds or a timedelta past the deadline,
+        at most 30 days) override the use case's."""
         request = _http.enqueue_request(use_case, job_type, payload, options)
         call = _http.enqueue_call(request, idempotency_key or self._new_key())
         return self._request(call, EnqueueResponse)

@@ -19,11 +19,9 @@ from jobs_schema import (
     Job,
     JobPage,
     JobsConfig,
-    MissPolicy,
     Payload,
     UniqueRule,
     UniqueWindow,
-    UseCaseConfig,
 )
 from jobs_schema import JobFilter as JobFilterModel
 from jobs_schema.limits import MAX_TIMESTAMP, JsonRefused, json_text
@@ -317,7 +315,10 @@ class JobService:
             )
             # a tolerance reaching past the range is a deadline at its end, not an overflow
             deadline = run_at + min(timedelta(seconds=tolerance), MAX_TIMESTAMP - run_at)
-        expires_at = _expires_at(req, use_case, deadline, where)
+        try:
+            expires_at = req.expires_at(use_case, deadline)
+        except ValueError as exc:
+            raise BadRequest(str(exc), field="expire_grace_seconds", **where) from exc
         return NewJob(
             id=self._ids.new(),
             use_case=req.use_case,
@@ -374,30 +375,6 @@ class JobService:
             "can be cancelled",
             status=current.status.value,
         )
-
-
-def _expires_at(
-    req: EnqueueRequest, use_case: UseCaseConfig, deadline: datetime, where: dict[str, int]
-) -> datetime | None:
-    """When the job ends expired if still pending: its deadline plus the grace, by the job's
-    miss policy (else its use case's); None: it runs late."""
-    policy = req.miss_policy or use_case.miss_policy
-    if policy is MissPolicy.RUN_LATE:
-        if req.expire_grace_seconds is not None:
-            raise BadRequest(
-                f"expire_grace_seconds applies to miss_policy 'expire' only, and use case "
-                f"{req.use_case!r} runs late: give miss_policy 'expire' too, or drop "
-                "expire_grace_seconds",
-                field="expire_grace_seconds",
-                **where,
-            )
-        return None
-    grace = (
-        req.expire_grace_seconds
-        if req.expire_grace_seconds is not None
-        else use_case.expire_grace_seconds
-    )
-    return deadline + min(timedelta(seconds=grace), MAX_TIMESTAMP - deadline)
 
 
 def _decode_cursor(cursor: str | None) -> UUID | None:
