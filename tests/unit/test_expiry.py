@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from jobs_schema import EnqueueRequest, JobsConfig, JobStatus, UseCaseConfig
+from jobs_schema import EnqueueRequest, JobsConfig, JobStatus, MissPolicy, UseCaseConfig
 from jobs_server.actions import ActionService
 from jobs_server.auth import Principal, Role
 from jobs_server.clock import ManualClock
@@ -199,3 +199,23 @@ async def test_the_expirer_ends_a_bounded_batch_a_pass(store, clock):
     assert (await expirer.run_once(clock.now())).count == 1
     assert (await expirer.run_once(clock.now())).count == 0
     assert s.scheduler.service(Expirer) is s.scheduler.before_dispatch[0]
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ('miss_policy = "never"', "use_cases.uc.miss_policy"),
+        ("expire_grace_seconds = -1", "use_cases.uc.expire_grace_seconds"),
+        ("expire_grace_seconds = 2592001", "use_cases.uc.expire_grace_seconds"),
+    ],
+)
+def test_a_bad_policy_in_the_config_file_names_its_field(line, named):
+    with pytest.raises(ValueError, match=named):
+        JobsConfig.from_toml(f'[use_cases.uc]\nqueue = "q"\n{line}\n', source="jobs.toml")
+
+
+def test_the_config_files_policy_and_grace_are_read():
+    text = '[use_cases.uc]\nqueue = "q"\nmiss_policy = "expire"\nexpire_grace_seconds = 90\n'
+    uc = JobsConfig.from_toml(text, source="jobs.toml").use_cases["uc"]
+    assert (uc.miss_policy, uc.expire_grace_seconds) == (MissPolicy.EXPIRE, 90)
+    assert UseCaseConfig(queue="q").miss_policy is MissPolicy.RUN_LATE
