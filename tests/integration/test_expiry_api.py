@@ -3,12 +3,14 @@ field and its range), what it returns, and the expired status in the job list's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import httpx
 import pytest
 
+from jobs_server.store.postgres import PostgresJobStore
 from tests.conftest import LiveServer
 from tests.integration.requests import ACME, job
 
@@ -23,7 +25,7 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-async def test_the_overrides_are_checked_and_returned(client, db):
+async def test_the_overrides_are_checked_and_returned(client, db, live_server):
     refused = [
         ({"miss_policy": "sometimes"}, 422, "miss_policy"),
         ({"miss_policy": "expire", "expire_grace_seconds": -1}, 422, "expire_grace_seconds"),
@@ -67,6 +69,32 @@ async def test_the_overrides_are_checked_and_returned(client, db):
 
     r = await client.get("/v1/jobs", params={"status": "expired"}, headers=ACME)
     assert r.status_code == 200 and r.json()["items"] == []
-    await db.execute("UPDATE jobs SET status = 'expired' WHERE id = $1::uuid", created["id"])
+    await db.execute(
+        "UPDATE jobs SET status = 'expired', finished_at = now() - interval '2 minutes',"
+        " last_error = 'expired: its deadline passed' WHERE id = $1::uuid",
+        created["id"],
+    )
     r = await client.get("/v1/jobs", params={"status": "expired"}, headers=ACME)
     assert [j["id"] for j in r.json()["items"]] == [created["id"]]
+
+    # the dashboard: the badge, the retry action, the policy, the reason, the rolled-up count
+    await _dashboard_shows_it(live_server, created["id"])
+
+
+async def _dashboard_shows_it(server: LiveServer, job_id: str) -> None:
+    store = await PostgresJobStore.connect(server.database_url)
+    try:
+        rolled = await store.roll_up_finished(
+            "default", use_cases=["notifications"], lag_seconds=0, max_window_seconds=7200
+        )
+        assert rolled == 1
+    finally:
+        await store.close()
+    async with httpx.AsyncClient(base_url=server.url, headers=ACME, timeout=30) as ui:
+        page = (await ui.get("/ui/jobs", params={"status": "expired"})).text
+        assert 'class="status status-expired"' in page and f"/ui/jobs/{job_id}/retry" in page
+        detail = (await ui.get(f"/ui/jobs/{job_id}")).text
+        assert "expires at" in detail and "expired: its deadline passed" in detail
+        overview = (await ui.get("/ui")).text
+        found = re.findall(r'data-count="expired">([\d,]+)<', overview)
+        assert found and int(found[0]) == 1
