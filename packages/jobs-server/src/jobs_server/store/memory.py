@@ -1188,13 +1188,6 @@ def _minute_stats(key: tuple[datetime, str], rows: list[_MinuteRow]) -> MinuteSt
 # -- the rules the statements share -------------------------------------------------------
 
 
-def expiry_reason(deadline: datetime, expires_at: datetime) -> str:
-    """The last_error of an expired job, as expire_jobs in queries.sql writes it."""
-    at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    grace = (expires_at - deadline).total_seconds()
-    return f"expired: its deadline {at} plus a grace of {grace:.15g} s passed before it could start"
-
-
 def _edf(row: _Row) -> tuple[datetime, int, UUID]:
     """Claim order: earliest deadline, then highest priority, then oldest (ids are UUIDv7)."""
     return (row.deadline, -row.priority, row.id)
@@ -1360,3 +1353,10 @@ def _synced(old: StoredSchedule, new: StoredSchedule) -> StoredSchedule:
     if not same:
         return replace(new, created_at=old.created_at, last_run_at=old.last_run_at)
     return replace(old, definition=b)
+
+
+def expiry_reason(deadline: datetime, expires_at: datetime) -> str:
+    """The last_error of an expired job, as expire_jobs in queries.sql writes it."""
+    at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    grace = (expires_at - deadline).total_seconds()
+    return f"expired: its deadline {at} plus a grace of {grace:.15g} s passed before it could start"
