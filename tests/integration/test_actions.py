@@ -75,7 +75,7 @@ async def test_retry_a_dead_job_makes_it_pending_now_with_one_more_attempt(clien
     assert await active(db, "acme") == 1  # the quota's usage count follows
     again = await client.post(f"/v1/jobs/{job_id}/retry", headers=ACME)
     assert again.status_code == 409
-    assert "only dead or cancelled" in again.json()["error"]["message"]
+    assert "only dead, cancelled or expired" in again.json()["error"]["message"]
 
 
 async def test_a_retry_is_pending_at_the_server_clocks_now(start_server, db):

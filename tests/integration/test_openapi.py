@@ -104,7 +104,17 @@ def test_the_document_states_the_rules_the_server_checks():
     assert enqueue["allOf"] == [
         {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
         {"not": {"required": ["dedup_key", "unique"]}},
+        {
+            "not": {
+                "properties": {"miss_policy": {"const": "run_late"}},
+                "required": ["miss_policy", "expire_grace_seconds"],
+            }
+        },
     ]
+    grace = enqueue["properties"]["expire_grace_seconds"]["anyOf"][0]
+    assert (grace["minimum"], grace["maximum"]) == (0, 30 * 86_400)
+    assert schemas["MissPolicy"]["enum"] == ["run_late", "expire"]
+    assert "expired" in schemas["JobStatus"]["enum"]
     period, states = schemas["UniqueRule"]["allOf"]
     assert period["then"]["required"] == ["seconds"]
     assert states["then"]["properties"]["states"]["uniqueItems"] is True

@@ -311,9 +311,7 @@ _TOKEN = UUID("6f1e2d3c-4b5a-4978-8a9b-0c1d2e3f4a5b")
 
 
 def _header(*, v: int = 1, job_id: object = None, attempt: int = 1) -> str:
-    return (
-        f'{{"v":{v},"job_id":"{job_id or _JOB}","lease_token":"{_TOKEN}","attempt":{attempt}}}'
-    )
+    return f'{{"v":{v},"job_id":"{job_id or _JOB}","lease_token":"{_TOKEN}","attempt":{attempt}}}'
 
 
 @pytest.mark.parametrize(

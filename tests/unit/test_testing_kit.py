@@ -117,7 +117,7 @@ async def test_cancel_retry_list_count_and_bulk_actions():
     assert (await jobs.cancel(ids[0])).status is JobStatus.CANCELLED
     with pytest.raises(Conflict, match="only pending or running"):
         await jobs.cancel(ids[0])
-    with pytest.raises(Conflict, match="only dead or cancelled"):
+    with pytest.raises(Conflict, match="only dead, cancelled or expired"):
         await jobs.retry(ids[1])
     assert (await jobs.retry(ids[0])).status is JobStatus.PENDING
     counted = await jobs.count(job_type="chain.step")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from jobs_schema.limits import MAX_EXPIRE_GRACE_SECONDS
 from jobs_schema.schedules import ScheduleConfig
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "BackoffPolicy",
     "HandlerIsolation",
     "JobsConfig",
+    "MissPolicy",
     "RateLimit",
     "TenantConfig",
     "UseCaseConfig",
@@ -38,6 +40,17 @@ class HandlerIsolation(StrEnum):
 
     THREAD = "thread"
     PROCESS = "process"
+
+
+class MissPolicy(StrEnum):
+    """What becomes of a job still pending once its deadline has passed: `run_late` dispatches
+    it anyway (counted as a miss: `deadline_missed`); `expire` ends it `expired`, never
+    dispatched, once the deadline plus the grace (`expire_grace_seconds`) has passed. A job
+    whose time is exactly the deadline plus the grace is still dispatched: it expires only
+    after it, as a job dispatched exactly at its deadline is not a miss."""
+
+    RUN_LATE = "run_late"
+    EXPIRE = "expire"
 
 
 class BackoffPolicy(BaseModel):
@@ -89,6 +102,18 @@ class UseCaseConfig(BaseModel):
         default=None, description="max starts per interval of one rate_key; None: no limit"
     )
     default_delay_tolerance_seconds: float = Field(default=60.0, ge=0)
+    miss_policy: MissPolicy = Field(
+        default=MissPolicy.RUN_LATE,
+        description="a job pending past its deadline: run_late (dispatch it, a miss) or expire "
+        "(end it expired once the deadline plus expire_grace_seconds has passed)",
+    )
+    expire_grace_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_EXPIRE_GRACE_SECONDS,
+        description="how long past its deadline a job that expires (by miss_policy expire, "
+        "the use case's or its own) may still be dispatched: 0 to 2592000 (30 days)",
+    )
     max_attempts: int = Field(default=5, ge=1, le=1000)
     backoff: BackoffPolicy = Field(default_factory=BackoffPolicy)
     timeout_seconds: float = Field(default=60.0, gt=0, le=12 * 3600)

@@ -9,9 +9,11 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from jobs_schema.config import BackoffPolicy
+from jobs_schema.config import BackoffPolicy, MissPolicy, UseCaseConfig
 from jobs_schema.errors import ErrorBody
 from jobs_schema.limits import (
+    MAX_EXPIRE_GRACE_SECONDS,
+    MAX_TIMESTAMP,
     MAX_UNIQUE_SECONDS,
     JsonInt,
     Text,
@@ -58,10 +60,14 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    # never dispatched: its deadline plus the grace of its miss policy `expire` passed first
+    EXPIRED = "expired"
 
 
 ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
-FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+FINISHED_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 
 
 class UniqueWindow(StrEnum):
@@ -202,6 +208,12 @@ class EnqueueRequest(BaseModel):
             "allOf": [
                 {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
                 {"not": {"required": ["dedup_key", "unique"]}},
+                {
+                    "not": {
+                        "properties": {"miss_policy": {"const": "run_late"}},
+                        "required": ["miss_policy", "expire_grace_seconds"],
+                    }
+                },
             ]
         },
     )
@@ -237,6 +249,20 @@ class EnqueueRequest(BaseModel):
     )
     max_attempts: Annotated[int, Field(ge=1, le=1000, strict=True), WholeNumber] | None = None
     backoff: BackoffPolicy | None = None
+    miss_policy: MissPolicy | None = Field(
+        default=None,
+        description="if still pending past its deadline: run_late (dispatched, a miss) or "
+        "expire (ends expired once the deadline plus the grace has passed); default: the use "
+        "case's",
+    )
+    expire_grace_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_EXPIRE_GRACE_SECONDS,
+        strict=True,
+        description="with miss_policy expire (the job's or its use case's): how long past its "
+        "deadline it may still be dispatched, 0 to 2592000 (30 days); default: the use case's",
+    )
 
     @model_validator(mode="after")
     def _deadline_is_consistent(self) -> EnqueueRequest:
@@ -246,7 +272,30 @@ class EnqueueRequest(BaseModel):
             raise ValueError("give either deadline or delay_tolerance_seconds, not both")
         if self.deadline is not None and self.run_at is not None and self.deadline < self.run_at:
             raise ValueError("deadline is before run_at")
+        if self.miss_policy is MissPolicy.RUN_LATE and self.expire_grace_seconds is not None:
+            raise ValueError(
+                "expire_grace_seconds is taken with miss_policy 'expire' only, not 'run_late': "
+                "drop one of them"
+            )
         return self
+
+    def expires_at(self, use_case: UseCaseConfig, deadline: datetime) -> datetime | None:
+        """When the job ends expired if still pending: its deadline plus the grace, by its own
+        miss policy, else its use case's (the grace likewise); None: it runs late. ValueError
+        when a grace is given for a job that runs late by its use case's policy."""
+        if (self.miss_policy or use_case.miss_policy) is MissPolicy.RUN_LATE:
+            if self.expire_grace_seconds is not None:
+                raise ValueError(
+                    "expire_grace_seconds applies to miss_policy 'expire' only, and use case "
+                    f"{self.use_case!r} runs late: give miss_policy 'expire' too, or drop "
+                    "expire_grace_seconds"
+                )
+            return None
+        grace = self.expire_grace_seconds
+        if grace is None:
+            grace = use_case.expire_grace_seconds
+        # a grace reaching past the range ends at its end, not an overflow
+        return deadline + min(timedelta(seconds=grace), MAX_TIMESTAMP - deadline)
 
 
 class BatchEnqueueRequest(BaseModel):
@@ -299,6 +348,11 @@ class Job(BaseModel):
     last_error: str | None = None
     cancel_requested: bool = False
     deadline_missed: bool = False
+    expires_at: StoredTime | None = Field(
+        default=None,
+        description="miss policy expire: still pending after this time (its deadline plus the "
+        "grace), the job ends expired; None: it runs late",
+    )
     created_at: StoredTime
     updated_at: StoredTime
     finished_at: StoredTime | None = None

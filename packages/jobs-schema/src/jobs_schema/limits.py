@@ -22,6 +22,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, With
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_EXPIRE_GRACE_SECONDS",
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRY_DELAY_SECONDS",
     "MAX_TIMESTAMP",
@@ -47,6 +48,7 @@ MAX_PAYLOAD_DEPTH = 32
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_RETRY_DELAY_SECONDS = 365 * 86_400  # a handler's Retry(delay=...) is capped here
 MAX_UNIQUE_SECONDS = 365 * 86_400  # the longest uniqueness window (UniqueRule.seconds)
+MAX_EXPIRE_GRACE_SECONDS = 30 * 86_400  # the longest grace past a deadline (miss policy expire)
 
 _RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")

@@ -35,7 +35,7 @@ from jobs_sdk.errors import Conflict, IdempotencyMismatch, JobsError, NotFound, 
 
 __all__ = ["FakeJobs"]
 
-_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED})
+_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
 _ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: _RETRYABLE}
 _DEFAULT_USE_CASE = UseCaseConfig(queue="fake")
 
@@ -157,6 +157,11 @@ class FakeJobs:
         tolerance = request.delay_tolerance_seconds
         if tolerance is None:
             tolerance = config.default_delay_tolerance_seconds
+        deadline = request.deadline or run_at + timedelta(seconds=tolerance)
+        try:
+            expires_at = request.expires_at(config, deadline)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), code=ErrorCode.VALIDATION, status=400) from exc
         return Job(
             id=self._new_id(),
             tenant=self.tenant,
@@ -166,7 +171,8 @@ class FakeJobs:
             status=JobStatus.PENDING,
             priority=request.priority,
             run_at=run_at,
-            deadline=request.deadline or run_at + timedelta(seconds=tolerance),
+            deadline=deadline,
+            expires_at=expires_at,
             attempts=0,
             max_attempts=request.max_attempts or config.max_attempts,
             dedup_key=request.unique.key if request.unique is not None else request.dedup_key,
@@ -248,20 +254,22 @@ class FakeJobs:
     def retry(self, job_id: UUID | str) -> Job:
         job = self.get(job_id)
         if job.status not in _RETRYABLE:
-            raise _conflict(job, "only dead or cancelled jobs can be retried")
+            raise _conflict(job, "only dead, cancelled or expired jobs can be retried")
         if self._holding_dedup_key(job.use_case, job.dedup_key) is not None:
             raise _conflict(job, f"an active job holds its dedup key {job.dedup_key!r}")
         return self._retried(job)
 
     def _retried(self, job: Job) -> Job:
         now = self.clock()
-        tolerance = self._tolerance(job.use_case)
+        deadline = now + timedelta(seconds=self._tolerance(job.use_case))
+        grace = job.expires_at - job.deadline if job.expires_at is not None else None
         self._fresh.append(job.id)
         return self.update(
             job,
             status=JobStatus.PENDING,
             run_at=now,
-            deadline=now + timedelta(seconds=tolerance),
+            deadline=deadline,
+            expires_at=deadline + grace if grace is not None else None,
             max_attempts=max(job.max_attempts, job.attempts + 1),
             result=None,
             cancel_requested=False,

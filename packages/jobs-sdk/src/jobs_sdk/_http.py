@@ -25,6 +25,7 @@ from jobs_schema import (
     JobFilter,
     JobListQuery,
     JobStatus,
+    MissPolicy,
     UniqueRule,
 )
 from jobs_sdk._version import __version__
@@ -78,6 +79,10 @@ class EnqueueOptions(TypedDict, total=False):
     rate_key: str | None
     max_attempts: int | None
     backoff: BackoffPolicy | None
+    # if still pending past its deadline: "run_late" or "expire"; None: the use case's
+    miss_policy: MissPolicy | str | None
+    # with miss policy expire: seconds (or a timedelta) past the deadline it may still start
+    expire_grace: float | timedelta | None
 
 
 class JobFilters(TypedDict, total=False):
@@ -152,7 +157,13 @@ def enqueue_request(
     tolerance = fields.pop("delay_tolerance", None)
     if isinstance(tolerance, timedelta):
         tolerance = tolerance.total_seconds()
-    return _validated(EnqueueRequest, {**fields, "delay_tolerance_seconds": tolerance})
+    grace = fields.pop("expire_grace", None)
+    if isinstance(grace, timedelta):
+        grace = grace.total_seconds()
+    return _validated(
+        EnqueueRequest,
+        {**fields, "delay_tolerance_seconds": tolerance, "expire_grace_seconds": grace},
+    )
 
 
 def _validated(model: type[M], fields: dict[str, object]) -> M:

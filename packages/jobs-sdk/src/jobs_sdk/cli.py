@@ -36,6 +36,7 @@ from jobs_schema import (
     Job,
     JobFilter,
     MissedTickPolicy,
+    MissPolicy,
     PauseState,
     SchedulePage,
 )
@@ -180,6 +181,14 @@ def enqueue(
         str | None, typer.Option(help="its jobs start at most at the use case's rate")
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="1..1000")] = None,
+    miss_policy: Annotated[
+        MissPolicy | None,
+        typer.Option(help="past its deadline: run_late, or expire after the grace"),
+    ] = None,
+    expire_grace: Annotated[
+        float | None,
+        typer.Option(help="with expire: seconds past the deadline it may still start, 0..2592000"),
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="makes a rerun safe")] = None,
 ) -> None:
     """Enqueue one job."""
@@ -199,6 +208,8 @@ def enqueue(
             concurrency_key=concurrency_key,
             rate_key=rate_key,
             max_attempts=max_attempts,
+            miss_policy=miss_policy,
+            expire_grace=expire_grace,
             idempotency_key=idempotency_key,
         )
     if _print_json(created):
@@ -272,7 +283,8 @@ app.command("cancel")(
 )
 app.command("retry")(
     _bulk_command(
-        BulkAction.RETRY, "Retry one dead or cancelled job now, or every one matching filters."
+        BulkAction.RETRY,
+        "Retry one dead, cancelled or expired job now, or every one matching filters.",
     )
 )
 
@@ -624,6 +636,7 @@ def _job_details(job: Job) -> str:
         ("priority", str(job.priority)),
         ("run at", _when(job.run_at)),
         ("deadline", _when(job.deadline) + (" (missed)" if job.deadline_missed else "")),
+        ("expires at", _when(job.expires_at) if job.expires_at else "- (runs late)"),
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
         ("dedup key", job.dedup_key or "-"),
         (

@@ -183,7 +183,9 @@ class JobsClient:
         **options: Unpack[EnqueueOptions],
     ) -> EnqueueResponse:
         """Enqueue one job. `delay_tolerance` is seconds or a timedelta; `unique` is a
-        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields). With an
+        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields); `miss_policy`
+        ("run_late" or "expire") and `expire_grace` (seconds or a timedelta past the deadline,
+        at most 30 days) override the use case's. With an
         `idempotency_key` the request goes alone, so the key covers exactly this job."""
         request = _http.enqueue_request(use_case, job_type, payload, options)
         if idempotency_key is None and self._coalescer is not None:
@@ -293,8 +295,9 @@ class JobsClient:
     # -- operator actions ----------------------------------------------------------------------
 
     async def retry(self, job_id: UUID | str) -> Job:
-        """Make a dead or cancelled job pending now, with one more attempt and a new deadline;
-        Conflict if it is not dead or cancelled, QuotaExceeded if the tenant's quota is full."""
+        """Make a dead, cancelled or expired job pending now, with one more attempt and a new
+        deadline; Conflict if it is not dead, cancelled or expired, QuotaExceeded if the
+        tenant's quota is full."""
         sent = await self._send(_selection.retry_call(job_id))
         try:
             return _http.parse(sent.response, Job)
@@ -320,7 +323,7 @@ class JobsClient:
     async def retry_where(
         self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
     ) -> BulkResult:
-        """Retry now every dead or cancelled job matching the filters."""
+        """Retry now every dead, cancelled or expired job matching the filters."""
         call = _selection.bulk_call(BulkAction.RETRY, _selection.selection_of(selection, filters))
         return await self._request(call, BulkResult)
 
@@ -414,7 +417,9 @@ class SyncJobsClient:
         **options: Unpack[EnqueueOptions],
     ) -> EnqueueResponse:
         """Enqueue one job. `delay_tolerance` is seconds or a timedelta; `unique` is a
-        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields)."""
+        uniqueness rule in place of `dedup_key` (a UniqueRule or its fields); `miss_policy`
+        ("run_late" or "expire") and `expire_grace` (seconds or a timedelta past the deadline,
+        at most 30 days) override the use case's."""
         request = _http.enqueue_request(use_case, job_type, payload, options)
         call = _http.enqueue_call(request, idempotency_key or self._new_key())
         return self._request(call, EnqueueResponse)
@@ -475,8 +480,9 @@ class SyncJobsClient:
         return self._schedules
 
     def retry(self, job_id: UUID | str) -> Job:
-        """Make a dead or cancelled job pending now, with one more attempt and a new deadline;
-        Conflict if it is not dead or cancelled, QuotaExceeded if the tenant's quota is full."""
+        """Make a dead, cancelled or expired job pending now, with one more attempt and a new
+        deadline; Conflict if it is not dead, cancelled or expired, QuotaExceeded if the
+        tenant's quota is full."""
         sent = self._send(_selection.retry_call(job_id))
         try:
             return _http.parse(sent.response, Job)
@@ -500,7 +506,7 @@ class SyncJobsClient:
     def retry_where(
         self, selection: JobSelection | None = None, /, **filters: Unpack[SelectionFilters]
     ) -> BulkResult:
-        """Retry now every dead or cancelled job matching the filters."""
+        """Retry now every dead, cancelled or expired job matching the filters."""
         call = _selection.bulk_call(BulkAction.RETRY, _selection.selection_of(selection, filters))
         return self._request(call, BulkResult)
 

@@ -3,12 +3,14 @@ matching a filter, and the count that confirms a bulk action. The API (api/actio
 dashboard call the same methods with the caller's principal, so the dashboard can do nothing a
 script holding the same token cannot.
 
-A retry makes a dead or cancelled job pending now:
+A retry makes a dead, cancelled or expired job pending now:
 - its attempts and their history stay, and it gets at least one more attempt
   (max_attempts becomes max(max_attempts, attempts + 1): a job that used up its attempts runs
   once more, one cancelled before running keeps the attempts it had left);
 - its deadline becomes now + the use case's default tolerance: the old deadline has passed, and
   an operator's retry is a new request, not a late run of the old one (deadline_missed is reset);
+  a job that expires (miss policy expire) keeps its grace: its new expires_at is the new
+  deadline plus it;
 - result, lease and cancellation mark are cleared; last_error stays until the next outcome;
 - the tenant's quota of active jobs holds (retries past it are skipped, a single one is refused
   with 429), and a dedup key an active job holds is not taken twice (skipped, or 409).
@@ -41,7 +43,7 @@ __all__ = ["ACTIONABLE", "RETRYABLE", "ActionService"]
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED})
+RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
 # The statuses each bulk action can change.
 ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: RETRYABLE}
 
@@ -81,7 +83,8 @@ class ActionService:
             return job
         if job.status not in RETRYABLE:
             raise JobConflict(
-                f"job {job_id} is {job.status.value}; only dead or cancelled jobs can be retried",
+                f"job {job_id} is {job.status.value}; only dead, cancelled or expired jobs "
+                "can be retried",
                 status=job.status.value,
             )
         if await self._dedup_key_taken(job):

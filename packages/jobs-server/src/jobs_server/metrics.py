@@ -123,6 +123,12 @@ class ServerMetrics:
         self.lease_expiries = counter(
             "jobs_lease_expiries", "Running attempts whose lease expired (reaped).", ["use_case"]
         )
+        self.expired = counter(
+            "jobs_expired",
+            "Jobs ended expired, never dispatched: pending past their deadline plus the grace "
+            "of miss policy expire.",
+            ["use_case"],
+        )
         self.sqs_errors = counter(
             "jobs_sqs_errors",
             "Failed SQS calls, and entries SendMessageBatch refused, by operation.",
@@ -316,6 +322,11 @@ class ServerMetrics:
     def observe_lease_expiries(self, use_cases: Iterable[str]) -> None:
         for use_case, n in Tally(use_cases).items():
             self.lease_expiries.labels(use_case).inc(n)
+
+    def observe_expired(self, use_cases: Iterable[str]) -> None:
+        """One use case per job the expirer ended expired."""
+        for use_case, n in Tally(use_cases).items():
+            self.expired.labels(use_case).inc(n)
 
     # -- outcomes, SQS, HTTP -----------------------------------------------------------------
 

@@ -315,6 +315,10 @@ class JobService:
             )
             # a tolerance reaching past the range is a deadline at its end, not an overflow
             deadline = run_at + min(timedelta(seconds=tolerance), MAX_TIMESTAMP - run_at)
+        try:
+            expires_at = req.expires_at(use_case, deadline)
+        except ValueError as exc:
+            raise BadRequest(str(exc), field="expire_grace_seconds", **where) from exc
         return NewJob(
             id=self._ids.new(),
             use_case=req.use_case,
@@ -330,6 +334,7 @@ class JobService:
             unique=_past_active(req.unique),
             concurrency_key=req.concurrency_key,
             rate_key=req.rate_key,
+            expires_at=expires_at,
         )
 
     def _quota(self, tenant: str) -> int | None:

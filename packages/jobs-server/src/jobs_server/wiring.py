@@ -20,6 +20,7 @@ from jobs_server.scheduler import (
     Dispatcher,
     Elector,
     Every,
+    Expirer,
     PeriodicJobs,
     Pruner,
     Reaper,
@@ -140,7 +141,8 @@ def build_scheduler(
     jobs: JobService | None = None,
     extra: Sequence[Every] = (),
 ) -> Scheduler:
-    """The elector, the dispatcher and the maintenance services, each on its period, and
+    """The elector, the expirer (before every dispatch), the dispatcher and the maintenance
+    services, each on its period, and
     with `jobs` the periodic jobs of the store's schedules (and of `jobs.config`'s); `extra`
     entries run after them."""
     cfg = config or SchedulerConfig()
@@ -167,6 +169,7 @@ def build_scheduler(
         tracing=tracing,
     )
     services = _maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup)
+    expirer = Expirer(store, use_cases, batch=cfg.expire_batch, metrics=metrics)
     if jobs is not None:
         periodic = PeriodicJobs(store, jobs, config=jobs.config)
         services.append(Every(periodic, cfg.periodic_every_seconds))
@@ -184,6 +187,7 @@ def build_scheduler(
         clock=clock,
         config=cfg,
         services=[*services, *extra],
+        before_dispatch=[expirer],
         stats=stats,
         rng=rng,
     )

@@ -64,7 +64,7 @@ async def cancel_jobs(body: JobSelection, who: Producer, actions: Actions) -> Re
 @router.post(
     "/jobs/retry",
     responses={200: {"model": BulkResult}, **documented_errors(*BODY_ERRORS)},
-    summary="Retry now every dead or cancelled job matching the filter",
+    summary="Retry now every dead, cancelled or expired job matching the filter",
 )
 async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Response:
     return json_response(await actions.retry_matching(who, body))
@@ -73,7 +73,7 @@ async def retry_jobs(body: JobSelection, who: Producer, actions: Actions) -> Res
 @router.post(
     "/jobs/{job_id}/retry",
     responses={200: {"model": Job}, **documented_errors(404, 409, 429)},
-    summary="Retry a dead or cancelled job now, with one more attempt and a new deadline",
+    summary="Retry a dead, cancelled or expired job now, with one more attempt and a new deadline",
 )
 async def retry_job(job_id: UUID, who: Producer, actions: Actions) -> Response:
     return json_response(await actions.retry(who, job_id))

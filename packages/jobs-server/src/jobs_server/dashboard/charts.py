@@ -84,7 +84,7 @@ def _time_labels(chart: Chart, slots: int) -> None:
 
 def throughput_chart(slots: list[MinuteStats | None]) -> Chart:
     """Finished jobs per minute, stacked by outcome, and dispatches as a line."""
-    finished = [(s.succeeded, s.dead, s.cancelled) if s else (0, 0, 0) for s in slots]
+    finished = [(s.succeeded, s.dead, s.cancelled, s.expired) if s else (0, 0, 0, 0) for s in slots]
     dispatched = [s.dispatched if s else 0 for s in slots]
     top = _nice(max([sum(f) for f in finished] + dispatched + [1]))
     total = sum(sum(f) for f in finished)
@@ -99,7 +99,10 @@ def throughput_chart(slots: list[MinuteStats | None]) -> Chart:
         x, step = _slot_x(i, len(slots))
         y = base
         for n, cls, what in zip(
-            counts, ("ok", "dead", "cancelled"), ("succeeded", "dead", "cancelled"), strict=True
+            counts,
+            ("ok", "dead", "cancelled", "expired"),
+            ("succeeded", "dead", "cancelled", "expired"),
+            strict=True,
         ):
             if n:
                 h = n * scale

@@ -36,6 +36,7 @@ class UseCaseOverview:
     succeeded: int
     dead: int
     cancelled: int
+    expired: int
     mean_slack: float | None
     worst_slack: float | None
     throughput: Chart
@@ -146,6 +147,7 @@ def _use_case(
         succeeded=sum(m.succeeded for m in minutes),
         dead=sum(m.dead for m in minutes),
         cancelled=sum(m.cancelled for m in minutes),
+        expired=sum(m.expired for m in minutes),
         mean_slack=sum(m.slack_sum for m in minutes) / dispatched if dispatched else None,
         worst_slack=min(worst) if worst else None,
         throughput=throughput_chart(slots),

@@ -10,20 +10,22 @@ own, each tested alone with a chosen `now`:
   last), gives back the claims of a failed publish, adds to the dashboard's rollup; a payload
   that would not fit the publisher's `max_message_bytes` is left out of the message;
 - `Reaper` fails expired leases through the server's one OutcomeService;
+- `Expirer` ends expired (miss policy expire) the pending jobs past their deadline plus grace,
+  on every pass right before the dispatcher's claims;
 - `PeriodicJobs` turns schedules' due ticks into jobs, each in the transaction that moves its
   schedule on, through the enqueue rules;
 - `Pruner` deletes finished jobs, idempotency keys and old statistics;
 - `StatsRefresher` (jobs_server.stats) and `QueueDepthRefresher` (jobs_server.metrics) write
   the dashboard's tables and the queue-depth gauges.
 
-`Scheduler` is the thin loop around them. While the elector holds the lease, each step
-dispatches (on every wake-up or tick), then runs every service whose period has passed, judged
-by the injected `Clock`: a test moves a `ManualClock` and calls `await scheduler.step()` (or
-`run_due(now)`) without sleeping. Between steps the leader sleeps until a wake-up (NOTIFY), the
-tick or the next known run_at, and goes again at once after a full batch; a standby only tries
-to take the lease, once per election period (a third of the TTL, jittered), and ignores
-wake-ups. A failed step backs off, with jitter, up to a cap; wake-ups do not cut that short. On
-stop, the leader resigns.
+`Scheduler` is the thin loop around them. While the elector holds the lease, each step runs
+the expirer and dispatches (on every wake-up or tick), then runs every service whose period
+has passed, judged by the injected `Clock`: a test moves a `ManualClock` and calls
+`await scheduler.step()` (or `run_due(now)`) without sleeping. Between steps the leader sleeps
+until a wake-up (NOTIFY), the tick or the next known run_at, and goes again at once after a
+full batch; a standby only tries to take the lease, once per election period (a third of the
+TTL, jittered), and ignores wake-ups. A failed step backs off, with jitter, up to a cap;
+wake-ups do not cut that short. On stop, the leader resigns.
 
 A new service plugs in as one more entry, built in `jobs_server.wiring.build_scheduler` (the
 builder `serve`, `scheduler` and `dev` share) or added to a built scheduler::
@@ -38,6 +40,7 @@ from jobs_server.stats import SchedulerStats
 
 from .dispatcher import Dispatched, Dispatcher, PublishFailed, embed_limit, message_body
 from .elector import Elector, new_holder_id
+from .expirer import Expired, Expirer
 from .loop import DispatchService, Every, Scheduler, SchedulerConfig, Service
 from .periodic import PeriodicJobs, Ticked
 from .pruner import Pruned, Pruner
@@ -49,6 +52,8 @@ __all__ = [
     "Dispatcher",
     "Elector",
     "Every",
+    "Expired",
+    "Expirer",
     "PeriodicJobs",
     "Pruned",
     "Pruner",

@@ -38,6 +38,8 @@ __all__ = [
     "EnqueueOutcome",
     "EnqueueResult",
     "EnqueueStore",
+    "ExpireStore",
+    "ExpiredJob",
     "FailedAttempt",
     "FlowStore",
     "HealthStore",
@@ -91,6 +93,9 @@ class NewJob:
     unique: UniqueRule | None = None
     concurrency_key: str | None = None
     rate_key: str | None = None
+    # miss policy expire: the deadline plus the grace, after which it ends expired if still
+    # pending; None: it runs late
+    expires_at: datetime | None = None
 
 
 class EnqueueOutcome(StrEnum):
@@ -373,6 +378,27 @@ class OutcomeStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiredJob:
+    """A job the expirer ended `expired`."""
+
+    id: UUID
+    tenant: str
+    use_case: str
+    deadline: datetime
+    expires_at: datetime
+
+
+class ExpireStore(Protocol):
+    """The expirer's: pending jobs past their `expires_at`, ended expired before a claim."""
+
+    async def expire_jobs(self, use_cases: list[str], *, limit: int) -> list[ExpiredJob]:
+        """End up to `limit` pending jobs of `use_cases` whose `expires_at` is before the
+        store's now (one exactly at it is still due, not expired): status expired,
+        finished_at now, last_error the reason. Rows another transaction holds are skipped."""
+        ...
+
+
 class ActionStore(Protocol):
     """Cancel and retry, one job or in bounded batches over a filter (jobs_server.actions)."""
 
@@ -393,7 +419,9 @@ class ActionStore(Protocol):
     async def retry_jobs(
         self, flt: JobFilter, *, batch: int, before_id: UUID | None, rules: RetryRules
     ) -> ActionBatch:
-        """Make up to `batch` matching dead or cancelled jobs below `before_id` pending now."""
+        """Make up to `batch` matching dead, cancelled or expired jobs below `before_id`
+        pending now (an expiring job's grace kept: its new expires_at is the new deadline plus
+        it)."""
         ...
 
 
@@ -527,6 +555,7 @@ class JobStore(
     DispatchStore,
     FlowStore,
     OutcomeStore,
+    ExpireStore,
     ActionStore,
     PruneStore,
     StatsStore,
@@ -623,6 +652,7 @@ class MinuteStats:
     succeeded: int
     dead: int
     cancelled: int
+    expired: int = 0
 
 
 @dataclass(frozen=True, slots=True)

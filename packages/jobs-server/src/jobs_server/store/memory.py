@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -43,6 +43,7 @@ from jobs_server.store.base import (
     DispatchStat,
     EnqueueOutcome,
     EnqueueResult,
+    ExpiredJob,
     FailedAttempt,
     IdempotentReplay,
     JobCounts,
@@ -70,7 +71,7 @@ from jobs_server.store.base import (
 
 __all__ = ["InMemoryJobStore"]
 
-_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED})
+_RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
 # postgres.job_filter bounds created-at ranges by id too (ids are UUIDv7), with this margin
 _ID_CLOCK_MARGIN = timedelta(minutes=10)
 _SESSION_PRUNE_BATCH = 100
@@ -108,6 +109,7 @@ class _Row:
     finished_at: datetime | None = None
     concurrency_key: str | None = None
     rate_key: str | None = None
+    expires_at: datetime | None = None
 
     def holds(self, attempt: int, lease_token: UUID) -> bool:
         """Fencing: the job runs this attempt under this lease token."""
@@ -178,6 +180,7 @@ class _MinuteRow:
     succeeded: int = 0
     dead: int = 0
     cancelled: int = 0
+    expired: int = 0
 
 
 @dataclass
@@ -493,6 +496,7 @@ class InMemoryJobStore:
                 and r.status is JobStatus.PENDING
                 and r.run_at <= now
                 and r.tenant not in paused
+                and (r.expires_at is None or r.expires_at >= now)  # not due to expire
             ),
             key=_edf,
         )
@@ -678,6 +682,26 @@ class InMemoryJobStore:
         row.finished_at = now if finished else None
         row.updated_at = now
 
+    async def expire_jobs(self, use_cases: list[str], *, limit: int) -> list[ExpiredJob]:
+        now = self.clock.now()
+        wanted = set(use_cases)
+        doomed = [
+            r
+            for r in self._jobs.values()
+            if r.use_case in wanted
+            and r.status is JobStatus.PENDING
+            and r.expires_at is not None
+            and r.expires_at < now
+        ][:limit]
+        out = []
+        for row in doomed:
+            assert row.expires_at is not None
+            row.status = JobStatus.EXPIRED
+            row.finished_at = row.updated_at = now
+            row.last_error = expiry_reason(row.deadline, row.expires_at)
+            out.append(ExpiredJob(row.id, row.tenant, row.use_case, row.deadline, row.expires_at))
+        return out
+
     async def find_expired_leases(self, *, limit: int) -> list[RunningLease]:
         now = self.clock.now()
         expired = [r for r in self._jobs.values() if _expired(r, now)]
@@ -809,7 +833,9 @@ class InMemoryJobStore:
         tolerance = rules.tolerances.get(row.use_case, rules.default_tolerance)
         row.status = JobStatus.PENDING
         row.run_at = now
+        grace = row.expires_at - row.deadline if row.expires_at is not None else None
         row.deadline = now + timedelta(seconds=tolerance)
+        row.expires_at = row.deadline + grace if grace is not None else None
         row.max_attempts = max(row.max_attempts, row.attempts + 1)
         row.deadline_missed = row.cancel_requested = False
         row.result = None
@@ -904,6 +930,7 @@ class InMemoryJobStore:
             stats.succeeded += counts[JobStatus.SUCCEEDED]
             stats.dead += counts[JobStatus.DEAD]
             stats.cancelled += counts[JobStatus.CANCELLED]
+            stats.expired += counts[JobStatus.EXPIRED]
         if hi > lo:
             status.finished_through = hi
         return len(counted)
@@ -1065,6 +1092,7 @@ def _new_row(tenant: str, new: NewJob, now: datetime) -> _Row:
         unique=new.unique,
         concurrency_key=new.concurrency_key,
         rate_key=new.rate_key,
+        expires_at=new.expires_at,
     )
 
 
@@ -1089,6 +1117,7 @@ def _job(row: _Row) -> Job:
         last_error=row.last_error,
         cancel_requested=row.cancel_requested,
         deadline_missed=row.deadline_missed,
+        expires_at=row.expires_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
@@ -1174,6 +1203,7 @@ def _minute_stats(key: tuple[datetime, str], rows: list[_MinuteRow]) -> MinuteSt
         succeeded=sum(r.succeeded for r in rows),
         dead=sum(r.dead for r in rows),
         cancelled=sum(r.cancelled for r in rows),
+        expired=sum(r.expired for r in rows),
     )
 
 
@@ -1342,3 +1372,10 @@ def _synced(old: StoredSchedule, new: StoredSchedule) -> StoredSchedule:
     if not same:
         return replace(new, created_at=old.created_at, last_run_at=old.last_run_at)
     return replace(old, definition=b)
+
+
+def expiry_reason(deadline: datetime, expires_at: datetime) -> str:
+    """The last_error of an expired job, as expire_jobs in queries.sql writes it."""
+    at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    grace = (expires_at - deadline).total_seconds()
+    return f"expired: its deadline {at} plus a grace of {grace:.15g} s passed before it could start"

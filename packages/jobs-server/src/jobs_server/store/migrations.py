@@ -1,6 +1,12 @@
 """Numbered SQL migrations (store/migrations/NNNN_name.sql), applied in order, recorded in
 `schema_migrations`, serialized by a transaction-level advisory lock (safe behind PgBouncer and
-when several processes migrate at once)."""
+when several processes migrate at once).
+
+Every pending migration runs in one transaction. A value added to an enum (`ALTER TYPE ... ADD
+VALUE`, as 0010 adds 'expired' to job_status) cannot be used before that transaction commits
+("unsafe use of new value"): no migration may write the value it, or another migration of the
+same run, added (0010's partial indexes say NOT IN ('pending', 'running') instead). Statements
+that run after migrating (queries.sql) may use it."""
 
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ from jobs_server.store.base import (
     DispatchStat,
     EnqueueOutcome,
     EnqueueResult,
+    ExpiredJob,
     FailedAttempt,
     IdempotentReplay,
     JobCounts,
@@ -160,6 +161,7 @@ def _job(rec: Any) -> Job:
         last_error=rec["last_error"],
         cancel_requested=rec["cancel_requested"],
         deadline_missed=rec["deadline_missed"],
+        expires_at=rec["expires_at"],
         created_at=rec["created_at"],
         updated_at=rec["updated_at"],
         finished_at=rec["finished_at"],
@@ -471,6 +473,20 @@ class PostgresJobStore:
         rows = await self._run(lambda c: c.fetch(self._q["fail_attempts"], *args))
         return {r["id"]: JobStatus(r["status"]) for r in rows}
 
+    async def expire_jobs(self, use_cases: list[str], *, limit: int) -> list[ExpiredJob]:
+        q, now = self._q["expire_jobs"], self.clock.now()
+        rows = await self._run(lambda c: c.fetch(q, use_cases, limit, now))
+        return [
+            ExpiredJob(
+                id=r["id"],
+                tenant=r["tenant"],
+                use_case=r["use_case"],
+                deadline=r["deadline"],
+                expires_at=r["expires_at"],
+            )
+            for r in rows
+        ]
+
     async def find_expired_leases(self, *, limit: int) -> list[RunningLease]:
         q, now = self._q["find_expired_leases"], self.clock.now()
         rows = await self._run(lambda c: c.fetch(q, limit, now))
@@ -679,6 +695,7 @@ class PostgresJobStore:
                 succeeded=int(r["succeeded"]),
                 dead=int(r["dead"]),
                 cancelled=int(r["cancelled"]),
+                expired=int(r["expired"]),
             )
             for r in rows
         ]
@@ -1046,6 +1063,7 @@ def _enqueue_args(
         now,
         [j.concurrency_key for j in jobs],
         [j.rate_key for j in jobs],
+        [j.expires_at for j in jobs],
     )
 
 

@@ -13,10 +13,11 @@ SELECT ord, outcome, (job).id, (job).tenant, (job).use_case, (job).job_type, (jo
        (job).status, (job).priority, (job).run_at, (job).deadline, (job).attempts,
        (job).max_attempts, (job).dedup_key, (job).result, (job).last_error,
        (job).cancel_requested, (job).deadline_missed, (job).created_at, (job).updated_at,
-       (job).finished_at, (job).unique_rule, (job).concurrency_key, (job).rate_key
+       (job).finished_at, (job).unique_rule, (job).concurrency_key, (job).rate_key,
+       (job).expires_at
 FROM jobs_enqueue($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10, $11::text[]::jsonb[],
                   $12, $13::text[]::jsonb[], $14::text[]::jsonb[], $15::timestamptz, $16::text[],
-                  $17::text[]);
+                  $17::text[], $18::timestamptz[]);
 
 -- name: get_job
 SELECT j FROM jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2);
@@ -85,6 +86,7 @@ WITH leader AS (
     WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= $8::timestamptz
       AND EXISTS (SELECT 1 FROM leader)
       AND j.tenant <> ALL ($9::text[])  -- paused tenants
+      AND (j.expires_at IS NULL OR j.expires_at >= $8::timestamptz)  -- not due to expire
     ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT least($3, greatest(0, $2 - (
         SELECT count(*) FROM jobs r WHERE r.use_case = $1 AND r.status = 'running')))
@@ -134,6 +136,7 @@ WITH RECURSIVE leader AS (
         SELECT j.id, j.deadline, j.priority FROM jobs j
         WHERE j.use_case = $1 AND j.tenant = t.tenant AND j.status = 'pending'
           AND j.run_at <= $8::timestamptz AND t.tenant <> ALL ($10::text[])  -- paused tenants
+          AND (j.expires_at IS NULL OR j.expires_at >= $8::timestamptz)  -- not due to expire
         ORDER BY j.priority DESC, j.deadline, j.id
         LIMIT greatest(0, $9 - coalesce((SELECT n FROM running WHERE running.tenant = t.tenant), 0))
     ) c
@@ -329,7 +332,7 @@ FROM scheduler_leader WHERE name = $1;
 -- Bounded batches: at most $3 rows a statement, rows locked by others skipped.
 WITH doomed AS (
     SELECT id FROM jobs
-    WHERE use_case = $1 AND status IN ('succeeded', 'dead', 'cancelled')
+    WHERE use_case = $1 AND status IN ('succeeded', 'dead', 'cancelled', 'expired')
       AND finished_at < $4::timestamptz - $2 * interval '1 second'
     ORDER BY finished_at
     LIMIT $3
@@ -380,8 +383,9 @@ SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS t
        (SELECT coalesce(array_agg(DISTINCT use_case), '{}') FROM done) AS use_cases;
 
 -- name: retry_jobs
--- One batch of retries: dead or cancelled jobs become pending now, with a new deadline (now +
--- the use case's default tolerance, $3/$4, else $8) and at least one attempt left. A job whose
+-- One batch of retries: dead, cancelled or expired jobs become pending now, with a new deadline
+-- (now + the use case's default tolerance, $3/$4, else $8) and at least one attempt left; a job
+-- that expires keeps its grace (expires_at - deadline) past the new deadline. A job whose
 -- dedup key an active job holds stays as it is (so does all but the newest of a batch's jobs
 -- sharing a key), and so do jobs past their tenant's quota ($5/$6, else $7; null: none): the
 -- usage rows are locked after the job rows, the order enqueue and the usage trigger use.
@@ -389,7 +393,7 @@ SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS t
 -- per statement; $9 now, the filter's parameters from $10.
 WITH picked AS (
     SELECT j.id, j.tenant, j.use_case, j.dedup_key FROM jobs j
-    WHERE /*filter*/ AND j.status IN ('dead', 'cancelled')
+    WHERE /*filter*/ AND j.status IN ('dead', 'cancelled', 'expired')
       AND ($2::uuid IS NULL OR j.id < $2)
     ORDER BY j.id DESC
     LIMIT $1
@@ -428,6 +432,10 @@ WITH picked AS (
         deadline = $9::timestamptz + coalesce(
             (SELECT t.seconds FROM unnest($3::text[], $4::float8[]) AS t(use_case, seconds)
              WHERE t.use_case = j.use_case), $8::float8) * interval '1 second',
+        expires_at = $9::timestamptz + coalesce(
+            (SELECT t.seconds FROM unnest($3::text[], $4::float8[]) AS t(use_case, seconds)
+             WHERE t.use_case = j.use_case), $8::float8) * interval '1 second'
+            + (j.expires_at - j.deadline),
         max_attempts = greatest(j.max_attempts, j.attempts + 1),
         deadline_missed = false,
         cancel_requested = false,
@@ -518,19 +526,23 @@ WITH state AS (
     FROM (SELECT coalesce((SELECT finished_through FROM state), $5::timestamptz - interval '1 hour')
           AS lo) s
 ), counted AS (
-    INSERT INTO job_stats_minute AS m (minute, use_case, tenant, succeeded, dead, cancelled)
+    INSERT INTO job_stats_minute AS m
+        (minute, use_case, tenant, succeeded, dead, cancelled, expired)
     SELECT date_trunc('minute', j.finished_at), j.use_case, j.tenant,
            count(*) FILTER (WHERE j.status = 'succeeded'),
            count(*) FILTER (WHERE j.status = 'dead'),
-           count(*) FILTER (WHERE j.status = 'cancelled')
+           count(*) FILTER (WHERE j.status = 'cancelled'),
+           count(*) FILTER (WHERE j.status = 'expired')
     FROM jobs j, bounds b
-    WHERE j.use_case = ANY ($2::text[]) AND j.status IN ('succeeded', 'dead', 'cancelled')
+    WHERE j.use_case = ANY ($2::text[])
+      AND j.status IN ('succeeded', 'dead', 'cancelled', 'expired')
       AND j.finished_at >= b.lo AND j.finished_at < b.hi
     GROUP BY 1, 2, 3
     ON CONFLICT (minute, use_case, tenant) DO UPDATE SET
         succeeded = m.succeeded + EXCLUDED.succeeded,
         dead = m.dead + EXCLUDED.dead,
-        cancelled = m.cancelled + EXCLUDED.cancelled
+        cancelled = m.cancelled + EXCLUDED.cancelled,
+        expired = m.expired + EXCLUDED.expired
     RETURNING m.succeeded
 ), moved AS (
     UPDATE scheduler_status s SET finished_through = b.hi FROM bounds b
@@ -549,7 +561,8 @@ ORDER BY use_case, tenant;
 -- name: get_minute_stats
 SELECT minute, use_case, sum(dispatched) AS dispatched, sum(missed) AS missed,
        sum(slack_sum) AS slack_sum, min(slack_min) AS slack_min, max(slack_max) AS slack_max,
-       sum(succeeded) AS succeeded, sum(dead) AS dead, sum(cancelled) AS cancelled
+       sum(succeeded) AS succeeded, sum(dead) AS dead, sum(cancelled) AS cancelled,
+       sum(expired) AS expired
 FROM job_stats_minute
 WHERE minute >= $1 AND ($2::text IS NULL OR tenant = $2)
 GROUP BY minute, use_case
@@ -697,6 +710,7 @@ WITH leader AS (
       AND coalesce(j.concurrency_key, '') NOT IN (SELECT ck FROM blocked_ck)
       AND coalesce(j.rate_key, '') NOT IN (SELECT rate_key FROM blocked_rk)
       AND j.tenant NOT IN (SELECT tenant FROM blocked_tenant)
+      AND (j.expires_at IS NULL OR j.expires_at >= $8::timestamptz)  -- not due to expire
     ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT 2 * $3
 ), buckets AS (
@@ -918,3 +932,28 @@ FROM jobs j
 WHERE j.id = ANY ($1::uuid[]) AND j.status = 'running' AND j.cancel_requested
   AND (j.id, j.attempts, j.lease_token) IN (
       SELECT * FROM unnest($1::uuid[], $2::integer[], $3::uuid[]));
+
+-- ---------------------------------------------------------------------------------------------
+-- Miss policy expire (migration 0010): pending jobs past their expires_at end expired.
+
+-- name: expire_jobs
+-- Up to $2 pending jobs of the use cases $1 whose expires_at (deadline + grace) is before $3
+-- (now; one exactly at it is still due) end expired: never dispatched, finished now, the
+-- reason in last_error. Served by jobs_expiry_idx; rows another transaction holds (a claim)
+-- are skipped. The tenant_usage trigger counts them out of the active jobs.
+WITH picked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.use_case = ANY ($1::text[]) AND j.status = 'pending'
+      AND j.expires_at IS NOT NULL AND j.expires_at < $3::timestamptz
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j SET
+    status = 'expired',
+    finished_at = $3::timestamptz,
+    updated_at = $3::timestamptz,
+    last_error = 'expired: its deadline ' || to_char(j.deadline AT TIME ZONE 'UTC',
+        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || ' plus a grace of '
+        || extract(epoch FROM j.expires_at - j.deadline)::float8 || ' s passed before it could start'
+WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+RETURNING j.id, j.tenant, j.use_case, j.deadline, j.expires_at;
