@@ -15,7 +15,7 @@ from tests.integration.scheduler_support import Rig, dispatch, lead, make_rig, u
 from tests.integration.sqs import sqs_probe
 
 TTL = 3.0
-STEP = 0.07  # seconds of the clock between passes: does not divide a second
+STEP = 0.23  # seconds of the clock between passes: does not divide a second
 
 
 @pytest.fixture
@@ -64,9 +64,9 @@ async def test_a_rate_limit_holds_in_every_second_across_two_schedulers(
                 if sent:
                     starts.append((clock.now(), sent))
                     by_scheduler[i] += sent
-            if step % 150 == 0:  # every ~10 s, the leader goes: by turns resigning or stopping
+            if step % 45 == 0:  # every ~10 s, the leader goes: by turns resigning or stopping
                 leading = next(i for i, s in enumerate(schedulers) if s.elector.lease)
-                if step % 300 == 0:
+                if step % 90 == 0:
                     await schedulers[leading].elector.resign()
                 else:
                     down, down_until = leading, clock.now() + timedelta(seconds=TTL + 1)
