@@ -18,6 +18,7 @@ from jobs_schema.config import (
 )
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
 from jobs_schema.flow import RateKeyList, RateKeyState
+from jobs_schema.forecast import ForecastBucket, UseCaseForecast
 from jobs_schema.jobs import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -96,6 +97,7 @@ __all__ = [
     "ErrorCode",
     "ErrorEnvelope",
     "FailureInfo",
+    "ForecastBucket",
     "HeartbeatItem",
     "HeartbeatRequest",
     "HeartbeatResponse",
@@ -138,5 +140,6 @@ __all__ = [
     "UniqueRule",
     "UniqueWindow",
     "UseCaseConfig",
+    "UseCaseForecast",
     "lease_from_body",
 ]
