@@ -51,6 +51,16 @@ async def test_enqueue_answers_and_the_forecast(live_server: LiveServer) -> None
         r = await client.get("/v1/use-cases/notifications/forecast")
         assert r.status_code == 401
 
+    # the dashboard's overview shows it on each use case card
+    async with httpx.AsyncClient(
+        base_url=live_server.url, timeout=60, headers={"Origin": live_server.url}
+    ) as ui:
+        r = await ui.post("/ui/login", data={"token": "tok-acme", "next": "/ui"})
+        assert r.status_code == 303, r.text
+        page = (await ui.get("/ui")).text
+        assert page.count("data-forecast") == len(live_server.settings.jobs_config().use_cases)
+        assert 'data-count="slots-needed"' in page and "Projected misses" in page
+
     async with JobsClient(live_server.url, "tok-acme") as jobs:
         answer = await jobs.enqueue("notifications", "notifications.send_email", {"to": "b@x.io"})
         assert answer.expected_start_at is not None and not answer.at_risk
