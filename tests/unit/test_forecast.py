@@ -103,3 +103,11 @@ def test_slots_needed_far_from_deadlines_is_the_fluid_rate() -> None:
     assert need == math.ceil(1000 / (100 // 2 + 1)) == 20
     # overdue jobs ask for nothing: they are misses
     assert slots_needed(Backlog([B(0, int(NOW) - 5, 50)]), now=NOW, mean_duration=1, running=3) == 3
+
+
+def test_a_lead_counts_slots_as_arriving_later() -> None:
+    backlog = Backlog([B(0, int(NOW) + 20, 100)])
+    # 100 jobs due in 20 s, 1 s each: 5 slots now (21 waves), one each if slots take 30 s
+    assert slots_needed(backlog, now=NOW, mean_duration=1.0, running=0) == 5
+    assert slots_needed(backlog, now=NOW, mean_duration=1.0, running=0, lead=10) == 10
+    assert slots_needed(backlog, now=NOW, mean_duration=1.0, running=0, lead=30) == 100

@@ -100,12 +100,13 @@ class View:
             backlog=[ForecastBucket(horizon=h, pending=n, projected_misses=m) for h, n, m in rows],
         )
 
-    def slots_needed(self, now: datetime) -> int:
+    def slots_needed(self, now: datetime, *, lead: float = 0.0) -> int:
         return slots_needed(
             self.backlog,
             now=now.timestamp(),
             mean_duration=self.duration(),
             running=self.snapshot.running,
+            lead=lead,
         )
 
     def projected_misses(self, now: datetime) -> int:
@@ -246,7 +247,9 @@ class FeasibilityFolder:
         default_duration: float,
         metrics: ServerMetrics | None = None,
         window_seconds: float = 60.0,
+        lead: float = 0.0,
     ) -> None:
+        self._lead = lead
         self._store = store
         self._use_cases = use_cases
         self._default = default_duration
@@ -285,5 +288,7 @@ class FeasibilityFolder:
         for name, uc in self._use_cases.items():
             view = View.of(await self._store.get_feasibility(name), uc, default=self._default)
             self._metrics.set_feasibility(
-                name, slots_needed=view.slots_needed(now), at_risk=view.projected_misses(now)
+                name,
+                slots_needed=view.slots_needed(now, lead=self._lead),
+                at_risk=view.projected_misses(now),
             )

@@ -157,14 +157,19 @@ def _group_misses(g: Group, *, now: float, free: int, rate: float) -> int:
     return g.n - in_time
 
 
-def slots_needed(backlog: Backlog, *, now: float, mean_duration: float, running: int) -> int:
-    """Slots for every pending job to start by its deadline (see the module's docstring)."""
+def slots_needed(
+    backlog: Backlog, *, now: float, mean_duration: float, running: int, lead: float = 0.0
+) -> int:
+    """Slots for every pending job to start by its deadline (see the module's docstring).
+    `lead`: seconds before slots asked for now can take jobs (an autoscaler's scale-out
+    delay): the time they get is `deadline - now - lead`, and a job with less left than that
+    (but not overdue) asks for a slot at once."""
     need = running
     for g in backlog.groups():
         slack = g.bucket - now
         if slack < 0:
             continue
-        waves = math.floor(slack / mean_duration) + 1
+        waves = math.floor(max(0.0, slack - lead) / mean_duration) + 1
         need = max(need, math.ceil((running + g.before + g.n) / waves))
     return need
 

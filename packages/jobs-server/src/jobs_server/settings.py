@@ -119,6 +119,13 @@ class ServerSettings(BaseSettings):
         le=86_400,
         description="the job duration the estimate assumes before one is observed (0-86400)",
     )
+    feasibility_scale_out_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="jobs_worker_slots_needed counts slots as arriving this late (an "
+        "autoscaler's scale-out delay, 0-3600)",
+    )
     feasibility_fold_seconds: float = Field(
         default=1.0, gt=0, le=60, description="how often the leader folds the summary (0-60)"
     )

@@ -63,6 +63,7 @@ def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
         if settings.feasibility
         else None,
         feasibility_default_duration_seconds=settings.feasibility_default_duration_seconds,
+        feasibility_scale_out_seconds=settings.feasibility_scale_out_seconds,
     )
 
 
@@ -188,6 +189,7 @@ def build_scheduler(
             use_cases,
             default_duration=cfg.feasibility_default_duration_seconds,
             metrics=metrics,
+            lead=cfg.feasibility_scale_out_seconds,
         )
         services.append(Every(folder, cfg.feasibility_fold_seconds, background=True))
     if depth is not None:

@@ -47,6 +47,7 @@ class SchedulerConfig:
     # the feasibility summary (jobs_server.feasibility): folded this often; None: not kept
     feasibility_fold_seconds: float | None = 1.0
     feasibility_default_duration_seconds: float = 1.0
+    feasibility_scale_out_seconds: float = 0.0  # the lead of jobs_worker_slots_needed
 
 
 class Service(Protocol):
