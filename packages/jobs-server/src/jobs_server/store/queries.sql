@@ -953,7 +953,7 @@ ON CONFLICT (use_case) DO UPDATE SET running = excluded.running;
 
 -- name: rebuild_feasibility_pending
 INSERT INTO feasibility_pending (use_case, priority, bucket, n)
-SELECT use_case, priority, floor(extract(epoch FROM deadline))::bigint, count(*)
+SELECT use_case, priority, jobs_deadline_second(deadline), count(*)
 FROM jobs WHERE status = 'pending' GROUP BY 1, 2, 3;
 
 -- name: set_feasibility_rates

@@ -43,6 +43,14 @@ CREATE TABLE feasibility_load_deltas (
     busy_seconds double precision NOT NULL
 );
 
+-- The deadline's epoch second, within the range of timestamps the API takes (a row written by
+-- hand with an infinite deadline must not break the statement that changes it).
+CREATE FUNCTION jobs_deadline_second(deadline timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT floor(extract(epoch FROM least(greatest(deadline, '1970-01-01 00:00:00+00'),
+                                          '9999-01-01 00:00:00+00')))::bigint
+$$;
+
 CREATE FUNCTION jobs_feasibility_track() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('jobs.feasibility', true) = 'off' THEN
@@ -50,22 +58,22 @@ BEGIN
     END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO feasibility_pending_deltas (use_case, priority, bucket, n)
-        SELECT use_case, priority, floor(extract(epoch FROM deadline))::bigint, count(*)
+        SELECT use_case, priority, jobs_deadline_second(deadline), count(*)
         FROM new_rows WHERE status = 'pending' GROUP BY 1, 2, 3;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO feasibility_pending_deltas (use_case, priority, bucket, n)
-        SELECT use_case, priority, floor(extract(epoch FROM deadline))::bigint, -count(*)
+        SELECT use_case, priority, jobs_deadline_second(deadline), -count(*)
         FROM old_rows WHERE status = 'pending' GROUP BY 1, 2, 3;
         INSERT INTO feasibility_load_deltas (use_case, running, finished, busy_seconds)
         SELECT use_case, -count(*), 0, 0 FROM old_rows WHERE status = 'running' GROUP BY 1;
     ELSE
         INSERT INTO feasibility_pending_deltas (use_case, priority, bucket, n)
         SELECT use_case, priority, bucket, sum(n) FROM (
-            SELECT use_case, priority, floor(extract(epoch FROM deadline))::bigint AS bucket,
+            SELECT use_case, priority, jobs_deadline_second(deadline) AS bucket,
                    -1 AS n
             FROM old_rows WHERE status = 'pending'
             UNION ALL
-            SELECT use_case, priority, floor(extract(epoch FROM deadline))::bigint, 1
+            SELECT use_case, priority, jobs_deadline_second(deadline), 1
             FROM new_rows WHERE status = 'pending'
         ) d
         GROUP BY 1, 2, 3 HAVING sum(n) <> 0;
@@ -75,7 +83,8 @@ BEGIN
                sum((n.status = 'running')::int - (o.status = 'running')::int),
                count(*) FILTER (WHERE o.status = 'running' AND n.attempts = o.attempts),
                coalesce(sum(extract(epoch FROM n.updated_at - o.dispatched_at))
-                   FILTER (WHERE o.status = 'running' AND n.attempts = o.attempts), 0)
+                   FILTER (WHERE o.status = 'running' AND n.attempts = o.attempts
+                             AND isfinite(n.updated_at) AND isfinite(o.dispatched_at)), 0)
         FROM old_rows o JOIN new_rows n USING (id)
         WHERE n.status IS DISTINCT FROM o.status
           AND 'running' IN (o.status, n.status)
@@ -98,7 +107,7 @@ CREATE TRIGGER jobs_feasibility_delete_trg AFTER DELETE ON jobs
 -- The jobs already there (the migration's transaction sees every committed row, and the
 -- triggers above see every later change).
 INSERT INTO feasibility_pending (use_case, priority, bucket, n)
-SELECT use_case, priority, floor(extract(epoch FROM deadline))::bigint, count(*)
+SELECT use_case, priority, jobs_deadline_second(deadline), count(*)
 FROM jobs WHERE status = 'pending' GROUP BY 1, 2, 3;
 
 INSERT INTO feasibility_load (use_case, running)
