@@ -3,6 +3,7 @@ InMemoryJobStore, the leader's FeasibilityFolder measuring rates, a ManualClock.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ import pytest
 from jobs_schema import EnqueueRequest, JobsConfig
 from jobs_server.auth import Principal, Role
 from jobs_server.clock import ManualClock
-from jobs_server.errors import JobConflict, UseCaseNotFound
+from jobs_server.errors import JobConflict, StoreUnavailable, UseCaseNotFound
 from jobs_server.feasibility import Feasibility, FeasibilityFolder, RateWindow
 from jobs_server.metrics import ServerMetrics
 from jobs_server.service import JobService
@@ -214,3 +215,40 @@ def test_rate_window_measures_over_its_span() -> None:
     assert window.add(5, 10, 20.0) == (2.0, 2.0)
     assert window.add(20, 10, 20.0) == (0.0, None)  # nothing ended in the last 15 s
     assert window.add(21, 5, 1.0) is None  # counters went back: start over
+
+
+async def test_concurrent_requests_share_one_read_and_a_failed_read_is_not_kept() -> None:
+    w = World(capacity=2)
+    reads, fail = 0, True
+    gate = asyncio.Event()
+    real = w.store.get_feasibility
+
+    async def slow(use_case: str):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        await gate.wait()
+        if fail:
+            raise StoreUnavailable("down")
+        return await real(use_case)
+
+    w.store.get_feasibility = slow  # type: ignore[method-assign]
+    shared = Feasibility(w.store, config(2), default_duration=1.0)
+    first = [asyncio.create_task(shared.view("uc")) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    outcomes = await asyncio.gather(*first, return_exceptions=True)
+    assert reads == 1 and all(isinstance(o, StoreUnavailable) for o in outcomes)
+    jobs = JobService(
+        w.store,
+        config(2),
+        default_quota=None,
+        max_payload_bytes=65536,
+        clock=w.clock,
+        feasibility=shared,
+    )
+    # the job is stored and answered, without an estimate, while the summary cannot be read
+    answer = await jobs.enqueue("acme", w.req(10))
+    assert (answer.expected_start_at, answer.at_risk, reads) == (None, False, 2)
+    fail = False
+    answer = await jobs.enqueue("acme", w.req(10))  # nothing failed was kept
+    assert answer.expected_start_at is not None and reads == 3

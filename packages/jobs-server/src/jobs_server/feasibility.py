@@ -155,9 +155,12 @@ class Feasibility:
             view = View.of(snapshot, uc, default=self._default)
             entry.view, entry.read_at = view, self._monotonic()
             entry.reading.set_result(view)
-        except BaseException as exc:
+        except Exception as exc:
             entry.reading.set_exception(exc)
             entry.reading.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        except BaseException:
+            entry.reading.cancel()  # this request was cancelled: its waiters retry theirs
             raise
         finally:
             entry.reading = None
