@@ -22,16 +22,16 @@ from jobs_server.store.memory import InMemoryJobStore
 TENANT = Principal(role=Role.TENANT, tenant="acme")
 
 
-def config(capacity: int) -> JobsConfig:
-    return JobsConfig.model_validate(
-        {"use_cases": {"uc": {"queue": "q", "capacity": capacity}, "other": {"queue": "o"}}}
-    )
+def config(capacity: int, *, tenant_cap: int | None = None) -> JobsConfig:
+    uc = {"queue": "q", "capacity": capacity, "per_tenant_running_cap": tenant_cap}
+    return JobsConfig.model_validate({"use_cases": {"uc": uc, "other": {"queue": "o"}}})
 
 
 class World:
     """A use case driven by hand: enqueue, claim within capacity, complete, fold."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, tenant_cap: int | None = None) -> None:
+        self.tenant_cap = tenant_cap
         self.clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
         self.store = InMemoryJobStore(self.clock)
         self.capacity = capacity
@@ -44,7 +44,7 @@ class World:
         self.running: list[SucceededAttempt] = []
 
     def service(self, capacity: int) -> JobService:
-        cfg = config(capacity)
+        cfg = config(capacity, tenant_cap=self.tenant_cap)
         feasibility = Feasibility(self.store, cfg, default_duration=1.0, max_age=0)
         return JobService(
             self.store,
@@ -55,10 +55,12 @@ class World:
             feasibility=feasibility,
         )
 
-    async def enqueue(self, n: int, *, within: float, priority: int = 0) -> None:
+    async def enqueue(
+        self, n: int, *, within: float, priority: int = 0, tenant: str = "acme"
+    ) -> None:
         reqs = [self.req(within, priority) for _ in range(n)]
         for i in range(0, n, 1000):
-            await self.jobs.enqueue_batch("acme", reqs[i : i + 1000])
+            await self.jobs.enqueue_batch(tenant, reqs[i : i + 1000])
 
     def req(self, within: float, priority: int = 0) -> EnqueueRequest:
         return EnqueueRequest(
@@ -252,3 +254,19 @@ async def test_concurrent_requests_share_one_read_and_a_failed_read_is_not_kept(
     fail = False
     answer = await jobs.enqueue("acme", w.req(10))  # nothing failed was kept
     assert answer.expected_start_at is not None and reads == 3
+
+
+async def test_a_tenants_running_cap_holds_its_own_jobs_back() -> None:
+    w = World(capacity=50, tenant_cap=2)
+    for _ in range(3):  # 1 s a job observed
+        await w.enqueue(2, within=30)
+        await w.second()
+    await w.enqueue(40, within=10)  # acme's: the use case has room, the tenant 2 slots
+    await w.folder.run_once(w.clock.now())
+    await w.store.refresh_job_counts("default")  # the leader's snapshot of active jobs
+    mine = await w.jobs.enqueue("acme", w.req(10))
+    # 40 of acme's ahead, 2 of its slots free, 2 a second: (40 - 2 + 1) / 2 s
+    assert mine.expected_start_at == w.clock.now() + timedelta(seconds=19.5)
+    assert mine.at_risk
+    theirs = await w.jobs.enqueue("globex", w.req(10))
+    assert theirs.expected_start_at == w.clock.now() and not theirs.at_risk

@@ -20,9 +20,10 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Generic, Protocol, TypeVar
 
 from jobs_schema import ForecastBucket, Job, JobsConfig, UseCaseConfig, UseCaseForecast
 from jobs_server.errors import UnknownUseCase
@@ -35,17 +36,43 @@ from jobs_server.forecast import (
     slots_needed,
 )
 from jobs_server.metrics import ServerMetrics
-from jobs_server.store.base import FeasibilitySnapshot, FeasibilityStore, UseCaseLoad, UseCaseRates
+from jobs_server.store.base import (
+    FeasibilitySnapshot,
+    FeasibilityStore,
+    JobCounts,
+    UseCaseLoad,
+    UseCaseRates,
+)
 
-__all__ = ["Estimate", "Feasibility", "FeasibilityFolder", "Folded", "RateWindow", "View"]
+__all__ = [
+    "Estimate",
+    "Feasibility",
+    "FeasibilityFolder",
+    "Folded",
+    "RateWindow",
+    "SummaryReads",
+    "TenantLoad",
+    "View",
+]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
     expected_start_at: datetime
     at_risk: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLoad:
+    """A tenant's jobs in a use case with a per-tenant running cap."""
+
+    pending: int
+    running: int
+    cap: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +103,20 @@ class View:
         mean = self.snapshot.mean_duration
         return mean if mean is not None and mean > 0 else self.capacity / self.rate
 
-    def estimate(self, job: Job, now: datetime, *, also_ahead: int = 0) -> Estimate:
-        ahead = self.backlog.ahead(job.priority, job.deadline.timestamp()) + also_ahead
-        start = now + timedelta(seconds=expected_wait(ahead, free=self.free, rate=self.rate))
-        start = max(start, job.run_at)
+    def estimate(
+        self, job: Job, now: datetime, *, also_ahead: int = 0, tenant: TenantLoad | None = None
+    ) -> Estimate:
+        summed = self.backlog.ahead(job.priority, job.deadline.timestamp())
+        wait = expected_wait(summed + also_ahead, free=self.free, rate=self.rate)
+        if tenant is not None:
+            # The tenant's own jobs ahead, taken as its share of the backlog ahead (the summary
+            # is not per tenant), start at most `cap` at a time.
+            share = tenant.pending / self.backlog.total if self.backlog.total else 1.0
+            mine = min(tenant.pending, round(share * summed)) + also_ahead
+            rate = min(self.rate, tenant.cap / self.duration())
+            free = max(0, tenant.cap - tenant.running)
+            wait = max(wait, expected_wait(mine, free=free, rate=rate))
+        start = max(now + timedelta(seconds=wait), job.run_at)
         return Estimate(expected_start_at=start, at_risk=start > job.deadline)
 
     def forecast(self, now: datetime) -> UseCaseForecast:
@@ -114,10 +151,51 @@ class View:
 
 
 @dataclass
-class _Cached:
-    view: View | None = None
-    read_at: float = -math.inf  # time.monotonic()
-    reading: asyncio.Future[View] | None = None
+class _Entry(Generic[T]):
+    value: T | None = None
+    read_at: float = -math.inf  # monotonic
+    reading: asyncio.Future[T] | None = None
+
+
+class _Shared(Generic[T]):
+    """Values read at most once per `max_age` seconds each: one read in flight per key, which
+    every caller asking meanwhile waits for; a failed read is not kept."""
+
+    def __init__(self, max_age: float, monotonic: Callable[[], float]) -> None:
+        self._max_age = max_age
+        self._monotonic = monotonic
+        self._entries: dict[str, _Entry[T]] = {}
+
+    async def get(self, key: str, read: Callable[[], Awaitable[T]]) -> T:
+        entry = self._entries.setdefault(key, _Entry())
+        if entry.value is not None and self._monotonic() - entry.read_at < self._max_age:
+            return entry.value
+        if entry.reading is not None:
+            return await asyncio.shield(entry.reading)
+        reading = entry.reading = asyncio.get_running_loop().create_future()
+        try:
+            value = await read()
+            entry.value, entry.read_at = value, self._monotonic()
+            reading.set_result(value)
+        except Exception as exc:
+            reading.set_exception(exc)
+            reading.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        except BaseException:
+            reading.cancel()  # this request was cancelled: its waiters' reads fail with it
+            raise
+        finally:
+            entry.reading = None
+        return value
+
+
+class SummaryReads(Protocol):
+    """What the API side reads: the summary, and the leader's active-jobs snapshot (for the
+    per-tenant running cap)."""
+
+    async def get_feasibility(self, use_case: str) -> FeasibilitySnapshot: ...
+
+    async def get_job_counts(self, *, tenant: str | None) -> list[JobCounts]: ...
 
 
 class Feasibility:
@@ -126,7 +204,7 @@ class Feasibility:
 
     def __init__(
         self,
-        store: FeasibilityStore,
+        store: SummaryReads,
         config: JobsConfig,
         *,
         default_duration: float,
@@ -136,46 +214,54 @@ class Feasibility:
         self._store = store
         self._config = config
         self._default = default_duration
-        self._max_age = max_age
-        self._monotonic = monotonic
-        self._cache: dict[str, _Cached] = {}
+        self._views: _Shared[View] = _Shared(max_age, monotonic)
+        self._tenants: _Shared[dict[str, JobCounts]] = _Shared(max_age, monotonic)
 
     async def view(self, use_case: str) -> View:
         uc = self._config.use_cases.get(use_case)
         if uc is None:
             raise UnknownUseCase(use_case, sorted(self._config.use_cases))
-        entry = self._cache.setdefault(use_case, _Cached())
-        if entry.view is not None and self._monotonic() - entry.read_at < self._max_age:
-            return entry.view
-        if entry.reading is not None:  # one read in flight: wait for it instead of another
-            return await asyncio.shield(entry.reading)
-        entry.reading = asyncio.get_running_loop().create_future()
-        try:
+
+        async def read() -> View:
             snapshot = await self._store.get_feasibility(use_case)
-            view = View.of(snapshot, uc, default=self._default)
-            entry.view, entry.read_at = view, self._monotonic()
-            entry.reading.set_result(view)
-        except Exception as exc:
-            entry.reading.set_exception(exc)
-            entry.reading.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        except BaseException:
-            entry.reading.cancel()  # this request was cancelled: its waiters retry theirs
-            raise
-        finally:
-            entry.reading = None
-        return view
+            return View.of(snapshot, uc, default=self._default)
+
+        return await self._views.get(use_case, read)
+
+    async def _tenant_load(self, tenant: str, use_case: str) -> TenantLoad | None:
+        """The tenant's pending and running jobs in a use case with a per-tenant running cap,
+        from the leader's snapshot (job_counts); None: no cap."""
+        cap = self._config.use_cases[use_case].per_tenant_running_cap
+        if cap is None:
+            return None
+
+        async def read() -> dict[str, JobCounts]:
+            return {c.use_case: c for c in await self._store.get_job_counts(tenant=tenant)}
+
+        counts = (await self._tenants.get(tenant, read)).get(use_case)
+        if counts is None:
+            return TenantLoad(pending=0, running=0, cap=cap)
+        return TenantLoad(pending=counts.pending, running=counts.running, cap=cap)
 
     async def estimates(self, jobs: Sequence[Job | None], now: datetime) -> list[Estimate | None]:
         """One estimate per job (None for None). Jobs of the same call count each other as
         work ahead by claim order: the summary has not seen them yet."""
         views: dict[str, View] = {}
+        tenants: dict[tuple[str, str], TenantLoad | None] = {}
         for job in jobs:
             if job is not None and job.use_case not in views:
                 views[job.use_case] = await self.view(job.use_case)
+            if job is not None and (job.tenant, job.use_case) not in tenants:
+                tenants[(job.tenant, job.use_case)] = await self._tenant_load(
+                    job.tenant, job.use_case
+                )
         within = _ahead_within(jobs)
         return [
-            None if job is None else views[job.use_case].estimate(job, now, also_ahead=within[i])
+            None
+            if job is None
+            else views[job.use_case].estimate(
+                job, now, also_ahead=within[i], tenant=tenants[(job.tenant, job.use_case)]
+            )
             for i, job in enumerate(jobs)
         ]
 
