@@ -14,6 +14,11 @@ With `--baseline`, a server of REV (a git worktree under ~/.cache/jobs-bench, sy
 own lock, on a database migrated by its own migrations) runs beside ours, the runs alternate
 (REV, ours, REV, ours, ...) and each figure is printed with its ratio ours / REV per pair of
 runs: the machine's speed drifts, a ratio taken in the same run does not.
+
+    uv run python bench/enqueue.py --feasibility    # the cost of the deadline estimate
+
+(a) and (b) against a server with JOBS_FEASIBILITY=on (the default) and one with it off,
+alternating in one run, with the ratio on/off per pair.
 """
 
 from __future__ import annotations
@@ -48,10 +53,11 @@ def free_port() -> int:
 
 
 async def start_server(
-    database_url: str, *, wakeups: bool, python: str = sys.executable
+    database_url: str, *, wakeups: bool, python: str = sys.executable, feasibility: bool = True
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = os.environ | {
+        "JOBS_FEASIBILITY": "on" if feasibility else "off",
         "JOBS_DATABASE_URL": database_url,
         "JOBS_USE_CASES": json.dumps(USE_CASES),
         "JOBS_TENANTS": json.dumps(TENANTS),
@@ -176,6 +182,33 @@ async def against_baseline(rev: str, seconds: float, runs: int) -> None:
                 proc.wait(timeout=10)
 
 
+async def feasibility_cost(seconds: float, runs: int) -> None:
+    """(a) and (b) against a server with JOBS_FEASIBILITY=off (no estimate, and its sessions
+    skip the summary's triggers) beside one with it on, runs alternating, ratio per pair."""
+    async with bench_database("enqueue_feas") as db:
+        on, on_url = await start_server(db, wakeups=True, feasibility=True)
+        off, off_url = await start_server(db, wakeups=True, feasibility=False)
+        try:
+            for key in ("a", "b"):
+                label, fn = FIGURES[key]
+                with_it: list[float] = []
+                without: list[float] = []
+                for _ in range(runs):
+                    without.append(await fn(off_url, seconds))
+                    with_it.append(await fn(on_url, seconds))
+                ratios = [w / o for w, o in zip(with_it, without, strict=True)]
+                print(
+                    f"{label}\n    feasibility on {summary(with_it)} jobs/s; off "
+                    f"{summary(without)} jobs/s;\n    ratio on/off {summary(ratios)} "
+                    f"({load_average()})",
+                    flush=True,
+                )
+        finally:
+            for proc in (on, off):
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,8 +216,16 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", metavar="REV", help="also run REV's server; print ratios")
+    parser.add_argument(
+        "--feasibility",
+        action="store_true",
+        help="(a) and (b) with JOBS_FEASIBILITY=on against off, in one run; print ratios",
+    )
     args = parser.parse_args()
     s, runs = args.seconds, args.runs
+    if args.feasibility:
+        await feasibility_cost(s, runs)
+        return
     if args.baseline:
         await against_baseline(args.baseline, s, runs)
         return

@@ -23,6 +23,7 @@ OPERATIONS = {
     "cancel_jobs",
     "retry_jobs",
     "list_rate_keys",
+    "get_forecast",
     "report_outcomes",
     "send_heartbeats",
     "release_leases",

@@ -19,6 +19,7 @@ from jobs_schema.config import (
 )
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
 from jobs_schema.flow import RateKeyList, RateKeyState
+from jobs_schema.forecast import ForecastBucket, UseCaseForecast
 from jobs_schema.jobs import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
@@ -101,6 +102,7 @@ __all__ = [
     "ErrorCode",
     "ErrorEnvelope",
     "FailureInfo",
+    "ForecastBucket",
     "HeartbeatItem",
     "HeartbeatRequest",
     "HeartbeatResponse",
@@ -144,5 +146,6 @@ __all__ = [
     "UniqueRule",
     "UniqueWindow",
     "UseCaseConfig",
+    "UseCaseForecast",
     "lease_from_body",
 ]

@@ -366,6 +366,15 @@ class EnqueueResponse(BaseModel):
 
     job: Job
     deduplicated: bool = False
+    expected_start_at: StoredTime | None = Field(
+        default=None,
+        description="when the job is expected to start, from the work ahead of it in claim "
+        "order, the free slots and the observed throughput (docs/feasibility.md); None when "
+        "the server runs with JOBS_FEASIBILITY=off",
+    )
+    at_risk: bool = Field(
+        default=False, description="expected_start_at is later than the job's deadline"
+    )
 
 
 class BatchItemResult(BaseModel):
@@ -377,6 +386,10 @@ class BatchItemResult(BaseModel):
     job: Job | None = None
     deduplicated: bool = False
     error: ErrorBody | None = None
+    expected_start_at: StoredTime | None = Field(
+        default=None, description="as in EnqueueResponse; None for a refused item"
+    )
+    at_risk: bool = Field(default=False, description="as in EnqueueResponse")
 
 
 class BatchEnqueueResponse(BaseModel):

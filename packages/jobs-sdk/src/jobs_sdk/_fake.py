@@ -21,6 +21,7 @@ from jobs_schema import (
     EnqueueResponse,
     ErrorBody,
     ErrorCode,
+    ForecastBucket,
     Job,
     JobCount,
     JobPage,
@@ -29,6 +30,7 @@ from jobs_schema import (
     UniqueRule,
     UniqueWindow,
     UseCaseConfig,
+    UseCaseForecast,
 )
 from jobs_sdk._http import JobFilters, _validated
 from jobs_sdk.errors import Conflict, IdempotencyMismatch, JobsError, NotFound, ValidationFailed
@@ -96,17 +98,23 @@ class FakeJobs:
         except JobsError as err:
             code = err.code or ErrorCode.VALIDATION
             return BatchItemResult(index=index, error=ErrorBody(code=code, message=err.message))
-        return BatchItemResult(index=index, job=done.job, deduplicated=done.deduplicated)
+        return BatchItemResult(
+            index=index,
+            job=done.job,
+            deduplicated=done.deduplicated,
+            expected_start_at=done.expected_start_at,
+            at_risk=done.at_risk,
+        )
 
     def _enqueue(self, request: EnqueueRequest) -> EnqueueResponse:
         config = self._config(request)
         held = self._held_by(request)
         if held is not None:
-            return EnqueueResponse(job=held, deduplicated=True)
+            return _feasible(held, deduplicated=True)
         job = self._new_job(request, config)
         self.jobs[job.id] = job
         self._fresh.append(job.id)
-        return EnqueueResponse(job=job)
+        return _feasible(job)
 
     def _config(self, request: EnqueueRequest) -> UseCaseConfig:
         if self.use_cases is None:
@@ -212,6 +220,48 @@ class FakeJobs:
             self._keys[key] = _Replay(body, response)
 
     # -- reads -----------------------------------------------------------------------------
+
+    def forecast(self, use_case: str) -> UseCaseForecast:
+        """As if every slot were free (nothing runs jobs here): a slot per pending job, and
+        only overdue jobs missed."""
+        if self.use_cases is not None and use_case not in self.use_cases:
+            raise NotFound(
+                f"unknown use case {use_case!r}; known: {sorted(self.use_cases)}",
+                code=ErrorCode.NOT_FOUND,
+                status=404,
+            )
+        now = self.clock()
+        pending = [
+            j
+            for j in self.jobs.values()
+            if j.use_case == use_case and j.status is JobStatus.PENDING
+        ]
+        counts = dict.fromkeys([h for h, _ in _HORIZONS], 0)
+        for j in pending:
+            left = (j.deadline - now).total_seconds()
+            counts[next(h for h, bound in _HORIZONS if left < bound)] += 1
+        config = self._config_of(use_case)
+        return UseCaseForecast(
+            use_case=use_case,
+            measured_at=now,
+            capacity=config.capacity,
+            running=0,
+            pending=len(pending),
+            throughput=None,
+            mean_duration_seconds=None,
+            drain_rate=0.0,
+            projected_misses=counts["overdue"],
+            worker_slots_needed=len(pending) - counts["overdue"],
+            backlog=[
+                ForecastBucket(horizon=h, pending=n, projected_misses=n if h == "overdue" else 0)
+                for h, n in counts.items()
+            ],
+        )
+
+    def _config_of(self, use_case: str) -> UseCaseConfig:
+        if self.use_cases is None:
+            return _DEFAULT_USE_CASE
+        return self.use_cases[use_case]
 
     def get(self, job_id: UUID | str) -> Job:
         job = self.jobs.get(_job_id(job_id))
@@ -357,3 +407,21 @@ def _conflict(job: Job, why: str) -> Conflict:
 def _past_active(rule: UniqueRule | None) -> UniqueRule | None:
     """The rule a job shows: None for "while active", which its dedup key alone says."""
     return None if rule is None or rule.window is UniqueWindow.ACTIVE else rule
+
+
+# The server's display horizons: seconds left to the deadline, each up to its bound.
+_HORIZONS = (
+    ("overdue", 0.0),
+    ("<10s", 10.0),
+    ("<1min", 60.0),
+    ("<10min", 600.0),
+    ("<1h", 3600.0),
+    ("later", float("inf")),
+)
+
+
+def _feasible(job: Job, *, deduplicated: bool = False) -> EnqueueResponse:
+    """Nothing runs jobs in the fake, and nothing waits for a slot: each starts at its run_at."""
+    return EnqueueResponse(
+        job=job, deduplicated=deduplicated, expected_start_at=job.run_at, at_risk=False
+    )

@@ -210,6 +210,12 @@ def cancel_call(job_id: UUID | str) -> Call:
     return Call("POST", f"/v1/jobs/{_job_id(job_id)}/cancel")
 
 
+def forecast_call(use_case: str) -> Call:
+    if not use_case or "/" in use_case:
+        raise ValidationFailed(f"not a use case name: {use_case!r}")
+    return Call("GET", f"/v1/use-cases/{use_case}/forecast")
+
+
 def job_filter(filters: Mapping[str, object]) -> JobFilter:
     """The JobFilter the keyword arguments describe; ValidationFailed for a bad filter."""
     return _validated(
@@ -271,7 +277,12 @@ def _outcome(item: BatchItemResult) -> EnqueueResponse | JobsError:
         return error_from_body(item.error)
     if item.job is None:
         return JobsError(f"batch item {item.index} has neither a job nor an error")
-    return EnqueueResponse(job=item.job, deduplicated=item.deduplicated)
+    return EnqueueResponse(
+        job=item.job,
+        deduplicated=item.deduplicated,
+        expected_start_at=item.expected_start_at,
+        at_risk=item.at_risk,
+    )
 
 
 def transport_error(exc: httpx.TransportError) -> JobsError:

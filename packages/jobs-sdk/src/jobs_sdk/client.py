@@ -31,6 +31,7 @@ from jobs_schema import (
     JobPage,
     JobSelection,
     JobStatus,
+    UseCaseForecast,
 )
 from jobs_sdk import _http, _selection
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
@@ -287,6 +288,11 @@ class JobsClient:
                 return
             cursor = page.next_cursor
 
+    async def forecast(self, use_case: str) -> UseCaseForecast:
+        """The use case's backlog by deadline horizon, the misses projected at the current
+        throughput and the worker slots needed to meet every deadline."""
+        return await self._request(_http.forecast_call(use_case), UseCaseForecast)
+
     @property
     def schedules(self) -> Schedules:
         """Periodic jobs: create, list, get, pause, resume and delete schedules."""
@@ -473,6 +479,11 @@ class SyncJobsClient:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    def forecast(self, use_case: str) -> UseCaseForecast:
+        """The use case's backlog by deadline horizon, the misses projected at the current
+        throughput and the worker slots needed to meet every deadline."""
+        return self._request(_http.forecast_call(use_case), UseCaseForecast)
 
     @property
     def schedules(self) -> SyncSchedules:

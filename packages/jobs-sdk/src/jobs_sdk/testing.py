@@ -35,6 +35,7 @@ from jobs_schema import (
     JobPage,
     JobSelection,
     UseCaseConfig,
+    UseCaseForecast,
 )
 from jobs_sdk import _http
 from jobs_sdk._fake import FakeJobs
@@ -184,6 +185,9 @@ class FakeJobsClient(_Recorder):
     async def get(self, job_id: UUID | str) -> Job:
         return self._fake.get(job_id)
 
+    async def forecast(self, use_case: str) -> UseCaseForecast:
+        return self._fake.forecast(use_case)
+
     async def cancel(self, job_id: UUID | str) -> Job:
         return self._fake.cancel(job_id)
 
@@ -289,6 +293,9 @@ class FakeSyncJobsClient(_Recorder):
 
     def get(self, job_id: UUID | str) -> Job:
         return self._fake.get(job_id)
+
+    def forecast(self, use_case: str) -> UseCaseForecast:
+        return self._fake.forecast(use_case)
 
     def cancel(self, job_id: UUID | str) -> Job:
         return self._fake.cancel(job_id)

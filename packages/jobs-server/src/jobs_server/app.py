@@ -22,7 +22,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
-from jobs_server.api import actions, flow, pauses, public, schedules, worker
+from jobs_server.api import actions, flow, forecast, pauses, public, schedules, worker
 from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
@@ -291,6 +291,7 @@ class JobsServer:
         routers = [
             actions.router,
             flow.router,
+            forecast.router,
             pauses.router,
             public.router,
             schedules.router,

@@ -21,6 +21,7 @@ __all__ = [
     "UnknownJobType",
     "UnknownTenant",
     "UnknownUseCase",
+    "UseCaseNotFound",
 ]
 
 
@@ -48,6 +49,10 @@ class UnknownUseCase(JobsServerError):
             use_case=use_case,
             known=known,
         )
+
+
+class UseCaseNotFound(UnknownUseCase):
+    """A use case named in a path (GET /v1/use-cases/{use_case}/...) is not configured: 404."""
 
 
 class UnknownJobType(JobsServerError):

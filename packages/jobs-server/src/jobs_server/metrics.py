@@ -191,6 +191,21 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
+        self.slots_needed = Gauge(
+            "jobs_worker_slots_needed",
+            "Worker slots for every pending job to start by its deadline at the observed mean "
+            "duration (running jobs included; docs/feasibility.md), by the scheduler leader.",
+            ["use_case"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.backlog_at_risk = Gauge(
+            "jobs_backlog_at_risk",
+            "Pending jobs projected to start after their deadline at the current drain rate.",
+            ["use_case"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
         self.paused = Gauge(
             "jobs_paused",
             '1 for each paused scope, as the dispatcher last read them ("*": every use case '
@@ -304,6 +319,10 @@ class ServerMetrics:
         self.rate_throttled_keys.labels(use_case).set(keys)
         self.rate_next_slot.labels(use_case).set(next_slot_seconds)
 
+    def set_feasibility(self, use_case: str, *, slots_needed: int, at_risk: int) -> None:
+        self.slots_needed.labels(use_case).set(slots_needed)
+        self.backlog_at_risk.labels(use_case).set(at_risk)
+
     def clear_queue_depth(self) -> None:
         """A standby exports no queue depth: only the leader's numbers are current."""
         for gauge in (
@@ -314,6 +333,8 @@ class ServerMetrics:
             self.rate_throttled_keys,
             self.rate_next_slot,
             self.paused,
+            self.slots_needed,
+            self.backlog_at_risk,
         ):
             gauge.clear()
         self._depth_keys.clear()

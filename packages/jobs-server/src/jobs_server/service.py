@@ -22,6 +22,7 @@ from jobs_schema import (
     Payload,
     UniqueRule,
     UniqueWindow,
+    UseCaseForecast,
 )
 from jobs_schema import JobFilter as JobFilterModel
 from jobs_schema.limits import MAX_TIMESTAMP, JsonRefused, json_text
@@ -38,7 +39,9 @@ from jobs_server.errors import (
     QuotaExceeded,
     UnknownJobType,
     UnknownUseCase,
+    UseCaseNotFound,
 )
+from jobs_server.feasibility import Estimate, Feasibility
 from jobs_server.metrics import ServerMetrics
 from jobs_server.store.base import (
     EnqueueOutcome,
@@ -142,7 +145,9 @@ class JobService:
         on_enqueued: EnqueueListener | None = None,
         metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
+        feasibility: Feasibility | None = None,
     ) -> None:
+        self._feasibility = feasibility
         self._store = store
         self._config = config
         self._default_quota = default_quota
@@ -166,9 +171,24 @@ class JobService:
         result = (await self._enqueue(tenant, [req], idempotency))[0]
         if result.job is None:
             raise QuotaExceeded(tenant, self._quota(tenant) or 0)
+        estimate = (await self._estimates([result.job]))[0]
         return EnqueueResponse(
-            job=result.job, deduplicated=result.outcome is EnqueueOutcome.DEDUPLICATED
+            job=result.job,
+            deduplicated=result.outcome is EnqueueOutcome.DEDUPLICATED,
+            expected_start_at=estimate.expected_start_at if estimate else None,
+            at_risk=estimate.at_risk if estimate else False,
         )
+
+    async def _estimates(self, jobs: list[Job | None]) -> list[Estimate | None]:
+        """Feasibility of each job (jobs_server.feasibility); None everywhere when it is off
+        or its summary cannot be read (the jobs are stored: the answer must not fail)."""
+        if self._feasibility is None:
+            return [None] * len(jobs)
+        try:
+            return await self._feasibility.estimates(jobs, self._clock.now())
+        except Exception as exc:
+            logger.warning("feasibility not estimated", extra={"error": str(exc)})
+            return [None] * len(jobs)
 
     async def enqueue_batch(
         self,
@@ -179,6 +199,7 @@ class JobService:
     ) -> BatchEnqueueResponse:
         results = await self._enqueue(tenant, reqs, idempotency)
         quota = self._quota(tenant)
+        estimates = await self._estimates([r.job for r in results])
         # One validation call for the whole response, not one per item: pydantic's overhead per
         # call was a good part of an item's cost.
         return BatchEnqueueResponse.model_validate(
@@ -188,6 +209,8 @@ class JobService:
                         "index": i,
                         "job": r.job,
                         "deduplicated": r.outcome is EnqueueOutcome.DEDUPLICATED,
+                        "expected_start_at": e.expected_start_at if e else None,
+                        "at_risk": e.at_risk if e else False,
                         "error": None
                         if r.job is not None
                         else ErrorBody(
@@ -196,7 +219,7 @@ class JobService:
                             details={"quota": quota},
                         ),
                     }
-                    for i, r in enumerate(results)
+                    for i, (r, e) in enumerate(zip(results, estimates, strict=True))
                 ]
             }
         )
@@ -339,6 +362,21 @@ class JobService:
 
     def _quota(self, tenant: str) -> int | None:
         return tenant_quota(self._config, tenant, default=self._default_quota)
+
+    # -- feasibility -----------------------------------------------------------------------
+
+    async def forecast(self, who: Principal, use_case: str) -> UseCaseForecast:
+        """The use case's deadline forecast. Any reader may see it: it counts jobs of every
+        tenant of the use case, never says whose."""
+        if use_case not in self._config.use_cases:
+            raise UseCaseNotFound(use_case, sorted(self._config.use_cases))
+        if self._feasibility is None:
+            raise JobConflict(
+                "the forecast is off on this server (JOBS_FEASIBILITY=off); set "
+                "JOBS_FEASIBILITY=on on every jobs-server process to keep it",
+                use_case=use_case,
+            )
+        return await self._feasibility.forecast(use_case, self._clock.now())
 
     # -- reads and cancel ------------------------------------------------------------------
 

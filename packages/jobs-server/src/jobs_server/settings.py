@@ -108,6 +108,27 @@ class ServerSettings(BaseSettings):
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
         description="prometheus-client's multiprocess mode (uvicorn --workers)",
     )
+    feasibility: bool = Field(
+        default=True,
+        description="on: enqueue answers carry expected_start_at and at_risk, kept by the "
+        "feasibility triggers; off: neither (set it alike on every process)",
+    )
+    feasibility_default_duration_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=86_400,
+        description="the job duration the estimate assumes before one is observed (0-86400)",
+    )
+    feasibility_scale_out_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="jobs_worker_slots_needed counts slots as arriving this late (an "
+        "autoscaler's scale-out delay, 0-3600)",
+    )
+    feasibility_fold_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often the leader folds the summary (0-60)"
+    )
     otel_enabled: bool = Field(default=False, description="OpenTelemetry spans (the otel extra)")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from jobs_schema import JobsConfig, UseCaseConfig
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import ConfigError
+from jobs_server.feasibility import Feasibility, FeasibilityFolder
 from jobs_server.metrics import QueueDepthRefresher, RateKeysRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import Publisher
@@ -59,6 +60,11 @@ def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
         stats_every_seconds=settings.stats_every_seconds,
         periodic_every_seconds=settings.periodic_every_seconds,
         metrics_refresh_seconds=settings.metrics_refresh_seconds,
+        feasibility_fold_seconds=settings.feasibility_fold_seconds
+        if settings.feasibility
+        else None,
+        feasibility_default_duration_seconds=settings.feasibility_default_duration_seconds,
+        feasibility_scale_out_seconds=settings.feasibility_scale_out_seconds,
     )
 
 
@@ -73,6 +79,7 @@ async def connect_store(
         min_size=settings.db_pool_min if min_size is None else min_size,
         max_size=settings.db_pool_max,
         clock=clock,
+        feasibility=settings.feasibility,
     )
 
 
@@ -113,6 +120,11 @@ def build_job_service(
     schedule in the config file is a ConfigError here, before anything runs."""
     config = config or settings.jobs_config()
     config_schedules(config, now=clock.now())
+    feasibility = (
+        Feasibility(store, config, default_duration=settings.feasibility_default_duration_seconds)
+        if settings.feasibility
+        else None
+    )
     return JobService(
         store,
         config,
@@ -123,6 +135,7 @@ def build_job_service(
         on_enqueued=on_enqueued,
         metrics=metrics,
         tracing=tracing,
+        feasibility=feasibility,
     )
 
 
@@ -173,6 +186,15 @@ def build_scheduler(
     if jobs is not None:
         periodic = PeriodicJobs(store, jobs, config=jobs.config)
         services.append(Every(periodic, cfg.periodic_every_seconds))
+    if cfg.feasibility_fold_seconds is not None:
+        folder = FeasibilityFolder(
+            store,
+            use_cases,
+            default_duration=cfg.feasibility_default_duration_seconds,
+            metrics=metrics,
+            lead=cfg.feasibility_scale_out_seconds,
+        )
+        services.append(Every(folder, cfg.feasibility_fold_seconds, background=True))
     if depth is not None:
         services.append(Every(depth, cfg.metrics_refresh_seconds, background=True))
     if metrics is not None and any(uc.rate_limit for uc in use_cases.values()):

@@ -58,6 +58,7 @@ class ErrorEntry:
 
 # When to ask again: the database is usually back within a second; a quota frees as jobs end.
 _TABLE: list[tuple[type[errors.JobsServerError], ErrorEntry]] = [
+    (errors.UseCaseNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),
     (errors.UnknownUseCase, ErrorEntry(422, ErrorCode.UNKNOWN_USE_CASE)),
     (errors.UnknownJobType, ErrorEntry(422, ErrorCode.UNKNOWN_JOB_TYPE)),
     (errors.UnknownTenant, ErrorEntry(422, ErrorCode.UNKNOWN_TENANT)),

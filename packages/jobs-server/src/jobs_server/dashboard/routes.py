@@ -26,6 +26,7 @@ from jobs_schema import (
     PauseList,
     PauseRequest,
     PauseState,
+    UseCaseForecast,
 )
 from jobs_schema.config import describe_errors
 from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
@@ -41,7 +42,7 @@ from jobs_server.dashboard.session import (
 )
 from jobs_server.dashboard.templating import Templates, ui_path
 from jobs_server.dashboard.timeline import timeline
-from jobs_server.errors import JobNotFound, JobsServerError
+from jobs_server.errors import JobConflict, JobNotFound, JobsServerError
 from jobs_server.pauses import PauseService
 from jobs_server.service import JobService
 
@@ -296,9 +297,18 @@ async def overview(request: Request, viewer: Page) -> Response:
         "overview.html",
         viewer=viewer,
         data=data,
+        forecasts={uc.name: await _forecast(request, viewer, uc.name) for uc in data.use_cases},
         stopped={uc.name: _stopping(pauses, uc.name) for uc in data.use_cases},
         own_pause={uc.name: _own_pause(pauses, uc.name, viewer) for uc in data.use_cases},
     )
+
+
+async def _forecast(request: Request, viewer: Viewer, use_case: str) -> UseCaseForecast | None:
+    """The use case's forecast; None when the server runs without it (JOBS_FEASIBILITY=off)."""
+    try:
+        return await _service(request).forecast(viewer.principal, use_case)
+    except JobConflict:
+        return None
 
 
 def _stopping(pauses: PauseList, use_case: str) -> list[PauseState]:

@@ -45,6 +45,10 @@ class SchedulerConfig:
     metrics_refresh_seconds: float = 15.0  # queue-depth gauges
     stats_every_seconds: float = 2.0
     periodic_every_seconds: float = 1.0  # schedules' ticks: a job is at most this late
+    # the feasibility summary (jobs_server.feasibility): folded this often; None: not kept
+    feasibility_fold_seconds: float | None = 1.0
+    feasibility_default_duration_seconds: float = 1.0
+    feasibility_scale_out_seconds: float = 0.0  # the lead of jobs_worker_slots_needed
 
 
 class Service(Protocol):

@@ -41,6 +41,8 @@ __all__ = [
     "ExpireStore",
     "ExpiredJob",
     "FailedAttempt",
+    "FeasibilitySnapshot",
+    "FeasibilityStore",
     "FlowStore",
     "HealthStore",
     "IdempotentReplay",
@@ -55,6 +57,7 @@ __all__ = [
     "OutcomeStore",
     "PauseChange",
     "PauseStore",
+    "PendingBucket",
     "PruneStore",
     "QueryStore",
     "QueueDepth",
@@ -73,6 +76,8 @@ __all__ = [
     "Subscription",
     "SucceededAttempt",
     "TickResult",
+    "UseCaseLoad",
+    "UseCaseRates",
 ]
 
 
@@ -548,6 +553,23 @@ class ScheduleStore(Protocol):
         ...
 
 
+class FeasibilityStore(Protocol):
+    """The pending summary and load behind deadline feasibility (jobs_server.feasibility):
+    kept up to date as jobs change, never by counting over them on a request."""
+
+    async def fold_feasibility(self, *, rebuild: bool = False) -> list[UseCaseLoad]:
+        """Bring the summary up to date (the leader, about once a second); `rebuild` counts
+        it afresh from the jobs. Returns each use case's load."""
+        ...
+
+    async def set_feasibility_rates(self, rates: list[UseCaseRates]) -> None: ...
+
+    async def get_feasibility(self, use_case: str) -> FeasibilitySnapshot:
+        """The use case's pending jobs by priority and deadline second (per minute past an
+        hour ahead), its running jobs and the rates last measured."""
+        ...
+
+
 class JobStore(
     EnqueueStore,
     QueryStore,
@@ -563,6 +585,7 @@ class JobStore(
     PauseStore,
     HealthStore,
     ScheduleStore,
+    FeasibilityStore,
     Protocol,
 ):
     """Every role at once: what one adapter (PostgreSQL, or in memory) implements. Each
@@ -753,3 +776,40 @@ class TickResult:
     name: str
     won: bool
     results: list[EnqueueResult]
+
+
+# -- deadline feasibility ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UseCaseLoad:
+    """Running jobs of a use case, and its running attempts ended (not released) so far with
+    their summed time from dispatch to end: counters that only grow while the store lives."""
+
+    use_case: str
+    running: int
+    finished: int
+    busy_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class UseCaseRates:
+    use_case: str
+    throughput: float | None  # attempts ended per second
+    mean_duration: float | None  # seconds from dispatch to end
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBucket:
+    priority: int
+    bucket: int  # floor of the deadline's epoch seconds
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeasibilitySnapshot:
+    use_case: str
+    running: int
+    throughput: float | None
+    mean_duration: float | None
+    pending: tuple[PendingBucket, ...]  # by priority (highest first), then bucket

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -45,6 +46,7 @@ from jobs_server.store.base import (
     EnqueueResult,
     ExpiredJob,
     FailedAttempt,
+    FeasibilitySnapshot,
     IdempotentReplay,
     JobCounts,
     JobFilter,
@@ -54,6 +56,7 @@ from jobs_server.store.base import (
     MinuteStats,
     NewJob,
     PauseChange,
+    PendingBucket,
     QueueDepth,
     QueuePause,
     QueueSnapshot,
@@ -66,6 +69,8 @@ from jobs_server.store.base import (
     StoredSchedule,
     SucceededAttempt,
     TickResult,
+    UseCaseLoad,
+    UseCaseRates,
     claim_rounds,
 )
 
@@ -228,6 +233,11 @@ class InMemoryJobStore:
         # rate_buckets: a rate key's claims in its last interval, (claimed at, starts)
         self._rate_buckets: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
         self._schedules: dict[tuple[str, str], StoredSchedule] = {}
+        # feasibility_load: attempts ended per use case and their summed time, and the rates
+        self._ended: dict[str, tuple[int, float]] = {}
+        self._rates: dict[str, UseCaseRates] = {}
+        # feasibility_pending and feasibility_load.running as of the last fold
+        self._folded: tuple[Counter[tuple[str, int, int]], Counter[str]] = (Counter(), Counter())
 
     # -- periodic jobs ---------------------------------------------------------------------
 
@@ -639,6 +649,7 @@ class InMemoryJobStore:
             if attempt is not None:
                 attempt.outcome = AttemptOutcome(status.value)
                 _record_end(attempt, now, worker_id=d.worker_id, started_at=d.started_at)
+            self._count_end(row, now)
             out[row.id] = status
         return out
 
@@ -666,8 +677,15 @@ class InMemoryJobStore:
                 attempt.error_type, attempt.error_message = f.error_type, f.error_message
                 attempt.traceback = f.traceback
                 _record_end(attempt, now, worker_id=f.worker_id, started_at=f.started_at)
+            self._count_end(row, now)
             out[row.id] = row.status
         return out
+
+    def _count_end(self, row: _Row, now: datetime) -> None:
+        """feasibility_load: a running attempt ended (the trigger of migration 0012)."""
+        n, busy = self._ended.get(row.use_case, (0, 0.0))
+        took = (now - row.dispatched_at).total_seconds() if row.dispatched_at else 0.0
+        self._ended[row.use_case] = (n + 1, busy + took)
 
     def _held(self, job_id: UUID, attempt: int, lease_token: UUID) -> _Row | None:
         row = self._jobs.get(job_id)
@@ -977,6 +995,51 @@ class InMemoryJobStore:
         )
 
     # -- dashboard sessions ----------------------------------------------------------------
+
+    # -- deadline feasibility: exact counts as of the last fold, as PostgreSQL's summary ------
+
+    async def fold_feasibility(self, *, rebuild: bool = False) -> list[UseCaseLoad]:
+        running: Counter[str] = Counter()
+        pending: Counter[tuple[str, int, int]] = Counter()
+        for r in self._jobs.values():
+            if r.status is JobStatus.RUNNING:
+                running[r.use_case] += 1
+            elif r.status is JobStatus.PENDING:
+                pending[(r.use_case, r.priority, math.floor(r.deadline.timestamp()))] += 1
+        self._folded = (pending, running)
+        names = sorted(set(running) | set(self._ended) | set(self._rates))
+        return [
+            UseCaseLoad(
+                use_case=uc,
+                running=running[uc],
+                finished=self._ended.get(uc, (0, 0.0))[0],
+                busy_seconds=self._ended.get(uc, (0, 0.0))[1],
+            )
+            for uc in names
+        ]
+
+    async def set_feasibility_rates(self, rates: list[UseCaseRates]) -> None:
+        for r in rates:
+            self._rates[r.use_case] = r
+
+    async def get_feasibility(self, use_case: str) -> FeasibilitySnapshot:
+        fine_until = int(self.clock.now().timestamp()) + 3600
+        pending, running = self._folded
+        counts: Counter[tuple[int, int]] = Counter()
+        for (uc, p, b), n in pending.items():
+            if uc == use_case:
+                counts[(p, b if b < fine_until else b - b % 60)] += n
+        rates = self._rates.get(use_case)
+        return FeasibilitySnapshot(
+            use_case=use_case,
+            running=running[use_case],
+            throughput=rates.throughput if rates else None,
+            mean_duration=rates.mean_duration if rates else None,
+            pending=tuple(
+                PendingBucket(priority=p, bucket=b, n=n)
+                for (p, b), n in sorted(counts.items(), key=lambda kv: (-kv[0][0], kv[0][1]))
+            ),
+        )
 
     async def create_dashboard_session(
         self, id_hash: bytes, *, principal: Principal, token_check: bytes, ttl_seconds: float

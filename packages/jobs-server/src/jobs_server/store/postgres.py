@@ -45,6 +45,7 @@ from jobs_server.store.base import (
     EnqueueResult,
     ExpiredJob,
     FailedAttempt,
+    FeasibilitySnapshot,
     IdempotentReplay,
     JobCounts,
     JobFilter,
@@ -54,6 +55,7 @@ from jobs_server.store.base import (
     MinuteStats,
     NewJob,
     PauseChange,
+    PendingBucket,
     QueueDepth,
     QueuePause,
     QueueSnapshot,
@@ -66,6 +68,8 @@ from jobs_server.store.base import (
     StoredSchedule,
     SucceededAttempt,
     TickResult,
+    UseCaseLoad,
+    UseCaseRates,
     claim_rounds,
 )
 from jobs_server.store.migrations import applied_versions, available_migrations
@@ -89,6 +93,10 @@ _UNAVAILABLE = (
     asyncpg.exceptions.ConnectionFailureError,
 )
 
+
+_FEASIBILITY_OFF = {"jobs.feasibility": "off"}
+# get_feasibility: deadlines up to this far ahead per second, later ones per minute.
+_FEASIBILITY_FINE_SECONDS = 3600
 
 # Seconds between tries to read a DatabaseClock that has never been read.
 _FIRST_SYNC_RETRY = 1.0
@@ -189,8 +197,11 @@ class PostgresJobStore:
         max_size: int = 10,
         connect_timeout: float = 5.0,
         clock: Clock | None = None,
+        feasibility: bool = True,
     ) -> PostgresJobStore:
-        """Open a pool. An unreachable database raises StoreUnavailable naming the cause."""
+        """Open a pool. An unreachable database raises StoreUnavailable naming the cause.
+        `feasibility=False` makes this pool's statements skip the feasibility triggers
+        (migration 0012)."""
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -202,7 +213,7 @@ class PostgresJobStore:
                 reset=_no_reset,
                 # JIT compiles for hundreds of ms when estimates are large (skip scans, laterals);
                 # every query here is short OLTP work where it only ever costs.
-                server_settings={"jit": "off"},
+                server_settings={"jit": "off"} | ({} if feasibility else _FEASIBILITY_OFF),
             )
         except (*_UNAVAILABLE, asyncpg.exceptions.InvalidCatalogNameError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -735,6 +746,59 @@ class PostgresJobStore:
                 )
                 for r in rows
             ],
+        )
+
+    # -- deadline feasibility ----------------------------------------------------------------
+
+    async def fold_feasibility(self, *, rebuild: bool = False) -> list[UseCaseLoad]:
+        q = self._q
+        async with self._conn() as conn:
+            if rebuild:
+                async with conn.transaction(isolation="repeatable_read"):
+                    await conn.execute(q["rebuild_feasibility"])
+                    await conn.execute(q["rebuild_feasibility_pending"])
+            else:
+                async with conn.transaction():
+                    await conn.execute(q["fold_feasibility_pending"])
+                    await conn.execute(q["drop_empty_feasibility_buckets"])
+                    await conn.execute(q["fold_feasibility_load"])
+            rows = await conn.fetch(q["get_feasibility_loads"])
+        return [
+            UseCaseLoad(
+                use_case=r["use_case"],
+                running=int(r["running"]),
+                finished=int(r["finished"]),
+                busy_seconds=float(r["busy_seconds"]),
+            )
+            for r in rows
+        ]
+
+    async def set_feasibility_rates(self, rates: list[UseCaseRates]) -> None:
+        if not rates:
+            return
+        args = (
+            [r.use_case for r in rates],
+            [r.throughput for r in rates],
+            [r.mean_duration for r in rates],
+            self.clock.now(),
+        )
+        await self._run(lambda c: c.execute(self._q["set_feasibility_rates"], *args))
+
+    async def get_feasibility(self, use_case: str) -> FeasibilitySnapshot:
+        fine_until = int(self.clock.now().timestamp()) + _FEASIBILITY_FINE_SECONDS
+        async with self._conn() as conn:
+            load = await conn.fetchrow(self._q["get_feasibility_load"], use_case)
+            rows = await conn.fetch(self._q["get_feasibility_pending"], use_case, fine_until)
+        return FeasibilitySnapshot(
+            use_case=use_case,
+            running=max(0, int(load["running"])) if load else 0,
+            throughput=load["throughput"] if load else None,
+            mean_duration=load["mean_duration"] if load else None,
+            pending=tuple(
+                PendingBucket(priority=r["priority"], bucket=int(r["bucket"]), n=int(r["n"]))
+                for r in rows
+                if r["n"] > 0
+            ),
         )
 
     # -- dashboard sessions ------------------------------------------------------------------

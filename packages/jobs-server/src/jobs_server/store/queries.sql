@@ -957,3 +957,82 @@ UPDATE jobs j SET
         || extract(epoch FROM j.expires_at - j.deadline)::float8 || ' s passed before it could start'
 WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.tenant, j.use_case, j.deadline, j.expires_at;
+
+-- -- deadline feasibility (migration 0012, jobs_server/feasibility.py) -----------------------
+
+-- name: fold_feasibility_pending
+-- The leader folds what the triggers appended since its last pass into the summary. Deltas of
+-- transactions still open are not visible here and stay for the next pass.
+WITH d AS (
+    DELETE FROM feasibility_pending_deltas RETURNING use_case, priority, bucket, n
+), s AS (
+    SELECT use_case, priority, bucket, sum(n) AS n FROM d GROUP BY 1, 2, 3 HAVING sum(n) <> 0
+)
+INSERT INTO feasibility_pending AS p (use_case, priority, bucket, n)
+SELECT use_case, priority, bucket, n FROM s
+ON CONFLICT (use_case, priority, bucket) DO UPDATE SET n = p.n + excluded.n;
+
+-- name: drop_empty_feasibility_buckets
+DELETE FROM feasibility_pending WHERE n = 0;
+
+-- name: fold_feasibility_load
+WITH d AS (
+    DELETE FROM feasibility_load_deltas RETURNING use_case, running, finished, busy_seconds
+), s AS (
+    SELECT use_case, sum(running) AS running, sum(finished) AS finished,
+           sum(busy_seconds) AS busy_seconds
+    FROM d GROUP BY 1
+)
+INSERT INTO feasibility_load AS l (use_case, running, finished, busy_seconds)
+SELECT use_case, running, finished, busy_seconds FROM s
+ON CONFLICT (use_case) DO UPDATE SET running = l.running + excluded.running,
+                                     finished = l.finished + excluded.finished,
+                                     busy_seconds = l.busy_seconds + excluded.busy_seconds;
+
+-- name: get_feasibility_loads
+SELECT use_case, running, finished, busy_seconds FROM feasibility_load ORDER BY use_case;
+
+-- name: rebuild_feasibility
+-- Counted afresh from `jobs` (the leader's first pass), in one REPEATABLE READ transaction
+-- with the delete of the deltas it saw: changes committed later keep their deltas. Heals a
+-- summary that drifted while sessions ran with jobs.feasibility = 'off'.
+WITH gone_p AS (
+    DELETE FROM feasibility_pending_deltas
+), gone_l AS (
+    DELETE FROM feasibility_load_deltas
+), gone_s AS (
+    DELETE FROM feasibility_pending
+), running AS (
+    SELECT use_case, count(*) AS n FROM jobs WHERE status = 'running' GROUP BY 1
+), zeroed AS (
+    UPDATE feasibility_load l SET running = 0
+    WHERE l.use_case NOT IN (SELECT use_case FROM running)
+)
+INSERT INTO feasibility_load AS l (use_case, running)
+SELECT use_case, n FROM running
+ON CONFLICT (use_case) DO UPDATE SET running = excluded.running;
+
+-- name: rebuild_feasibility_pending
+INSERT INTO feasibility_pending (use_case, priority, bucket, n)
+SELECT use_case, priority, jobs_deadline_second(deadline), count(*)
+FROM jobs WHERE status = 'pending' GROUP BY 1, 2, 3;
+
+-- name: set_feasibility_rates
+UPDATE feasibility_load l SET throughput = r.throughput, mean_duration = r.mean_duration,
+                              rates_at = $4::timestamptz
+FROM unnest($1::text[], $2::float8[], $3::float8[]) AS r (use_case, throughput, mean_duration)
+WHERE l.use_case = r.use_case;
+
+-- name: get_feasibility_load
+SELECT running, throughput, mean_duration FROM feasibility_load WHERE use_case = $1;
+
+-- name: get_feasibility_pending
+-- Per second of deadline up to $2 (an hour ahead), per minute past it: the answer stays small
+-- when deadlines spread over days.
+SELECT priority,
+       CASE WHEN bucket < $2 THEN bucket ELSE bucket - bucket % 60 END AS bucket,
+       sum(n) AS n
+FROM feasibility_pending
+WHERE use_case = $1 AND n <> 0
+GROUP BY 1, 2
+ORDER BY 1 DESC, 2;
