@@ -675,7 +675,10 @@ class ScheduleTick:
 
 @dataclass(frozen=True, slots=True)
 class TickResult:
+    """`outcomes`: one per job of the tick, in its order (none when the tick was lost). A
+    created job is the tick's own (its id the NewJob's); the jobs are not read back."""
+
     tenant: str
     name: str
     won: bool
-    results: list[EnqueueResult]
+    outcomes: list[EnqueueOutcome]

@@ -287,7 +287,7 @@ class InMemoryJobStore:
                 old, next_run_at=t.next_run_at, last_run_at=t.ran_at or old.last_run_at
             )
             results = self._enqueue(t.tenant, quotas.get(t.tenant), t.jobs, now) if t.jobs else []
-            out.append(TickResult(t.tenant, t.name, True, results))
+            out.append(TickResult(t.tenant, t.name, True, [r.outcome for r in results]))
         return out
 
     # -- enqueue ---------------------------------------------------------------------------
