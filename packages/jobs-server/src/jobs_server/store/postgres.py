@@ -56,6 +56,7 @@ from jobs_server.store.base import (
     QueuePause,
     QueueSnapshot,
     RateBucket,
+    RateBucketSweep,
     RetryRules,
     RunningLease,
     SchedulerPass,
@@ -521,6 +522,26 @@ class PostgresJobStore:
 
     async def prune_idempotency_keys(self, *, older_than_seconds: float, limit: int) -> int:
         q, now = self._q["prune_idempotency_keys"], self.clock.now()
+        status = await self._run(lambda c: c.execute(q, older_than_seconds, limit, now))
+        return int(status.split()[-1])
+
+    async def prune_rate_buckets(
+        self,
+        windows: dict[str, float],
+        *,
+        default_window_seconds: float,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> RateBucketSweep:
+        q, now = self._q["prune_rate_buckets"], self.clock.now()
+        first, second = after if after is not None else (None, None)
+        args = (first, second, limit, list(windows), list(windows.values()))
+        rec = await self._run(lambda c: c.fetchrow(q, *args, default_window_seconds, now))
+        last = (rec["use_case"], rec["rate_key"]) if rec["scanned"] == limit else None
+        return RateBucketSweep(deleted=rec["deleted"], last=last)
+
+    async def prune_pause_history(self, *, older_than_seconds: float, limit: int) -> int:
+        q, now = self._q["prune_pause_history"], self.clock.now()
         status = await self._run(lambda c: c.execute(q, older_than_seconds, limit, now))
         return int(status.split()[-1])
 

@@ -951,3 +951,44 @@ WITH t AS (
 SELECT w.tick, NULL::bigint AS job, NULL::text AS outcome FROM won w
 UNION ALL
 SELECT j.tick, s.job, s.outcome FROM stored s JOIN j ON j.ord = s.job;
+
+-- -- pruning flow-control state -----------------------------------------------------------
+
+-- name: prune_rate_buckets
+-- One step of a sweep in key order: the next $3 rows after ($1, $2) ($1 null: from the first)
+-- are looked at, and those whose newest start (the last of starts_at, which claims append in
+-- order) is at least the use case's window old ($4/$5, else $6 seconds) are deleted: a claim
+-- counts only starts inside the window, so it would count none of theirs. The staleness is
+-- judged on the locked row (a claim that wrote it meanwhile keeps it); rows a claim holds are
+-- skipped. The sweep's cost per step is bounded by $3, whatever the table holds.
+-- $7 now. Answers the rows deleted and the last key looked at (null: the end was reached).
+WITH scanned AS (
+    SELECT b.use_case, b.rate_key FROM rate_buckets b
+    WHERE $1::text IS NULL OR (b.use_case, b.rate_key) > ($1, $2::text)
+    ORDER BY b.use_case, b.rate_key
+    LIMIT $3
+), doomed AS (
+    SELECT b.ctid AS row_id FROM rate_buckets b
+    JOIN scanned s ON s.use_case = b.use_case AND s.rate_key = b.rate_key
+    LEFT JOIN unnest($4::text[], $5::float8[]) AS w (use_case, seconds) ON w.use_case = b.use_case
+    WHERE coalesce(b.starts_at[cardinality(b.starts_at)], '-infinity')
+          <= $7::timestamptz - coalesce(w.seconds, $6::float8) * interval '1 second'
+    FOR UPDATE OF b SKIP LOCKED
+), gone AS (
+    DELETE FROM rate_buckets b USING doomed d WHERE b.ctid = d.row_id RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS deleted,
+       (SELECT count(*) FROM scanned) AS scanned,
+       l.use_case, l.rate_key
+FROM (SELECT NULL) x
+LEFT JOIN LATERAL (
+    SELECT use_case, rate_key FROM scanned ORDER BY use_case DESC, rate_key DESC LIMIT 1
+) l ON true;
+
+-- name: prune_pause_history
+-- Of the $2 oldest changes (ids follow the store's clock), those made more than $1 seconds
+-- before $3: bounded, and served by the primary key.
+DELETE FROM pause_history
+WHERE id = ANY (ARRAY(
+    SELECT h.id FROM (SELECT id, changed_at FROM pause_history ORDER BY id LIMIT $2) h
+    WHERE h.changed_at < $3::timestamptz - $1 * interval '1 second'));
