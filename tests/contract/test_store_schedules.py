@@ -78,16 +78,16 @@ async def test_a_tick_is_stored_once(store: StoreAndClock, make_job: MakeJob) ->
     tick = ScheduleTick("acme", "s", row.next_run_at, nxt, [make_job()], row.next_run_at)
     first = await impl.enqueue_ticks([tick], quotas={"acme": None})
     assert first[0].won
-    assert [r.outcome for r in first[0].results] == [EnqueueOutcome.CREATED]
+    assert first[0].outcomes == [EnqueueOutcome.CREATED]
     # the same tick again (a second scheduler, a retry after a lost answer): nothing
     again = replace(tick, jobs=[make_job()])
     second = await impl.enqueue_ticks([again], quotas={"acme": None})
-    assert not second[0].won and second[0].results == []
+    assert not second[0].won and second[0].outcomes == []
     kept = await impl.get_schedule("acme", "s")
     assert kept is not None
     assert (kept.next_run_at, kept.last_run_at) == (nxt, row.next_run_at)
-    job = first[0].results[0].job
-    assert job is not None and await impl.get_job(job.id, tenant="acme") is not None
+    job = await impl.get_job(tick.jobs[0].id, tenant="acme")
+    assert job is not None and job.run_at == tick.jobs[0].run_at
     assert await impl.get_job(again.jobs[0].id, tenant=None) is None
 
 
@@ -114,13 +114,52 @@ async def test_ticks_of_a_batch_win_or_lose_each_and_keep_their_order(
         ("acme", "gone", False),
     ]
     # the quota of 1 keeps the first of a's jobs and refuses the second
-    assert [r.outcome for r in out[0].results] == [
+    assert out[0].outcomes == [
         EnqueueOutcome.CREATED,
         EnqueueOutcome.QUOTA_EXCEEDED,
     ]
-    assert out[2].results == []
+    assert out[2].outcomes == []
     beta = await impl.get_schedule("beta", "c")
     assert beta is not None and (beta.next_run_at, beta.last_run_at) == (nxt, None)
+
+
+async def test_one_pass_of_many_tenants_keeps_each_tenants_rules(
+    store: StoreAndClock, make_job: MakeJob
+) -> None:
+    """Ticks of tenants in any order: each tenant's quota counts its jobs in tick order, a
+    dedup key folds a second job into the first, and each outcome lands on its own tick."""
+    impl, clock = store
+    names = [("acme", "a"), ("beta", "b"), ("acme", "c"), ("beta", "d")]
+    rows = [schedule(store, name, tenant=tenant) for tenant, name in names]
+    for row in rows:
+        await impl.create_schedule(row)
+    clock.advance(60)
+    nxt = rows[0].next_run_at + timedelta(seconds=60)
+    jobs = {
+        "a": [make_job(), make_job()],
+        "b": [make_job(dedup_key="k")],
+        "c": [make_job()],
+        "d": [make_job(dedup_key="k"), make_job()],
+    }
+    ticks = [
+        ScheduleTick(tenant, name, row.next_run_at, nxt, jobs[name], row.next_run_at)
+        for (tenant, name), row in zip(names, rows, strict=True)
+    ]
+    out = await impl.enqueue_ticks(ticks, quotas={"acme": 2})
+    created, dedup, quota = (
+        EnqueueOutcome.CREATED,
+        EnqueueOutcome.DEDUPLICATED,
+        EnqueueOutcome.QUOTA_EXCEEDED,
+    )
+    assert [(r.name, r.won, r.outcomes) for r in out] == [
+        ("a", True, [created, created]),
+        ("b", True, [created]),
+        ("c", True, [quota]),  # acme's third job: past its quota of 2
+        ("d", True, [dedup, created]),  # beta has no quota; "k" is b's, active
+    ]
+    for name, made in (("a", [True, True]), ("c", [False]), ("d", [False, True])):
+        stored_ = [await impl.get_job(j.id, tenant=None) is not None for j in jobs[name]]
+        assert stored_ == made, name
 
 
 async def test_config_schedules_sync(store: StoreAndClock) -> None:

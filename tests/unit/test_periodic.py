@@ -258,3 +258,21 @@ async def test_the_standalone_scheduler_enqueues_the_config_files_schedules(
     clock.advance(30)
     await sched.step()
     assert await jobs_of(store) == [START + timedelta(seconds=30)]
+
+
+async def test_a_changed_definition_makes_its_next_job_anew(
+    store: InMemoryJobStore, clock: ManualClock
+) -> None:
+    """A schedule's job is checked once and kept while its definition stays (PeriodicJobs'
+    templates); a new payload reaches the very next tick."""
+    p = periodic(store, clock, config(every={"interval_seconds": 60, "payload": {"v": 1}}))
+    await run_at(clock, p, START)
+    assert await run_at(clock, p, START + timedelta(seconds=60)) == 1
+    changed = config(every={"interval_seconds": 60, "payload": {"v": 2}})
+    await store.sync_config_schedules(config_schedules(changed, now=START))
+    assert await run_at(clock, p, START + timedelta(seconds=120)) == 1
+    rows = await store.list_jobs(StoreFilter.of(JobFilter(), limit=10))
+    assert sorted((j.run_at, j.payload["v"]) for j in rows) == [
+        (START + timedelta(seconds=60), 1),
+        (START + timedelta(seconds=120), 2),
+    ]

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from jobs_schema import BackoffPolicy, JobStatus, UseCaseConfig
+from jobs_schema import BackoffPolicy, JobStatus, RateLimit, UseCaseConfig
 from jobs_server.clock import ManualClock
+from jobs_server.errors import ConfigError
 from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.publisher.base import InMemoryPublisher
@@ -25,9 +26,11 @@ from jobs_server.scheduler import (
     embed_limit,
 )
 from jobs_server.service import JobIds
+from jobs_server.settings import load_settings
 from jobs_server.stats import DispatchRollup, StatsRefresher
 from jobs_server.store.base import JobFilter, NewJob, SucceededAttempt
 from jobs_server.store.memory import InMemoryJobStore
+from jobs_server.wiring import scheduler_config
 
 BACKOFF = BackoffPolicy(kind="constant", base_seconds=1, cap_seconds=1, jitter=0)
 TTL = 9.0
@@ -277,6 +280,52 @@ async def test_the_pruner_deletes_finished_jobs_past_their_use_cases_retention(s
     clock.advance(3600)
     assert (await pruner.run_once(clock.now())).jobs == 2
     assert stats.pruned == 7
+
+
+async def test_the_pruner_sweeps_rate_buckets_a_bounded_step_at_a_time_and_old_pauses(store, clock):
+    lease = await elector(store, "a").run_once(clock.now())
+    assert lease is not None
+    await enqueue(store, clock, 1, rate_key="r")  # one key under a limit of 10 s
+    for k in range(5):  # and five of a use case whose limit is gone
+        await enqueue(store, clock, 1, use_case="old", rate_key=f"k{k}")
+    limit = RateLimit(starts=10, per_seconds=10)
+    for name in ("uc", "old"):
+        await store.claim_due_jobs(
+            name,
+            capacity=10,
+            limit=10,
+            lease_seconds=30,
+            leader=lease,
+            per_tenant_cap=None,
+            rate_limit=limit,
+        )
+    await store.pause_queue("uc", "", principal="admin", reason=None)
+    pruner = Pruner(
+        store,
+        {},
+        batch=1,
+        idempotency_retention_seconds=86_400,
+        rate_windows={"uc": 10.0},
+        pause_history_retention_seconds=3600,
+    )
+    clock.advance(10)
+    # "uc"'s key is a window old; the others are kept for a day; 1 row a step, 10 steps a pass
+    assert (await pruner.run_once(clock.now())).rate_buckets == 1
+    clock.advance(86_400)
+    first = await pruner.run_once(clock.now())
+    assert (first.rate_buckets, first.pause_history) == (5, 1)
+    assert await store.list_rate_buckets("old", per_seconds=86_400, limit=10) == []
+    assert [p.paused for p in await store.list_pauses()] == [True]
+
+
+def test_the_pause_history_retention_setting_has_a_range_and_reaches_the_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOBS_PAUSE_HISTORY_RETENTION_SECONDS", "7200")
+    assert scheduler_config(load_settings()).pause_history_retention_seconds == 7200
+    monkeypatch.setenv("JOBS_PAUSE_HISTORY_RETENTION_SECONDS", "60")
+    with pytest.raises(ConfigError, match="JOBS_PAUSE_HISTORY_RETENTION_SECONDS"):
+        load_settings()
 
 
 # -- the statistics --------------------------------------------------------------------------

@@ -279,10 +279,10 @@ class EnqueueRequest(BaseModel):
             )
         return self
 
-    def expires_at(self, use_case: UseCaseConfig, deadline: datetime) -> datetime | None:
-        """When the job ends expired if still pending: its deadline plus the grace, by its own
-        miss policy, else its use case's (the grace likewise); None: it runs late. ValueError
-        when a grace is given for a job that runs late by its use case's policy."""
+    def expire_grace(self, use_case: UseCaseConfig) -> float | None:
+        """The grace after its deadline at which the job ends expired if still pending, by its
+        own miss policy, else its use case's (the grace likewise); None: it runs late.
+        ValueError when a grace is given for a job that runs late by its use case's policy."""
         if (self.miss_policy or use_case.miss_policy) is MissPolicy.RUN_LATE:
             if self.expire_grace_seconds is not None:
                 raise ValueError(
@@ -291,11 +291,21 @@ class EnqueueRequest(BaseModel):
                     "expire_grace_seconds"
                 )
             return None
-        grace = self.expire_grace_seconds
-        if grace is None:
-            grace = use_case.expire_grace_seconds
-        # a grace reaching past the range ends at its end, not an overflow
-        return deadline + min(timedelta(seconds=grace), MAX_TIMESTAMP - deadline)
+        if self.expire_grace_seconds is not None:
+            return self.expire_grace_seconds
+        return use_case.expire_grace_seconds
+
+    def expires_at(self, use_case: UseCaseConfig, deadline: datetime) -> datetime | None:
+        """When the job ends expired if still pending (expire_grace); None: it runs late."""
+        return expiry_of(deadline, self.expire_grace(use_case))
+
+
+def expiry_of(deadline: datetime, grace: float | None) -> datetime | None:
+    """`deadline` plus `grace` seconds (None: no expiry); a grace reaching past the range ends
+    at its end, not an overflow."""
+    if grace is None:
+        return None
+    return deadline + min(timedelta(seconds=grace), MAX_TIMESTAMP - deadline)
 
 
 class BatchEnqueueRequest(BaseModel):

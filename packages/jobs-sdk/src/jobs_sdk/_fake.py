@@ -117,18 +117,22 @@ class FakeJobs:
         return _feasible(job)
 
     def _config(self, request: EnqueueRequest) -> UseCaseConfig:
+        return self.check_use_case(request.use_case, request.job_type)
+
+    def check_use_case(self, use_case: str, job_type: str | None = None) -> UseCaseConfig:
+        """The use case's config; ValidationFailed for a use case (or one of its job types)
+        the server would not know."""
         if self.use_cases is None:
             return _DEFAULT_USE_CASE
-        config = self.use_cases.get(request.use_case)
+        config = self.use_cases.get(use_case)
         if config is None:
             raise ValidationFailed(
-                f"unknown use case {request.use_case!r}; known: {sorted(self.use_cases)}",
+                f"unknown use case {use_case!r}; known: {sorted(self.use_cases)}",
                 code=ErrorCode.UNKNOWN_USE_CASE,
             )
-        if config.job_types and request.job_type not in config.job_types:
+        if job_type is not None and config.job_types and job_type not in config.job_types:
             raise ValidationFailed(
-                f"use case {request.use_case!r} has no job type {request.job_type!r}; "
-                f"known: {config.job_types}",
+                f"use case {use_case!r} has no job type {job_type!r}; known: {config.job_types}",
                 code=ErrorCode.UNKNOWN_JOB_TYPE,
             )
         return config

@@ -11,6 +11,11 @@
 `SyncJobsClient`) and the server's producer-facing rules: use-case defaults, deadlines, dedup
 keys, idempotency keys, cancel, retry, listing, counts and bulk actions. Nothing runs the jobs:
 for that, `jobs_worker.testing.InlineJobs` runs the worker's handlers as jobs are enqueued.
+
+`client.pauses` and `client.schedules` are there too, as a tenant token of the fake's tenant
+sees them (its own tenant only; the same validation and errors as the server). They record;
+nothing ticks or stops: a schedule enqueues no job, and a cron schedule shows no
+`next_run_at` (the fake parses no cron expression; an interval schedule shows its next tick).
 """
 
 from __future__ import annotations
@@ -34,17 +39,29 @@ from jobs_schema import (
     JobCount,
     JobPage,
     JobSelection,
+    PauseList,
+    PauseState,
+    Schedule,
     UseCaseConfig,
     UseCaseForecast,
 )
 from jobs_sdk import _http
 from jobs_sdk._fake import FakeJobs
+from jobs_sdk._fake_flow import FakePauseBook, FakeScheduleBook
 from jobs_sdk._http import EnqueueOptions, JobFilters
 from jobs_sdk._selection import SelectionFilters, selection_of
 from jobs_sdk.errors import JobsTimeout
+from jobs_sdk.schedules import ScheduleOptions
 from jobs_sdk.tasks import Task
 
-__all__ = ["FakeJobsClient", "FakeSyncJobsClient"]
+__all__ = [
+    "FakeJobsClient",
+    "FakePauses",
+    "FakeSchedules",
+    "FakeSyncJobsClient",
+    "FakeSyncPauses",
+    "FakeSyncSchedules",
+]
 
 P = TypeVar("P", bound=BaseModel)
 Expected = BaseModel | Mapping[str, Any] | None
@@ -64,6 +81,8 @@ class _Recorder:
         self._fake = FakeJobs(tenant=tenant, use_cases=use_cases)
         if clock is not None:
             self._fake.clock = clock
+        self._pause_book = FakePauseBook(self._fake)
+        self._schedule_book = FakeScheduleBook(self._fake)
 
     @property
     def tenant(self) -> str:
@@ -120,8 +139,113 @@ class _Recorder:
             raise AssertionError(f"expected no {wanted}, but {len(found)} enqueued:\n{listed}")
 
 
+class FakePauses:
+    """`JobsClient.pauses` in memory: the fake's tenant paused and resumed, in every use case
+    or in one (another tenant: Forbidden, as a tenant token)."""
+
+    def __init__(self, book: FakePauseBook) -> None:
+        self._book = book
+
+    async def pause(
+        self, *, use_case: str | None = None, tenant: str | None = None, reason: str | None = None
+    ) -> PauseState:
+        return self._book.pause(use_case, tenant, reason)
+
+    async def resume(
+        self, *, use_case: str | None = None, tenant: str | None = None, reason: str | None = None
+    ) -> PauseState:
+        return self._book.resume(use_case, tenant, reason)
+
+    async def list(self) -> PauseList:
+        return self._book.list()
+
+
+class FakeSyncPauses:
+    """`SyncJobsClient.pauses` in memory."""
+
+    def __init__(self, book: FakePauseBook) -> None:
+        self._book = book
+
+    def pause(
+        self, *, use_case: str | None = None, tenant: str | None = None, reason: str | None = None
+    ) -> PauseState:
+        return self._book.pause(use_case, tenant, reason)
+
+    def resume(
+        self, *, use_case: str | None = None, tenant: str | None = None, reason: str | None = None
+    ) -> PauseState:
+        return self._book.resume(use_case, tenant, reason)
+
+    def list(self) -> PauseList:
+        return self._book.list()
+
+
+class FakeSchedules:
+    """`JobsClient.schedules` in memory: the fake tenant's schedules."""
+
+    def __init__(self, book: FakeScheduleBook) -> None:
+        self._book = book
+
+    async def create(
+        self, name: str, *, use_case: str, job_type: str, **options: Unpack[ScheduleOptions]
+    ) -> Schedule:
+        return self._book.create(name, use_case, job_type, options)
+
+    async def list(self, *, tenant: str | None = None) -> list[Schedule]:
+        return self._book.list(tenant)
+
+    async def get(self, name: str, *, tenant: str | None = None) -> Schedule:
+        return self._book.get(name, tenant)
+
+    async def pause(self, name: str, *, tenant: str | None = None) -> Schedule:
+        return self._book.pause(name, tenant)
+
+    async def resume(self, name: str, *, tenant: str | None = None) -> Schedule:
+        return self._book.resume(name, tenant)
+
+    async def delete(self, name: str, *, tenant: str | None = None) -> None:
+        self._book.delete(name, tenant)
+
+
+class FakeSyncSchedules:
+    """`SyncJobsClient.schedules` in memory."""
+
+    def __init__(self, book: FakeScheduleBook) -> None:
+        self._book = book
+
+    def create(
+        self, name: str, *, use_case: str, job_type: str, **options: Unpack[ScheduleOptions]
+    ) -> Schedule:
+        return self._book.create(name, use_case, job_type, options)
+
+    def list(self, *, tenant: str | None = None) -> list[Schedule]:
+        return self._book.list(tenant)
+
+    def get(self, name: str, *, tenant: str | None = None) -> Schedule:
+        return self._book.get(name, tenant)
+
+    def pause(self, name: str, *, tenant: str | None = None) -> Schedule:
+        return self._book.pause(name, tenant)
+
+    def resume(self, name: str, *, tenant: str | None = None) -> Schedule:
+        return self._book.resume(name, tenant)
+
+    def delete(self, name: str, *, tenant: str | None = None) -> None:
+        self._book.delete(name, tenant)
+
+
 class FakeJobsClient(_Recorder):
     """An in-memory `JobsClient` for producers' tests; see the module's docstring."""
+
+    @property
+    def pauses(self) -> FakePauses:
+        """Pause and resume the fake's tenant (see FakePauses)."""
+        return FakePauses(self._pause_book)
+
+    @property
+    def schedules(self) -> FakeSchedules:
+        """Periodic jobs: create, list, get, pause, resume and delete schedules."""
+        return FakeSchedules(self._schedule_book)
 
     async def __aenter__(self) -> Self:
         return self
@@ -239,6 +363,14 @@ class FakeJobsClient(_Recorder):
 
 class FakeSyncJobsClient(_Recorder):
     """An in-memory `SyncJobsClient` for producers' tests."""
+
+    @property
+    def pauses(self) -> FakeSyncPauses:
+        return FakeSyncPauses(self._pause_book)
+
+    @property
+    def schedules(self) -> FakeSyncSchedules:
+        return FakeSyncSchedules(self._schedule_book)
 
     def __enter__(self) -> Self:
         return self

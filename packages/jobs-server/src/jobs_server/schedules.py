@@ -52,7 +52,8 @@ class Cadence:
     def __init__(self, definition: ScheduleDefinition, *, anchor: datetime) -> None:
         self._cron = definition.cron
         self._zone = ZoneInfo(definition.timezone)
-        self._interval = definition.interval_seconds
+        interval = definition.interval_seconds
+        self._step = timedelta(seconds=interval) if interval is not None else None
         self._anchor = anchor
 
     @staticmethod
@@ -80,28 +81,32 @@ class Cadence:
     def next_after(self, at: datetime) -> datetime:
         """The first tick strictly after `at`."""
         if self._cron is None:
-            return self._anchor + self._step() * (self._steps_until(at) + 1)
+            return self._anchor + self._interval() * (self._steps_until(at) + 1)
         return next(CronSim(self._cron, at.astimezone(self._zone))).astimezone(UTC)
 
-    def latest(self, now: datetime, *, since: datetime) -> datetime:
-        """The last tick from `since` (itself a tick, at or before `now`) to `now`."""
+    def latest(
+        self, now: datetime, *, since: datetime, following: datetime | None = None
+    ) -> datetime:
+        """The last tick from `since` (itself a tick, at or before `now`) to `now`.
+        `following`, when known, is `next_after(now)` (a cron schedule's costs most)."""
         if self._cron is None:
-            return max(since, self._anchor + self._step() * self._steps_until(now))
-        following = self.next_after(now)
+            return max(since, self._anchor + self._interval() * self._steps_until(now))
+        if following is None:
+            following = self.next_after(now)
         before = next(CronSim(self._cron, following.astimezone(self._zone), reverse=True))
         last = before.astimezone(UTC)
         return last if since <= last <= now else since
 
-    def _step(self) -> timedelta:
-        assert self._interval is not None
-        return timedelta(seconds=self._interval)
+    def _interval(self) -> timedelta:
+        assert self._step is not None
+        return self._step
 
     def _steps_until(self, at: datetime) -> int:
-        return math.floor((at - self._anchor) / self._step())
+        return math.floor((at - self._anchor) / self._interval())
 
 
-def job_request(definition: ScheduleDefinition, *, run_at: datetime) -> EnqueueRequest:
-    """The enqueue one tick makes."""
+def job_request(definition: ScheduleDefinition, *, run_at: datetime | None) -> EnqueueRequest:
+    """The enqueue one tick makes (at `run_at`; None: any tick, for JobService.template)."""
     return EnqueueRequest.model_construct(
         use_case=definition.use_case,
         job_type=definition.job_type,

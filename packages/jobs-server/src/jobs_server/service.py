@@ -6,11 +6,13 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
 from jobs_schema import (
+    BackoffPolicy,
     BatchEnqueueResponse,
     EnqueueRequest,
     EnqueueResponse,
@@ -25,6 +27,7 @@ from jobs_schema import (
     UseCaseForecast,
 )
 from jobs_schema import JobFilter as JobFilterModel
+from jobs_schema.jobs import expiry_of
 from jobs_schema.limits import MAX_TIMESTAMP, JsonRefused, json_text
 from jobs_server.auth import Principal
 from jobs_server.batching import EnqueueBatcher
@@ -53,7 +56,15 @@ from jobs_server.store.base import (
 )
 from jobs_server.tracing import Tracing
 
-__all__ = ["EnqueueListener", "JobIds", "JobService", "request_hash", "scoped", "tenant_quota"]
+__all__ = [
+    "EnqueueListener",
+    "JobIds",
+    "JobService",
+    "JobTemplate",
+    "request_hash",
+    "scoped",
+    "tenant_quota",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +108,54 @@ class JobIds:
         value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | self._counter << 64
         value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
         return UUID(int=value)
+
+
+@dataclass(frozen=True, slots=True)
+class JobTemplate:
+    """A request as the enqueue rules make every job of it (JobService.template): the jobs of
+    one template differ in id, run_at and deadline only."""
+
+    use_case: str
+    job_type: str
+    payload: Payload
+    priority: int
+    tolerance_seconds: float  # deadline = run_at + tolerance
+    max_attempts: int
+    backoff: BackoffPolicy
+    dedup_key: str | None
+    unique: UniqueRule | None
+    concurrency_key: str | None
+    rate_key: str | None
+    expire_grace_seconds: float | None  # None: runs late
+
+    def deadline_for(self, run_at: datetime) -> datetime:
+        # a tolerance reaching past the range is a deadline at its end, not an overflow
+        return run_at + min(timedelta(seconds=self.tolerance_seconds), MAX_TIMESTAMP - run_at)
+
+    def job(
+        self,
+        job_id: UUID,
+        run_at: datetime,
+        deadline: datetime,
+        trace_context: dict[str, str] | None,
+    ) -> NewJob:
+        return NewJob(
+            id=job_id,
+            use_case=self.use_case,
+            job_type=self.job_type,
+            payload=self.payload,
+            priority=self.priority,
+            run_at=run_at,
+            deadline=deadline,
+            max_attempts=self.max_attempts,
+            backoff=self.backoff,
+            dedup_key=self.dedup_key,
+            trace_context=trace_context,
+            unique=self.unique,
+            concurrency_key=self.concurrency_key,
+            rate_key=self.rate_key,
+            expires_at=expiry_of(deadline, self.expire_grace_seconds),
+        )
 
 
 def tenant_quota(config: JobsConfig, tenant: str, *, default: int | None) -> int | None:
@@ -290,17 +349,31 @@ class JobService:
 
     def prepare(self, req: EnqueueRequest, now: datetime) -> NewJob:
         """The job `req` makes by the enqueue rules (use case, job type, payload, deadline),
-        not stored: periodic jobs store theirs with their tick (ScheduleStore.enqueue_ticks)."""
+        not stored."""
         return self._new_job(req, now, index=None)
+
+    def template(self, req: EnqueueRequest) -> JobTemplate:
+        """What every job of `req` is by the enqueue rules, checked once (JobsServerError as
+        enqueue raises it): periodic jobs make each tick's job of their schedule's template,
+        and store it with the tick (ScheduleStore.enqueue_ticks). `req` gives no deadline."""
+        return self._template(req, {})
+
+    def job_of(self, template: JobTemplate, run_at: datetime) -> NewJob:
+        """A new job of `template`, due at `run_at`, its deadline `run_at` + its tolerance."""
+        return template.job(self._ids.new(), run_at, template.deadline_for(run_at), None)
 
     def quota(self, tenant: str) -> int | None:
         return self._quota(tenant)
 
-    def stored(self, tenant: str, use_cases: list[str], results: list[EnqueueResult]) -> None:
-        """What enqueue does once jobs are stored elsewhere: wake the dispatcher, count them."""
-        self._announce(results)
-        if self._metrics is not None and results:
-            self._metrics.observe_enqueue(tenant, use_cases, results)
+    def stored(self, tenant: str, jobs: list[NewJob], outcomes: list[EnqueueOutcome]) -> None:
+        """What enqueue does once `jobs` were stored elsewhere with these outcomes: wake the
+        dispatcher for the created ones, count them all."""
+        created = [j for j, o in zip(jobs, outcomes, strict=True) if o is EnqueueOutcome.CREATED]
+        if created and self._on_enqueued is not None:
+            self._on_enqueued({j.use_case for j in created}, min(j.run_at for j in created))
+        if self._metrics is not None and outcomes:
+            results = [EnqueueResult(o, None) for o in outcomes]
+            self._metrics.observe_enqueue(tenant, [j.use_case for j in jobs], results)
 
     def _new_job(
         self,
@@ -311,6 +384,17 @@ class JobService:
         trace_context: dict[str, str] | None = None,
     ) -> NewJob:
         where = {} if index is None else {"index": index}
+        template = self._template(req, where)
+        run_at = req.run_at or now
+        if req.deadline is not None:
+            deadline = req.deadline
+            if deadline < now:
+                raise BadRequest("deadline is in the past", deadline=deadline.isoformat(), **where)
+        else:
+            deadline = template.deadline_for(run_at)
+        return template.job(self._ids.new(), run_at, deadline, trace_context)
+
+    def _template(self, req: EnqueueRequest, where: dict[str, int]) -> JobTemplate:
         use_case = self._config.use_cases.get(req.use_case)
         if use_case is None:
             err: JobsServerError = UnknownUseCase(req.use_case, sorted(self._config.use_cases))
@@ -325,39 +409,28 @@ class JobService:
             err = PayloadTooLarge(self._max_payload_bytes)
             err.details.update(where, payload_bytes=size)
             raise err
-        run_at = req.run_at or now
-        if req.deadline is not None:
-            deadline = req.deadline
-            if deadline < now:
-                raise BadRequest("deadline is in the past", deadline=deadline.isoformat(), **where)
-        else:
-            tolerance = (
-                req.delay_tolerance_seconds
-                if req.delay_tolerance_seconds is not None
-                else use_case.default_delay_tolerance_seconds
-            )
-            # a tolerance reaching past the range is a deadline at its end, not an overflow
-            deadline = run_at + min(timedelta(seconds=tolerance), MAX_TIMESTAMP - run_at)
+        tolerance = (
+            req.delay_tolerance_seconds
+            if req.delay_tolerance_seconds is not None
+            else use_case.default_delay_tolerance_seconds
+        )
         try:
-            expires_at = req.expires_at(use_case, deadline)
+            grace = req.expire_grace(use_case)
         except ValueError as exc:
             raise BadRequest(str(exc), field="expire_grace_seconds", **where) from exc
-        return NewJob(
-            id=self._ids.new(),
+        return JobTemplate(
             use_case=req.use_case,
             job_type=req.job_type,
             payload=req.payload,
             priority=req.priority,
-            run_at=run_at,
-            deadline=deadline,
+            tolerance_seconds=tolerance,
             max_attempts=req.max_attempts or use_case.max_attempts,
             backoff=req.backoff or use_case.backoff,
             dedup_key=req.unique.key if req.unique is not None else req.dedup_key,
-            trace_context=trace_context,
             unique=_past_active(req.unique),
             concurrency_key=req.concurrency_key,
             rate_key=req.rate_key,
-            expires_at=expires_at,
+            expire_grace_seconds=grace,
         )
 
     def _quota(self, tenant: str) -> int | None:

@@ -60,6 +60,12 @@ class ServerSettings(BaseSettings):
     prune_every_seconds: float = Field(
         default=60.0, gt=0, le=86_400, description="how often the leader prunes past retention"
     )
+    pause_history_retention_seconds: float = Field(
+        default=90 * 86_400,
+        ge=3600,
+        le=3650 * 86_400,
+        description="how long pause history is kept (an hour to 10 years; default 90 days)",
+    )
     periodic_every_seconds: float = Field(
         default=1.0, gt=0, le=60, description="how often the leader enqueues schedules' due ticks"
     )

@@ -57,6 +57,7 @@ def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
         claim_batch=settings.claim_batch,
         reap_every_seconds=settings.reap_every_seconds,
         prune_every_seconds=settings.prune_every_seconds,
+        pause_history_retention_seconds=settings.pause_history_retention_seconds,
         stats_every_seconds=settings.stats_every_seconds,
         periodic_every_seconds=settings.periodic_every_seconds,
         metrics_refresh_seconds=settings.metrics_refresh_seconds,
@@ -232,6 +233,10 @@ def _maintenance(
         batch=cfg.prune_batch,
         idempotency_retention_seconds=cfg.idempotency_retention_seconds,
         stats=stats,
+        rate_windows={
+            name: uc.rate_limit.per_seconds for name, uc in use_cases.items() if uc.rate_limit
+        },
+        pause_history_retention_seconds=cfg.pause_history_retention_seconds,
     )
     refresher = StatsRefresher(
         store, list(use_cases), name=cfg.name, lease=elector, stats=stats, rollup=rollup

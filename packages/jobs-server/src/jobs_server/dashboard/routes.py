@@ -16,7 +16,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from jobs_schema import (
     MAX_BULK_JOBS,
@@ -29,6 +29,7 @@ from jobs_schema import (
     UseCaseForecast,
 )
 from jobs_schema.config import describe_errors
+from jobs_schema.jobs import Key
 from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
 from jobs_server.api.errors import entry_for
 from jobs_server.dashboard.overview import load_overview
@@ -44,6 +45,7 @@ from jobs_server.dashboard.templating import Templates, ui_path
 from jobs_server.dashboard.timeline import timeline
 from jobs_server.errors import JobConflict, JobNotFound, JobsServerError
 from jobs_server.pauses import PauseService
+from jobs_server.schedules import ScheduleService
 from jobs_server.service import JobService
 
 __all__ = ["LoginRequired", "Refused", "login_required", "refused", "router"]
@@ -107,6 +109,11 @@ def _actions(request: Request) -> ActionService:
 def _pauses(request: Request) -> PauseService:
     pauses: PauseService = request.app.state.jobs.pauses
     return pauses
+
+
+def _schedules(request: Request) -> ScheduleService:
+    schedules: ScheduleService = request.app.state.jobs.schedules
+    return schedules
 
 
 async def _viewer(request: Request) -> Viewer:
@@ -387,8 +394,50 @@ def _done(request: Request) -> dict[str, Any] | None:
 
 @router.get("/schedules")
 async def schedules_list(request: Request, viewer: Page) -> Response:
-    page = await request.app.state.jobs.schedules.list(viewer.principal)
-    return _templates(request).page(request, "schedules.html", viewer=viewer, page=page)
+    page = await _schedules(request).list(viewer.principal)
+    done = request.query_params.get("done")
+    return _templates(request).page(
+        request,
+        "schedules.html",
+        viewer=viewer,
+        page=page,
+        done=done if done in _SCHEDULE_DONE.values() else None,
+    )
+
+
+_SCHEDULE_DONE = {"pause": "paused", "resume": "resumed", "delete": "deleted"}
+
+
+@router.post("/schedules")
+async def schedule_action(request: Request, viewer: Page) -> Response:
+    """A schedule row's Pause, Resume or Delete button: the ScheduleService call the API makes,
+    with the viewer's principal (a tenant, its own schedules; an admin, any, naming its tenant).
+    A schedule from the config file is read-only here too (409)."""
+    form = await _action_form(request, viewer)
+    action = form.get("action", "")
+    if action not in _SCHEDULE_DONE:
+        raise Refused(400, "choose pause, resume or delete")
+    name = _schedule_field(form, "name")
+    tenant = _schedule_field(form, "tenant") if form.get("tenant") else None
+    schedules = _schedules(request)
+    if action == "pause":
+        await schedules.pause(viewer.principal, name, tenant=tenant)
+    elif action == "resume":
+        await schedules.resume(viewer.principal, name, tenant=tenant)
+    else:
+        await schedules.delete(viewer.principal, name, tenant=tenant)
+    return _see_other(f"{ui_path(request)}/schedules?done={_SCHEDULE_DONE[action]}")
+
+
+_KEY: TypeAdapter[str] = TypeAdapter(Key)
+
+
+def _schedule_field(form: dict[str, str], field: str) -> str:
+    """A schedule's name or tenant as the API takes it (1 to 200 characters, no NUL)."""
+    try:
+        return _KEY.validate_python(form.get(field, ""))
+    except ValidationError as exc:
+        raise Refused(422, f"{field}: {describe_errors(exc)}") from None
 
 
 @router.get("/jobs/bulk")

@@ -40,6 +40,7 @@ class SchedulerConfig:
     prune_every_seconds: float = 60.0
     prune_batch: int = 1000
     idempotency_retention_seconds: float = 86_400.0
+    pause_history_retention_seconds: float = 90 * 86_400.0
     backoff_base_seconds: float = 0.5  # the first wait after a failed pass; doubles
     max_backoff_seconds: float = 5.0
     metrics_refresh_seconds: float = 15.0  # queue-depth gauges

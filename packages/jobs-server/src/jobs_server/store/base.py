@@ -64,6 +64,7 @@ __all__ = [
     "QueuePause",
     "QueueSnapshot",
     "RateBucket",
+    "RateBucketSweep",
     "RetryRules",
     "RunningLease",
     "ScheduleStore",
@@ -334,6 +335,14 @@ async def claim_rounds(
 
 
 @dataclass(frozen=True, slots=True)
+class RateBucketSweep:
+    """One step of PruneStore.prune_rate_buckets."""
+
+    deleted: int
+    last: tuple[str, str] | None  # the last row looked at; None: the sweep reached the end
+
+
+@dataclass(frozen=True, slots=True)
 class RateBucket:
     """One rate key's starts in the last interval, and its jobs waiting."""
 
@@ -440,6 +449,26 @@ class PruneStore(Protocol):
     async def prune_idempotency_keys(self, *, older_than_seconds: float, limit: int) -> int: ...
 
     async def prune_job_stats(self, *, older_than_seconds: float) -> int: ...
+
+    async def prune_rate_buckets(
+        self,
+        windows: dict[str, float],
+        *,
+        default_window_seconds: float,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> RateBucketSweep:
+        """One step of a sweep over the rate_buckets rows in (use case, rate key) order: the
+        next `limit` rows after `after` (None: from the first) are looked at, and those whose
+        newest start is at least their use case's window old (`windows`, else
+        `default_window_seconds`) are deleted, so none that a claim would count. Rows a claim
+        holds are left for the next sweep."""
+        ...
+
+    async def prune_pause_history(self, *, older_than_seconds: float, limit: int) -> int:
+        """Of the `limit` oldest pause_history rows, delete those changed more than
+        `older_than_seconds` ago (the scopes' current state, in pauses, stays)."""
+        ...
 
 
 class StatsStore(Protocol):
@@ -772,10 +801,13 @@ class ScheduleTick:
 
 @dataclass(frozen=True, slots=True)
 class TickResult:
+    """`outcomes`: one per job of the tick, in its order (none when the tick was lost). A
+    created job is the tick's own (its id the NewJob's); the jobs are not read back."""
+
     tenant: str
     name: str
     won: bool
-    results: list[EnqueueResult]
+    outcomes: list[EnqueueOutcome]
 
 
 # -- deadline feasibility ---------------------------------------------------------------------

@@ -61,6 +61,7 @@ from jobs_server.store.base import (
     QueuePause,
     QueueSnapshot,
     RateBucket,
+    RateBucketSweep,
     RetryRules,
     RunningLease,
     SchedulerPass,
@@ -302,7 +303,7 @@ class InMemoryJobStore:
                 old, next_run_at=t.next_run_at, last_run_at=t.ran_at or old.last_run_at
             )
             results = self._enqueue(t.tenant, quotas.get(t.tenant), t.jobs, now) if t.jobs else []
-            out.append(TickResult(t.tenant, t.name, True, results))
+            out.append(TickResult(t.tenant, t.name, True, [r.outcome for r in results]))
         return out
 
     # -- enqueue ---------------------------------------------------------------------------
@@ -895,6 +896,32 @@ class InMemoryJobStore:
         for key in doomed:
             del self._minutes[key]
         return len(doomed)
+
+    async def prune_rate_buckets(
+        self,
+        windows: dict[str, float],
+        *,
+        default_window_seconds: float,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> RateBucketSweep:
+        now = self.clock.now()
+        scanned = sorted(k for k in self._rate_buckets if after is None or k > after)[:limit]
+        deleted = 0
+        for key in scanned:
+            window = timedelta(seconds=windows.get(key[0], default_window_seconds))
+            starts = self._rate_buckets[key]
+            if not starts or starts[-1][0] <= now - window:
+                del self._rate_buckets[key]
+                deleted += 1
+        return RateBucketSweep(deleted, scanned[-1] if len(scanned) == limit else None)
+
+    async def prune_pause_history(self, *, older_than_seconds: float, limit: int) -> int:
+        cutoff = self.clock.now() - timedelta(seconds=older_than_seconds)
+        oldest = self._pause_history[:limit]
+        kept = [r for r in oldest if r.changed_at >= cutoff]
+        self._pause_history[:limit] = kept
+        return len(oldest) - len(kept)
 
     # -- statistics ------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from jobs_server.store.base import (
     QueuePause,
     QueueSnapshot,
     RateBucket,
+    RateBucketSweep,
     RetryRules,
     RunningLease,
     SchedulerPass,
@@ -187,6 +188,7 @@ class PostgresJobStore:
         self._dsn = dsn
         self.clock: Clock = clock or DatabaseClock()
         self._resync: asyncio.Task[None] | None = None
+        self._definitions: dict[tuple[Any, ...], ScheduleDefinition] = {}
 
     @classmethod
     async def connect(
@@ -569,6 +571,26 @@ class PostgresJobStore:
         status = await self._run(lambda c: c.execute(q, older_than_seconds, limit, now))
         return int(status.split()[-1])
 
+    async def prune_rate_buckets(
+        self,
+        windows: dict[str, float],
+        *,
+        default_window_seconds: float,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> RateBucketSweep:
+        q, now = self._q["prune_rate_buckets"], self.clock.now()
+        first, second = after if after is not None else (None, None)
+        args = (first, second, limit, list(windows), list(windows.values()))
+        rec = await self._run(lambda c: c.fetchrow(q, *args, default_window_seconds, now))
+        last = (rec["use_case"], rec["rate_key"]) if rec["scanned"] == limit else None
+        return RateBucketSweep(deleted=rec["deleted"], last=last)
+
+    async def prune_pause_history(self, *, older_than_seconds: float, limit: int) -> int:
+        q, now = self._q["prune_pause_history"], self.clock.now()
+        status = await self._run(lambda c: c.execute(q, older_than_seconds, limit, now))
+        return int(status.split()[-1])
+
     async def notify(self, channel: str, payload: str) -> None:
         await self._run(lambda c: c.execute(self._q["notify"], channel, payload))
 
@@ -895,63 +917,94 @@ class PostgresJobStore:
 
     async def get_schedule(self, tenant: str, name: str) -> StoredSchedule | None:
         rec = await self._run(lambda c: c.fetchrow(self._q["get_schedule"], tenant, name))
-        return _schedule(rec) if rec is not None else None
+        return self._schedule(rec) if rec is not None else None
 
     async def list_schedules(self, *, tenant: str | None) -> list[StoredSchedule]:
         rows = await self._run(lambda c: c.fetch(self._q["list_schedules"], tenant))
-        return [_schedule(r) for r in rows]
+        return [self._schedule(r) for r in rows]
 
     async def set_schedule_paused(
         self, tenant: str, name: str, *, paused: bool, next_run_at: datetime
     ) -> StoredSchedule | None:
         q = self._q["set_schedule_paused"]
         rec = await self._run(lambda c: c.fetchrow(q, tenant, name, paused, next_run_at))
-        return _schedule(rec) if rec is not None else None
+        return self._schedule(rec) if rec is not None else None
 
     async def delete_schedule(self, tenant: str, name: str) -> bool:
         done = await self._run(lambda c: c.fetchval(self._q["delete_schedule"], tenant, name))
         return bool(done)
 
+    def _schedule(self, r: Any) -> StoredSchedule:
+        # The same columns make the same definition, kept (a pass of periodic jobs reads the
+        # same schedules again and again; building one is most of a row's cost, and the
+        # definition, frozen, can be shared).
+        key = (
+            r["cron"],
+            r["interval_seconds"],
+            r["timezone"],
+            r["use_case"],
+            r["job_type"],
+            r["payload"],
+            r["delay_tolerance_seconds"],
+            r["priority"],
+            r["missed"],
+            r["dedup_key"],
+        )
+        definition = self._definitions.get(key)
+        if definition is None:
+            if len(self._definitions) >= _DEFINITIONS:
+                self._definitions.clear()
+            definition = self._definitions[key] = _definition(r)
+        return StoredSchedule(
+            tenant=r["tenant"],
+            name=r["name"],
+            source=_SOURCES[r["source"]],
+            definition=definition,
+            paused=r["paused"],
+            anchor_at=r["anchor_at"],
+            next_run_at=r["next_run_at"],
+            created_at=r["created_at"],
+            last_run_at=r["last_run_at"],
+        )
+
     async def due_schedules(self, *, limit: int) -> list[StoredSchedule]:
         now = self.clock.now()
         rows = await self._run(lambda c: c.fetch(self._q["due_schedules"], limit, now))
-        return [_schedule(r) for r in rows]
+        return [self._schedule(r) for r in rows]
 
     async def enqueue_ticks(
         self, ticks: list[ScheduleTick], *, quotas: dict[str, int | None]
     ) -> list[TickResult]:
         if not ticks:
             return []
-        now = self.clock.now()
-        async with self._conn() as conn, conn.transaction():
-            won = {
-                (r["tenant"], r["name"])
-                for r in await conn.fetch(
-                    self._q["advance_schedules"],
-                    [t.tenant for t in ticks],
-                    [t.name for t in ticks],
-                    [t.expected for t in ticks],
-                    [t.next_run_at for t in ticks],
-                    [t.ran_at for t in ticks],
-                )
-            }
-            mine = [t for t in ticks if (t.tenant, t.name) in won]
-            stored: dict[tuple[str, str], list[EnqueueResult]] = {}
-            for tenant in dict.fromkeys(t.tenant for t in mine):
-                group = [t for t in mine if t.tenant == tenant and t.jobs]
-                jobs = [j for t in group for j in t.jobs]
-                if not jobs:
-                    continue
-                args = _enqueue_args(tenant, quotas.get(tenant), jobs, now)
-                results = iter(_enqueue_results(await conn.fetch(self._q["enqueue_jobs"], *args)))
-                for t in group:
-                    stored[(t.tenant, t.name)] = [next(results) for _ in t.jobs]
-        return [
-            TickResult(
-                t.tenant, t.name, (t.tenant, t.name) in won, stored.get((t.tenant, t.name), [])
-            )
-            for t in ticks
-        ]
+        jobs = [j for t in ticks for j in t.jobs]
+        owners = [n for n, t in enumerate(ticks, 1) for _ in t.jobs]
+        args = (
+            [t.tenant for t in ticks],
+            [t.name for t in ticks],
+            [t.expected for t in ticks],
+            [t.next_run_at for t in ticks],
+            _sparse([t.ran_at for t in ticks]),
+            owners,
+            *(_sparse(column) for column in _job_columns(jobs)),
+            list(quotas),
+            list(quotas.values()),
+            self.clock.now(),
+        )
+        rows = await self._run(lambda c: c.fetch(self._q["enqueue_ticks"], *args))
+        won: set[int] = set()
+        outcomes: dict[int, EnqueueOutcome] = {}
+        for r in rows:
+            if r["job"] is None:
+                won.add(r["tick"])
+            else:
+                outcomes[r["job"]] = _OUTCOMES[r["outcome"]]
+        results, first = [], 1
+        for n, t in enumerate(ticks, 1):
+            mine = [outcomes[i] for i in range(first, first + len(t.jobs))] if n in won else []
+            results.append(TickResult(t.tenant, t.name, n in won, mine))
+            first += len(t.jobs)
+        return results
 
 
 # Job ids are UUIDv7 (service.JobIds): their first 48 bits are the creation time in ms, a
@@ -1103,15 +1156,23 @@ def _shared_json(values: list[T | None], jsonable: Callable[[T], Any]) -> list[s
 
 
 _JOBS = TypeAdapter(list[Job])
+_SOURCES = {s.value: s for s in ScheduleSource}
+# schedule definitions kept by PostgresJobStore._schedule; past it the memo starts over
+_DEFINITIONS = 10_000
 _OUTCOMES = {o.value: o for o in EnqueueOutcome}
 
 
 def _enqueue_args(
     tenant: str, quota: int | None, jobs: list[NewJob], now: datetime
 ) -> tuple[Any, ...]:
+    *columns, concurrency_keys, rate_keys, expires_ats = _job_columns(jobs)
+    return (tenant, quota, *columns, now, concurrency_keys, rate_keys, expires_ats)
+
+
+def _job_columns(jobs: list[NewJob]) -> tuple[list[Any], ...]:
+    """The jobs as the arrays jobs_enqueue takes (JSON as text), in its order without the
+    tenant, quota and now."""
     return (
-        tenant,
-        quota,
         [j.id for j in jobs],
         [j.use_case for j in jobs],
         [j.job_type for j in jobs],
@@ -1124,11 +1185,16 @@ def _enqueue_args(
         [j.dedup_key for j in jobs],
         _shared_json([j.trace_context for j in jobs], lambda c: c),
         [_unique_rule(j.unique) for j in jobs],
-        now,
         [j.concurrency_key for j in jobs],
         [j.rate_key for j in jobs],
         [j.expires_at for j in jobs],
     )
+
+
+def _sparse(column: list[T]) -> list[T] | None:
+    """A column of no values as null, for a multi-array unnest (which pads it with nulls):
+    asyncpg's encoding of an array costs about as much per element whatever its value."""
+    return column if any(v is not None for v in column) else None
 
 
 def _definition_args(d: ScheduleDefinition) -> tuple[Any, ...]:
@@ -1145,8 +1211,8 @@ def _definition_args(d: ScheduleDefinition) -> tuple[Any, ...]:
     )
 
 
-def _schedule(r: Any) -> StoredSchedule:
-    definition = ScheduleDefinition.model_construct(
+def _definition(r: Any) -> ScheduleDefinition:
+    return ScheduleDefinition.model_construct(
         cron=r["cron"],
         interval_seconds=r["interval_seconds"],
         timezone=r["timezone"],
@@ -1157,17 +1223,6 @@ def _schedule(r: Any) -> StoredSchedule:
         priority=r["priority"],
         missed=MissedTickPolicy(r["missed"]),
         dedup_key=r["dedup_key"],
-    )
-    return StoredSchedule(
-        tenant=r["tenant"],
-        name=r["name"],
-        source=ScheduleSource(r["source"]),
-        definition=definition,
-        paused=r["paused"],
-        anchor_at=r["anchor_at"],
-        next_run_at=r["next_run_at"],
-        created_at=r["created_at"],
-        last_run_at=r["last_run_at"],
     )
 
 

@@ -904,24 +904,84 @@ FROM schedules WHERE NOT paused AND next_run_at <= $2::timestamptz
 ORDER BY next_run_at, tenant, name
 LIMIT $1;
 
--- name: advance_schedules
--- The compare-and-set of enqueue_ticks: only the ticks whose schedule still expects them move
--- on (a racing scheduler waits on the row lock, then finds next_run_at moved and skips it).
--- The rows are locked in key order first, so two schedulers moving many schedules at once
--- wait for each other instead of deadlocking.
+-- -- periodic jobs, one statement a pass -----------------------------------------------------
+
+-- name: enqueue_ticks
+-- ScheduleStore.enqueue_ticks in one round trip: the compare-and-set of each tick (only the
+-- ticks whose schedule still expects them move on: a racing scheduler waits on the row lock,
+-- then finds next_run_at moved and skips it; the rows are locked in key order first, so two
+-- schedulers moving many schedules at once wait for each other instead of deadlocking), then
+-- the won ticks' jobs through jobs_enqueue, one call per
+-- tenant (its quota and dedup rules are a tenant's), tenants in name order (so that two
+-- schedulers lock tenant_usage rows in one order), answering outcomes instead of jobs.
+-- $1-$5 the ticks (tenant, name, expected, next_run_at, ran_at); $6 each job's tick (its
+-- ordinal in $1), $7-$21 the jobs' columns in enqueue_jobs' order ($7 ids ... $18 unique
+-- rules, $19 concurrency keys, $20 rate keys, $21 expires_at), JSON as text; $22/$23 the
+-- tenants' quotas (absent or null: none); $24 now. A column null for every tick or job may
+-- come as a null
+-- array: the unnest pads it with nulls.
+-- Rows: (tick, null, null) for each won tick, (tick, job, outcome) for each of its jobs, `job`
+-- the job's ordinal in $7.
 WITH t AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-                         $5::timestamptz[]) AS t (tenant, name, expected, next_run_at, ran_at)
+                         $5::timestamptz[]) WITH ORDINALITY
+        AS t (tenant, name, expected, next_run_at, ran_at, tick)
 ), locked AS (
-    SELECT s.tenant, s.name FROM schedules s JOIN t ON s.tenant = t.tenant AND s.name = t.name
+    -- a row another scheduler moved meanwhile is re-read once its lock is granted, and drops
+    -- out here; the rows kept stay locked, so the update finds them where they were locked
+    SELECT s.ctid AS row_id, t.tick, t.tenant, t.next_run_at, t.ran_at
+    FROM schedules s JOIN t ON s.tenant = t.tenant AND s.name = t.name
+    WHERE s.next_run_at = t.expected AND NOT s.paused
     ORDER BY s.tenant, s.name
     FOR UPDATE OF s
+), won AS (
+    UPDATE schedules s SET next_run_at = l.next_run_at,
+                           last_run_at = coalesce(l.ran_at, s.last_run_at)
+    FROM locked l
+    WHERE s.ctid = l.row_id
+    RETURNING l.tick, l.tenant
+), j AS (
+    SELECT * FROM unnest($6::bigint[], $7::uuid[], $8::text[], $9::text[], $10::text[],
+                         $11::integer[], $12::timestamptz[], $13::timestamptz[], $14::integer[],
+                         $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+                         $20::text[], $21::timestamptz[]) WITH ORDINALITY
+        AS j (tick, id, use_case, job_type, payload, priority, run_at, deadline, max_attempts,
+              backoff, dedup_key, trace_context, unique_rule, concurrency_key, rate_key,
+              expires_at, ord)
+), batches AS (
+    SELECT w.tenant, q.quota,
+           array_agg(j.ord ORDER BY j.ord) AS ords, array_agg(j.id ORDER BY j.ord) AS ids,
+           array_agg(j.use_case ORDER BY j.ord) AS use_cases,
+           array_agg(j.job_type ORDER BY j.ord) AS job_types,
+           array_agg(j.payload::jsonb ORDER BY j.ord) AS payloads,
+           array_agg(j.priority ORDER BY j.ord) AS priorities,
+           array_agg(j.run_at ORDER BY j.ord) AS run_ats,
+           array_agg(j.deadline ORDER BY j.ord) AS deadlines,
+           array_agg(j.max_attempts ORDER BY j.ord) AS max_attempts,
+           array_agg(j.backoff::jsonb ORDER BY j.ord) AS backoffs,
+           array_agg(j.dedup_key ORDER BY j.ord) AS dedup_keys,
+           array_agg(j.trace_context::jsonb ORDER BY j.ord) AS trace_contexts,
+           array_agg(j.unique_rule::jsonb ORDER BY j.ord) AS unique_rules,
+           array_agg(j.concurrency_key ORDER BY j.ord) AS concurrency_keys,
+           array_agg(j.rate_key ORDER BY j.ord) AS rate_keys,
+           array_agg(j.expires_at ORDER BY j.ord) AS expires_ats
+    FROM won w
+    JOIN j ON j.tick = w.tick
+    LEFT JOIN unnest($22::text[], $23::bigint[]) AS q (tenant, quota) ON q.tenant = w.tenant
+    GROUP BY w.tenant, q.quota
+), stored AS (
+    SELECT b.ords[e.ord] AS job, e.outcome
+    FROM (SELECT * FROM batches ORDER BY tenant) b
+    CROSS JOIN LATERAL jobs_enqueue(b.tenant, b.quota, b.ids, b.use_cases, b.job_types,
+                                    b.payloads, b.priorities, b.run_ats, b.deadlines,
+                                    b.max_attempts, b.backoffs, b.dedup_keys, b.trace_contexts,
+                                    b.unique_rules, $24::timestamptz, b.concurrency_keys,
+                                    b.rate_keys, b.expires_ats) e
 )
-UPDATE schedules s SET next_run_at = t.next_run_at,
-                       last_run_at = coalesce(t.ran_at, s.last_run_at)
-FROM t JOIN locked l ON l.tenant = t.tenant AND l.name = t.name
-WHERE s.tenant = t.tenant AND s.name = t.name AND s.next_run_at = t.expected AND NOT s.paused
-RETURNING s.tenant, s.name;
+SELECT w.tick, NULL::bigint AS job, NULL::text AS outcome FROM won w
+UNION ALL
+SELECT j.tick, s.job, s.outcome FROM stored s JOIN j ON j.ord = s.job;
+
 
 -- name: find_cancel_requested
 -- The workers' cancellation poll: of the leases asked about ($1 ids, $2 attempts, $3 tokens),
@@ -1036,3 +1096,44 @@ FROM feasibility_pending
 WHERE use_case = $1 AND n <> 0
 GROUP BY 1, 2
 ORDER BY 1 DESC, 2;
+
+-- -- pruning flow-control state -----------------------------------------------------------
+
+-- name: prune_rate_buckets
+-- One step of a sweep in key order: the next $3 rows after ($1, $2) ($1 null: from the first)
+-- are looked at, and those whose newest start (the last of starts_at, which claims append in
+-- order) is at least the use case's window old ($4/$5, else $6 seconds) are deleted: a claim
+-- counts only starts inside the window, so it would count none of theirs. The staleness is
+-- judged on the locked row (a claim that wrote it meanwhile keeps it); rows a claim holds are
+-- skipped. The sweep's cost per step is bounded by $3, whatever the table holds.
+-- $7 now. Answers the rows deleted and the last key looked at (null: the end was reached).
+WITH scanned AS (
+    SELECT b.use_case, b.rate_key FROM rate_buckets b
+    WHERE $1::text IS NULL OR (b.use_case, b.rate_key) > ($1, $2::text)
+    ORDER BY b.use_case, b.rate_key
+    LIMIT $3
+), doomed AS (
+    SELECT b.ctid AS row_id FROM rate_buckets b
+    JOIN scanned s ON s.use_case = b.use_case AND s.rate_key = b.rate_key
+    LEFT JOIN unnest($4::text[], $5::float8[]) AS w (use_case, seconds) ON w.use_case = b.use_case
+    WHERE coalesce(b.starts_at[cardinality(b.starts_at)], '-infinity')
+          <= $7::timestamptz - coalesce(w.seconds, $6::float8) * interval '1 second'
+    FOR UPDATE OF b SKIP LOCKED
+), gone AS (
+    DELETE FROM rate_buckets b USING doomed d WHERE b.ctid = d.row_id RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS deleted,
+       (SELECT count(*) FROM scanned) AS scanned,
+       l.use_case, l.rate_key
+FROM (SELECT NULL) x
+LEFT JOIN LATERAL (
+    SELECT use_case, rate_key FROM scanned ORDER BY use_case DESC, rate_key DESC LIMIT 1
+) l ON true;
+
+-- name: prune_pause_history
+-- Of the $2 oldest changes (ids follow the store's clock), those made more than $1 seconds
+-- before $3: bounded, and served by the primary key.
+DELETE FROM pause_history
+WHERE id = ANY (ARRAY(
+    SELECT h.id FROM (SELECT id, changed_at FROM pause_history ORDER BY id LIMIT $2) h
+    WHERE h.changed_at < $3::timestamptz - $1 * interval '1 second'));
