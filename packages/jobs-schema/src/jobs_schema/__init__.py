@@ -40,6 +40,7 @@ from jobs_schema.jobs import (
 )
 from jobs_schema.messages import (
     LEASE_CREDENTIAL_PREFIX,
+    MAX_PACK_JOBS,
     MAX_SQS_MESSAGE_BYTES,
     SERVER_TIME_HEADER,
     CancellationsRequest,
@@ -57,10 +58,14 @@ from jobs_schema.messages import (
     OutcomeReport,
     OutcomeRequest,
     OutcomeResponse,
+    PackedMessage,
     PayloadResponse,
     ReleaseRequest,
     ReleaseResponse,
+    jobs_in_body,
     lease_from_body,
+    pack_bodies,
+    packed_size,
 )
 from jobs_schema.pauses import PauseList, PauseRequest, PauseState
 from jobs_schema.schedules import (
@@ -81,6 +86,7 @@ __all__ = [
     "LEASE_CREDENTIAL_PREFIX",
     "MAX_BATCH_SIZE",
     "MAX_BULK_JOBS",
+    "MAX_PACK_JOBS",
     "MAX_SQS_MESSAGE_BYTES",
     "SERVER_TIME_HEADER",
     "AttemptOutcome",
@@ -122,6 +128,7 @@ __all__ = [
     "OutcomeReport",
     "OutcomeRequest",
     "OutcomeResponse",
+    "PackedMessage",
     "PauseList",
     "PauseRequest",
     "PauseState",
@@ -142,5 +149,8 @@ __all__ = [
     "UniqueRule",
     "UniqueWindow",
     "UseCaseConfig",
+    "jobs_in_body",
     "lease_from_body",
+    "pack_bodies",
+    "packed_size",
 ]

@@ -36,7 +36,15 @@ A foreground service's failure fails the step (and backs off); a background one'
 
 from jobs_server.stats import SchedulerStats
 
-from .dispatcher import Dispatched, Dispatcher, PublishFailed, embed_limit, message_body
+from .dispatcher import (
+    Dispatched,
+    Dispatcher,
+    Pack,
+    PublishFailed,
+    embed_limit,
+    message_body,
+    pack_messages,
+)
 from .elector import Elector, new_holder_id
 from .loop import DispatchService, Every, Scheduler, SchedulerConfig, Service
 from .periodic import PeriodicJobs, Ticked
@@ -49,6 +57,7 @@ __all__ = [
     "Dispatcher",
     "Elector",
     "Every",
+    "Pack",
     "PeriodicJobs",
     "Pruned",
     "Pruner",
@@ -63,4 +72,5 @@ __all__ = [
     "embed_limit",
     "message_body",
     "new_holder_id",
+    "pack_messages",
 ]
