@@ -387,7 +387,8 @@ class Worker:
     # -- receiving -----------------------------------------------------------------------------
 
     async def _receive_loop(self, name: str, uc: UseCaseConfig, burst: bool) -> None:
-        want = _RECEIVE_MAX
+        self._per_message[name] = float(uc.pack_max_jobs)
+        want = self._next_want(name, _RECEIVE_MAX * uc.pack_max_jobs)
         failures = 0
         while not self._stopping.is_set():
             reserved = await self._slots.reserve(want)
@@ -417,12 +418,14 @@ class Worker:
             else:
                 self._slots.release(reserved)
                 self._idle.empty_since[name] = started
-            want = self._next_want(admitted)
+            want = self._next_want(name, admitted)
 
     def _messages_for(self, name: str, slots: int) -> int:
         """How many messages to ask for to fill `slots`, by the last receive's jobs per
-        message (packed messages carry several)."""
-        return max(1, min(slots, round(slots / self._per_message.get(name, 1.0))))
+        message (packed messages carry several; a guess too low only makes a pack's last
+        jobs wait here for slots, heartbeated)."""
+        per_message = self._per_message.get(name, 1.0)
+        return max(1, min(_RECEIVE_MAX, slots, round(slots / per_message)))
 
     def _wait(self, burst: bool) -> float:
         # several queues share the slots; a long poll holding one would starve the others
@@ -430,11 +433,13 @@ class Worker:
         short = burst or self._concurrency < len(self._use_cases)
         return min(self._poll, _BURST_WAIT) if short else self._poll
 
-    def _next_want(self, got: int) -> int:
+    def _next_want(self, name: str, got: int) -> int:
+        """Slots to reserve for the next receive: as many as its 10 messages may hold."""
+        full = max(1, round(_RECEIVE_MAX * self._per_message.get(name, 1.0)))
         if len(self._use_cases) == 1:
-            return _RECEIVE_MAX
+            return full
         # an idle queue reserves one slot while it polls; a busy one grows its share
-        return max(1, min(_RECEIVE_MAX, 2 * got))
+        return max(1, min(full, 2 * got))
 
     async def _receive_failed(self, name: str, exc: JobsWorkerError, failures: int) -> None:
         low, high = _RECEIVE_BACKOFF
