@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from jobs_schema import JobStatus, OutcomeKind, UseCaseConfig
+from jobs_schema import JobStatus, OutcomeAck, OutcomeKind, OutcomeReport, UseCaseConfig
 from jobs_worker import InMemoryConsumer, JobContext, Registry, Worker
 from jobs_worker.consumer.base import ReceivedMessage
+from jobs_worker.errors import WorkerApiError
 from jobs_worker.testing import InMemoryWorkerApi
 
 QUEUE = "q"
@@ -181,3 +182,39 @@ async def test_an_unreadable_job_in_a_pack_fails_alone():
     assert report.failure.type == "InvalidMessage" and not report.failure.retryable
     assert (stats.succeeded, stats.malformed) == (1, 1)
     assert consumer.pending(QUEUE) == 0
+
+
+class RefusingApi(InMemoryWorkerApi):
+    """Answers every report but those of `refused` jobs with an error (the server said no)."""
+
+    refused: set[object] = set()
+
+    async def report(self, reports: list[OutcomeReport]) -> list[OutcomeAck]:
+        if any(r.job_id in self.refused for r in reports):
+            raise WorkerApiError("outcome refused: 400")
+        return await super().report(reports)
+
+
+async def test_a_job_whose_outcome_is_not_acknowledged_keeps_its_message():
+    handlers = Handlers()
+    consumer = WatchedConsumer()
+    api = RefusingApi(consumer)
+    use_case = UseCaseConfig(queue=QUEUE, timeout_seconds=5, lease_seconds=30)
+    worker = Worker(
+        handlers.registry,
+        consumer=consumer,
+        api=api,
+        use_cases={"test": use_case},
+        concurrency=4,
+        burst_idle_seconds=0.1,
+        poll_seconds=0.05,
+        report_batch=1,  # each report alone: one refused does not take the other with it
+    )
+    sent = api.dispatch_pack(QUEUE, items(1, 2))
+    api.refused = {sent[1].job_id}
+    await asyncio.wait_for(worker.run(burst=True), 10)
+    assert sorted(handlers.ran) == [1, 2]
+    assert api.jobs[sent[0].job_id].status is JobStatus.SUCCEEDED
+    assert api.jobs[sent[1].job_id].status is JobStatus.RUNNING  # its lease will expire
+    # the message stays, to come back when its visibility lapses (job 1's copy is then dropped)
+    assert consumer.pending(QUEUE) == 1 and consumer.deleted == []
