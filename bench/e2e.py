@@ -151,6 +151,8 @@ def environment(args: argparse.Namespace, db: str, queue: str, server: str) -> d
         "timeout_seconds": 30,
         "default_delay_tolerance_seconds": 3600,
     }
+    if args.pack_max_jobs is not None:  # else the use case's default (a baseline may not know it)
+        use_case["pack_max_jobs"] = args.pack_max_jobs
     # --receive-loops > 1 (a diagnosis, not the default): more use cases on the same queue, so
     # that one worker runs that many receive loops on it
     use_cases = {USE_CASE: use_case} | {
@@ -490,6 +492,7 @@ def report(args: argparse.Namespace, ours: dict[str, Any], theirs: dict[str, Any
         + (f" (JOBS_PROCESSES {args.processes})" if args.processes else "")
         + f", JOBS_CLAIM_BATCH {args.claim_batch}, "
         f"JOBS_SCHEDULER_TICK_SECONDS {args.tick}, capacity {args.capacity}, "
+        f"pack_max_jobs {args.pack_max_jobs or 'default'}, "
         f"JOBS_REPORT_BATCH {args.report_batch}, JOBS_REPORT_LINGER_SECONDS {args.report_linger}, "
         f"JOBS_PUBLISH_IN_FLIGHT {args.publish_in_flight}, JOBS_DB_POOL_MAX {args.db_pool}"
         + (f", receive loops {args.receive_loops}" if args.receive_loops > 1 else "")
@@ -676,6 +679,12 @@ def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
     g.add_argument("--claim-batch", type=int, default=500, help="JOBS_CLAIM_BATCH")
     g.add_argument("--tick", type=float, default=1.0, help="JOBS_SCHEDULER_TICK_SECONDS")
     g.add_argument("--capacity", type=int, default=1000, help="the use case's capacity")
+    g.add_argument(
+        "--pack-max-jobs",
+        type=int,
+        default=None,
+        help="the use case's pack_max_jobs (1-100; default: the use case's default, 10)",
+    )
     g.add_argument("--report-batch", type=int, default=100, help="JOBS_REPORT_BATCH")
     g.add_argument("--report-linger", type=float, default=0.02, help="JOBS_REPORT_LINGER_SECONDS")
     g.add_argument("--publish-in-flight", type=int, default=8, help="JOBS_PUBLISH_IN_FLIGHT")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from jobs_schema import JobMessage
+from jobs_schema import JobMessage, jobs_in_body
 from jobs_server.publisher.sqs import sqs_client
 
 
@@ -37,7 +36,7 @@ class SqsProbe:
             msgs = await self.receive(queue)
             if not msgs:
                 return out
-            out += [JobMessage.model_validate(json.loads(m["Body"])) for m in msgs]
+            out += [job for m in msgs for job in jobs_in_body(m["Body"])]
             if delete:
                 await self.client.delete_message_batch(
                     QueueUrl=url,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from jobs_schema import AttemptOutcome, JobStatus
+from jobs_schema import AttemptOutcome, EnqueueRequest, JobStatus
 from jobs_worker import (
     HttpWorkerApi,
     JobContext,
@@ -321,6 +321,40 @@ async def test_bad_payload_and_unknown_job_type_are_dead_at_once(make_stack: Mak
         "UnknownJobType: no handler for job type 'notifications.send_push' in this worker "
         "(it handles: 'notifications.send_email')"
     )
+
+
+async def test_jobs_enqueued_together_travel_in_one_message_and_all_run(make_stack: MakeStack):
+    stack = await make_stack(pack_max_jobs=10)
+    requests = [
+        EnqueueRequest(use_case=USE_CASE, job_type=EMAIL, payload={"to": f"{i}@example.com"})
+        for i in range(5)
+    ]
+    ids = [r.job.id for r in (await stack.client.enqueue_batch(requests)).results if r.job]
+    await stack.dispatched(ids)
+    async with sqs_probe(stack.sqs_endpoint) as probe:
+        [message] = await probe.receive(stack.queue, wait=5)
+        packed = json.loads(message["Body"])
+        assert packed["v"] == 2 and sorted(j["job_id"] for j in packed["jobs"]) == sorted(
+            map(str, ids)
+        )
+        await probe.client.change_message_visibility(
+            QueueUrl=await probe.url(stack.queue),
+            ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=0,
+        )
+    stats = await asyncio.wait_for(stack_worker_burst(stack), 30)
+    assert stats.succeeded == 5
+    jobs = [await stack.client.get(i) for i in ids]
+    assert [j.result for j in jobs] == [
+        {"sent_to": f"{i}@example.com", "chars": 0} for i in range(5)
+    ]
+    async with sqs_probe(stack.sqs_endpoint) as probe:
+        assert await probe.receive(stack.queue) == []  # deleted after the last outcome
+
+
+async def stack_worker_burst(stack: Stack):
+    worker = await stack.worker(email_registry())
+    return await worker.run(burst=True)
 
 
 async def test_payload_too_large_for_the_message_is_fetched(make_stack: MakeStack):

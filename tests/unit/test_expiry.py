@@ -5,14 +5,20 @@ runs the same tests on PostgresJobStore."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from jobs_schema import EnqueueRequest, JobsConfig, JobStatus, MissPolicy, UseCaseConfig
+from jobs_schema import (
+    EnqueueRequest,
+    JobsConfig,
+    JobStatus,
+    MissPolicy,
+    UseCaseConfig,
+    jobs_in_body,
+)
 from jobs_server.actions import ActionService
 from jobs_server.auth import Principal, Role
 from jobs_server.clock import ManualClock
@@ -73,7 +79,7 @@ class Stack:
         for name in self.jobs.config.use_cases:
             await self.store.resume_queue(name, "", principal="test", reason=None)
         await self.scheduler.step()
-        return [json.loads(b)["job_id"] for b in self.publisher.sent.get("q", [])]
+        return [str(j.job_id) for b in self.publisher.sent.get("q", []) for j in jobs_in_body(b)]
 
     def expired_count(self, use_case: str) -> float:
         value = self.metrics.registry.get_sample_value("jobs_expired_total", {"use_case": use_case})

@@ -4,7 +4,6 @@ tests/integration/test_pauses_postgres.py runs the dispatcher's tests again on P
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -19,6 +18,7 @@ from jobs_schema import (
     OutcomeReport,
     PauseRequest,
     UseCaseConfig,
+    jobs_in_body,
 )
 from jobs_server.auth import Principal, Role
 from jobs_server.clock import ManualClock
@@ -115,9 +115,10 @@ class Rig:
         before = {q: len(b) for q, b in self.publisher.sent.items()}
         await self.dispatcher.run_once(self.clock.now())
         return [
-            json.loads(body)["job_id"]
+            str(job.job_id)
             for q, bodies in self.publisher.sent.items()
             for body in bodies[before.get(q, 0) :]
+            for job in jobs_in_body(body)
         ]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jobs_schema import BackoffPolicy, JobStatus, RateLimit, UseCaseConfig
+from jobs_schema import BackoffPolicy, JobStatus, RateLimit, UseCaseConfig, jobs_in_body
 from jobs_server.clock import ManualClock
 from jobs_server.errors import ConfigError
 from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
@@ -176,7 +176,7 @@ async def test_the_dispatcher_publishes_due_jobs_earliest_deadline_first(store, 
     await lead.run_once(clock.now())
     result = await d.run_once(clock.now())
     assert (result.sent, result.more) == (2, False)
-    sent = [json.loads(b)["job_id"] for b in publisher.sent["q"]]
+    sent = [str(j.job_id) for b in publisher.sent["q"] for j in jobs_in_body(b)]
     assert sent == [str(soon[0].id), str(late[0].id)]
     assert str(future[0].id) not in sent
     assert d.stats.dispatched == 2 and d.stats.passes == 1  # a standby's pass does not count

@@ -42,6 +42,7 @@ from jobs_schema.jobs import (
 )
 from jobs_schema.messages import (
     LEASE_CREDENTIAL_PREFIX,
+    MAX_PACK_JOBS,
     MAX_SQS_MESSAGE_BYTES,
     SERVER_TIME_HEADER,
     CancellationsRequest,
@@ -59,10 +60,14 @@ from jobs_schema.messages import (
     OutcomeReport,
     OutcomeRequest,
     OutcomeResponse,
+    PackedMessage,
     PayloadResponse,
     ReleaseRequest,
     ReleaseResponse,
+    jobs_in_body,
     lease_from_body,
+    pack_bodies,
+    packed_size,
 )
 from jobs_schema.pauses import PauseList, PauseRequest, PauseState
 from jobs_schema.schedules import (
@@ -83,6 +88,7 @@ __all__ = [
     "LEASE_CREDENTIAL_PREFIX",
     "MAX_BATCH_SIZE",
     "MAX_BULK_JOBS",
+    "MAX_PACK_JOBS",
     "MAX_SQS_MESSAGE_BYTES",
     "SERVER_TIME_HEADER",
     "AttemptOutcome",
@@ -126,6 +132,7 @@ __all__ = [
     "OutcomeReport",
     "OutcomeRequest",
     "OutcomeResponse",
+    "PackedMessage",
     "PauseList",
     "PauseRequest",
     "PauseState",
@@ -147,5 +154,8 @@ __all__ = [
     "UniqueWindow",
     "UseCaseConfig",
     "UseCaseForecast",
+    "jobs_in_body",
     "lease_from_body",
+    "pack_bodies",
+    "packed_size",
 ]

@@ -127,6 +127,13 @@ class UseCaseConfig(BaseModel):
     job_types: list[str] = Field(
         default_factory=list, description="allowed job types; empty: any job type"
     )
+    pack_max_jobs: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        strict=True,
+        description="most jobs sent in one SQS message (1-100); 1: one message per job",
+    )
 
     @property
     def lease_duration_seconds(self) -> float:

@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -36,6 +37,7 @@ RetryDelay = Annotated[
 
 __all__ = [
     "LEASE_CREDENTIAL_PREFIX",
+    "MAX_PACK_JOBS",
     "MAX_SQS_MESSAGE_BYTES",
     "SERVER_TIME_HEADER",
     "CancellationsRequest",
@@ -53,10 +55,14 @@ __all__ = [
     "OutcomeReport",
     "OutcomeRequest",
     "OutcomeResponse",
+    "PackedMessage",
     "PayloadResponse",
     "ReleaseRequest",
     "ReleaseResponse",
+    "jobs_in_body",
     "lease_from_body",
+    "pack_bodies",
+    "packed_size",
 ]
 
 MAX_SQS_MESSAGE_BYTES = 256 * 1024
@@ -86,6 +92,47 @@ class JobMessage(BaseModel):
     trace_context: dict[str, str] = Field(default_factory=dict)
     # when the job was enqueued (start-lag metrics); absent in messages of older schedulers
     enqueued_at: StoredTime | None = None
+
+
+MAX_PACK_JOBS = 100  # UseCaseConfig.pack_max_jobs's upper bound
+
+
+class PackedMessage(BaseModel):
+    """Several jobs of one use case in one SQS message (`v` 2); a message of one job is a plain
+    JobMessage (`v` 1). Each job keeps its own lease, payload rule and trace context; the
+    message is deleted once every one of them has an outcome."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[2] = 2
+    jobs: list[JobMessage] = Field(min_length=1, max_length=MAX_PACK_JOBS)
+
+
+_PACK_HEAD = '{"v":2,"jobs":['
+_PACK_TAIL = "]}"
+
+
+def pack_bodies(bodies: list[str]) -> str:
+    """The PackedMessage body of these JobMessage bodies (as `model_dump_json` writes it),
+    joined without parsing them again."""
+    return _PACK_HEAD + ",".join(bodies) + _PACK_TAIL
+
+
+def packed_size(sizes: list[int]) -> int:
+    """The bytes of `pack_bodies` of bodies of these sizes in bytes."""
+    return len(_PACK_HEAD) + sum(sizes) + max(0, len(sizes) - 1) + len(_PACK_TAIL)
+
+
+def jobs_in_body(body: str) -> list[JobMessage]:
+    """The jobs of a message body, packed (`v` 2) or not (`v` 1); ValidationError when it is
+    neither."""
+    parsed = _BODY.validate_json(body)
+    return parsed.jobs if isinstance(parsed, PackedMessage) else [parsed]
+
+
+_BODY: TypeAdapter[JobMessage | PackedMessage] = TypeAdapter(
+    Annotated[JobMessage | PackedMessage, Field(discriminator="v")]
+)
 
 
 LEASE_CREDENTIAL_PREFIX = "lease."

@@ -161,11 +161,12 @@ class Heartbeater:
         lease.state = result.state
 
     async def _extend_visibility(self, leases: list[HeldLease]) -> None:
-        by_seconds: dict[float, list[ReceivedMessage]] = {}
+        # the jobs of a packed message share it: one change per message
+        by_seconds: dict[float, dict[str, ReceivedMessage]] = {}
         for h in leases:
-            by_seconds.setdefault(h.visibility_seconds, []).append(h.message)
+            by_seconds.setdefault(h.visibility_seconds, {})[h.message.receipt] = h.message
         for seconds, messages in by_seconds.items():
-            failed = await self._consumer.extend(messages, seconds=seconds)
+            failed = await self._consumer.extend(list(messages.values()), seconds=seconds)
             if failed:
                 logger.warning("visibility not extended", extra={"count": len(failed)})
 

@@ -3,19 +3,24 @@ under its use case's timeout), heartbeat them, report outcomes in batches, delet
 
 The server is the source of truth and SQS messages are only wake-ups: a message whose lease
 is gone (a duplicate delivery, a stale copy) is deleted without running, and every report is
-fenced by its lease on the server, so the worker can be killed between any two steps."""
+fenced by its lease on the server, so the worker can be killed between any two steps.
+
+A message may carry several jobs (jobs_schema.PackedMessage): each runs as its own attempt, the
+message stays invisible while any of them is held here and is deleted once every one has an
+outcome the server acknowledged (or was found gone)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ from jobs_schema import (
     OutcomeKind,
     OutcomeReport,
     UseCaseConfig,
+    jobs_in_body,
     lease_from_body,
 )
 from jobs_schema.config import HandlerIsolation, describe_errors
@@ -105,14 +111,31 @@ class WorkerHealth:
 
 
 @dataclass(eq=False)
+class _Delivery:
+    """One received message and how many of its jobs have no outcome yet. A job that ends
+    without one (its report failed, its payload could not be fetched) never closes: the
+    message is then not deleted and comes back after its visibility timeout."""
+
+    message: ReceivedMessage
+    open: int
+
+    def close(self) -> bool:
+        """One job is done with; True when it was the last (delete the message now)."""
+        self.open -= 1
+        return self.open == 0
+
+
+@dataclass(eq=False)
 class _Attempt:
     job: JobMessage
     lease: HeldLease
     config: UseCaseConfig
+    delivery: _Delivery
     task: asyncio.Task[None] | None = None
     holds_slot: bool = True
     reporting: bool = False  # the handler is done; its outcome is on its way
     released: bool = False
+    closed: bool = False  # counted as done in its delivery
 
     @property
     def key(self) -> Key:
@@ -120,11 +143,13 @@ class _Attempt:
 
 
 class _Slots:
-    """Handler slots; a receive reserves the slots its messages will take."""
+    """Handler slots; a receive reserves the slots its messages will take. A packed message's
+    jobs beyond those wait for slots in turn, ahead of the next receive."""
 
     def __init__(self, total: int) -> None:
         self.free = total
         self._freed = asyncio.Event()
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def reserve(self, up_to: int) -> int:
         while self.free == 0:
@@ -134,9 +159,29 @@ class _Slots:
         self.free -= taken
         return taken
 
+    async def take(self) -> None:
+        """One slot, after the jobs already waiting for one."""
+        if self.free and not self._waiting:
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed over just as the waiter was cancelled
+            raise
+
     def release(self, count: int = 1) -> None:
-        if count:
-            self.free += count
+        for _ in range(count):
+            while self._waiting and self._waiting[0].done():
+                self._waiting.popleft()
+            if self._waiting:
+                self._waiting.popleft().set_result(None)
+            else:
+                self.free += 1
+        if self.free:
             self._freed.set()
 
 
@@ -210,6 +255,7 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._receiving: dict[str, float] = {}  # queue -> when its receive in flight began
+        self._per_message: dict[str, float] = {}  # use case -> jobs per message, last receive
         self._heartbeater = Heartbeater(api, consumer, worker_id=self.worker_id, clock=clock)
         # heartbeats come a third of a lease apart: cancellations are asked about every second
         self._cancels = CancelPoller(
@@ -341,14 +387,17 @@ class Worker:
     # -- receiving -----------------------------------------------------------------------------
 
     async def _receive_loop(self, name: str, uc: UseCaseConfig, burst: bool) -> None:
-        want = _RECEIVE_MAX
+        self._per_message[name] = float(uc.pack_max_jobs)
+        want = self._next_want(name, _RECEIVE_MAX * uc.pack_max_jobs)
         failures = 0
         while not self._stopping.is_set():
             reserved = await self._slots.reserve(want)
             started = self._receiving[name] = self._clock()
             try:
                 messages = await self._consumer.receive(
-                    uc.queue, max_messages=reserved, wait_seconds=self._wait(burst)
+                    uc.queue,
+                    max_messages=self._messages_for(name, reserved),
+                    wait_seconds=self._wait(burst),
                 )
             except JobsWorkerError as exc:
                 self._slots.release(reserved)
@@ -362,13 +411,21 @@ class Worker:
                 self._receiving.pop(name, None)
             failures = 0
             self.waiting_for(f"queue {uc.queue}", None)
-            self._slots.release(reserved - len(messages))
+            admitted = 0
             if messages:
                 self._idle.last_activity = self._clock()
-                await self._admit(name, uc, messages)
+                admitted = await self._admit(name, uc, messages, reserved)
             else:
+                self._slots.release(reserved)
                 self._idle.empty_since[name] = started
-            want = self._next_want(len(messages))
+            want = self._next_want(name, admitted)
+
+    def _messages_for(self, name: str, slots: int) -> int:
+        """How many messages to ask for to fill `slots`, by the last receive's jobs per
+        message (packed messages carry several; a guess too low only makes a pack's last
+        jobs wait here for slots, heartbeated)."""
+        per_message = self._per_message.get(name, 1.0)
+        return max(1, min(_RECEIVE_MAX, slots, round(slots / per_message)))
 
     def _wait(self, burst: bool) -> float:
         # several queues share the slots; a long poll holding one would starve the others
@@ -376,11 +433,13 @@ class Worker:
         short = burst or self._concurrency < len(self._use_cases)
         return min(self._poll, _BURST_WAIT) if short else self._poll
 
-    def _next_want(self, got: int) -> int:
+    def _next_want(self, name: str, got: int) -> int:
+        """Slots to reserve for the next receive: as many as its 10 messages may hold."""
+        full = max(1, round(_RECEIVE_MAX * self._per_message.get(name, 1.0)))
         if len(self._use_cases) == 1:
-            return _RECEIVE_MAX
+            return full
         # an idle queue reserves one slot while it polls; a busy one grows its share
-        return max(1, min(_RECEIVE_MAX, 2 * got))
+        return max(1, min(full, 2 * got))
 
     async def _receive_failed(self, name: str, exc: JobsWorkerError, failures: int) -> None:
         low, high = _RECEIVE_BACKOFF
@@ -393,29 +452,43 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
-    async def _admit(self, name: str, uc: UseCaseConfig, messages: list[ReceivedMessage]) -> None:
-        """Start the messages' attempts; each holds one reserved slot until its handler ends."""
-        self.stats.received += len(messages)
+    async def _admit(
+        self, name: str, uc: UseCaseConfig, messages: list[ReceivedMessage], reserved: int
+    ) -> int:
+        """Start the messages' attempts; each holds a slot until its handler ends: the first
+        `reserved` ones hold the slots the receive reserved, the rest of a packed message's
+        jobs wait for theirs. Returns how many attempts were admitted."""
         attempts = []
+        jobs = 0
         for received in messages:
-            attempt = self._attempt_for(received, uc)
-            if attempt is None:
-                self._slots.release()
-                continue
-            self._running[attempt.key] = attempt
-            attempts.append(attempt)
+            found, bad = self._jobs_of(received)
+            jobs += len(found) + len(bad)
+            delivery = _Delivery(received, open=len(found) + len(bad))
+            for body, exc in bad:
+                self._malformed(received, delivery, body, exc)
+            for job in found:
+                attempt = self._attempt_for(job, received, delivery, uc)
+                if attempt is not None:
+                    self._running[attempt.key] = attempt
+                    attempts.append(attempt)
+        self.stats.received += jobs
+        self._per_message[name] = max(1.0, jobs / len(messages))
+        for attempt in attempts[reserved:]:
+            attempt.holds_slot = False
+        self._slots.release(max(0, reserved - len(attempts)))
         # A first delivery with a fresh lease starts at once: every report is fenced by its
         # lease on the server anyway. A redelivery (its worker died, or SQS duplicated it
         # late) or a delivery whose lease is (nearly) over by the server's clock (SQS held it
         # back) is checked first with one heartbeat for the batch, so a stale copy is not run.
         doubtful = [a.lease for a in attempts if self._doubtful(a)]
         if doubtful and not await self._check_leases(doubtful):
-            return  # stopping with the server unreachable: shutdown gives them back
+            return len(attempts)  # stopping with the server unreachable: shutdown gives back
         for attempt in attempts:
             if attempt.lease.state is LeaseState.LOST:
                 self._skip(attempt)
             else:
                 attempt.task = asyncio.create_task(self._run_attempt(attempt))
+        return len(attempts)
 
     def _doubtful(self, attempt: _Attempt) -> bool:
         if attempt.lease.message.receive_count > 1:
@@ -446,27 +519,48 @@ class Worker:
         self.waiting_for("server", None)
         return True
 
-    def _attempt_for(self, received: ReceivedMessage, uc: UseCaseConfig) -> _Attempt | None:
+    def _jobs_of(
+        self, received: ReceivedMessage
+    ) -> tuple[list[JobMessage], list[tuple[str, ValidationError]]]:
+        """The message's jobs, one (a JobMessage) or several (a PackedMessage), and the bodies
+        that cannot be read, each with why: those fail their attempts (see _malformed), the
+        others run."""
         try:
-            job = JobMessage.model_validate_json(received.body)
+            return jobs_in_body(received.body), []
         except ValidationError as exc:
-            self._malformed(received, exc)
-            return None
+            items = _pack_items(received.body)
+            if items is None:
+                return [], [(received.body, exc)]
+        jobs: list[JobMessage] = []
+        bad: list[tuple[str, ValidationError]] = []
+        for item in items:
+            try:
+                jobs.append(JobMessage.model_validate(item))
+            except ValidationError as exc:
+                bad.append((json.dumps(item, separators=(",", ":")), exc))
+        return jobs, bad
+
+    def _attempt_for(
+        self, job: JobMessage, received: ReceivedMessage, delivery: _Delivery, uc: UseCaseConfig
+    ) -> _Attempt | None:
         config = self._use_cases.get(job.use_case, uc)
-        attempt = _Attempt(job=job, lease=self._lease(job, received, config), config=config)
+        lease = self._lease(job, received, config)
+        attempt = _Attempt(job=job, lease=lease, config=config, delivery=delivery)
         if attempt.key in self._running or attempt.key in self._finished:
             self.stats.skipped += 1
             logger.info("duplicate delivery of a running attempt", extra=job_fields(job))
-            self._delete_soon(received)
+            self._close_soon(attempt)
             return None
         return attempt
 
-    def _malformed(self, received: ReceivedMessage, exc: ValidationError) -> None:
-        """A body that is not a job message fails its attempt for good, with the reason, when
-        its first fields name the lease; else SQS's redrive moves it to the dead-letter
-        queue."""
+    def _malformed(
+        self, received: ReceivedMessage, delivery: _Delivery, body: str, exc: ValidationError
+    ) -> None:
+        """A body (or a packed job) that is not a job message fails its attempt for good, with
+        the reason, when its first fields name the lease; else SQS's redrive moves the
+        message to the dead-letter queue."""
         self.stats.malformed += 1
-        ref = lease_from_body(received.body)
+        ref = lease_from_body(body)
         where = {"queue": received.queue, "message_id": received.message_id}
         if ref is None:
             logger.error(
@@ -485,18 +579,19 @@ class Worker:
             worker_id=self.worker_id,
             failure=FailureInfo(type="InvalidMessage", message=reason[:10_000], retryable=False),
         )
-        task = asyncio.create_task(self._reject(received, report))
+        task = asyncio.create_task(self._reject(delivery, report))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _reject(self, received: ReceivedMessage, report: OutcomeReport) -> None:
+    async def _reject(self, delivery: _Delivery, report: OutcomeReport) -> None:
         try:
             await self._reporter.report(report)
         except WorkerApiError as exc:
             # the lease expires instead, and the message comes back to be tried again
             logger.error("outcome not reported", extra={"error": exc.message})
             return
-        await self._delete(received)
+        if delivery.close():
+            await self._delete(delivery.message)
 
     def _lease(self, job: JobMessage, received: ReceivedMessage, uc: UseCaseConfig) -> HeldLease:
         ref = LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token)
@@ -509,7 +604,7 @@ class Worker:
         logger.info("lease already gone; message dropped", extra=job_fields(attempt.job))
         self._free_slot(attempt)
         self._running.pop(attempt.key, None)
-        self._delete_soon(attempt.lease.message)
+        self._close_soon(attempt)
 
     def _remember_finished(self, key: Key) -> None:
         """A copy of a message that arrives after its attempt ended is dropped without a
@@ -531,6 +626,9 @@ class Worker:
         self._heartbeater.track(attempt.lease)
         self._cancels.track(attempt.lease)
         try:
+            if not attempt.holds_slot:  # a packed job past the slots its receive reserved
+                await self._slots.take()
+                attempt.holds_slot = True
             done = await self._run_handler(attempt)
             if done is not None and isinstance(done[0], Interrupted):
                 await self._interrupted(attempt, done[0])
@@ -540,7 +638,7 @@ class Worker:
             if attempt.lease.state is not LeaseState.LOST or attempt.released:
                 raise
             logger.warning("handler stopped: lease lost", extra=job_fields(attempt.job))
-            await self._delete(attempt.lease.message)
+            await self._close(attempt)
         except Exception:
             logger.exception("attempt failed inside the worker", extra=job_fields(attempt.job))
         finally:
@@ -633,7 +731,7 @@ class Worker:
     def _skip_gone(self, attempt: _Attempt) -> None:
         self.stats.skipped += 1
         logger.info("job no longer running; message dropped", extra=job_fields(attempt.job))
-        self._delete_soon(attempt.lease.message)
+        self._close_soon(attempt)
 
     def _context(self, attempt: _Attempt) -> JobContext:
         handler = self.registry.get(attempt.job.job_type)
@@ -663,7 +761,7 @@ class Worker:
             logger.warning(
                 "outcome refused as stale", extra={**job_fields(attempt.job), "status": ack.status}
             )
-        await self._delete(attempt.lease.message)
+        await self._close(attempt)
 
     async def _report(self, attempt: _Attempt, report: OutcomeReport) -> OutcomeAck | None:
         """The work is done: keep offering its outcome (the lease is still heartbeated) while
@@ -689,6 +787,21 @@ class Worker:
             self._slots.release()
 
     # -- deleting ------------------------------------------------------------------------------
+
+    def _closes(self, attempt: _Attempt) -> bool:
+        """The attempt is done with (once): True when it was its message's last job."""
+        if attempt.closed:
+            return False
+        attempt.closed = True
+        return attempt.delivery.close()
+
+    async def _close(self, attempt: _Attempt) -> None:
+        if self._closes(attempt):
+            await self._delete(attempt.delivery.message)
+
+    def _close_soon(self, attempt: _Attempt) -> None:
+        if self._closes(attempt):
+            self._delete_soon(attempt.delivery.message)
 
     async def _delete(self, message: ReceivedMessage) -> None:
         try:
@@ -792,7 +905,20 @@ class Worker:
             return
         self.stats.released += len(released)
         logger.info("leases released", extra={"count": len(released), "reason": reason})
-        await asyncio.gather(*(self._delete(a.lease.message) for a in attempts))
+        await asyncio.gather(*(self._close(a) for a in attempts))
+
+
+def _pack_items(body: str) -> list[Any] | None:
+    """The raw jobs of a packed message's body whose envelope reads but whose jobs may not;
+    None when it is no packed message."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("v") != 2:
+        return None
+    jobs = parsed.get("jobs")
+    return jobs if isinstance(jobs, list) and jobs else None
 
 
 def _check_isolation(use_cases: dict[str, UseCaseConfig], processes: ProcessPool | None) -> None:

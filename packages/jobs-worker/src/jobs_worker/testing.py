@@ -34,6 +34,7 @@ from jobs_schema import (
     OutcomeAck,
     OutcomeKind,
     OutcomeReport,
+    PackedMessage,
     Payload,
     UseCaseConfig,
 )
@@ -255,6 +256,28 @@ class InMemoryWorkerApi:
         tenant: str = "test",
         max_attempts: int = 3,
     ) -> JobMessage:
+        message = self._lease(job_type, payload, use_case, tenant, max_attempts)
+        self.consumer.send(queue, message.model_dump_json())
+        return message
+
+    def dispatch_pack(
+        self,
+        queue: str,
+        jobs: list[tuple[str, Payload]],
+        *,
+        use_case: str = "test",
+        tenant: str = "test",
+        max_attempts: int = 3,
+    ) -> list[JobMessage]:
+        """Lease several jobs, (job type, payload) each, and put them on the queue in one
+        packed message, as the scheduler does with a use case's `pack_max_jobs` over 1."""
+        messages = [self._lease(t, p, use_case, tenant, max_attempts) for t, p in jobs]
+        self.consumer.send(queue, PackedMessage(jobs=messages).model_dump_json())
+        return messages
+
+    def _lease(
+        self, job_type: str, payload: Payload, use_case: str, tenant: str, max_attempts: int
+    ) -> JobMessage:
         now = datetime.now(UTC)
         message = JobMessage(
             job_id=uuid.uuid4(),
@@ -269,7 +292,6 @@ class InMemoryWorkerApi:
             max_attempts=max_attempts,
         )
         self.jobs[message.job_id] = _FakeJob(message, payload)
-        self.consumer.send(queue, message.model_dump_json())
         return message
 
     def cancel(self, job_id: UUID) -> None:

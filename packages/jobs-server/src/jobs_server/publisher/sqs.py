@@ -17,7 +17,7 @@ from jobs_schema import MAX_SQS_MESSAGE_BYTES
 from jobs_server.errors import JobsServerError
 from jobs_server.publisher.base import OutgoingMessage, QueueSpec
 
-__all__ = ["SqsPublisher", "SqsUnavailable", "sqs_client"]
+__all__ = ["SqsPublisher", "SqsUnavailable", "batch_chunks", "sqs_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class SqsPublisher:
         except SqsUnavailable as exc:
             logger.error("sqs unavailable", extra={"queue": queue, "error": str(exc)})
             return {m.key for m in messages}
-        chunks = [messages[i : i + _BATCH] for i in range(0, len(messages), _BATCH)]
+        chunks = batch_chunks(messages, max_bytes=self.max_message_bytes)
         failed = await asyncio.gather(*(self._send_chunk(url, c) for c in chunks))
         return set().union(*failed)
 
@@ -196,6 +196,22 @@ class SqsPublisher:
             url = (await self._client.get_queue_url(QueueName=name))["QueueUrl"]
             await self._client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         return url
+
+
+def batch_chunks(messages: list[OutgoingMessage], *, max_bytes: int) -> list[list[OutgoingMessage]]:
+    """SendMessageBatch calls of up to 10 messages whose bodies together stay within
+    `max_bytes` (SQS limits a batch's total as it limits one message; packed messages come
+    close to it)."""
+    chunks: list[list[OutgoingMessage]] = []
+    size = 0
+    for m in messages:
+        n = len(m.body.encode())
+        if not chunks or len(chunks[-1]) >= _BATCH or size + n > max_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(m)
+        size += n
+    return chunks
 
 
 def _entry(key: str, m: OutgoingMessage) -> dict[str, Any]:

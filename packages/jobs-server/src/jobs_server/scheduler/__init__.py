@@ -38,7 +38,15 @@ A foreground service's failure fails the step (and backs off); a background one'
 
 from jobs_server.stats import SchedulerStats
 
-from .dispatcher import Dispatched, Dispatcher, PublishFailed, embed_limit, message_body
+from .dispatcher import (
+    Dispatched,
+    Dispatcher,
+    Pack,
+    PublishFailed,
+    embed_limit,
+    message_body,
+    pack_messages,
+)
 from .elector import Elector, new_holder_id
 from .expirer import Expired, Expirer
 from .loop import DispatchService, Every, Scheduler, SchedulerConfig, Service
@@ -54,6 +62,7 @@ __all__ = [
     "Every",
     "Expired",
     "Expirer",
+    "Pack",
     "PeriodicJobs",
     "Pruned",
     "Pruner",
@@ -68,4 +77,5 @@ __all__ = [
     "embed_limit",
     "message_body",
     "new_holder_id",
+    "pack_messages",
 ]

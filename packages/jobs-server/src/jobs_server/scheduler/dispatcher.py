@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn, Protocol
+from uuid import UUID
 
-from jobs_schema import JobMessage, UseCaseConfig
+from jobs_schema import JobMessage, UseCaseConfig, pack_bodies, packed_size
 from jobs_server.clock import Clock
 from jobs_server.errors import JobsServerError
 from jobs_server.metrics import ServerMetrics
@@ -25,10 +26,12 @@ from .elector import Elector
 __all__ = [
     "Dispatched",
     "Dispatcher",
+    "Pack",
     "PausableDispatchStore",
     "PublishFailed",
     "embed_limit",
     "message_body",
+    "pack_messages",
     "paused_tenants",
 ]
 
@@ -160,18 +163,28 @@ class Dispatcher:
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
         claimed_at = self._clock.now()
-        by_key = {str(c.id): c for c in claimed}
         spans = self._tracing.start_dispatch(claimed)
-        messages = [
-            OutgoingMessage(k, message_body(c, spans.carrier(c.id), limit=self._embed_limit))
-            for k, c in by_key.items()
-        ]
-        failed = await self._publisher.publish(uc.queue, messages)
-        spans.end(failed={by_key[k].id for k in failed})
+        packs = pack_messages(
+            claimed,
+            spans.carrier,
+            max_jobs=uc.pack_max_jobs,
+            max_bytes=self._publisher.max_message_bytes,
+        )
+        by_key = {p.key: p for p in packs}
+        failed = await self._publisher.publish(
+            uc.queue, [OutgoingMessage(p.key, p.body) for p in packs]
+        )
+        lost = [c for k in failed for c in by_key[k].jobs]
+        spans.end(failed={c.id for c in lost})
         if self._metrics is not None:
-            self._metrics.observe_published(name, by_key, failed=failed, now=self._clock.now())
-        if failed:
-            await self._release(name, [by_key[k] for k in failed])
+            self._metrics.observe_published(
+                name,
+                {str(c.id): c for c in claimed},
+                failed={str(c.id) for c in lost},
+                now=self._clock.now(),
+            )
+        if lost:
+            await self._release(name, lost)
         self._count(name, claimed, claimed_at)
         return len(claimed)
 
@@ -194,6 +207,51 @@ class Dispatcher:
         by_use_case[name] = by_use_case.get(name, 0) + len(claimed)
         if misses:
             logger.warning("dispatched after deadline", extra={"use_case": name, "count": misses})
+
+
+@dataclass(frozen=True, slots=True)
+class Pack:
+    """One message's jobs and body; `key` (the first job's id) names it in a publish call."""
+
+    key: str
+    body: str
+    jobs: list[ClaimedJob]
+
+
+def pack_messages(
+    claimed: list[ClaimedJob],
+    carrier: Callable[[UUID], dict[str, str] | None] = lambda _: None,
+    *,
+    max_jobs: int,
+    max_bytes: int,
+) -> list[Pack]:
+    """The claimed jobs in messages of up to `max_jobs` jobs and `max_bytes` bytes, in claim
+    order. Each job's body follows message_body's rule (a payload that would not fit a message
+    of its own is left out); a message of one job is a plain JobMessage."""
+    limit = embed_limit(max_bytes)
+    packs: list[Pack] = []
+    jobs: list[ClaimedJob] = []
+    bodies: list[str] = []
+    sizes: list[int] = []
+
+    def close() -> None:
+        body = bodies[0] if len(bodies) == 1 else pack_bodies(bodies)
+        packs.append(Pack(str(jobs[0].id), body, list(jobs)))
+        jobs.clear()
+        bodies.clear()
+        sizes.clear()
+
+    for job in claimed:
+        body = message_body(job, carrier(job.id), limit=limit)
+        size = len(body.encode())
+        if jobs and (len(jobs) >= max_jobs or packed_size([*sizes, size]) > max_bytes):
+            close()
+        jobs.append(job)
+        bodies.append(body)
+        sizes.append(size)
+    if jobs:
+        close()
+    return packs
 
 
 def message_body(
