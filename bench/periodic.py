@@ -1,12 +1,14 @@
-"""A scheduler pass with flow control on: 1,000 schedules due and 10,000 rate keys among the
+"""The leader's work with flow control on: 1,000 schedules due and 10,000 rate keys among the
 pending jobs, at each size of pending rows (100k and 1M by default), median of the runs with
 min and max.
 
-Each run is one pass as the leader makes it (the ManualClock moves a minute between runs):
-PeriodicJobs.run_once (read the due schedules, then one transaction that moves each on by
-compare-and-set and stores its job), then the dispatcher's claim of one batch (500) from the
-use case, whose pending jobs spread over `--rate-keys` rate keys under a rate limit of 10 a
-second each (the keyed claim; no publishing: the figure is the database's and ours, not SQS's).
+Each run (the ManualClock moves a minute between runs) times what the leader does: the periodic
+service's run_once (read the due schedules, then one statement that moves each on by
+compare-and-set and stores its job; it runs in the background of the loop, off the dispatch
+pass), the expirer, and the dispatcher's claim of one batch (500) from the use case whose
+pending jobs spread over `--rate-keys` rate keys under a rate limit of 10 a second each (the
+keyed claim), then a plain claim of one more batch of the same rows with no keys, for the
+same-run ratio. Nothing is published: the figures are the database's and ours, not SQS's.
 
     uv run python bench/periodic.py                      # JOBS_BENCH_DATABASE_URL
     uv run python bench/periodic.py --pending 10000 --schedules 100 --rate-keys 100 --runs 3
@@ -30,9 +32,10 @@ from jobs_schema import (
     UseCaseConfig,
 )
 from jobs_server.clock import ManualClock
-from jobs_server.scheduler import Elector, PeriodicJobs
+from jobs_server.scheduler import Elector, Expirer, PeriodicJobs
 from jobs_server.schedules import stored
 from jobs_server.service import JobService
+from jobs_server.store.base import ClaimedJob, LeaderLease
 from jobs_server.store.postgres import PostgresJobStore
 
 LOAD = """
@@ -66,8 +69,9 @@ async def load(url: str, n: int, rate_keys: int) -> None:
 
 async def measure(
     pending: int, schedules: int, rate_keys: int, runs: int
-) -> tuple[list[float], list[float]]:
-    """(periodic ms, dispatch ms) of each run."""
+) -> dict[str, list[float]]:
+    """Each run's ms: the periodic pass, the expirer, the keyed claim of a batch, and the plain
+    claim (no keys, the same rows) of one more batch right after it."""
     async with bench_database("periodic") as url:
         await load(url, pending, rate_keys)
         start = datetime.now(UTC).replace(microsecond=0)
@@ -85,34 +89,52 @@ async def measure(
                 await store.create_schedule(row)
             jobs = JobService(store, cfg, default_quota=None, max_payload_bytes=65536, clock=clock)
             periodic = PeriodicJobs(store, jobs, batch=schedules)
+            expirer = Expirer(store, cfg.use_cases, batch=1000)
             elector = Elector(store, name="bench", ttl_seconds=86_400)
             uc = cfg.use_cases["bench"]
-            ticks, passes = [], []
+            times: dict[str, list[float]] = {
+                k: [] for k in ("periodic", "expire", "keyed", "plain")
+            }
             for run in range(runs + 1):  # the first warms the statement cache, not counted
                 clock.set(start + timedelta(minutes=run + 1))
                 leader = await elector.run_once(clock.now())
                 assert leader is not None
-                began = time.perf_counter()
+                t0 = time.perf_counter()
                 ticked = await periodic.run_once(clock.now())
-                between = time.perf_counter()
-                claimed = await store.claim_due_jobs(
-                    "bench",
-                    capacity=uc.capacity,
-                    limit=BATCH,
-                    lease_seconds=60,
-                    leader=leader,
-                    per_tenant_cap=None,
-                    rate_limit=uc.rate_limit,
-                )
-                ended = time.perf_counter()
+                t1 = time.perf_counter()
+                await expirer.run_once(clock.now())
+                t2 = time.perf_counter()
+                keyed = await claim(store, uc, leader, uc.rate_limit)
+                t3 = time.perf_counter()
+                plain = await claim(store, uc, leader, None)
+                t4 = time.perf_counter()
                 assert ticked.created == schedules, ticked
-                assert len(claimed) == BATCH, len(claimed)
+                assert len(keyed) == BATCH and len(plain) == BATCH, (len(keyed), len(plain))
                 if run:
-                    ticks.append((between - began) * 1000)
-                    passes.append((ended - between) * 1000)
-            return ticks, passes
+                    for k, a, b in (
+                        ("periodic", t0, t1),
+                        ("expire", t1, t2),
+                        ("keyed", t2, t3),
+                        ("plain", t3, t4),
+                    ):
+                        times[k].append((b - a) * 1000)
+            return times
         finally:
             await store.close()
+
+
+async def claim(
+    store: PostgresJobStore, uc: UseCaseConfig, leader: LeaderLease, rate: RateLimit | None
+) -> list[ClaimedJob]:
+    return await store.claim_due_jobs(
+        "bench",
+        capacity=uc.capacity,
+        limit=BATCH,
+        lease_seconds=60,
+        leader=leader,
+        per_tenant_cap=None,
+        rate_limit=rate,
+    )
 
 
 async def main() -> None:
@@ -125,14 +147,22 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     for pending in args.pending:
-        ticks, passes = await measure(pending, args.schedules, args.rate_keys, args.runs)
-        total = [a + b for a, b in zip(ticks, passes, strict=True)]
+        t = await measure(pending, args.schedules, args.rate_keys, args.runs)
         head = f"{pending:,} pending rows, {args.rate_keys:,} rate keys"
-        print(f"{head}: periodic run_once, {args.schedules} schedules due: {summary(ticks)} ms")
-        claim = "keyed claim" if args.rate_keys else "claim"
-        print(f"{head}: the dispatcher's {claim} of {BATCH}: {summary(passes)} ms")
+        n = len(t["keyed"])
         print(
-            f"{head}: the pass, both: {summary(total)} ms over {len(total)} runs; {load_average()}"
+            f"{head}: periodic run_once, {args.schedules} schedules due (in the background): "
+            f"{summary(t['periodic'])} ms"
+        )
+        print(f"{head}: the expirer: {summary(t['expire'])} ms")
+        print(f"{head}: the dispatcher's keyed claim of {BATCH}: {summary(t['keyed'])} ms")
+        print(f"{head}: the plain claim of {BATCH} (no keys), same rows: {summary(t['plain'])} ms")
+        ratios = [k / p for k, p in zip(t["keyed"], t["plain"], strict=True)]
+        print(f"{head}: keyed / plain, same run: {summary(ratios)}")
+        passes = [e + k for e, k in zip(t["expire"], t["keyed"], strict=True)]
+        print(
+            f"{head}: the dispatch pass (expirer + keyed claim): {summary(passes)} ms over {n} "
+            f"runs; {load_average()}"
         )
 
 

@@ -186,7 +186,8 @@ def build_scheduler(
     expirer = Expirer(store, use_cases, batch=cfg.expire_batch, metrics=metrics)
     if jobs is not None:
         periodic = PeriodicJobs(store, jobs, config=jobs.config)
-        services.append(Every(periodic, cfg.periodic_every_seconds))
+        # in the background: writing a pass's ticks (a job each) never delays dispatch
+        services.append(Every(periodic, cfg.periodic_every_seconds, background=True))
     if cfg.feasibility_fold_seconds is not None:
         folder = FeasibilityFolder(
             store,
