@@ -7,10 +7,13 @@ import math
 import pytest
 
 from jobs_server.forecast import (
+    ArrivalMeter,
+    Arrivals,
     Backlog,
     by_horizon,
     drain_rate,
     expected_wait,
+    expected_wait_with_arrivals,
     projected_misses,
     slots_needed,
 )
@@ -111,3 +114,75 @@ def test_a_lead_counts_slots_as_arriving_later() -> None:
     assert slots_needed(backlog, now=NOW, mean_duration=1.0, running=0) == 5
     assert slots_needed(backlog, now=NOW, mean_duration=1.0, running=0, lead=10) == 10
     assert slots_needed(backlog, now=NOW, mean_duration=1.0, running=0, lead=30) == 100
+
+
+# -- arrivals ahead of a job while it waits (fluid) -------------------------------------------
+
+
+def _fluid_brute(need: float, rate: float, always: float, bins: list[tuple[float, float]]) -> float:
+    """The first w (steps of 1 ms) with rate * w >= need + arrivals ahead by w."""
+    w = 0.0
+    while rate * w < need + always * w + sum(r * min(w, c) for r, c in bins) - 1e-9:
+        w += 0.001
+    return w
+
+
+def test_wait_without_arrivals_is_the_plain_estimate() -> None:
+    kw = {"free": 2, "rate": 4.0, "slack": 30.0, "priority": 0}
+    assert expected_wait_with_arrivals(9, arrivals=None, **kw) == expected_wait(9, free=2, rate=4.0)
+    empty = Arrivals({})
+    assert expected_wait_with_arrivals(9, arrivals=empty, **kw) == 2.0
+    assert expected_wait_with_arrivals(1, arrivals=Arrivals({5: ((100.0, 1.0),)}), **kw) == 0.0
+
+
+def test_higher_classes_arriving_slow_the_drain() -> None:
+    arrivals = Arrivals({1: ((1.0, 3.0), (1.0, 500.0))})  # 2/s of a higher class, any deadline
+    wait = expected_wait_with_arrivals(
+        9, free=1, rate=4.0, slack=30.0, arrivals=arrivals, priority=0
+    )
+    assert wait == pytest.approx(9 / (4.0 - 2.0))
+
+
+def test_higher_classes_arriving_as_fast_as_the_drain_bound_the_wait_past_the_deadline() -> None:
+    arrivals = Arrivals({1: ((5.0, 3.0),)})
+    wait = expected_wait_with_arrivals(
+        9, free=1, rate=4.0, slack=30.0, arrivals=arrivals, priority=0
+    )
+    assert wait == pytest.approx(30.0 + 9 / 4.0)  # at risk, and finite
+
+
+@pytest.mark.parametrize("need", [3, 40, 200])
+def test_own_class_arrivals_count_until_they_are_due_after_the_job(need: int) -> None:
+    # Own class: 1/s due 5 s after arriving, 2/s due 20 s after; the job has 30 s left, so
+    # they go ahead of it while they arrive within 25 s and 10 s. Lower classes never do;
+    # arrivals with more time left than the job never do.
+    arrivals = Arrivals({0: ((1.0, 5.0), (2.0, 20.0), (9.0, 45.0)), -1: ((50.0, 1.0),)})
+    wait = expected_wait_with_arrivals(
+        need, free=1, rate=4.0, slack=30.0, arrivals=arrivals, priority=0
+    )
+    assert wait == pytest.approx(_fluid_brute(need, 4.0, 0.0, [(1.0, 25.0), (2.0, 10.0)]), abs=0.01)
+
+
+def test_own_and_higher_arrivals_together_match_the_brute_force() -> None:
+    arrivals = Arrivals({2: ((1.5, 9.0),), 0: ((3.0, 2.0), (0.5, 12.0))})
+    wait = expected_wait_with_arrivals(
+        50, free=0, rate=4.0, slack=20.0, arrivals=arrivals, priority=0
+    )
+    brute = _fluid_brute(51, 4.0, 1.5, [(3.0, 18.0), (0.5, 8.0)])
+    assert wait == pytest.approx(brute, abs=0.01)
+
+
+def test_the_meter_measures_what_grew_by_time_left() -> None:
+    meter = ArrivalMeter(seconds=10.0)
+    assert meter.add(NOW, [B(0, int(NOW) + 30, 5)]) is None  # one read measures nothing
+    measured = meter.add(
+        NOW + 2, [B(0, int(NOW) + 30, 9), B(0, int(NOW) + 4, 6), B(3, int(NOW) + 500, 2)]
+    )
+    assert measured is not None
+    # 4 more due in ~28 s, 6 new due in ~2 s (own class); 2 of class 3: over 2 s
+    own = sorted(measured.rates[0], key=lambda x: x[1])
+    assert own == [pytest.approx((3.0, 2.5)), pytest.approx((2.0, 28.5))]
+    assert measured.rates[3] == (pytest.approx((1.0, 498.5)),)
+    # a claim (a bucket that shrank) is not an arrival; old samples leave the window
+    later = meter.add(NOW + 14, [B(0, int(NOW) + 30, 1)])
+    assert later is not None and later.rates == {}

@@ -28,10 +28,13 @@ from typing import Generic, Protocol, TypeVar
 from jobs_schema import ForecastBucket, Job, JobsConfig, UseCaseConfig, UseCaseForecast
 from jobs_server.errors import UnknownUseCase
 from jobs_server.forecast import (
+    ArrivalMeter,
+    Arrivals,
     Backlog,
     by_horizon,
     drain_rate,
     expected_wait,
+    expected_wait_with_arrivals,
     projected_misses,
     slots_needed,
 )
@@ -83,16 +86,24 @@ class View:
     backlog: Backlog
     capacity: int
     rate: float
+    arrivals: Arrivals | None = None
 
     @classmethod
-    def of(cls, snapshot: FeasibilitySnapshot, uc: UseCaseConfig, *, default: float) -> View:
+    def of(
+        cls,
+        snapshot: FeasibilitySnapshot,
+        uc: UseCaseConfig,
+        *,
+        default: float,
+        arrivals: Arrivals | None = None,
+    ) -> View:
         rate = drain_rate(
             uc.capacity,
             throughput=snapshot.throughput,
             mean_duration=snapshot.mean_duration,
             default_duration=default,
         )
-        return cls(snapshot, Backlog(snapshot.pending), uc.capacity, rate)
+        return cls(snapshot, Backlog(snapshot.pending), uc.capacity, rate, arrivals)
 
     @property
     def free(self) -> int:
@@ -106,8 +117,16 @@ class View:
     def estimate(
         self, job: Job, now: datetime, *, also_ahead: int = 0, tenant: TenantLoad | None = None
     ) -> Estimate:
-        summed = self.backlog.ahead(job.priority, job.deadline.timestamp())
-        wait = expected_wait(summed + also_ahead, free=self.free, rate=self.rate)
+        deadline = job.deadline.timestamp()
+        summed = self.backlog.ahead(job.priority, deadline)
+        wait = expected_wait_with_arrivals(
+            summed + also_ahead,
+            free=self.free,
+            rate=self.rate,
+            slack=deadline - max(now, job.run_at).timestamp(),
+            arrivals=self.arrivals,
+            priority=job.priority,
+        )
         if tenant is not None:
             # The tenant's own jobs ahead, taken as its share of the backlog ahead (the summary
             # is not per tenant), start at most `cap` at a time.
@@ -215,16 +234,23 @@ class Feasibility:
         self._config = config
         self._default = default_duration
         self._views: _Shared[View] = _Shared(max_age, monotonic)
+        self._meters: dict[str, ArrivalMeter] = {}
         self._tenants: _Shared[dict[str, JobCounts]] = _Shared(max_age, monotonic)
 
-    async def view(self, use_case: str) -> View:
+    async def view(self, use_case: str, now: datetime | None = None) -> View:
+        """The use case's view; with `now`, each new read also measures the arrivals since
+        the last one (what grew in the backlog), which the estimates count as going ahead."""
         uc = self._config.use_cases.get(use_case)
         if uc is None:
             raise UnknownUseCase(use_case, sorted(self._config.use_cases))
 
         async def read() -> View:
             snapshot = await self._store.get_feasibility(use_case)
-            return View.of(snapshot, uc, default=self._default)
+            arrivals = None
+            if now is not None:
+                meter = self._meters.setdefault(use_case, ArrivalMeter())
+                arrivals = meter.add(now.timestamp(), snapshot.pending)
+            return View.of(snapshot, uc, default=self._default, arrivals=arrivals)
 
         return await self._views.get(use_case, read)
 
@@ -250,7 +276,7 @@ class Feasibility:
         tenants: dict[tuple[str, str], TenantLoad | None] = {}
         for job in jobs:
             if job is not None and job.use_case not in views:
-                views[job.use_case] = await self.view(job.use_case)
+                views[job.use_case] = await self.view(job.use_case, now)
             if job is not None and (job.tenant, job.use_case) not in tenants:
                 tenants[(job.tenant, job.use_case)] = await self._tenant_load(
                     job.tenant, job.use_case

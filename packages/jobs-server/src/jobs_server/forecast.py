@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -34,11 +35,14 @@ from jobs_server.store.base import PendingBucket
 
 __all__ = [
     "DISPLAY_HORIZONS",
+    "ArrivalMeter",
+    "Arrivals",
     "Backlog",
     "Group",
     "by_horizon",
     "drain_rate",
     "expected_wait",
+    "expected_wait_with_arrivals",
     "projected_misses",
     "slots_needed",
 ]
@@ -139,6 +143,135 @@ def expected_wait(ahead: int, *, free: int, rate: float) -> float:
     if ahead < free:
         return 0.0
     return (ahead - free + 1) / rate
+
+
+# Bins of time left to the deadline at arrival (seconds, each up to its bound) for measuring
+# the rate of arrivals that will be claimed before a given job.
+ARRIVAL_HORIZONS: tuple[float, ...] = (
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    math.inf,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrivals:
+    """Measured arrival rates of one use case: per priority, per bin of ARRIVAL_HORIZONS,
+    (jobs per second, mean seconds from arrival to deadline), over the last `horizon`
+    seconds. They are taken to hold for as long again, no longer: a one-off batch is not
+    extrapolated over a long wait."""
+
+    rates: dict[int, tuple[tuple[float, float], ...]]
+    horizon: float = math.inf
+
+    def ahead(self, priority: int, slack: float) -> list[tuple[float, float]]:
+        """For a job of `priority` with `slack` seconds to its deadline: (rate, c) for each
+        stream of arrivals claimed before it while they arrive within the next `c` seconds:
+        higher classes whatever their deadline, its own class while due before it
+        (`slack - time to their deadline`), both for at most `horizon` seconds."""
+        out: list[tuple[float, float]] = []
+        for p, bins in self.rates.items():
+            if p > priority:
+                out += [(rate, self.horizon) for rate, _ in bins if rate > 0]
+            elif p == priority:
+                out += [
+                    (rate, min(slack - h, self.horizon))
+                    for rate, h in bins
+                    if rate > 0 and slack > h
+                ]
+        return out
+
+
+class ArrivalMeter:
+    """Measures Arrivals from successive backlogs of one use case: what grew in a (priority,
+    deadline second) between two reads arrived meanwhile (claims in the same second net some
+    of it out: an undercount), binned by its time to the deadline, over the last `seconds`."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self._seconds = seconds
+        self._last: dict[tuple[int, int], int] | None = None
+        self._samples: deque[tuple[float, dict[tuple[int, int], tuple[int, float]]]] = deque()
+        self._start: float | None = None
+
+    def add(self, now: float, buckets: Iterable[PendingBucket]) -> Arrivals | None:
+        """Take a new read at `now` (epoch s); the rates so far (None before two reads)."""
+        counts = {(b.priority, b.bucket): b.n for b in buckets}
+        last, self._last = self._last, counts
+        if last is None:
+            self._start = now
+            return None
+        grown: dict[tuple[int, int], tuple[int, float]] = {}
+        for key, n in counts.items():
+            more = n - last.get(key, 0)
+            if more > 0:
+                p, bucket = key
+                left = max(0.0, bucket + 0.5 - now)
+                k = (p, bisect.bisect_left(ARRIVAL_HORIZONS, left))
+                c, h = grown.get(k, (0, 0.0))
+                grown[k] = (c + more, h + more * left)
+        self._samples.append((now, grown))
+        while self._samples and self._samples[0][0] <= now - self._seconds:
+            self._start = self._samples.popleft()[0]
+        assert self._start is not None
+        span = now - self._start
+        if span <= 0:
+            return None
+        totals: dict[tuple[int, int], tuple[int, float]] = {}
+        for _, sample in self._samples:
+            for k, (c, h) in sample.items():
+                c0, h0 = totals.get(k, (0, 0.0))
+                totals[k] = (c0 + c, h0 + h)
+        rates: dict[int, list[tuple[float, float]]] = {}
+        for (p, _), (c, h) in sorted(totals.items()):
+            rates.setdefault(p, []).append((c / span, h / c))
+        return Arrivals({p: tuple(v) for p, v in rates.items()}, horizon=span)
+
+
+def expected_wait_with_arrivals(
+    ahead: int,
+    *,
+    free: int,
+    rate: float,
+    slack: float,
+    arrivals: Arrivals | None,
+    priority: int,
+) -> float:
+    """Seconds until a job starts, counting the jobs that arrive while it waits and go ahead
+    of it (fluid): it starts at the first `w` with `rate * w = ahead - free + 1 + A(w)`, where
+    `A(w) = sum(rate_i * min(w, c_i))` is the arrivals ahead of it by then (see
+    Arrivals.ahead). `rate * w - A(w)` is piecewise linear, its slope `rate - sum(rate_i)`
+    over the streams still arriving ahead: a few breakpoints to walk. When arrivals ahead
+    outrun the drain for the whole of an unbounded horizon, the job waits until its deadline
+    and as long again as without them (at risk: a bound, not a prediction)."""
+    if ahead < free:
+        return 0.0
+    need = ahead - free + 1
+    streams = [] if arrivals is None else arrivals.ahead(priority, slack)
+    if not streams:
+        return need / rate
+    streams.sort(key=lambda x: x[1])
+    slope = rate - sum(r for r, _ in streams)
+    w, g = 0.0, 0.0
+    for r_i, c_i in streams:
+        if math.isinf(c_i):
+            break
+        if slope > 0 and g + slope * (c_i - w) >= need:
+            return w + (need - g) / slope
+        g += slope * (c_i - w)
+        w = c_i
+        slope += r_i
+    if slope > 0:
+        return w + (need - g) / slope
+    return max(slack, w) + need / rate
 
 
 def projected_misses(backlog: Backlog, *, now: float, free: int, rate: float) -> int:
