@@ -11,11 +11,17 @@ changing every 60 s: 10, 30, 15, 40, 5 (twice over capacity, then below).
 
 Printed: the median absolute error of the expected start, in seconds and as % of the actual
 wait (jobs that waited at least 1 s), and precision / recall of `at_risk` against the jobs that
-actually started after their deadline; median / min / max over three seeds.
+actually started after their deadline; median / min / max over three seeds. `at_risk` is
+then scored again for other values of the risk margin (JOBS_FEASIBILITY_RISK_MARGIN: flagged
+when the expected start plus the margin times the expected wait falls after the deadline), from
+the same answers, to show the trade between precision and recall.
+
+    uv run python bench/feasibility_accuracy.py --margins 0 0.1 0.25 0.5
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import heapq
 import random
@@ -29,12 +35,14 @@ from jobs_schema import EnqueueRequest, JobsConfig
 from jobs_server.clock import ManualClock
 from jobs_server.feasibility import Feasibility, FeasibilityFolder
 from jobs_server.service import JobService
+from jobs_server.settings import ServerSettings
 from jobs_server.store.base import LeaderLease, SucceededAttempt
 from jobs_server.store.memory import InMemoryJobStore
 
 CONFIG = JobsConfig.model_validate({"use_cases": {"uc": {"queue": "q", "capacity": 20}}})
 PHASES = (10, 30, 15, 40, 5)  # arrivals per second, 60 s each
 STEP = 0.1
+MARGIN = ServerSettings.model_fields["feasibility_risk_margin"].default
 
 
 @dataclass
@@ -45,8 +53,12 @@ class Seen:
     at_risk: bool
     started: datetime | None = None
 
+    def flagged(self, margin: float) -> bool:
+        """at_risk as the API answers it with this risk margin."""
+        return self.expected + margin * (self.expected - self.enqueued) > self.deadline
 
-async def run(seed: int) -> dict[str, float]:
+
+async def run(seed: int) -> list[Seen]:
     rng = random.Random(seed)
     clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
     t0 = clock.now()
@@ -55,7 +67,9 @@ async def run(seed: int) -> dict[str, float]:
     def virtual() -> float:
         return (clock.now() - t0).total_seconds()
 
-    feasibility = Feasibility(store, CONFIG, default_duration=1.0, monotonic=virtual)
+    feasibility = Feasibility(
+        store, CONFIG, default_duration=1.0, monotonic=virtual, risk_margin=MARGIN
+    )
     service = JobService(
         store,
         CONFIG,
@@ -107,10 +121,12 @@ async def run(seed: int) -> dict[str, float]:
             await store.prune_finished_jobs("uc", older_than_seconds=0, limit=100_000)
             next_fold = now_s + 1.0
         clock.advance(STEP)
-    return _score(list(seen.values()))
+    jobs = list(seen.values())
+    assert all(j.at_risk == j.flagged(MARGIN) for j in jobs), "the answers' margin differs"
+    return jobs
 
 
-def _score(jobs: list[Seen]) -> dict[str, float]:
+def _score(jobs: list[Seen], margin: float) -> dict[str, float]:
     started = [j for j in jobs if j.started is not None]
     errors = [abs((j.expected - j.started).total_seconds()) for j in started if j.started]
     waited = [
@@ -119,7 +135,7 @@ def _score(jobs: list[Seen]) -> dict[str, float]:
         if j.started and j.started - j.enqueued >= timedelta(seconds=1)
     ]
     missed = {id(j) for j in jobs if j.started is None or j.started > j.deadline}
-    flagged = {id(j) for j in jobs if j.at_risk}
+    flagged = {id(j) for j in jobs if j.flagged(margin)}
     hits = len(missed & flagged)
     return {
         "jobs": len(jobs),
@@ -133,7 +149,13 @@ def _score(jobs: list[Seen]) -> dict[str, float]:
 
 
 async def main() -> None:
-    scores = [await run(seed) for seed in (1, 2, 3)]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.5])
+    args = parser.parse_args()
+    runs = [await run(seed) for seed in (1, 2, 3)]
+    scores = [_score(jobs, MARGIN) for jobs in runs]
 
     def stat(key: str, fmt: str) -> str:
         vals = [s[key] for s in scores]
@@ -148,7 +170,16 @@ async def main() -> None:
     )
     print(f"expected start, median absolute error: {stat('mae_s', '.2f')} s")
     print(f"  as % of the actual wait (waits >= 1 s): {stat('mae_pct', '.0f')}%")
-    print(f"at_risk precision {stat('precision', '.2f')}, recall {stat('recall', '.2f')}")
+    print(
+        f"at_risk (risk margin {MARGIN}, the default) precision {stat('precision', '.2f')}, "
+        f"recall {stat('recall', '.2f')}"
+    )
+    for margin in args.margins:
+        scores = [_score(jobs, margin) for jobs in runs]
+        print(
+            f"  risk margin {margin:4}: precision {stat('precision', '.2f')}, "
+            f"recall {stat('recall', '.2f')}"
+        )
     print(f"({load_average()}; virtual time: the figures do not depend on the machine)")
 
 

@@ -43,9 +43,11 @@ class World:
         self.leader: LeaderLease | None = None
         self.running: list[SucceededAttempt] = []
 
-    def service(self, capacity: int) -> JobService:
+    def service(self, capacity: int, *, risk_margin: float = 0.0) -> JobService:
         cfg = config(capacity, tenant_cap=self.tenant_cap)
-        feasibility = Feasibility(self.store, cfg, default_duration=1.0, max_age=0)
+        feasibility = Feasibility(
+            self.store, cfg, default_duration=1.0, max_age=0, risk_margin=risk_margin
+        )
         return JobService(
             self.store,
             cfg,
@@ -151,6 +153,31 @@ async def test_backlog_over_capacity_puts_short_deadlines_at_risk_not_long_ones(
     assert forecast.worker_slots_needed >= math.ceil((2 + 98 + 4) / 11)
     text = w.metrics.render().decode()
     assert 'jobs_worker_slots_needed{use_case="uc"}' in text
+
+
+async def test_the_risk_margin_flags_a_start_expected_just_in_time() -> None:
+    w = World(capacity=2)
+    for _ in range(3):
+        await w.enqueue(2, within=30)
+        await w.second()
+    await w.enqueue(100, within=10)
+    await w.dispatch()
+    await w.folder.run_once(w.clock.now())
+    # 98 ahead at 2 a second (services reading the summary afresh, no arrivals measured yet):
+    # expected 49.5 s from now, inside a deadline 55 s out
+    exact = await w.service(capacity=2).enqueue("acme", w.req(55))
+    assert exact.expected_start_at == w.clock.now() + timedelta(seconds=49.5)
+    assert not exact.at_risk
+    # with a margin of a quarter of the wait (12.4 s) the same start is too close to call
+    margined = w.service(capacity=2, risk_margin=0.25)
+    near = await margined.enqueue("acme", w.req(55))
+    assert near.expected_start_at == exact.expected_start_at  # not folded in yet
+    assert near.at_risk
+    # a deadline beyond the start plus the margin is not at risk
+    assert not (await margined.enqueue("acme", w.req(62.5))).at_risk
+    # a job due to run later: the margin counts its wait in the queue, not its delay
+    later = w.req(55).model_copy(update={"run_at": w.clock.now() + timedelta(seconds=3600)})
+    assert not (await margined.enqueue("acme", later)).at_risk
 
 
 async def test_estimate_follows_capacity() -> None:

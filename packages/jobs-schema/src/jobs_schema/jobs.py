@@ -383,7 +383,10 @@ class EnqueueResponse(BaseModel):
         "the server runs with JOBS_FEASIBILITY=off",
     )
     at_risk: bool = Field(
-        default=False, description="expected_start_at is later than the job's deadline"
+        default=False,
+        description="the deadline may not hold: expected_start_at, plus the server's risk "
+        "margin (JOBS_FEASIBILITY_RISK_MARGIN, default 0.25) times the expected wait, is later "
+        "than the job's deadline",
     )
 
 

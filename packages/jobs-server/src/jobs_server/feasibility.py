@@ -115,8 +115,16 @@ class View:
         return mean if mean is not None and mean > 0 else self.capacity / self.rate
 
     def estimate(
-        self, job: Job, now: datetime, *, also_ahead: int = 0, tenant: TenantLoad | None = None
+        self,
+        job: Job,
+        now: datetime,
+        *,
+        also_ahead: int = 0,
+        tenant: TenantLoad | None = None,
+        margin: float = 0.0,
     ) -> Estimate:
+        """The expected start; at risk when it, plus `margin` times the expected wait in the
+        queue (the estimate's own uncertainty grows with the wait), falls after the deadline."""
         deadline = job.deadline.timestamp()
         summed = self.backlog.ahead(job.priority, deadline)
         wait = expected_wait_with_arrivals(
@@ -136,7 +144,8 @@ class View:
             free = max(0, tenant.cap - tenant.running)
             wait = max(wait, expected_wait(mine, free=free, rate=rate))
         start = max(now + timedelta(seconds=wait), job.run_at)
-        return Estimate(expected_start_at=start, at_risk=start > job.deadline)
+        queued = start - max(now, job.run_at)
+        return Estimate(expected_start_at=start, at_risk=start + margin * queued > job.deadline)
 
     def forecast(self, now: datetime) -> UseCaseForecast:
         at = now.timestamp()
@@ -229,8 +238,10 @@ class Feasibility:
         default_duration: float,
         max_age: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        risk_margin: float = 0.0,
     ) -> None:
         self._store = store
+        self._margin = risk_margin
         self._config = config
         self._default = default_duration
         self._views: _Shared[View] = _Shared(max_age, monotonic)
@@ -286,7 +297,11 @@ class Feasibility:
             None
             if job is None
             else views[job.use_case].estimate(
-                job, now, also_ahead=within[i], tenant=tenants[(job.tenant, job.use_case)]
+                job,
+                now,
+                also_ahead=within[i],
+                tenant=tenants[(job.tenant, job.use_case)],
+                margin=self._margin,
             )
             for i, job in enumerate(jobs)
         ]

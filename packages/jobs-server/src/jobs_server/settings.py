@@ -132,6 +132,13 @@ class ServerSettings(BaseSettings):
         description="jobs_worker_slots_needed counts slots as arriving this late (an "
         "autoscaler's scale-out delay, 0-3600)",
     )
+    feasibility_risk_margin: float = Field(
+        default=0.25,
+        ge=0,
+        le=10,
+        description="an enqueue answer is at_risk when its expected start plus this many times "
+        "its expected wait falls after the deadline (0-10; 0: the expected start alone)",
+    )
     feasibility_fold_seconds: float = Field(
         default=1.0, gt=0, le=60, description="how often the leader folds the summary (0-60)"
     )

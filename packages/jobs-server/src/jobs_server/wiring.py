@@ -122,7 +122,12 @@ def build_job_service(
     config = config or settings.jobs_config()
     config_schedules(config, now=clock.now())
     feasibility = (
-        Feasibility(store, config, default_duration=settings.feasibility_default_duration_seconds)
+        Feasibility(
+            store,
+            config,
+            default_duration=settings.feasibility_default_duration_seconds,
+            risk_margin=settings.feasibility_risk_margin,
+        )
         if settings.feasibility
         else None
     )
