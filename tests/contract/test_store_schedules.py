@@ -121,6 +121,9 @@ async def test_ticks_of_a_batch_win_or_lose_each_and_keep_their_order(
     assert out[2].outcomes == []
     beta = await impl.get_schedule("beta", "c")
     assert beta is not None and (beta.next_run_at, beta.last_run_at) == (nxt, None)
+    # the feasibility summary counts the one job stored (not the one over the quota)
+    await impl.fold_feasibility()
+    assert sum(b.n for b in (await impl.get_feasibility("uc")).pending) == 1
 
 
 async def test_one_pass_of_many_tenants_keeps_each_tenants_rules(

@@ -2,9 +2,10 @@
 
 Where the numbers come from (docs/feasibility.md has the whole story):
 
-- statement-level triggers on `jobs` (migration 0012) append what each statement changed to
-  two delta tables: pending jobs per (use case, priority, deadline second), and per use case
-  running jobs and running attempts ended with their time from dispatch to end;
+- the enqueue statements, and statement-level triggers on `jobs` for updates and deletes
+  (migrations 0012, 0022), append what each statement changed to two delta tables: pending
+  jobs per (use case, priority, deadline second), and per use case running jobs and running
+  attempts ended with their time from dispatch to end;
 - the leader's `FeasibilityFolder`, about once a second, folds the deltas into the summary
   (`feasibility_pending`, `feasibility_load`), measures throughput and mean duration over a
   rolling window from the growing counters, and exports `jobs_worker_slots_needed`;
