@@ -18,7 +18,8 @@ runs: the machine's speed drifts, a ratio taken in the same run does not.
     uv run python bench/enqueue.py --feasibility    # the cost of the deadline estimate
 
 (a) and (b) against a server with JOBS_FEASIBILITY=on (the default) and one with it off,
-alternating in one run, with the ratio on/off per pair.
+each on its own database, alternating in one run, with the ratio on/off per pair, and the CPU
+per job of each server process and its database's PostgreSQL backends.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import asyncpg
 import httpx
 
 from _common import baseline_python, bench_database, load_average, summary
 from jobs_schema import EnqueueRequest
 from jobs_sdk import JobsClient
+from procrastinate_e2e import own_cpu_seconds
 
 TOKEN = "bench-token"
 USE_CASES = {"bench": {"queue": "bench", "capacity": 100}}
@@ -148,7 +151,8 @@ async def measure(name: str, fn: Callable[[], Awaitable[float]], runs: int) -> l
     return rates
 
 
-FIGURES: dict[str, tuple[str, Callable[[str, float], Awaitable[float]]]] = {
+Figure = Callable[[str, float], Awaitable[float]]
+FIGURES: dict[str, tuple[str, Figure]] = {
     "a": ("(a) POST /v1/jobs, aiohttp, concurrency 32", http_single),
     "b": ("(b) SDK enqueue, 32 tasks, coalesced", sdk_single),
     "c": ("(c) SDK enqueue_batch, batches of 500", sdk_batch),
@@ -182,30 +186,61 @@ async def against_baseline(rev: str, seconds: float, runs: int) -> None:
                 proc.wait(timeout=10)
 
 
+async def backends(url: str) -> list[int]:
+    """The PostgreSQL backends serving the database of `url` (but this query's own)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [r["pid"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def cpu_per_job(
+    server: subprocess.Popen[bytes], db: str, url: str, seconds: float, fn: Figure
+) -> tuple[float, float]:
+    """(jobs/s, ms of CPU per job of the server process and its database's backends)."""
+
+    async def cpu() -> float:
+        pids = [server.pid, *await backends(db)]
+        return sum(own_cpu_seconds(pid) for pid in pids)
+
+    before, started = await cpu(), time.perf_counter()
+    rate = await fn(url, seconds)
+    elapsed, used = time.perf_counter() - started, await cpu() - before
+    return rate, 1000 * used / (rate * elapsed)
+
+
 async def feasibility_cost(seconds: float, runs: int) -> None:
     """(a) and (b) against a server with JOBS_FEASIBILITY=off (no estimate, and its sessions
-    skip the summary's triggers) beside one with it on, runs alternating, ratio per pair."""
-    async with bench_database("enqueue_feas") as db:
-        on, on_url = await start_server(db, wakeups=True, feasibility=True)
-        off, off_url = await start_server(db, wakeups=True, feasibility=False)
+    skip the summary's triggers) beside one with it on, each on its own database, runs
+    alternating, ratio per pair; with the CPU per job of each server and its backends (which
+    the machine's noise moves much less than the throughput)."""
+    async with bench_database("enqueue_on") as on_db, bench_database("enqueue_off") as off_db:
+        on, on_url = await start_server(on_db, wakeups=True, feasibility=True)
+        off, off_url = await start_server(off_db, wakeups=True, feasibility=False)
         try:
             for key in ("a", "b"):
                 label, fn = FIGURES[key]
-                with_it: list[float] = []
-                without: list[float] = []
+                got: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
                 for run in range(runs):
-                    # which goes first alternates: the table grows under both
-                    if run % 2:
-                        with_it.append(await fn(on_url, seconds))
-                        without.append(await fn(off_url, seconds))
-                    else:
-                        without.append(await fn(off_url, seconds))
-                        with_it.append(await fn(on_url, seconds))
-                ratios = [w / o for w, o in zip(with_it, without, strict=True)]
+                    # which goes first alternates: the tables grow under both
+                    for side in (True, False) if run % 2 else (False, True):
+                        proc, db, url = (on, on_db, on_url) if side else (off, off_db, off_url)
+                        got[side].append(await cpu_per_job(proc, db, url, seconds, fn))
+                rates = {side: [r for r, _ in v] for side, v in got.items()}
+                cpus = {side: [c for _, c in v] for side, v in got.items()}
+                ratios = [w / o for w, o in zip(rates[True], rates[False], strict=True)]
+                cpu_ratios = [w / o for w, o in zip(cpus[True], cpus[False], strict=True)]
                 print(
-                    f"{label}\n    feasibility on {summary(with_it)} jobs/s; off "
-                    f"{summary(without)} jobs/s;\n    ratio on/off {summary(ratios)} "
-                    f"({load_average()})",
+                    f"{label}\n    feasibility on {summary(rates[True])} jobs/s; off "
+                    f"{summary(rates[False])} jobs/s;\n    ratio on/off {summary(ratios)}"
+                    f"\n    CPU per job (server + its PostgreSQL backends), ms: on "
+                    f"{summary(cpus[True])}; off {summary(cpus[False])};\n    CPU ratio "
+                    f"on/off {summary(cpu_ratios)} ({load_average()})",
                     flush=True,
                 )
         finally:
