@@ -91,6 +91,35 @@ async def sqs_endpoint() -> AsyncIterator[tuple[str, str]]:
         proc.wait(timeout=10)
 
 
+async def stack_settings(
+    db_url: str, sqs: str, use_case: UseCaseConfig, *, max_active_jobs: int, **extra: object
+) -> ServerSettings:
+    """A server with its scheduler for one use case `USE_CASE` on `use_case.queue` (created
+    here, its visibility as the server would set it), one tenant "bench" (TENANT_TOKEN) and
+    the worker token WORKER_TOKEN; `extra` are more settings."""
+    publisher = await SqsPublisher.connect(region="us-east-1", endpoint_url=sqs)
+    visibility = use_case.queue_visibility_seconds
+    try:
+        await publisher.ensure_queues(
+            [QueueSpec(use_case.queue, visibility_timeout_seconds=visibility)]
+        )
+    finally:
+        await publisher.close()
+    return ServerSettings.model_validate(
+        {
+            "database_url": db_url,
+            "use_cases": {USE_CASE: use_case.model_dump(mode="json")},
+            "tenants": {"bench": {"max_active_jobs": max_active_jobs, "tokens": [TENANT_TOKEN]}},
+            "admin_token": "tok-admin",
+            "worker_token": WORKER_TOKEN,
+            "run_scheduler": True,
+            "sqs_endpoint_url": sqs,
+            "scheduler_tick_seconds": 0.2,
+            **extra,
+        }
+    )
+
+
 @asynccontextmanager
 async def live_server(settings: ServerSettings) -> AsyncIterator[str]:
     port = free_port()
@@ -219,20 +248,7 @@ async def main(args: argparse.Namespace) -> None:
         use_case = UseCaseConfig(
             queue=queue, capacity=10, timeout_seconds=120, lease_seconds=LEASE_SECONDS
         )
-        publisher = await SqsPublisher.connect(region="us-east-1", endpoint_url=sqs)
-        visibility = use_case.queue_visibility_seconds
-        await publisher.ensure_queues([QueueSpec(queue, visibility_timeout_seconds=visibility)])
-        await publisher.close()
-        settings = ServerSettings(
-            database_url=db_url,
-            use_cases={USE_CASE: use_case.model_dump(mode="json")},
-            tenants={"bench": {"max_active_jobs": 1000, "tokens": [TENANT_TOKEN]}},
-            admin_token="tok-admin",
-            worker_token=WORKER_TOKEN,
-            run_scheduler=True,
-            sqs_endpoint_url=sqs,
-            scheduler_tick_seconds=0.2,
-        )
+        settings = await stack_settings(db_url, sqs, use_case, max_active_jobs=1000)
         async with live_server(settings) as url:
             latencies = await cancel_latencies(url, use_case, sqs, args)
             costs = await poll_cost(url, db_url, rows=args.rows, running=1000)

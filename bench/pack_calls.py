@@ -27,18 +27,13 @@ from aiobotocore.client import AioBaseClient
 from pydantic import BaseModel
 
 from _common import SQS_URL, bench_database, load_average
-from cancel import live_server
+from cancel import TENANT_TOKEN, USE_CASE, WORKER_TOKEN, live_server, stack_settings
 from jobs_schema import EnqueueRequest, UseCaseConfig
 from jobs_sdk import JobsClient
-from jobs_server.publisher.base import QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher
-from jobs_server.settings import ServerSettings
 from jobs_worker import HttpWorkerApi, JobContext, Registry, SqsConsumer, Worker
 
-USE_CASE = "bench"
 JOB_TYPE = "bench.noop"
-WORKER_TOKEN = "tok-worker"
-TENANT_TOKEN = "tok-bench"
 
 CALLS: Counter[str] = Counter()
 _original = AioBaseClient._make_api_call
@@ -69,19 +64,8 @@ async def one_run(args: argparse.Namespace, pack: int) -> tuple[Counter[str], fl
             default_delay_tolerance_seconds=3600,
             pack_max_jobs=pack,
         )
-        publisher = await SqsPublisher.connect(region="us-east-1", endpoint_url=SQS_URL)
-        visibility = use_case.queue_visibility_seconds
-        await publisher.ensure_queues([QueueSpec(queue, visibility_timeout_seconds=visibility)])
-        settings = ServerSettings(
-            database_url=db_url,
-            use_cases={USE_CASE: use_case.model_dump(mode="json")},
-            tenants={"bench": {"max_active_jobs": 10_000_000, "tokens": [TENANT_TOKEN]}},
-            admin_token="tok-admin",
-            worker_token=WORKER_TOKEN,
-            run_scheduler=True,
-            sqs_endpoint_url=SQS_URL,
-            scheduler_tick_seconds=0.2,
-            claim_batch=500,
+        settings = await stack_settings(
+            db_url, SQS_URL, use_case, max_active_jobs=10_000_000, claim_batch=500
         )
         registry = Registry()
 
@@ -117,6 +101,7 @@ async def one_run(args: argparse.Namespace, pack: int) -> tuple[Counter[str], fl
                 await api.close()
                 await consumer.close()
         finally:
+            publisher = await SqsPublisher.connect(region="us-east-1", endpoint_url=SQS_URL)
             qurl = await publisher.queue_url(queue)
             await publisher._client.delete_queue(QueueUrl=qurl)
             await publisher.close()

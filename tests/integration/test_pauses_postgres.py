@@ -3,13 +3,7 @@ the pause rows and the claim statements' paused tenants, on the injected ManualC
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-
-import pytest
-
-from jobs_server.clock import ManualClock
-from jobs_server.store.postgres import PostgresJobStore
+from tests.integration.on_postgres import clock, store
 from tests.unit.test_pauses import (
     pauses,
     rig,
@@ -23,8 +17,10 @@ from tests.unit.test_pauses import (
 )
 
 __all__ = [
+    "clock",
     "pauses",
     "rig",
+    "store",
     "test_a_paused_tenant_stops_in_every_use_case_the_others_run",
     "test_a_paused_use_case_claims_nothing_and_its_running_jobs_finish",
     "test_a_resume_claims_again_earliest_deadline_first",
@@ -33,15 +29,3 @@ __all__ = [
     "test_the_paused_gauge_shows_what_the_last_pass_read",
     "woken",
 ]
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-async def store(database_url: str, clock: ManualClock) -> AsyncIterator[PostgresJobStore]:
-    impl = await PostgresJobStore.connect(database_url, min_size=1, max_size=4, clock=clock)
-    yield impl
-    await impl.close()

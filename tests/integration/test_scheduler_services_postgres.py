@@ -4,13 +4,7 @@ runs out, a backoff ends and a retention passes when the test moves the clock.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-
-import pytest
-
-from jobs_server.clock import ManualClock
-from jobs_server.store.postgres import PostgresJobStore
+from tests.integration.on_postgres import clock, store
 from tests.unit.test_scheduler_services import (
     test_a_failed_publish_gives_the_claims_back,
     test_a_full_batch_asks_to_go_again,
@@ -26,6 +20,8 @@ from tests.unit.test_scheduler_services import (
 )
 
 __all__ = [
+    "clock",
+    "store",
     "test_a_failed_publish_gives_the_claims_back",
     "test_a_full_batch_asks_to_go_again",
     "test_a_resigned_lease_is_taken_at_once",
@@ -38,15 +34,3 @@ __all__ = [
     "test_the_reaper_retries_then_kills_expired_leases_and_frees_slots",
     "test_the_stats_refresher_records_the_leaders_pass_and_dispatches",
 ]
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-async def store(database_url: str, clock: ManualClock) -> AsyncIterator[PostgresJobStore]:
-    impl = await PostgresJobStore.connect(database_url, min_size=1, max_size=4, clock=clock)
-    yield impl
-    await impl.close()
