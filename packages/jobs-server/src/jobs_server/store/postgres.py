@@ -82,6 +82,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"/\*include (\w+)\*/")
 
 # Errors that mean "the database is not there right now", as opposed to a bug in a query.
 _UNAVAILABLE = (
@@ -104,10 +105,12 @@ _FIRST_SYNC_RETRY = 1.0
 
 
 def load_queries() -> dict[str, str]:
-    """The named blocks of queries.sql."""
+    """The named blocks of queries.sql, each `/*include name*/` in them replaced by the block
+    of that name (a part several statements share)."""
     text = resources.files("jobs_server.store").joinpath("queries.sql").read_text()
     parts = _NAME.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    return {name: _INCLUDE.sub(lambda m: blocks[m[1]], body) for name, body in blocks.items()}
 
 
 def _is_unavailable(exc: BaseException) -> bool:

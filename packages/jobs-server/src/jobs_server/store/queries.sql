@@ -85,6 +85,24 @@ UPDATE idempotency_keys SET response = $3 WHERE tenant = $1 AND key = $2;
 -- name: get_jobs
 SELECT j FROM jobs j WHERE j.id = ANY ($1::uuid[]);
 
+-- name: claim_lease
+-- Not a statement: the `claimed` step of the three claim statements, included by each where
+-- its text names this block (load_queries): lease the rows of `picked` to the leader's
+-- dispatch, $4 the lease seconds, $8 now. By primary key: a join here lets the planner hash
+-- the whole table.
+UPDATE jobs j SET
+        status = 'running',
+        attempts = j.attempts + 1,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = $8::timestamptz + $4 * interval '1 second',
+        dispatched_at = $8::timestamptz,
+        deadline_missed = j.deadline_missed OR j.deadline < $8::timestamptz,
+        updated_at = $8::timestamptz
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
+              j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
+              j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
+
 -- name: claim_due_jobs
 -- Lease up to the use case's free slots of its due pending jobs, earliest deadline first, then
 -- priority, then age, for the current leader only (the FOR SHARE on the leader row makes a
@@ -106,19 +124,7 @@ WITH leader AS (
         SELECT count(*) FROM jobs r WHERE r.use_case = $1 AND r.status = 'running')))
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE jobs j SET
-        status = 'running',
-        attempts = j.attempts + 1,
-        lease_token = gen_random_uuid(),
-        lease_expires_at = $8::timestamptz + $4 * interval '1 second',
-        dispatched_at = $8::timestamptz,
-        deadline_missed = j.deadline_missed OR j.deadline < $8::timestamptz,
-        updated_at = $8::timestamptz
-    -- by primary key: a join here lets the planner hash the whole table
-    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
-              j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
-              j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
+    /*include claim_lease*/
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
@@ -162,19 +168,7 @@ WITH RECURSIVE leader AS (
     WHERE j.id = ANY (ARRAY(SELECT id FROM candidates)) AND j.status = 'pending'
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE jobs j SET
-        status = 'running',
-        attempts = j.attempts + 1,
-        lease_token = gen_random_uuid(),
-        lease_expires_at = $8::timestamptz + $4 * interval '1 second',
-        dispatched_at = $8::timestamptz,
-        deadline_missed = j.deadline_missed OR j.deadline < $8::timestamptz,
-        updated_at = $8::timestamptz
-    -- by primary key: a join here lets the planner hash the whole table
-    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
-              j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
-              j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
+    /*include claim_lease*/
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
@@ -782,19 +776,8 @@ WITH leader AS (
     WHERE j.id = ANY (ARRAY(SELECT id FROM chosen)) AND j.status = 'pending'
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE jobs j SET
-        status = 'running',
-        attempts = j.attempts + 1,
-        lease_token = gen_random_uuid(),
-        lease_expires_at = $8::timestamptz + $4 * interval '1 second',
-        dispatched_at = $8::timestamptz,
-        deadline_missed = j.deadline_missed OR j.deadline < $8::timestamptz,
-        updated_at = $8::timestamptz
-    -- by primary key: a join here lets the planner hash the whole table
-    WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.tenant, j.use_case, j.job_type, j.payload, j.attempts, j.max_attempts,
-              j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
-              j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed, j.rate_key
+    /*include claim_lease*/
+              , j.rate_key  -- for the rate buckets below
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
