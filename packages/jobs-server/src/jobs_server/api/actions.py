@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
 from jobs_schema import (
@@ -19,18 +19,12 @@ from jobs_schema import (
 )
 from jobs_server.actions import ActionService
 from jobs_server.api.deps import Producer, Reader
-from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
-from jobs_server.api.route import JobsRoute, operation_id, server_in
+from jobs_server.api.errors import BODY_ERRORS, documented_errors, json_response
+from jobs_server.api.route import api_router, server_in
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["actions"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("actions")
 
 
 async def _actions_of(request: Request) -> ActionService:

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import Path, Query, Request
 from fastapi.responses import Response
 
 from jobs_schema import RateKeyList
 from jobs_schema.jobs import Key
 from jobs_server.api.deps import Reader
-from jobs_server.api.errors import COMMON_ERRORS, documented_errors, json_response
-from jobs_server.api.route import JobsRoute, operation_id, server_in
+from jobs_server.api.errors import documented_errors, json_response
+from jobs_server.api.route import api_router, server_in
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["flow limits"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("flow limits")
 
 
 @router.get(

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from fastapi.responses import Response
 
 from jobs_schema import UseCaseForecast
 from jobs_schema.jobs import Key
 from jobs_server.api.deps import Reader, Service
-from jobs_server.api.errors import COMMON_ERRORS, documented_errors, json_response
-from jobs_server.api.route import JobsRoute, operation_id
+from jobs_server.api.errors import documented_errors, json_response
+from jobs_server.api.route import api_router
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["feasibility"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("feasibility")
 
 
 @router.get(

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from jobs_schema import PauseList, PauseRequest, PauseState
 from jobs_server.api.deps import Producer, Reader
-from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
-from jobs_server.api.route import JobsRoute, operation_id, server_in
+from jobs_server.api.errors import BODY_ERRORS, documented_errors, json_response
+from jobs_server.api.route import api_router, server_in
 from jobs_server.pauses import PauseService
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["pauses"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("pauses")
 
 
 async def _pauses_of(request: Request) -> PauseService:

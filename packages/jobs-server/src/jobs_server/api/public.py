@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, get_type_hints
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -23,24 +23,17 @@ from jobs_schema import (
 from jobs_server.api.deps import Enqueuer, Producer, Reader, Service, enqueuer_of, service_of
 from jobs_server.api.errors import (
     BODY_ERRORS,
-    COMMON_ERRORS,
     ApiError,
     documented_errors,
     json_response,
 )
-from jobs_server.api.route import Handler, JobsRoute, operation_id
+from jobs_server.api.route import Handler, JobsRoute, api_router
 from jobs_server.auth import Principal
 from jobs_server.service import request_hash
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["jobs"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("jobs")
 
 _KEY_MAX = 200
 IdempotencyKey = Annotated[

@@ -17,20 +17,26 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
 from jobs_schema import SERVER_TIME_HEADER, ErrorCode
-from jobs_server.api.errors import BodyTooLarge, error_response, response_for
+from jobs_server.api.errors import (
+    COMMON_ERRORS,
+    BodyTooLarge,
+    documented_errors,
+    error_response,
+    response_for,
+)
 from jobs_server.api.limits import declared_over, limited
 from jobs_server.errors import JobsServerError
 
 if TYPE_CHECKING:
     from jobs_server.app import JobsServer
 
-__all__ = ["JobsRoute", "operation_id", "server_in"]
+__all__ = ["JobsRoute", "api_router", "operation_id", "server_in"]
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -101,3 +107,15 @@ class JobsRoute(APIRoute):
         except JobsServerError as exc:
             return response_for(exc)
         return None
+
+
+def api_router(tag: str, *, prefix: str = "/v1") -> APIRouter:
+    """A router of the public API: its routes are JobsRoutes (error envelope, limits, server
+    time), named by operation_id and documented with the errors every route can answer."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        responses=documented_errors(*COMMON_ERRORS),
+        route_class=JobsRoute,
+        generate_unique_id_function=operation_id,
+    )

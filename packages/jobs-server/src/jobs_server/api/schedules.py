@@ -5,25 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from jobs_schema import Schedule, ScheduleCreate, SchedulePage
 from jobs_schema.jobs import Key
 from jobs_server.api.deps import Producer, Reader
-from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
-from jobs_server.api.route import JobsRoute, operation_id, server_in
+from jobs_server.api.errors import BODY_ERRORS, documented_errors, json_response
+from jobs_server.api.route import api_router, server_in
 from jobs_server.schedules import ScheduleService
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1/schedules",
-    tags=["schedules"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("schedules", prefix="/v1/schedules")
 
 
 async def _schedules_of(request: Request) -> ScheduleService:

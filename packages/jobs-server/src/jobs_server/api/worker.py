@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from jobs_schema import (
@@ -21,19 +21,13 @@ from jobs_schema import (
     ReleaseResponse,
 )
 from jobs_server.api.deps import Worker
-from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
-from jobs_server.api.route import JobsRoute, operation_id, server_in
+from jobs_server.api.errors import BODY_ERRORS, documented_errors, json_response
+from jobs_server.api.route import api_router, server_in
 from jobs_server.outcomes import OutcomeService
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1/worker",
-    tags=["worker"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("worker", prefix="/v1/worker")
 _BODY = documented_errors(*BODY_ERRORS)
 
 
