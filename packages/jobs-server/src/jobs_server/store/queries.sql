@@ -782,17 +782,20 @@ WITH leader AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
 ), started AS (
-    -- each claimed rate key's starts in the interval, this claim's last
-    SELECT c.rate_key, array_agg(s.at ORDER BY s.ord) AS starts_at,
-           array_agg(s.n ORDER BY s.ord) AS starts
-    FROM (SELECT rate_key, count(*)::integer AS n FROM claimed
-          WHERE $11::integer IS NOT NULL AND rate_key IS NOT NULL GROUP BY rate_key) c
-    CROSS JOIN LATERAL (
-        SELECT r.at, r.n, r.ord FROM recent r WHERE r.rate_key = c.rate_key
+    -- each claimed rate key's starts in the interval, this claim's last: one grouping over
+    -- the interval's starts and this claim's, keeping the keys this claim started (a lookup of
+    -- each claimed key's starts in `recent` compared every pair: 500 keys, 180 ms)
+    SELECT u.rate_key, array_agg(u.at ORDER BY u.ord) AS starts_at,
+           array_agg(u.n ORDER BY u.ord) AS starts
+    FROM (
+        SELECT r.rate_key, r.at, r.n, r.ord, false AS now_started FROM recent r
         UNION ALL
-        SELECT $8::timestamptz, c.n, 9223372036854775807
-    ) s
-    GROUP BY c.rate_key
+        SELECT c.rate_key, $8::timestamptz, count(*)::integer, 9223372036854775807, true
+        FROM claimed c WHERE $11::integer IS NOT NULL AND c.rate_key IS NOT NULL
+        GROUP BY c.rate_key
+    ) u
+    GROUP BY u.rate_key
+    HAVING bool_or(u.now_started)
 ), spent AS (
     -- blocked_until: when the interval next has room, if this claim filled it (the oldest
     -- starts leave it one by one; the first moment the rest sum below $11)
