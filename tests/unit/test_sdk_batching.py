@@ -119,3 +119,36 @@ async def test_close_waits_for_batches_in_flight():
     await closing
     assert [await s for s in submissions] == [0, 1, 2]
     assert sent == [[0, 1], [2]]
+
+
+async def test_an_idle_submission_goes_at_once_not_after_the_linger():
+    sender = FakeSender()
+    coalescer = Batcher(sender, linger=3600, max_batch=100)
+    # with nothing in flight it does not wait for company (an hour here)
+    assert await asyncio.wait_for(coalescer.submit(3), timeout=30) == 6
+    assert sender.batches == [[3]]
+    await coalescer.aclose()
+
+
+async def test_submissions_during_a_call_wait_for_it_then_go_together():
+    gate = asyncio.Event()
+    sent: list[list[int]] = []
+
+    async def gated(items: list[int]) -> list[int]:
+        sent.append(items)
+        if len(sent) == 1:
+            await gate.wait()
+        return items
+
+    coalescer = Batcher(gated, linger=3600, max_batch=100)
+    first = asyncio.create_task(coalescer.submit(0))
+    while not sent:
+        await asyncio.sleep(0)
+    later = [asyncio.create_task(coalescer.submit(i)) for i in (1, 2, 3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sent == [[0]]  # the others wait for the call in flight, not for the linger
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *later), timeout=30) == [0, 1, 2, 3]
+    assert sent == [[0], [1, 2, 3]]
+    await coalescer.aclose()

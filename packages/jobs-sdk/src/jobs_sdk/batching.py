@@ -1,8 +1,12 @@
 """Batching: concurrent single submissions from one process become one batch call (the
 producer client's enqueues; the worker's outcome reports and message deletes).
 
-A submission waits at most `linger` seconds for company, and a batch holds at most
-`max_batch` items. Each caller still gets its own result or its own exception.
+Nothing lingers when idle: with no batch in flight, a submission goes at once (with what
+else was submitted in the same turn of the event loop). While a batch is in flight, new
+submissions wait for company: they go when that batch returns, when `linger` seconds have
+passed, or when `max_batch` of them are waiting, whichever comes first. So a batch's size
+follows the load: one at a time when calls are rare, fuller ones as they come faster than a
+call's round trip. Each caller still gets its own result or its own exception.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ SendBatch = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
 
 
 class Batcher(Generic[T, R]):
-    """`submit(item)` waits for `send(batch)` to answer for its item. A batch goes when it is
-    full or `linger` seconds after its first item. After `aclose()` submissions are refused."""
+    """`submit(item)` waits for `send(batch)` to answer for its item. A batch goes at once
+    when none is in flight; otherwise when it is full, when the batches in flight have
+    returned, or `linger` seconds after its first item. After `aclose()` submissions are
+    refused."""
 
     def __init__(
         self, send: SendBatch[T, R], *, linger: float = 0.02, max_batch: int = 100
@@ -36,7 +42,7 @@ class Batcher(Generic[T, R]):
         self._linger = linger
         self._max_batch = max_batch
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -49,7 +55,12 @@ class Batcher(Generic[T, R]):
         if len(self._pending) >= self._max_batch:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._linger, self._flush)
+            # idle: at the end of this turn of the loop; busy: after the linger at most
+            self._timer = (
+                loop.call_soon(self._flush)
+                if not self._inflight
+                else loop.call_later(self._linger, self._flush)
+            )
         return await future
 
     async def aclose(self) -> None:
@@ -69,7 +80,13 @@ class Batcher(Generic[T, R]):
         if batch:
             task = asyncio.create_task(self._deliver(batch))
             self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(self._landed)
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        """A batch returned: what waited for it goes now, once no other is in flight."""
+        self._inflight.discard(task)
+        if self._pending and not self._inflight:
+            self._flush()
 
     async def _deliver(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:

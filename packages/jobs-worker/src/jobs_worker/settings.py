@@ -64,7 +64,13 @@ class WorkerSettings(BaseSettings):
         default=2.0, gt=0, description="warn when an async handler blocks its loop this long"
     )
     report_batch: int = Field(default=100, ge=1, le=1000)
-    report_linger_seconds: float = Field(default=0.02, ge=0, le=5)
+    report_linger_seconds: float = Field(
+        default=0.02,
+        ge=0,
+        le=5,
+        description="while a report (or delete) is in flight, how long more outcomes wait for "
+        "company at most; with none in flight an outcome goes at once (0-5)",
+    )
     report_retry_seconds: float = Field(
         default=60.0, ge=0, description="how long to keep offering an outcome to a server down"
     )
