@@ -204,7 +204,7 @@ async def test_the_expirer_ends_a_bounded_batch_a_pass(store, clock):
     assert (await expirer.run_once(clock.now())).count == 2
     assert (await expirer.run_once(clock.now())).count == 1
     assert (await expirer.run_once(clock.now())).count == 0
-    assert s.scheduler.service(Expirer) is s.scheduler.before_dispatch[0]
+    assert s.scheduler.service(Expirer) is s.scheduler.services[0].service
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,13 @@ class ServerSettings(BaseSettings):
     reap_every_seconds: float = Field(
         default=0.5, gt=0, le=300, description="how often the leader reaps expired leases"
     )
+    expire_every_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="how often the leader ends jobs past their deadline plus grace (claims "
+        "pass over them meanwhile)",
+    )
     prune_every_seconds: float = Field(
         default=60.0, gt=0, le=86_400, description="how often the leader prunes past retention"
     )

@@ -56,6 +56,7 @@ def scheduler_config(settings: ServerSettings) -> SchedulerConfig:
         leader_ttl_seconds=settings.leader_ttl_seconds,
         claim_batch=settings.claim_batch,
         reap_every_seconds=settings.reap_every_seconds,
+        expire_every_seconds=settings.expire_every_seconds,
         prune_every_seconds=settings.prune_every_seconds,
         pause_history_retention_seconds=settings.pause_history_retention_seconds,
         stats_every_seconds=settings.stats_every_seconds,
@@ -160,8 +161,8 @@ def build_scheduler(
     jobs: JobService | None = None,
     extra: Sequence[Every] = (),
 ) -> Scheduler:
-    """The elector, the expirer (before every dispatch), the dispatcher and the maintenance
-    services, each on its period, and
+    """The elector, the dispatcher and the maintenance services (the expirer first), each on
+    its period, and
     with `jobs` the periodic jobs of the store's schedules (and of `jobs.config`'s); `extra`
     entries run after them."""
     cfg = config or SchedulerConfig()
@@ -187,8 +188,11 @@ def build_scheduler(
         metrics=metrics,
         tracing=tracing,
     )
-    services = _maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup)
     expirer = Expirer(store, use_cases, batch=cfg.expire_batch, metrics=metrics)
+    services = [
+        Every(expirer, cfg.expire_every_seconds),
+        *_maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup),
+    ]
     if jobs is not None:
         periodic = PeriodicJobs(store, jobs, config=jobs.config)
         # in the background: writing a pass's ticks (a job each) never delays dispatch
@@ -216,7 +220,6 @@ def build_scheduler(
         clock=clock,
         config=cfg,
         services=[*services, *extra],
-        before_dispatch=[expirer],
         stats=stats,
         rng=rng,
     )

@@ -1,5 +1,4 @@
-"""Miss policy expire: pending jobs past their deadline plus grace end expired, before a claim
-can dispatch them."""
+"""Miss policy expire: pending jobs past their deadline plus grace end expired."""
 
 from __future__ import annotations
 
@@ -27,9 +26,10 @@ class Expired:
 
 class Expirer:
     """Ends up to `batch` pending jobs whose `expires_at` has passed, in one statement. The
-    scheduler runs it on every pass right before the dispatcher's claims, so a job past its
-    deadline plus grace is never claimed (a job exactly at it still is). A backlog larger than
-    `batch` drains over the following passes."""
+    scheduler runs it every JOBS_EXPIRE_EVERY_SECONDS (0.25 s), not on every pass: the claim
+    statements themselves pass over a job past its deadline plus grace (a job exactly at it is
+    still claimed), so one is never dispatched between two runs. A backlog larger than `batch`
+    drains over the following runs."""
 
     def __init__(
         self,

@@ -36,6 +36,8 @@ class SchedulerConfig:
     claim_batch: int = 500
     reap_batch: int = 500
     expire_batch: int = 1000  # jobs the expirer ends a pass, at most
+    # how often the expirer runs (claims pass over jobs past expires_at meanwhile)
+    expire_every_seconds: float = 0.25
     reap_every_seconds: float = 0.5
     prune_every_seconds: float = 60.0
     prune_batch: int = 1000
@@ -84,9 +86,10 @@ class Every:
 
 
 class Scheduler:
-    """While `elector` holds the lease, each step runs the `before_dispatch` services (the
-    expirer), dispatches, then runs every service whose period has passed by the injected
-    clock; between steps it sleeps until a wake-up, the tick or the next known run_at."""
+    """While `elector` holds the lease, each step dispatches, then runs every service whose
+    period has passed by the injected clock; between steps it sleeps until a wake-up, the tick
+    or the next known run_at. A step is one round trip per use case with due work, plus the
+    pauses read: nothing else runs on every wake-up."""
 
     def __init__(
         self,
@@ -97,13 +100,11 @@ class Scheduler:
         clock: Clock,
         config: SchedulerConfig | None = None,
         services: Sequence[Every] = (),
-        before_dispatch: Sequence[Service] = (),
         stats: SchedulerStats | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.elector = elector
         self.dispatcher = dispatcher
-        self.before_dispatch = list(before_dispatch)
         self.clock = clock
         self.config = config or SchedulerConfig()
         self.services = list(services)
@@ -122,7 +123,7 @@ class Scheduler:
 
     def service(self, kind: type[_S]) -> _S:
         """The first service of this type (tests and the dashboard reach one by its class)."""
-        for service in [*self.before_dispatch, *(entry.service for entry in self.services)]:
+        for service in (entry.service for entry in self.services):
             if isinstance(service, kind):
                 return service
         raise LookupError(kind.__name__)
@@ -143,16 +144,12 @@ class Scheduler:
     # -- one step --------------------------------------------------------------------------
 
     async def step(self) -> bool:
-        """Elect (or renew), then, when leading, run the services that go before every
-        dispatch (the expirer: what it ends is never claimed), dispatch and run the due
-        services. True when a full batch went out: more may be due, go again without
-        sleeping."""
+        """Elect (or renew), then, when leading, dispatch and run the due services. True when a
+        full batch went out: more may be due, go again without sleeping."""
         now = self.clock.now()
         if await self.elector.run_once(now) is None:
             return False
         self._wake.clear()
-        for service in self.before_dispatch:
-            await service.run_once(now)
         dispatched = await self.dispatcher.run_once(now)
         await self.run_due(now)
         return dispatched.more
