@@ -200,3 +200,45 @@ async def test_the_loop_resigns_on_stop(store, clock):
     await task
     assert not sched.is_leader
     assert store.calls["resign_leadership"] == 1
+
+
+async def test_a_wake_up_for_enqueues_claims_for_their_use_cases_alone(store, clock):
+    """At low load each enqueue wakes a pass: it claims where jobs arrived, not in every use
+    case; slots freed, the tick and direct steps go over all of them."""
+    sched = build_scheduler(
+        store,
+        InMemoryPublisher(),
+        {name: UseCaseConfig(queue=name) for name in ("a", "b", "c")},
+        outcomes=OutcomeService(store, clock=clock),
+        clock=clock,
+        config=CONFIG,
+    )
+    claimed: list[str] = []
+    real = store.claim_due_jobs
+
+    async def claim(use_case: str, **kwargs: Any) -> Any:
+        claimed.append(use_case)
+        return await real(use_case, **kwargs)
+
+    store.claim_due_jobs = claim
+    await sched.step()  # the first pass: every use case
+    assert sorted(claimed) == ["a", "b", "c"]
+    claimed.clear()
+    now = clock.now().timestamp()
+    sched._on_notify(f'{{"u": ["b"], "t": {now}}}')  # jobs enqueued in b, due now
+    await sched.step()
+    assert claimed == ["b"]
+    claimed.clear()
+    sched._on_notify('{"u": []}')  # slots freed: any use case may have room
+    await sched.step()
+    assert sorted(claimed) == ["a", "b", "c"]
+    claimed.clear()
+    # two wake-ups before a pass: both use cases; one for later: a timer, not a pass
+    sched._on_notify(f'{{"u": ["a"], "t": {now}}}')
+    sched._on_notify(f'{{"u": ["c"], "t": {now}}}')
+    sched._on_notify(f'{{"u": ["b"], "t": {now + 60}}}')
+    await sched.step()
+    assert sorted(claimed) == ["a", "c"]
+    claimed.clear()
+    await sched.step()  # a step nothing woke (the tick's): every use case
+    assert sorted(claimed) == ["a", "b", "c"]

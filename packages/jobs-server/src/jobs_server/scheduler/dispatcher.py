@@ -101,8 +101,8 @@ class Dispatcher:
         self._tracing = tracing or Tracing()
         self._embed_limit = embed_limit(publisher.max_message_bytes)
 
-    async def run_once(self, now: datetime) -> Dispatched:
-        """Dispatch every use case's due jobs once."""
+    async def run_once(self, now: datetime, *, only: frozenset[str] | None = None) -> Dispatched:
+        """Dispatch every use case's due jobs once (with `only`, those use cases' alone)."""
         lease = self._elector.lease
         if lease is None:
             return Dispatched(0, more=False)
@@ -114,7 +114,8 @@ class Dispatcher:
             *(
                 self._dispatch(name, uc, lease, paused)
                 for name, uc in self._use_cases.items()
-                if (paused := paused_tenants(pauses, name)) is not None
+                if (only is None or name in only)
+                and (paused := paused_tenants(pauses, name)) is not None
             )
         )
         self.stats.passes += 1

@@ -61,7 +61,9 @@ class Service(Protocol):
 
 
 class DispatchService(Protocol):
-    async def run_once(self, now: datetime) -> Dispatched: ...
+    async def run_once(
+        self, now: datetime, *, only: frozenset[str] | None = None
+    ) -> Dispatched: ...
 
 
 @dataclass
@@ -112,6 +114,9 @@ class Scheduler:
         self._listener = listener
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        # what the next pass dispatches: every use case, or only those woken by enqueues
+        self._full = True
+        self._woken: set[str] = set()
         self._next_due: datetime | None = None
         self._subscription: Subscription | None = None
 
@@ -150,8 +155,13 @@ class Scheduler:
         if await self.elector.run_once(now) is None:
             return False
         self._wake.clear()
-        dispatched = await self.dispatcher.run_once(now)
+        # narrowed only when woken for some use cases and nothing asked for all of them
+        only = frozenset(self._woken) if self._woken and not self._full else None
+        self._full, self._woken = False, set()
+        dispatched = await self.dispatcher.run_once(now, only=only)
         await self.run_due(now)
+        if dispatched.more:
+            self._full = True  # a full batch: go again over every use case
         return dispatched.more
 
     async def run_due(self, now: datetime) -> list[tuple[str, object]]:
@@ -175,18 +185,28 @@ class Scheduler:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def wake(self, earliest_run_at: datetime | None = None) -> None:
-        """Run a pass now, or remember a future run_at to wake for."""
+    def wake(
+        self, earliest_run_at: datetime | None = None, *, use_cases: frozenset[str] = frozenset()
+    ) -> None:
+        """Run a pass now, or remember a future run_at to wake for. A pass woken only for
+        `use_cases` (jobs enqueued there, due now) claims for those alone; anything else
+        (slots freed, a timer, the tick, a full batch) makes the next pass go over every use
+        case. So at low load a wake-up costs one claim, not one per use case."""
         if earliest_run_at is not None and earliest_run_at > self.clock.now():
             if self._next_due is None or earliest_run_at < self._next_due:
                 self._next_due = earliest_run_at
             return
+        if use_cases and earliest_run_at is not None:
+            self._woken |= use_cases
+        else:
+            self._full = True
         self._wake.set()
 
     def _on_notify(self, payload: str) -> None:
         if not self.is_leader:  # a standby has no pass to run early
             return
-        self.wake(parse_wakeup(payload).earliest_run_at)
+        wakeup = parse_wakeup(payload)
+        self.wake(wakeup.earliest_run_at, use_cases=wakeup.use_cases)
 
     async def _keep_listening(self) -> None:
         if self._subscription is not None and self._subscription.alive:
@@ -256,6 +276,8 @@ class Scheduler:
         finally:
             for w in waits:
                 w.cancel()
+        if not self._wake.is_set():
+            self._full = True  # the tick or a run_at timer: every use case
 
     async def _shutdown(self) -> None:
         for entry in self.services:
