@@ -281,9 +281,7 @@ async def test_dead_cancelled_and_expired_events_and_none_for_a_tenant_without_w
     admin = JobsClient(stack.server.url, stack.server.admin_token)
     stack.exits.push_async_callback(admin.aclose)
     await admin.pauses.pause(use_case=USE_CASE, tenant="acme")
-    expiring = await stack.enqueue(
-        {"to": "d@example.com"}, delay_tolerance=0, miss_policy="expire"
-    )
+    expiring = await stack.enqueue({"to": "d@example.com"}, delay_tolerance=0, miss_policy="expire")
     await stack.wait_for(expiring, lambda j: j.status == JobStatus.EXPIRED)
     await admin.pauses.resume(use_case=USE_CASE, tenant="acme")
 
