@@ -116,11 +116,11 @@ def address_refused(
         return None
     for kind, flag in (
         ("a loopback", ip.is_loopback),
-        ("a private", ip.is_private),
         ("a link-local", ip.is_link_local),
         ("a multicast", ip.is_multicast),
-        ("a reserved", ip.is_reserved),
         ("an unspecified", ip.is_unspecified),
+        ("a reserved", ip.is_reserved),
+        ("a private", ip.is_private),
         ("a not globally routable", not ip.is_global),
     ):
         if flag:
