@@ -44,14 +44,23 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_log_idx ON webhook_deliveries (subscription_id, job_id DESC);
 
 -- Statement-level, like the feasibility triggers: one pass over the statement's changed rows.
--- Without any active subscription (most deployments) it is one look at a small table. Otherwise
--- only rows whose status moved into a finished state (or whose deadline_missed turned true,
--- set by the claim) and whose tenant has a subscription that wants the event are written.
+-- Without any active subscription (most deployments) it is one look at a small table; when no
+-- changed row is a subscribed tenant's and in a finished state (or newly late), one scan of
+-- the statement's new rows (a claim's, mostly) and nothing else. Otherwise only rows whose
+-- status moved into a finished state (or whose deadline_missed turned true, set by the claim)
+-- and whose tenant has a subscription that wants the event are written.
 -- Statuses are compared as text: 'expired' was added to the enum by a migration that may run
 -- in the same transaction as this one. The delivery jobs' own changes make no events.
 CREATE FUNCTION jobs_webhook_events() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_tenants text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE NOT paused) THEN
+    SELECT array_agg(DISTINCT tenant) INTO v_tenants FROM webhook_subscriptions WHERE NOT paused;
+    IF v_tenants IS NULL OR NOT EXISTS (
+        SELECT 1 FROM new_rows
+        WHERE tenant = ANY (v_tenants)
+          AND (status::text IN ('succeeded', 'dead', 'cancelled', 'expired') OR deadline_missed)
+    ) THEN
         RETURN NULL;
     END IF;
     INSERT INTO webhook_events (tenant, event_type, use_case, body)
@@ -66,7 +75,12 @@ BEGIN
                'job_type', n.job_type,
                'status', n.status::text,
                'attempts', n.attempts)
-    FROM old_rows o JOIN new_rows n USING (id)
+    FROM (
+        SELECT * FROM new_rows
+        WHERE tenant = ANY (v_tenants) AND use_case <> 'jobs.webhooks'
+          AND (status::text IN ('succeeded', 'dead', 'cancelled', 'expired') OR deadline_missed)
+    ) n
+    JOIN old_rows o ON o.id = n.id
     CROSS JOIN LATERAL (VALUES
         (CASE WHEN n.status::text IN ('succeeded', 'dead', 'cancelled', 'expired')
                    AND n.status::text <> o.status::text
@@ -74,7 +88,6 @@ BEGIN
         (CASE WHEN n.deadline_missed AND NOT o.deadline_missed THEN 'deadline_missed' END)
     ) e (event_type)
     WHERE e.event_type IS NOT NULL
-      AND n.use_case <> 'jobs.webhooks'
       AND EXISTS (
           SELECT 1 FROM webhook_subscriptions s
           WHERE s.tenant = n.tenant AND NOT s.paused
