@@ -8,8 +8,10 @@ trigger: claim_due_jobs + complete_attempts of 100 jobs a call (4,000 jobs a run
          PostgreSQL directly, in four states: the trigger disabled (the baseline), no
          subscription at all, a subscription of another tenant only (the trigger's join runs,
          nothing is written), and a subscription of the jobs' tenant to `succeeded` (an outbox
-         row per job). Runs alternate; median / min / max of `--runs` (5), and the ratio to
-         the baseline in the same round.
+         row per job). Runs alternate; median / min / max of `--runs` (5), the ratio to the
+         baseline in the same round, and the time PostgreSQL counted inside the trigger
+         function (track_functions) per job: exact where the rates drift with the machine's
+         load.
 deliveries: `jobs-server serve` with its scheduler and `jobs-worker run --webhooks` as
          processes of their own, LocalStack's SQS, a receiver on loopback in this process
          (uvicorn, answering 204). `--events` events are written to the outbox in one
@@ -33,6 +35,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -94,8 +97,11 @@ async def claim_complete_rate(store: PostgresJobStore, leader: LeaderLease) -> f
 
 async def trigger_cost(runs: int) -> None:
     async with bench_database("webhooks_trigger") as url:
-        store = await PostgresJobStore.connect(url, max_size=2, clock=DatabaseClock())
         conn = await asyncpg.connect(url)
+        # the time spent inside the trigger function, as PostgreSQL counts it (exact, however
+        # loaded the machine is; the rates below are not)
+        await conn.execute(f"ALTER DATABASE {urlsplit(url).path[1:]} SET track_functions = 'pl'")
+        store = await PostgresJobStore.connect(url, max_size=2, clock=DatabaseClock())
         epoch = await store.acquire_leadership("main", "bench", ttl=3600)
         assert epoch is not None
         leader = LeaderLease("main", "bench", epoch)
@@ -131,26 +137,42 @@ async def trigger_cost(runs: int) -> None:
             "this tenant subscribed",
         ]
         rates: dict[str, list[float]] = {s: [] for s in states}
+        inside: dict[str, list[float]] = {s: [] for s in states}  # trigger µs per job
         try:
             for _ in range(runs):
                 for name in states:
                     await state(name)
                     await fill(store, "acme")
+                    await asyncio.sleep(1.2)  # backends flush their counts at most once a second
+                    before = await trigger_ms(conn)
                     rates[name].append(await claim_complete_rate(store, leader))
+                    await asyncio.sleep(1.2)
+                    inside[name].append((await trigger_ms(conn) - before) * 1000 / JOBS)
             events = await conn.fetchval("SELECT count(*) FROM webhook_events")
             base = rates["trigger disabled"]
             for name in states:
                 ratios = [r / b for r, b in zip(rates[name], base, strict=True)]
                 print(
                     f"claim_due_jobs + complete_attempts, 100 a call, {name}:\n"
-                    f"    {summary(rates[name])} jobs/s; ratio to disabled {summary(ratios)} "
-                    f"({load_average()})",
+                    f"    {summary(rates[name])} jobs/s; ratio to disabled {summary(ratios)};\n"
+                    f"    inside the trigger {summary(inside[name])} µs per job "
+                    f"(claim + complete) ({load_average()})",
                     flush=True,
                 )
             print(f"    (outbox rows after the last subscribed run: {events})", flush=True)
         finally:
             await conn.close()
             await store.close()
+
+
+async def trigger_ms(conn: asyncpg.Connection) -> float:
+    """Milliseconds spent in jobs_webhook_events so far, in every session."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(self_time), 0) FROM pg_stat_user_functions "
+        "WHERE funcname = 'jobs_webhook_events'"
+    )
+    return float(value)
 
 
 # -- deliveries per second ------------------------------------------------------------------

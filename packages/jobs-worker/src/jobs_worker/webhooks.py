@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -42,6 +43,7 @@ _RETRY_STATUSES = frozenset({408, 429})
 _MAX_RETRY_AFTER = 3600.0
 _RESOLVE_TIMEOUT = 5.0
 _MAX_ERROR_BODY = 200
+_KEPT_TARGETS = 10_000
 
 Targets = Callable[[UUID], Awaitable[WebhookTarget]]
 
@@ -54,22 +56,35 @@ class _Pinned:
 
 class ServerTargets:
     """Targets read through the worker API: one client per event loop, as handlers of a
-    thread-isolated worker run on a loop of their own."""
+    thread-isolated worker run on a loop of their own. A target read is kept `ttl` seconds
+    (a burst of events to one endpoint costs one read), so a subscription deleted, paused or
+    moved is seen that much later at most."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 10.0, ttl: float = 5.0
+    ) -> None:
         self._base_url = base_url
         self._token = token
         self._timeout = timeout
+        self._ttl = ttl
         self._clients: dict[int, WorkerApiClient] = {}
+        self._kept: dict[UUID, tuple[float, WebhookTarget]] = {}
 
     async def __call__(self, webhook_id: UUID) -> WebhookTarget:
+        kept = self._kept.get(webhook_id)
+        if kept is not None and time.monotonic() - kept[0] < self._ttl:
+            return kept[1]
         loop = id(asyncio.get_running_loop())
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = WorkerApiClient(
                 self._base_url, self._token, timeout=self._timeout
             )
-        return await client.webhook_target(webhook_id)
+        target = await client.webhook_target(webhook_id)
+        if len(self._kept) >= _KEPT_TARGETS:
+            self._kept.clear()
+        self._kept[webhook_id] = (time.monotonic(), target)
+        return target
 
 
 class WebhookSender:
