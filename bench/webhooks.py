@@ -42,12 +42,13 @@ import httpx
 import uvicorn
 
 from _common import SQS_URL, bench_database, load_average, summary
+from feasibility_triggers import claim_complete_rate
 from jobs_schema import BackoffPolicy
 from jobs_server.clock import DatabaseClock
 from jobs_server.publisher.base import QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher
 from jobs_server.service import JobIds
-from jobs_server.store.base import LeaderLease, NewJob, SucceededAttempt
+from jobs_server.store.base import LeaderLease, NewJob
 from jobs_server.store.postgres import PostgresJobStore
 from jobs_server.store.webhook_port import StoredWebhook
 
@@ -78,21 +79,6 @@ async def fill(store: PostgresJobStore, tenant: str) -> None:
             for _ in range(100)
         ]
         await store.enqueue_jobs(tenant, quota=None, jobs=batch)
-
-
-async def claim_complete_rate(store: PostgresJobStore, leader: LeaderLease) -> float:
-    done, started = 0, time.perf_counter()
-    while True:
-        claimed = await store.claim_due_jobs(
-            "bench", capacity=100, limit=100, lease_seconds=60, leader=leader, per_tenant_cap=None
-        )
-        if not claimed:
-            break
-        await store.complete_attempts(
-            [SucceededAttempt(c.id, c.attempt, c.lease_token, None) for c in claimed]
-        )
-        done += len(claimed)
-    return done / (time.perf_counter() - started)
 
 
 async def trigger_cost(runs: int) -> None:
