@@ -204,3 +204,26 @@ async def test_subscriptions_are_a_tenants_own_and_limited(store: StoreAndClock)
     assert await impl.delete_webhook(a.id, tenant="acme")
     assert await impl.get_webhook_target(a.id) is None
     assert await impl.create_webhook(late, secret="x", limit=2) == late
+
+
+async def test_an_emitted_event_reaches_the_subscriptions_that_want_it(
+    store: StoreAndClock,
+) -> None:
+    impl, _ = store
+    hook = await subscribe(impl, store, events=["batch_finished"])
+    await subscribe(impl, store, events=["batch_finished"], use_case="uc2")
+    data = {"batch_id": "b1", "counts": {"succeeded": 2, "dead": 1}}
+    assert await impl.emit_webhook_event("acme", "batch_finished", use_case="uc", data=data)
+    assert not await impl.emit_webhook_event("acme", "dead", use_case="uc", data={})
+    assert not await impl.emit_webhook_event("globex", "batch_finished", use_case=None, data={})
+    done = await impl.fan_out_webhook_events(RULES, limit=10)
+    assert (done.events, done.deliveries) == (1, 1)
+    [sent] = await deliveries(impl)
+    assert sent["subscription_id"] == str(hook.id)
+    event = sent["event"]
+    assert (event["type"], event["tenant"], event["use_case"], event["data"]) == (
+        "batch_finished",
+        "acme",
+        "uc",
+        data,
+    )

@@ -1176,14 +1176,17 @@ class InMemoryJobStore:
         elif name == "deadline_missed" and value and not row.deadline_missed:
             self._webhook_event(row, "deadline_missed", row.status)
 
-    def _webhook_event(self, row: _Row, event_type: str, status: JobStatus) -> None:
-        if not any(
+    def _wanted(self, tenant: str, event_type: str, use_case: str | None) -> bool:
+        return any(
             not h.paused
-            and h.tenant == row.tenant
+            and h.tenant == tenant
             and event_type in h.event_types
-            and (h.use_case is None or h.use_case == row.use_case)
+            and (h.use_case is None or use_case is None or h.use_case == use_case)
             for h, _ in self._webhooks.values()
-        ):
+        )
+
+    def _webhook_event(self, row: _Row, event_type: str, status: JobStatus) -> None:
+        if not self._wanted(row.tenant, event_type, row.use_case):
             return
         body: dict[str, JsonValue] = {
             "type": event_type,
@@ -1196,6 +1199,21 @@ class InMemoryJobStore:
             "attempts": row.attempts,
         }
         self._webhook_outbox.append((row.tenant, event_type, row.use_case, body))
+
+    async def emit_webhook_event(
+        self, tenant: str, event_type: str, *, use_case: str | None, data: dict[str, JsonValue]
+    ) -> bool:
+        if not self._wanted(tenant, event_type, use_case):
+            return False
+        body: dict[str, JsonValue] = {
+            "type": event_type,
+            "tenant": tenant,
+            "occurred_at": _iso_utc(self.clock.now()),
+            "use_case": use_case,
+            "data": copy.deepcopy(data),
+        }
+        self._webhook_outbox.append((tenant, event_type, use_case, body))
+        return True
 
     async def create_webhook(
         self, hook: StoredWebhook, *, secret: str, limit: int

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
-from pydantic import TypeAdapter
+from pydantic import JsonValue, TypeAdapter
 
 from jobs_schema import (
     AttemptOutcome,
@@ -1077,6 +1077,12 @@ class PostgresJobStore:
             )
             for r in rows
         ]
+
+    async def emit_webhook_event(
+        self, tenant: str, event_type: str, *, use_case: str | None, data: dict[str, JsonValue]
+    ) -> bool:
+        args = (tenant, event_type, use_case, data, self.clock.now())
+        return bool(await self._run(lambda c: c.fetchval(self._q["emit_webhook_event"], *args)))
 
     async def fan_out_webhook_events(self, rules: FanOutRules, *, limit: int) -> FannedOut:
         args = (

@@ -1191,6 +1191,9 @@ WHERE d.subscription_id = $1 AND ($2::uuid IS NULL OR d.job_id < $2)
 ORDER BY d.job_id DESC
 LIMIT $3;
 
+-- name: emit_webhook_event
+SELECT webhook_emit($1, $2, $3, $4::jsonb, $5::timestamptz);
+
 -- name: fan_out_webhook_events
 -- The leader: up to $1 outbox events (oldest first; rows another transaction holds are
 -- skipped), each made into one delivery job (use case $3, job type $4) per subscription of its

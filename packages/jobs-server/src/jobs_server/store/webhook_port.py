@@ -93,6 +93,15 @@ class WebhookStore(Protocol):
         """Newest first, delivery job ids below `before`."""
         ...
 
+    async def emit_webhook_event(
+        self, tenant: str, event_type: str, *, use_case: str | None, data: dict[str, JsonValue]
+    ) -> bool:
+        """An event that is not a job's status change (batch_finished): into the outbox, at
+        the store's now, when a subscription of the tenant wants it (False: none does). The
+        hook for the code that decides such an event; call it in that decision's transaction
+        where there is one (SQL: webhook_emit, migration 0020)."""
+        ...
+
     async def fan_out_webhook_events(self, rules: FanOutRules, *, limit: int) -> FannedOut:
         """Up to `limit` outbox events made into one delivery job per subscription that wants
         each, and removed from the outbox, at once: exactly once per (event, subscription)."""
