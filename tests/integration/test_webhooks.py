@@ -367,6 +367,7 @@ async def test_hostile_subscriptions_are_refused_with_nothing_stored(
         {**base, "event_types": ["exploded"]},
         {**base, "event_types": "dead"},
         {**base, "use_case": "nope"},
+        {**base, "use_case": "jobs.webhooks"},
         {**base, "use_case": "uc\u0000"},
         {**base, "description": "x" * 201},
         {**base, "secret": "mine"},

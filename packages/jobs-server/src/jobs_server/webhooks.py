@@ -172,6 +172,12 @@ class WebhookService:
                 "webhooks are off on this server; the operator turns them on with "
                 "JOBS_WEBHOOKS=true (and runs a worker with --webhooks)"
             )
+        if body.use_case == WEBHOOKS_USE_CASE:
+            raise BadRequest(
+                f"use_case: {WEBHOOKS_USE_CASE!r} is the deliveries' own and makes no events; "
+                "name another use case, or none for every one",
+                field="use_case",
+            )
         if body.use_case is not None and body.use_case not in self._config.use_cases:
             known = ", ".join(sorted(self._config.use_cases))
             raise BadRequest(

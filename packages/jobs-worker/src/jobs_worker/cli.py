@@ -100,6 +100,11 @@ def run(
         if settings.webhooks:
             use_case = _with_webhook_sender(settings, registry, use_case)
         use_cases = settings.select_use_cases(use_case)
+        if settings.webhooks:  # the sender runs no user code: always in this process
+            sender_uc = use_cases[WEBHOOKS_USE_CASE]
+            use_cases[WEBHOOKS_USE_CASE] = sender_uc.model_copy(
+                update={"isolation": HandlerIsolation.THREAD}
+            )
         settings.require_server()
         provider = _tracer_provider(settings)
         pool = _process_pool(settings, use_cases, target=target, log=(fmt, log_level))
