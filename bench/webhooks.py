@@ -18,6 +18,8 @@ deliveries: `jobs-server serve` with its scheduler and `jobs-worker run --webhoo
          statement (webhook_emit), then the clock runs until the receiver has had every
          delivery: outbox -> fan-out -> delivery jobs -> dispatch -> SQS -> worker (fetches
          the target, resolves, signs, POSTs) -> receiver. Median / min / max of `--runs`.
+sender:  (`--part sender` only) the worker's sender alone against the same receiver: what one
+         event loop of it does, with nothing else in the path.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ import uvicorn
 from _common import SQS_URL, bench_database, load_average, summary
 from feasibility_triggers import claim_complete_rate
 from jobs_schema import BackoffPolicy
+from jobs_schema.webhooks import (
+    WEBHOOK_JOB_TYPE,
+    WEBHOOKS_USE_CASE,
+    WebhookDeliveryPayload,
+    WebhookTarget,
+    parse_networks,
+)
 from jobs_server.clock import DatabaseClock
 from jobs_server.publisher.base import QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher
@@ -51,6 +60,8 @@ from jobs_server.service import JobIds
 from jobs_server.store.base import LeaderLease, NewJob
 from jobs_server.store.postgres import PostgresJobStore
 from jobs_server.store.webhook_port import StoredWebhook
+from jobs_worker.testing import make_context
+from jobs_worker.webhooks import WebhookSender
 
 JOBS = 4000
 HERE = Path(__file__).resolve().parent
@@ -329,9 +340,70 @@ async def deliveries(args: argparse.Namespace) -> None:
         await task
 
 
+async def sender_alone(args: argparse.Namespace) -> None:
+    """The worker's sender on its own: `--events` deliveries, `--concurrency` at once, to the
+    receiver in this process, no server, queue or scheduler (the target read is a function)."""
+    receiver = Receiver()
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            receiver.app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    target = WebhookTarget(
+        id=uuid.uuid4(), url=f"http://127.0.0.1:{port}/hook", secret="s", paused=False
+    )
+
+    async def targets(_: uuid.UUID) -> WebhookTarget:
+        return target
+
+    sender = WebhookSender(targets, networks=parse_networks("127.0.0.0/8"))
+    event = {
+        "id": str(uuid.uuid4()),
+        "type": "dead",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "tenant": "acme",
+    }
+    payload = WebhookDeliveryPayload.model_validate(
+        {"subscription_id": str(target.id), "event": event}
+    )
+    ctx = make_context(WEBHOOK_JOB_TYPE, use_case=WEBHOOKS_USE_CASE)
+    slots = asyncio.Semaphore(args.concurrency)
+
+    async def one() -> None:
+        async with slots:
+            await sender.deliver(payload, ctx)
+
+    try:
+        rates = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(args.events)))
+            rates.append(args.events / (time.perf_counter() - started))
+        print(
+            f"the sender alone, {args.events} deliveries, {args.concurrency} at once:\n"
+            f"    {summary(rates)} deliveries/s ({load_average()})",
+            flush=True,
+        )
+    finally:
+        await sender.aclose()
+        server.should_exit = True
+        await task
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["trigger", "deliveries", "both"], default="both")
+    parser.add_argument(
+        "--part", choices=["trigger", "deliveries", "sender", "both"], default="both"
+    )
     parser.add_argument("--runs", type=int, default=5, help="runs of each figure (at least 3)")
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--capacity", type=int, default=50, help="the use case's capacity")
@@ -341,6 +413,8 @@ async def main() -> None:
         await trigger_cost(args.runs)
     if args.part in ("deliveries", "both"):
         await deliveries(args)
+    if args.part == "sender":
+        await sender_alone(args)
 
 
 if __name__ == "__main__":

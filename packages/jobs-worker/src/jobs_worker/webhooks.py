@@ -44,6 +44,9 @@ _MAX_RETRY_AFTER = 3600.0
 _RESOLVE_TIMEOUT = 5.0
 _MAX_ERROR_BODY = 200
 _KEPT_TARGETS = 10_000
+# as many kept connections as handlers at once: a burst to one receiver reuses them instead
+# of closing all but 20 (httpx's default) and connecting again on every round
+_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200)
 
 Targets = Callable[[UUID], Awaitable[WebhookTarget]]
 
@@ -166,7 +169,10 @@ class WebhookSender:
         client = self._clients.get(loop)
         if client is None:
             client = self._clients[loop] = httpx.AsyncClient(
-                timeout=self._timeout, follow_redirects=False, transport=self._transport
+                timeout=self._timeout,
+                follow_redirects=False,
+                transport=self._transport,
+                limits=_LIMITS,
             )
         return client
 
