@@ -38,9 +38,16 @@ from jobs_worker.testing import make_context
 from jobs_worker.webhooks import ServerTargets, WebhookSender, webhook_registry
 from tests.conftest import free_port
 from tests.integration import test_worker_harness as harness
-from tests.integration.test_worker_harness import EMAIL, USE_CASE, MakeStack, Stack
+from tests.integration.test_worker_harness import (
+    EMAIL,
+    USE_CASE,
+    MakeStack,
+    Stack,
+    WorkerProcess,
+)
 
-make_stack = harness.make_stack  # the fixture
+make_stack = harness.make_stack  # the fixtures
+worker_processes = harness.worker_processes
 
 LOOPBACK = "127.0.0.0/8"
 
@@ -427,3 +434,43 @@ async def test_a_replayed_event_makes_no_second_delivery(
         await client.aclose()
         await conn.close()
         await store.close()
+
+
+HANDLERS = """
+from pydantic import BaseModel
+from jobs_worker import Registry
+
+registry = Registry()
+
+
+class Email(BaseModel):
+    to: str
+
+
+@registry.handler("notifications.send_email")
+def send_email(payload: Email) -> str:
+    return "sent"
+"""
+
+
+async def test_jobs_worker_run_with_webhooks_sends_them(
+    webhook_stack: MakeWebhookStack,
+    receiver: Receiver,
+    tmp_path: Any,
+    worker_processes: list[WorkerProcess],
+) -> None:
+    """`jobs-worker run ... --webhooks` as a process: it consumes the built-in use case beside
+    the one named and sends its deliveries."""
+    stack = await webhook_stack()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "email_handlers.py").write_text(HANDLERS)
+    env = {**stack.worker_env(code), "JOBS_WEBHOOKS_ALLOWED_NETWORKS": LOOPBACK}
+    args = ["email_handlers:registry", "-u", USE_CASE, "--webhooks"]
+    worker = WorkerProcess(args, env, tmp_path / "worker.log")
+    worker_processes.append(worker)
+    hook = await stack.client.webhooks.create(receiver.url, ["succeeded"])
+    job_id = await stack.enqueue({"to": "a@example.com"})
+    [got] = await receiver.wait_for(1)
+    verify(got.body, got.headers[SIGNATURE_HEADER.lower()], hook.secret)
+    assert got.event["job_id"] == str(job_id)
