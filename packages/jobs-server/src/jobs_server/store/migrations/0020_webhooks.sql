@@ -58,7 +58,7 @@ BEGIN
     SELECT array_agg(DISTINCT tenant) INTO v_tenants FROM webhook_subscriptions WHERE NOT paused;
     IF v_tenants IS NULL OR NOT EXISTS (
         SELECT 1 FROM new_rows
-        WHERE tenant = ANY (v_tenants)
+        WHERE tenant = ANY (v_tenants) AND use_case <> 'jobs.webhooks'
           AND (status::text IN ('succeeded', 'dead', 'cancelled', 'expired') OR deadline_missed)
     ) THEN
         RETURN NULL;
