@@ -5,7 +5,7 @@ Every delivery carries `Jobs-Signature: t=<unix seconds>,v1=<hex>` where the hex
 HMAC-SHA256(secret, f"{t}.{body}") over the exact body bytes sent. A receiver recomputes it
 with the subscription's secret, compares in constant time, and refuses a timestamp further
 than `tolerance` seconds from its own clock (a replayed old delivery). A header may carry
-several v1 values (while a secret is rotated): one matching is enough."""
+several v1 values: one matching is enough."""
 
 from __future__ import annotations
 
