@@ -4,14 +4,20 @@ started on SIGINT and SIGTERM, and a later run recovers from a PostgreSQL a kill
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+from jobs_schema.webhooks import SIGNATURE_HEADER
+from jobs_sdk import SyncJobsClient
+from jobs_sdk.webhooks import verify
 from tests.integration import dev_process
 from tests.integration.dev_process import alive, postgres_serving, start_dev
 
@@ -121,3 +127,39 @@ def test_jobs_dev_token_overrides_the_kept_one(tmp_path, pg_home, devs):
     assert "dev-chosen-token" in dev.output()
     dev.proc.send_signal(signal.SIGTERM)
     dev.proc.wait(timeout=90)
+
+
+def test_dev_sends_webhooks_of_its_example_jobs(tmp_path, pg_home, devs):
+    """`jobs-server dev` turns webhooks on and its worker sends them (to this machine too)."""
+    got: list[tuple[bytes, str]] = []
+    arrived = threading.Event()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((body, self.headers[SIGNATURE_HEADER]))
+            self.send_response(204)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    receiver = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        dev = start_dev(pg_home / "data", tmp_path / "dev.log")
+        devs.append(dev)
+        with SyncJobsClient(f"http://127.0.0.1:{dev.port}", dev.token()) as client:
+            url = f"http://127.0.0.1:{receiver.server_port}/hook"
+            hook = client.webhooks.create(url, ["succeeded"])
+            job = client.enqueue(
+                "notifications", "notifications.send_email", {"to": "a@b.c", "subject": "hi"}
+            )
+            assert arrived.wait(120), dev.output()
+        body, header = got[0]
+        verify(body, header, hook.secret)
+        assert json.loads(body)["job_id"] == str(job.job.id)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()

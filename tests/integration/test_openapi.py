@@ -41,6 +41,14 @@ OPERATIONS = {
     "pause_schedule",
     "resume_schedule",
     "delete_schedule",
+    "create_webhook",
+    "list_webhooks",
+    "get_webhook",
+    "list_webhook_deliveries",
+    "pause_webhook",
+    "resume_webhook",
+    "delete_webhook",
+    "get_webhook_target",
 }
 UNAUTHENTICATED = {"healthz", "readyz", "metrics"}
 

@@ -42,6 +42,7 @@ from jobs_sdk.batching import Batcher, own_copy
 from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 from jobs_sdk.pauses import AsyncPauses, SyncPauses
 from jobs_sdk.schedules import Schedules, SyncSchedules
+from jobs_sdk.webhooks import SyncWebhooks, Webhooks
 
 __all__ = ["JobsClient", "SyncJobsClient"]
 
@@ -130,6 +131,8 @@ class JobsClient:
         self.pauses = AsyncPauses(self._sender)
         """Pause and resume a use case, a tenant, or a tenant within a use case."""
         self._schedules = Schedules(self._sender)
+        self.webhooks = Webhooks(self._sender)
+        """Webhook subscriptions: create, list, get, deliveries, pause, resume, delete."""
         self._coalescer: Batcher[EnqueueRequest, EnqueueResponse] | None = (
             Batcher(self._enqueue_each, linger=linger, max_batch=max_batch) if coalesce else None
         )
@@ -377,6 +380,8 @@ class SyncJobsClient:
         self.pauses = SyncPauses(self._sender)
         """Pause and resume a use case, a tenant, or a tenant within a use case."""
         self._schedules = SyncSchedules(self._sender)
+        self.webhooks = SyncWebhooks(self._sender)
+        """Webhook subscriptions: create, list, get, deliveries, pause, resume, delete."""
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:

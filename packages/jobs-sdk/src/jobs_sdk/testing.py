@@ -12,9 +12,10 @@
 keys, idempotency keys, cancel, retry, listing, counts and bulk actions. Nothing runs the jobs:
 for that, `jobs_worker.testing.InlineJobs` runs the worker's handlers as jobs are enqueued.
 
-`client.pauses` and `client.schedules` are there too, as a tenant token of the fake's tenant
-sees them (its own tenant only; the same validation and errors as the server). They record;
-nothing ticks or stops: a schedule enqueues no job, and a cron schedule shows no
+`client.pauses`, `client.schedules` and `client.webhooks` are there too, as a tenant token of
+the fake's tenant sees them (its own tenant only; the same validation and errors as the
+server). They record; nothing ticks, stops or is sent: a schedule enqueues no job, a webhook's
+delivery log stays empty (and no host is resolved), and a cron schedule shows no
 `next_run_at` (the fake parses no cron expression; an interval schedule shows its next tick).
 """
 
@@ -48,6 +49,7 @@ from jobs_schema import (
 from jobs_sdk import _http
 from jobs_sdk._fake import FakeJobs
 from jobs_sdk._fake_flow import FakePauseBook, FakeScheduleBook
+from jobs_sdk._fake_webhooks import FakeSyncWebhooks, FakeWebhookBook, FakeWebhooks
 from jobs_sdk._http import EnqueueOptions, JobFilters
 from jobs_sdk._selection import SelectionFilters, selection_of
 from jobs_sdk.errors import JobsTimeout
@@ -61,6 +63,8 @@ __all__ = [
     "FakeSyncJobsClient",
     "FakeSyncPauses",
     "FakeSyncSchedules",
+    "FakeSyncWebhooks",
+    "FakeWebhooks",
 ]
 
 P = TypeVar("P", bound=BaseModel)
@@ -83,6 +87,7 @@ class _Recorder:
             self._fake.clock = clock
         self._pause_book = FakePauseBook(self._fake)
         self._schedule_book = FakeScheduleBook(self._fake)
+        self._webhook_book = FakeWebhookBook(self._fake)
 
     @property
     def tenant(self) -> str:
@@ -247,6 +252,11 @@ class FakeJobsClient(_Recorder):
         """Periodic jobs: create, list, get, pause, resume and delete schedules."""
         return FakeSchedules(self._schedule_book)
 
+    @property
+    def webhooks(self) -> FakeWebhooks:
+        """Webhook subscriptions of the fake's tenant (nothing is sent)."""
+        return FakeWebhooks(self._webhook_book)
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -371,6 +381,10 @@ class FakeSyncJobsClient(_Recorder):
     @property
     def schedules(self) -> FakeSyncSchedules:
         return FakeSyncSchedules(self._schedule_book)
+
+    @property
+    def webhooks(self) -> FakeSyncWebhooks:
+        return FakeSyncWebhooks(self._webhook_book)
 
     def __enter__(self) -> Self:
         return self

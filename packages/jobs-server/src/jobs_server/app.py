@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
 from jobs_server.api import actions, flow, forecast, pauses, public, schedules, worker
+from jobs_server.api import webhooks as webhooks_api
 from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
@@ -42,12 +43,15 @@ from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
 from jobs_server.tracing import Tracing, TracingMiddleware
 from jobs_server.wakeups import WakeupSender
+from jobs_server.webhooks import WebhookService
 from jobs_server.wiring import (
     build_job_service,
     build_scheduler,
     connect_publisher,
     connect_store,
     scheduler_config,
+    target_check,
+    webhook_services,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +123,7 @@ class JobsServer:
         self._actions: ActionService | None = None
         self._pauses: PauseService | None = None
         self._flow: FlowService | None = None
+        self._webhooks: WebhookService | None = None
         self._wakeups: WakeupSender | None = None
         self.scheduler: Scheduler | None = None
         # the one clock: given, or PostgreSQL's (the store binds and syncs it); once started,
@@ -170,6 +175,12 @@ class JobsServer:
         return self._flow
 
     @property
+    def webhooks(self) -> WebhookService:
+        if self._webhooks is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._webhooks
+
+    @property
     def outcomes(self) -> OutcomeService:
         if self._outcomes is None:
             raise RuntimeError("JobsServer.start() has not run")
@@ -206,6 +217,9 @@ class JobsServer:
         )
         self._pauses = PauseService(store, self.config, on_resumed=self._wakeups.slots_freed)
         self._flow = FlowService(store, self.config, clock=clock)
+        self._webhooks = WebhookService(
+            store, self.config, clock=clock, targets=target_check(self.settings)
+        )
         if self.settings.run_scheduler:
             await self._start_scheduler(store)
 
@@ -236,6 +250,12 @@ class JobsServer:
             metrics=self.metrics,
             tracing=self.tracing,
             jobs=self.service,
+            extra=webhook_services(
+                self.settings,
+                self.config,
+                store,
+                on_enqueued=self._wakeups.enqueued if self._wakeups is not None else None,
+            ),
         )
         self._stop.clear()
         self._scheduler_task = asyncio.create_task(self.scheduler.run_forever(self._stop))
@@ -296,6 +316,8 @@ class JobsServer:
             public.router,
             schedules.router,
             worker.router,
+            webhooks_api.router,
+            webhooks_api.worker_router,
         ]
         if health:
             routers.append(health_router)

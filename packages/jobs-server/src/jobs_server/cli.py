@@ -414,6 +414,9 @@ def _dev_settings(stack: contextlib.ExitStack, data_dir: Path) -> tuple[ServerSe
         "tenants": {"dev": {"max_active_jobs": 100_000, "tokens": [token]}},
         "run_scheduler": True,
         "scheduler_tick_seconds": 0.5,
+        # webhooks on, to receivers on this machine too (dev only: production refuses them)
+        "webhooks": True,
+        "webhooks_allow_private": True,
         "log_format": LogFormat.TEXT,
         "AWS_ACCESS_KEY_ID": "dev",  # moto takes any
         "AWS_SECRET_ACCESS_KEY": "dev",
@@ -455,6 +458,13 @@ def _dev_worker_env(settings: ServerSettings, *, server_url: str) -> dict[str, s
         "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
     }
     env |= {k: v.get_secret_value() for k, v in secrets.items() if v is not None}
+    if settings.webhooks:
+        env |= {
+            "JOBS_WEBHOOKS": "true",
+            "JOBS_WEBHOOKS_QUEUE": settings.webhooks_queue,
+            "JOBS_WEBHOOKS_ALLOW_PRIVATE": str(settings.webhooks_allow_private).lower(),
+            "JOBS_WEBHOOKS_ALLOWED_NETWORKS": settings.webhooks_allowed_networks,
+        }
     if settings.config_file is not None:
         env["JOBS_CONFIG_FILE"] = str(settings.config_file)
     if settings.sqs_endpoint_url is not None:

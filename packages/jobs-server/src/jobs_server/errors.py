@@ -22,6 +22,8 @@ __all__ = [
     "UnknownTenant",
     "UnknownUseCase",
     "UseCaseNotFound",
+    "WebhookConflict",
+    "WebhookNotFound",
 ]
 
 
@@ -122,3 +124,12 @@ class ScheduleNotFound(JobsServerError):
 class ScheduleConflict(JobsServerError):
     """A schedule of that name exists, or the action does not apply to it (one from the
     config file is read-only through the API)."""
+
+
+class WebhookNotFound(JobsServerError):
+    def __init__(self, webhook_id: UUID) -> None:
+        super().__init__(f"webhook {webhook_id} not found", webhook_id=str(webhook_id))
+
+
+class WebhookConflict(JobsServerError):
+    """Webhooks are off, or the tenant has as many subscriptions as it may."""

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
 from jobs_schema.limits import DEFAULT_MAX_PAYLOAD_BYTES
+from jobs_schema.webhooks import parse_networks, with_webhooks
 from jobs_server.errors import ConfigError
 from jobs_server.logs import LogFormat
 
@@ -149,6 +150,30 @@ class ServerSettings(BaseSettings):
     feasibility_fold_seconds: float = Field(
         default=1.0, gt=0, le=60, description="how often the leader folds the summary (0-60)"
     )
+    webhooks: bool = Field(
+        default=False,
+        description="webhooks on: the built-in use case jobs.webhooks (its queue "
+        "JOBS_WEBHOOKS_QUEUE), the API under /v1/webhooks and the leader's fan-out; a worker "
+        "run with --webhooks sends the deliveries",
+    )
+    webhooks_queue: str = Field(
+        default="jobs-webhooks", min_length=1, description="the built-in use case's SQS queue"
+    )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="let webhooks target private, loopback and link-local addresses (off: "
+        "refused against server-side request forgery)",
+    )
+    webhooks_allowed_networks: str = Field(
+        default="",
+        description="comma-separated CIDRs webhooks may target although private, e.g. 10.1.0.0/16",
+    )
+    webhooks_fan_out_every_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        le=60,
+        description="how often the leader makes outbox events into delivery jobs (0-60)",
+    )
     otel_enabled: bool = Field(default=False, description="OpenTelemetry spans (the otel extra)")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -164,6 +189,12 @@ class ServerSettings(BaseSettings):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
 
+    @field_validator("webhooks_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
     @property
     def tracing_enabled(self) -> bool:
         return self.otel_enabled or bool(self.otel_exporter_otlp_endpoint)
@@ -173,13 +204,16 @@ class ServerSettings(BaseSettings):
         schedules."""
         base = _read_config_file(self.config_file) if self.config_file else JobsConfig()
         try:
-            return JobsConfig(
+            config = JobsConfig(
                 use_cases={**base.use_cases, **self.use_cases},
                 tenants={**base.tenants, **self.tenants},
                 schedules=base.schedules,
             )
         except ValidationError as exc:
             raise ConfigError(f"JOBS_USE_CASES / JOBS_TENANTS: {exc}") from exc
+        if self.webhooks and config.use_cases:
+            config = with_webhooks(config, queue=self.webhooks_queue)
+        return config
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from jobs_schema import JobsConfig, UseCaseConfig
+from jobs_schema.webhooks import parse_networks
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import ConfigError
 from jobs_server.feasibility import Feasibility, FeasibilityFolder
@@ -34,6 +35,7 @@ from jobs_server.settings import ServerSettings
 from jobs_server.stats import DispatchRollup, SchedulerStats, StatsRefresher
 from jobs_server.store.base import JobStore
 from jobs_server.tracing import Tracing
+from jobs_server.webhooks import TargetCheck, WebhookFanOut, fan_out_rules
 
 if TYPE_CHECKING:
     from jobs_server.publisher.sqs import SqsPublisher
@@ -47,6 +49,8 @@ __all__ = [
     "connect_store",
     "run_scheduler",
     "scheduler_config",
+    "target_check",
+    "webhook_services",
 ]
 
 
@@ -311,15 +315,40 @@ def _standalone(
     jobs = build_job_service(
         settings, store, clock=clock, on_enqueued=lambda _uc, _at: slots_freed(), metrics=metrics
     )
+    config = settings.jobs_config()
     sched = build_scheduler(
         store,
         publisher,
-        settings.jobs_config().use_cases,
+        config.use_cases,
         outcomes=outcomes,
         clock=clock,
         config=scheduler_config(settings),
         metrics=metrics,
         tracing=tracing,
         jobs=jobs,
+        extra=webhook_services(settings, config, store, on_enqueued=lambda _uc, _at: slots_freed()),
     )
     return sched
+
+
+def target_check(settings: ServerSettings) -> TargetCheck:
+    """Where webhooks may point, by JOBS_WEBHOOKS_ALLOW_PRIVATE and _ALLOWED_NETWORKS."""
+    return TargetCheck(
+        allow_private=settings.webhooks_allow_private,
+        networks=parse_networks(settings.webhooks_allowed_networks),
+    )
+
+
+def webhook_services(
+    settings: ServerSettings,
+    config: JobsConfig,
+    store: JobStore,
+    *,
+    on_enqueued: EnqueueListener | None = None,
+) -> list[Every]:
+    """The leader's webhook fan-out when webhooks are on (none otherwise)."""
+    rules = fan_out_rules(config)
+    if rules is None:
+        return []
+    fan_out = WebhookFanOut(store, rules, on_enqueued=on_enqueued)
+    return [Every(fan_out, settings.webhooks_fan_out_every_seconds)]

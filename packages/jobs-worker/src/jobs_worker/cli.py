@@ -17,6 +17,7 @@ import typer
 
 from jobs_schema import UseCaseConfig
 from jobs_schema.config import HandlerIsolation
+from jobs_schema.webhooks import WEBHOOKS_USE_CASE, IpNetworks, parse_networks
 from jobs_worker.consumer.base import Consumer
 from jobs_worker.consumer.sqs import SqsConsumer
 from jobs_worker.context import LeaseClients
@@ -30,6 +31,7 @@ from jobs_worker.reporter import HttpWorkerApi
 from jobs_worker.runtime import Worker, WorkerStats
 from jobs_worker.settings import WorkerSettings, load_settings
 from jobs_worker.tracing import WorkerTracing, sdk_tracer_provider
+from jobs_worker.webhooks import ServerTargets, WebhookSender, webhook_registry
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -70,6 +72,10 @@ def run(
             "use case's `isolation`"
         ),
     ] = None,
+    webhooks: Annotated[
+        bool,
+        typer.Option("--webhooks", help="also send webhook deliveries (use case jobs.webhooks)"),
+    ] = False,
 ) -> None:
     """Consume the use cases' queues and run the registry's handlers until SIGTERM."""
     try:
@@ -89,7 +95,16 @@ def run(
             "isolation": isolation,
         }
         settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        if webhooks:
+            settings = settings.model_copy(update={"webhooks": True})
+        if settings.webhooks:
+            use_case = _with_webhook_sender(settings, registry, use_case)
         use_cases = settings.select_use_cases(use_case)
+        if settings.webhooks:  # the sender runs no user code: always in this process
+            sender_uc = use_cases[WEBHOOKS_USE_CASE]
+            use_cases[WEBHOOKS_USE_CASE] = sender_uc.model_copy(
+                update={"isolation": HandlerIsolation.THREAD}
+            )
         settings.require_server()
         provider = _tracer_provider(settings)
         pool = _process_pool(settings, use_cases, target=target, log=(fmt, log_level))
@@ -102,6 +117,27 @@ def run(
         if provider is not None:
             provider.shutdown()
     _exit_despite_stuck_threads()
+
+
+def _with_webhook_sender(
+    settings: WorkerSettings, registry: Registry, use_cases: list[str]
+) -> list[str]:
+    """The webhook sender added to `registry`, its use case to those consumed."""
+    url, token = settings.require_server()
+    sender = WebhookSender(
+        ServerTargets(url, token, timeout=settings.request_timeout_seconds),
+        allow_private=settings.webhooks_allow_private,
+        networks=_networks(settings.webhooks_allowed_networks),
+    )
+    registry.include(webhook_registry(sender))
+    return use_cases if WEBHOOKS_USE_CASE in use_cases else [*use_cases, WEBHOOKS_USE_CASE]
+
+
+def _networks(text: str) -> IpNetworks:
+    try:
+        return parse_networks(text)
+    except ValueError as exc:
+        raise ConfigError(f"JOBS_WEBHOOKS_ALLOWED_NETWORKS: {exc}") from exc
 
 
 def _tracer_provider(settings: WorkerSettings) -> TracerProvider | None:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from jobs_schema import JobsConfig, TenantConfig, UseCaseConfig
 from jobs_schema.config import HandlerIsolation, describe_errors
+from jobs_schema.webhooks import with_webhooks
 from jobs_worker.errors import ConfigError
 from jobs_worker.logs import LogFormat
 
@@ -80,6 +81,21 @@ class WorkerSettings(BaseSettings):
     )
     health_host: str = Field(default="0.0.0.0", description="where the health port listens")
 
+    webhooks: bool = Field(
+        default=False,
+        description="send webhook deliveries: consume the built-in use case jobs.webhooks "
+        "(as `run --webhooks`)",
+    )
+    webhooks_queue: str = Field(
+        default="jobs-webhooks", min_length=1, description="the built-in use case's SQS queue"
+    )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="let deliveries go to private, loopback and link-local addresses",
+    )
+    webhooks_allowed_networks: str = Field(
+        default="", description="comma-separated CIDRs deliveries may go to although private"
+    )
     log_format: LogFormat = Field(
         default=LogFormat.JSON, description="json: one object a line; text: readable"
     )
@@ -98,12 +114,13 @@ class WorkerSettings(BaseSettings):
     def jobs_config(self) -> JobsConfig:
         base = _read_config_file(self.config_file) if self.config_file else JobsConfig()
         try:
-            return JobsConfig(
+            config = JobsConfig(
                 use_cases={**base.use_cases, **self.use_cases},
                 tenants={**base.tenants, **self.tenants},
             )
         except ValidationError as exc:
             raise ConfigError(f"JOBS_USE_CASES / JOBS_TENANTS: {describe_errors(exc)}") from exc
+        return with_webhooks(config, queue=self.webhooks_queue) if self.webhooks else config
 
     def select_use_cases(self, names: list[str]) -> dict[str, UseCaseConfig]:
         """The named use cases' configs; an unknown name is a ConfigError listing the known."""

@@ -69,6 +69,8 @@ _TABLE: list[tuple[type[errors.JobsServerError], ErrorEntry]] = [
     (errors.JobConflict, ErrorEntry(409, ErrorCode.CONFLICT)),
     (errors.ScheduleNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),
     (errors.ScheduleConflict, ErrorEntry(409, ErrorCode.CONFLICT)),
+    (errors.WebhookNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),
+    (errors.WebhookConflict, ErrorEntry(409, ErrorCode.CONFLICT)),
     (errors.IdempotencyMismatch, ErrorEntry(409, ErrorCode.IDEMPOTENCY_MISMATCH)),
     (
         errors.StoreUnavailable,

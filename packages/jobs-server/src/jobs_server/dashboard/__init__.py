@@ -11,6 +11,7 @@ from starlette.staticfiles import StaticFiles
 from jobs_schema import JobsConfig
 from jobs_server.dashboard.routes import LoginRequired, Refused, login_required, refused, router
 from jobs_server.dashboard.templating import Templates
+from jobs_server.dashboard.webhooks import router as webhooks_router
 
 __all__ = ["install_dashboard"]
 
@@ -21,6 +22,7 @@ def install_dashboard(app: FastAPI, config: JobsConfig) -> None:
     """Add the /ui pages and their static files to `app`."""
     app.state.dashboard = Templates(config, version=_VERSION)
     app.include_router(router)
+    app.include_router(webhooks_router)
     app.mount(
         "/ui/static",
         StaticFiles(packages=[("jobs_server.dashboard", "static")]),

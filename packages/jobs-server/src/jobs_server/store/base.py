@@ -27,6 +27,7 @@ from jobs_schema import (
 )
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
+from jobs_server.store.webhook_port import WebhookStore
 
 __all__ = [
     "ActionBatch",
@@ -615,6 +616,7 @@ class JobStore(
     HealthStore,
     ScheduleStore,
     FeasibilityStore,
+    WebhookStore,
     Protocol,
 ):
     """Every role at once: what one adapter (PostgreSQL, or in memory) implements. Each

@@ -12,7 +12,7 @@ import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -35,8 +35,10 @@ from jobs_schema import (
     UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
+from jobs_schema.webhooks import WEBHOOKS_USE_CASE, WebhookTarget
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
+from jobs_server.service import JobIds
 from jobs_server.store.base import (
     ActionBatch,
     ClaimedJob,
@@ -74,6 +76,7 @@ from jobs_server.store.base import (
     UseCaseRates,
     claim_rounds,
 )
+from jobs_server.store.webhook_port import FannedOut, FanOutRules, StoredDelivery, StoredWebhook
 
 __all__ = ["InMemoryJobStore"]
 
@@ -82,6 +85,10 @@ _RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
 _ID_CLOCK_MARGIN = timedelta(minutes=10)
 _SESSION_PRUNE_BATCH = 100
 _MAX_NOTIFY_BYTES = 8000  # PostgreSQL's limit
+_WATCHED = frozenset({"status", "deadline_missed"})
+_EVENT_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 
 
 @dataclass
@@ -116,6 +123,18 @@ class _Row:
     concurrency_key: str | None = None
     rate_key: str | None = None
     expires_at: datetime | None = None
+    # webhooks: told of a change of status or deadline_missed before it is made (the trigger
+    # of migration 0020); None: the row is not watched (delivery jobs)
+    watch: Callable[[_Row, str, object], None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _WATCHED:
+            watch = self.__dict__.get("watch")
+            if watch is not None:
+                watch(self, name, value)
+        object.__setattr__(self, name, value)
 
     def holds(self, attempt: int, lease_token: UUID) -> bool:
         """Fencing: the job runs this attempt under this lease token."""
@@ -239,6 +258,12 @@ class InMemoryJobStore:
         self._rates: dict[str, UseCaseRates] = {}
         # feasibility_pending and feasibility_load.running as of the last fold
         self._folded: tuple[Counter[tuple[str, int, int]], Counter[str]] = (Counter(), Counter())
+        # webhooks: subscriptions with their secrets, the outbox, and each delivery job's
+        # (subscription, event id, event type)
+        self._webhooks: dict[UUID, tuple[StoredWebhook, str]] = {}
+        self._webhook_outbox: list[tuple[str, str, str | None, dict[str, JsonValue]]] = []
+        self._deliveries: dict[UUID, tuple[UUID, UUID, str]] = {}
+        self._webhook_ids = JobIds(clock)
 
     # -- periodic jobs ---------------------------------------------------------------------
 
@@ -349,6 +374,7 @@ class InMemoryJobStore:
             if new.id in matched or (new.dedup_key is not None and key in keys):
                 continue
             row = self._jobs[new.id] = _new_row(tenant, new, now)
+            row.watch = self._watch_row
             inserted.append(new.id)
             if new.dedup_key is not None:
                 keys[key] = row
@@ -1139,6 +1165,165 @@ class InMemoryJobStore:
             for sub in list(subs):
                 await sub.close()
 
+    # -- webhooks (the rules of migration 0020) --------------------------------------------
+
+    def _watch_row(self, row: _Row, name: str, value: object) -> None:
+        if row.use_case == WEBHOOKS_USE_CASE:
+            return
+        if name == "status" and value in _EVENT_STATUSES and value != row.status:
+            assert isinstance(value, JobStatus)
+            self._webhook_event(row, value.value, value)
+        elif name == "deadline_missed" and value and not row.deadline_missed:
+            self._webhook_event(row, "deadline_missed", row.status)
+
+    def _wanted(self, tenant: str, event_type: str, use_case: str | None) -> bool:
+        return any(
+            not h.paused
+            and h.tenant == tenant
+            and event_type in h.event_types
+            and (h.use_case is None or use_case is None or h.use_case == use_case)
+            for h, _ in self._webhooks.values()
+        )
+
+    def _webhook_event(self, row: _Row, event_type: str, status: JobStatus) -> None:
+        if not self._wanted(row.tenant, event_type, row.use_case):
+            return
+        body: dict[str, JsonValue] = {
+            "type": event_type,
+            "occurred_at": _iso_utc(self.clock.now()),
+            "tenant": row.tenant,
+            "job_id": str(row.id),
+            "use_case": row.use_case,
+            "job_type": row.job_type,
+            "status": status.value,
+            "attempts": row.attempts,
+        }
+        self._webhook_outbox.append((row.tenant, event_type, row.use_case, body))
+
+    async def emit_webhook_event(
+        self, tenant: str, event_type: str, *, use_case: str | None, data: dict[str, JsonValue]
+    ) -> bool:
+        if not self._wanted(tenant, event_type, use_case):
+            return False
+        body: dict[str, JsonValue] = {
+            "type": event_type,
+            "tenant": tenant,
+            "occurred_at": _iso_utc(self.clock.now()),
+            "use_case": use_case,
+            "data": copy.deepcopy(data),
+        }
+        self._webhook_outbox.append((tenant, event_type, use_case, body))
+        return True
+
+    async def create_webhook(
+        self, hook: StoredWebhook, *, secret: str, limit: int
+    ) -> StoredWebhook | None:
+        if sum(h.tenant == hook.tenant for h, _ in self._webhooks.values()) >= limit:
+            return None
+        if hook.id in self._webhooks:
+            raise ValueError("a webhook id is taken")
+        self._webhooks[hook.id] = (hook, secret)
+        return hook
+
+    async def list_webhooks(self, *, tenant: str | None, limit: int) -> list[StoredWebhook]:
+        hooks = [h for h, _ in self._webhooks.values() if tenant is None or h.tenant == tenant]
+        return sorted(hooks, key=lambda h: (h.tenant, h.created_at, h.id))[:limit]
+
+    async def get_webhook(self, webhook_id: UUID, *, tenant: str | None) -> StoredWebhook | None:
+        kept = self._webhooks.get(webhook_id)
+        if kept is None or (tenant is not None and kept[0].tenant != tenant):
+            return None
+        return kept[0]
+
+    async def set_webhook_paused(
+        self, webhook_id: UUID, *, tenant: str | None, paused: bool
+    ) -> StoredWebhook | None:
+        hook = await self.get_webhook(webhook_id, tenant=tenant)
+        if hook is None:
+            return None
+        changed = replace(hook, paused=paused)
+        self._webhooks[webhook_id] = (changed, self._webhooks[webhook_id][1])
+        return changed
+
+    async def delete_webhook(self, webhook_id: UUID, *, tenant: str | None) -> bool:
+        if await self.get_webhook(webhook_id, tenant=tenant) is None:
+            return False
+        del self._webhooks[webhook_id]
+        self._deliveries = {k: v for k, v in self._deliveries.items() if v[0] != webhook_id}
+        return True
+
+    async def get_webhook_target(self, webhook_id: UUID) -> WebhookTarget | None:
+        kept = self._webhooks.get(webhook_id)
+        if kept is None:
+            return None
+        hook, secret = kept
+        return WebhookTarget(id=hook.id, url=hook.url, secret=secret, paused=hook.paused)
+
+    async def list_webhook_deliveries(
+        self, webhook_id: UUID, *, before: UUID | None, limit: int
+    ) -> list[StoredDelivery]:
+        ids = sorted(
+            (j for j, (sub, _, _) in self._deliveries.items() if sub == webhook_id),
+            reverse=True,
+        )
+        out = []
+        for job_id in ids:
+            row = self._jobs.get(job_id)
+            if row is None or (before is not None and job_id >= before):
+                continue
+            _, event_id, event_type = self._deliveries[job_id]
+            out.append(
+                StoredDelivery(
+                    job_id=job_id,
+                    event_id=event_id,
+                    event_type=event_type,
+                    status=row.status.value,
+                    attempts=row.attempts,
+                    result=copy.deepcopy(row.result),
+                    last_error=row.last_error,
+                    created_at=row.created_at,
+                    finished_at=row.finished_at,
+                )
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    async def fan_out_webhook_events(self, rules: FanOutRules, *, limit: int) -> FannedOut:
+        now = self.clock.now()
+        taken, self._webhook_outbox = self._webhook_outbox[:limit], self._webhook_outbox[limit:]
+        made = 0
+        for tenant, event_type, use_case, body in taken:
+            event_id = uuid.uuid4()
+            for hook, _ in list(self._webhooks.values()):
+                if (
+                    hook.paused
+                    or hook.tenant != tenant
+                    or event_type not in hook.event_types
+                    or (hook.use_case is not None and use_case and hook.use_case != use_case)
+                ):
+                    continue
+                job_id = self._webhook_ids.new()
+                payload: Payload = {
+                    "subscription_id": str(hook.id),
+                    "event": {**copy.deepcopy(body), "id": str(event_id)},
+                }
+                new = NewJob(
+                    id=job_id,
+                    use_case=rules.use_case,
+                    job_type=rules.job_type,
+                    payload=payload,
+                    priority=0,
+                    run_at=now,
+                    deadline=now + timedelta(seconds=rules.tolerance_seconds),
+                    max_attempts=rules.max_attempts,
+                    backoff=rules.backoff,
+                )
+                self._jobs[job_id] = _new_row(tenant, new, now)
+                self._deliveries[job_id] = (hook.id, event_id, event_type)
+                made += 1
+        return FannedOut(events=len(taken), deliveries=made)
+
 
 # -- rows to our types --------------------------------------------------------------------
 
@@ -1469,3 +1654,8 @@ def expiry_reason(deadline: datetime, expires_at: datetime) -> str:
     at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     grace = (expires_at - deadline).total_seconds()
     return f"expired: its deadline {at} plus a grace of {grace:.15g} s passed before it could start"
+
+
+def _iso_utc(at: datetime) -> str:
+    """As the trigger writes it: YYYY-MM-DDTHH:MM:SS.ffffffZ."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

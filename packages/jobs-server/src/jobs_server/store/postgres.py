@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
-from pydantic import TypeAdapter
+from pydantic import JsonValue, TypeAdapter
 
 from jobs_schema import (
     AttemptOutcome,
@@ -33,6 +33,7 @@ from jobs_schema import (
     UniqueRule,
 )
 from jobs_schema.limits import clamp_timestamp
+from jobs_schema.webhooks import WebhookTarget
 from jobs_server.auth import Principal, Role
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import StoreUnavailable
@@ -74,6 +75,7 @@ from jobs_server.store.base import (
     claim_rounds,
 )
 from jobs_server.store.migrations import applied_versions, available_migrations
+from jobs_server.store.webhook_port import FannedOut, FanOutRules, StoredDelivery, StoredWebhook
 
 __all__ = ["PostgresJobStore", "load_queries"]
 
@@ -1008,6 +1010,108 @@ class PostgresJobStore:
             results.append(TickResult(t.tenant, t.name, n in won, mine))
             first += len(t.jobs)
         return results
+
+    # -- webhooks (migration 0020) ---------------------------------------------------------
+
+    async def create_webhook(
+        self, hook: StoredWebhook, *, secret: str, limit: int
+    ) -> StoredWebhook | None:
+        h = hook
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["lock_tenant_webhooks"], h.tenant)
+            if await conn.fetchval(self._q["count_webhooks"], h.tenant) >= limit:
+                return None
+            rec = await conn.fetchrow(
+                self._q["create_webhook"],
+                h.id,
+                h.tenant,
+                h.url,
+                h.event_types,
+                h.use_case,
+                h.description,
+                secret,
+                h.created_at,
+            )
+        return _webhook(rec)
+
+    async def list_webhooks(self, *, tenant: str | None, limit: int) -> list[StoredWebhook]:
+        rows = await self._run(lambda c: c.fetch(self._q["list_webhooks"], tenant, limit))
+        return [_webhook(r) for r in rows]
+
+    async def get_webhook(self, webhook_id: UUID, *, tenant: str | None) -> StoredWebhook | None:
+        rec = await self._run(lambda c: c.fetchrow(self._q["get_webhook"], webhook_id, tenant))
+        return _webhook(rec) if rec is not None else None
+
+    async def set_webhook_paused(
+        self, webhook_id: UUID, *, tenant: str | None, paused: bool
+    ) -> StoredWebhook | None:
+        q = self._q["set_webhook_paused"]
+        rec = await self._run(lambda c: c.fetchrow(q, webhook_id, tenant, paused))
+        return _webhook(rec) if rec is not None else None
+
+    async def delete_webhook(self, webhook_id: UUID, *, tenant: str | None) -> bool:
+        q = self._q["delete_webhook"]
+        return await self._run(lambda c: c.fetchval(q, webhook_id, tenant)) is not None
+
+    async def get_webhook_target(self, webhook_id: UUID) -> WebhookTarget | None:
+        rec = await self._run(lambda c: c.fetchrow(self._q["get_webhook_target"], webhook_id))
+        if rec is None:
+            return None
+        return WebhookTarget(
+            id=rec["id"], url=rec["url"], secret=rec["secret"], paused=rec["paused"]
+        )
+
+    async def list_webhook_deliveries(
+        self, webhook_id: UUID, *, before: UUID | None, limit: int
+    ) -> list[StoredDelivery]:
+        q = self._q["list_webhook_deliveries"]
+        rows = await self._run(lambda c: c.fetch(q, webhook_id, before, limit))
+        return [
+            StoredDelivery(
+                job_id=r["job_id"],
+                event_id=r["event_id"],
+                event_type=r["event_type"],
+                status=r["status"],
+                attempts=r["attempts"],
+                result=r["result"],
+                last_error=r["last_error"],
+                created_at=r["created_at"],
+                finished_at=r["finished_at"],
+            )
+            for r in rows
+        ]
+
+    async def emit_webhook_event(
+        self, tenant: str, event_type: str, *, use_case: str | None, data: dict[str, JsonValue]
+    ) -> bool:
+        args = (tenant, event_type, use_case, data, self.clock.now())
+        return bool(await self._run(lambda c: c.fetchval(self._q["emit_webhook_event"], *args)))
+
+    async def fan_out_webhook_events(self, rules: FanOutRules, *, limit: int) -> FannedOut:
+        args = (
+            limit,
+            self.clock.now(),
+            rules.use_case,
+            rules.job_type,
+            rules.tolerance_seconds,
+            rules.max_attempts,
+            rules.backoff.model_dump(mode="json"),
+        )
+        rec = await self._run(lambda c: c.fetchrow(self._q["fan_out_webhook_events"], *args))
+        return FannedOut(events=rec["events"], deliveries=rec["deliveries"])
+
+
+def _webhook(rec: Any) -> StoredWebhook:
+    return StoredWebhook(
+        id=rec["id"],
+        tenant=rec["tenant"],
+        url=rec["url"],
+        event_types=list(rec["event_types"]),
+        use_case=rec["use_case"],
+        description=rec["description"],
+        paused=rec["paused"],
+        created_at=rec["created_at"],
+    )
 
 
 # Job ids are UUIDv7 (service.JobIds): their first 48 bits are the creation time in ms, a

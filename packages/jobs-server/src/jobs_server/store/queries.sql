@@ -1146,3 +1146,104 @@ DELETE FROM pause_history
 WHERE id = ANY (ARRAY(
     SELECT h.id FROM (SELECT id, changed_at FROM pause_history ORDER BY id LIMIT $2) h
     WHERE h.changed_at < $3::timestamptz - $1 * interval '1 second'));
+
+-- -- webhooks (migration 0020, jobs_server/webhooks.py) -------------------------------------
+
+-- name: lock_tenant_webhooks
+-- Serializes a tenant's subscription creations (the count against its limit), for the
+-- transaction only.
+SELECT pg_advisory_xact_lock(hashtextextended('webhooks:' || $1::text, 0));
+
+-- name: count_webhooks
+SELECT count(*) FROM webhook_subscriptions WHERE tenant = $1;
+
+-- name: create_webhook
+INSERT INTO webhook_subscriptions (id, tenant, url, event_types, use_case, description, secret,
+                                   paused, created_at)
+VALUES ($1, $2, $3, $4::text[], $5, $6, $7, false, $8)
+RETURNING id, tenant, url, event_types, use_case, description, paused, created_at;
+
+-- name: list_webhooks
+-- A tenant's subscriptions ($1; null: every tenant's), oldest first.
+SELECT id, tenant, url, event_types, use_case, description, paused, created_at
+FROM webhook_subscriptions
+WHERE $1::text IS NULL OR tenant = $1
+ORDER BY tenant, created_at, id
+LIMIT $2;
+
+-- name: get_webhook
+SELECT id, tenant, url, event_types, use_case, description, paused, created_at
+FROM webhook_subscriptions WHERE id = $1 AND ($2::text IS NULL OR tenant = $2);
+
+-- name: set_webhook_paused
+UPDATE webhook_subscriptions SET paused = $3
+WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
+RETURNING id, tenant, url, event_types, use_case, description, paused, created_at;
+
+-- name: delete_webhook
+-- Its delivery log goes with it (ON DELETE CASCADE); delivery jobs still pending find no
+-- subscription at send time and end without a request.
+DELETE FROM webhook_subscriptions WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
+RETURNING id;
+
+-- name: get_webhook_target
+SELECT id, url, secret, paused FROM webhook_subscriptions WHERE id = $1;
+
+-- name: list_webhook_deliveries
+-- A subscription's deliveries, newest first (job ids are UUIDv7), from before the cursor $2;
+-- served by webhook_deliveries_log_idx and the jobs' primary key.
+SELECT d.job_id, d.event_id, d.event_type, j.status::text AS status, j.attempts, j.result,
+       j.last_error, j.created_at, j.finished_at
+FROM webhook_deliveries d
+JOIN jobs j ON j.id = d.job_id
+WHERE d.subscription_id = $1 AND ($2::uuid IS NULL OR d.job_id < $2)
+ORDER BY d.job_id DESC
+LIMIT $3;
+
+-- name: emit_webhook_event
+SELECT webhook_emit($1, $2, $3, $4::jsonb, $5::timestamptz);
+
+-- name: fan_out_webhook_events
+-- The leader: up to $1 outbox events (oldest first; rows another transaction holds are
+-- skipped), each made into one delivery job (use case $3, job type $4) per subscription of its
+-- tenant that wants it, and deleted, in one statement: an event becomes its deliveries exactly
+-- once across failovers (webhook_deliveries_once guards a second pass regardless). Job ids are
+-- UUIDv7 of $2 (the store's now); the jobs run at once, within $5 seconds, with $6 attempts and
+-- the backoff $7. The tenants' active counts take the new jobs (no quota: a delivery is never
+-- refused). Returns the deliveries made.
+WITH taken AS (
+    DELETE FROM webhook_events e
+    WHERE e.seq = ANY (ARRAY(
+        SELECT seq FROM webhook_events ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED))
+    RETURNING e.id, e.tenant, e.event_type, e.use_case, e.body
+), pairs AS MATERIALIZED (
+    SELECT t.id AS event_id, t.tenant, t.event_type, t.body, s.id AS subscription_id,
+           encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
+               substring(int8send(floor(extract(epoch FROM $2::timestamptz) * 1000)::bigint)
+                         FROM 3) FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid AS job_id
+    FROM taken t
+    JOIN webhook_subscriptions s
+      ON s.tenant = t.tenant AND NOT s.paused AND t.event_type = ANY (s.event_types)
+     AND (s.use_case IS NULL OR t.use_case IS NULL OR s.use_case = t.use_case)
+), links AS (
+    INSERT INTO webhook_deliveries (job_id, subscription_id, event_id, event_type)
+    SELECT job_id, subscription_id, event_id, event_type FROM pairs
+    ON CONFLICT ON CONSTRAINT webhook_deliveries_once DO NOTHING
+    RETURNING job_id
+), made AS (
+    INSERT INTO jobs (id, tenant, use_case, job_type, payload, priority, run_at, deadline,
+                      max_attempts, backoff, created_at, updated_at)
+    SELECT p.job_id, p.tenant, $3, $4,
+           jsonb_build_object('subscription_id', p.subscription_id,
+                              'event', p.body || jsonb_build_object('id', p.event_id)),
+           0, $2::timestamptz, $2::timestamptz + $5 * interval '1 second', $6, $7::jsonb,
+           $2::timestamptz, $2::timestamptz
+    FROM pairs p JOIN links l USING (job_id)
+    ORDER BY p.tenant
+    RETURNING id, tenant
+), usage AS (
+    INSERT INTO tenant_usage AS u (tenant, active)
+    SELECT tenant, count(*) FROM made GROUP BY tenant ORDER BY tenant
+    ON CONFLICT (tenant) DO UPDATE SET active = u.active + excluded.active
+)
+SELECT (SELECT count(*) FROM taken) AS events, (SELECT count(*) FROM made) AS deliveries;
