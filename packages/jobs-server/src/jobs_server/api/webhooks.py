@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
 from jobs_schema.jobs import Key
@@ -19,26 +19,14 @@ from jobs_schema.webhooks import (
     WebhookTarget,
 )
 from jobs_server.api.deps import Producer, Reader, Worker
-from jobs_server.api.errors import BODY_ERRORS, COMMON_ERRORS, documented_errors, json_response
-from jobs_server.api.route import JobsRoute, operation_id, server_in
+from jobs_server.api.errors import BODY_ERRORS, documented_errors, json_response
+from jobs_server.api.route import api_router, server_in
 from jobs_server.webhooks import WebhookService
 
 __all__ = ["router", "worker_router"]
 
-router = APIRouter(
-    prefix="/v1/webhooks",
-    tags=["webhooks"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
-worker_router = APIRouter(
-    prefix="/v1/worker",
-    tags=["worker"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("webhooks", prefix="/v1/webhooks")
+worker_router = api_router("worker", prefix="/v1/worker")
 
 
 async def _webhooks_of(request: Request) -> WebhookService:

@@ -97,6 +97,10 @@ BEGIN
 END
 $$;
 
+-- The pairing of the statement's old and new rows hashed, not looped: the planner estimates
+-- one row for a transition table, and a loop is quadratic in the statement's rows (0016).
+ALTER FUNCTION jobs_webhook_events() SET enable_nestloop = off;
+
 CREATE TRIGGER jobs_webhook_events_trg AFTER UPDATE ON jobs
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION jobs_webhook_events();
