@@ -38,6 +38,7 @@ from jobs_schema import (
     Payload,
     UseCaseConfig,
 )
+from jobs_schema.workflows import ParentResult
 from jobs_sdk import JobsApi
 from jobs_sdk.testing import FakeJobsClient
 from jobs_worker.consumer.memory import InMemoryConsumer
@@ -245,6 +246,8 @@ class InMemoryWorkerApi:
         self.cancellation_polls = 0
         self.clock = ServerClock()
         self._embed = embed_payloads
+        # what `parents` answers per job id, for handlers that read ctx.parent_results()
+        self.parent_results: dict[UUID, list[ParentResult]] = {}
 
     def dispatch(
         self,
@@ -350,6 +353,10 @@ class InMemoryWorkerApi:
         if job is None or job.status is not JobStatus.RUNNING:
             raise JobGone(f"job {job_id} is not running")
         return job.payload
+
+    async def parents(self, job_id: UUID) -> list[ParentResult]:
+        """What a test put in `parent_results` for the job (none by default)."""
+        return list(self.parent_results.get(job_id, []))
 
     async def close(self) -> None:
         return None
