@@ -41,6 +41,12 @@ OPERATIONS = {
     "pause_schedule",
     "resume_schedule",
     "delete_schedule",
+    "get_job_parents",
+    "get_job_graph",
+    "get_worker_job_parents",
+    "create_batch",
+    "add_to_batch",
+    "get_batch",
 }
 UNAUTHENTICATED = {"healthz", "readyz", "metrics"}
 

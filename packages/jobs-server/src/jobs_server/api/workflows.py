@@ -55,6 +55,7 @@ def _tenant(who: Principal) -> str:
 @router.get(
     "/v1/jobs/{job_id}/parents",
     tags=["workflows"],
+    name="get_job_parents",
     responses={200: {"model": ParentsResponse}, **documented_errors(404)},
     summary="A job's parents (depends_on) with their states and results",
 )
@@ -65,6 +66,7 @@ async def get_parents(job_id: UUID, who: Reader, workflows: Workflows) -> Respon
 @router.get(
     "/v1/jobs/{job_id}/graph",
     tags=["workflows"],
+    name="get_job_graph",
     responses={200: {"model": JobGraph}, **documented_errors(404)},
     summary="The workflow a job belongs to: its linked jobs (at most 500) and their edges",
 )
@@ -109,7 +111,7 @@ async def get_batch(batch_id: UUID, who: Reader, workflows: Workflows) -> Respon
 @router.get(
     "/v1/worker/jobs/{job_id}/parents",
     tags=["worker"],
-    name="get_job_parents",
+    name="get_worker_job_parents",
     responses={200: {"model": ParentsResponse}, **documented_errors(404)},
     summary="The parents of a job, with their results, for its handler (ctx.parent_results)",
 )
