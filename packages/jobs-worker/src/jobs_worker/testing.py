@@ -179,6 +179,8 @@ class InlineJobs(FakeJobsClient):
                 job = await self._attempt(job)
         finally:
             _DEPTH.reset(token)
+        # the children its end released run now, as a worker would pick them up next
+        await self._enqueued(self._fake.take_fresh())
 
     async def _attempt(self, job: Job) -> Job:
         job = self._fake.update(job, status=JobStatus.RUNNING, attempts=job.attempts + 1)
@@ -208,7 +210,7 @@ class InlineJobs(FakeJobsClient):
         return self._fake.update(job, status=JobStatus.DEAD, last_error=error, finished_at=now)
 
     def _context(self, job: Job) -> JobContext:
-        return make_context(
+        ctx = make_context(
             job.job_type,
             job_id=job.id,
             tenant=job.tenant,
@@ -218,6 +220,8 @@ class InlineJobs(FakeJobsClient):
             deadline=job.deadline,
             jobs=self,
         )
+        ctx._parents = lambda: self.parents(job.id)  # read from the fake, as from the server
+        return ctx
 
     def _timeout_of(self, use_case: str) -> float:
         config = self._use_cases.get(use_case)
