@@ -35,18 +35,8 @@ from typing import Any
 import asyncpg
 
 from _common import SQS_URL, bench_database, load_average
-from e2e import (
-    JOB_TYPE,
-    TOKEN,
-    USE_CASE,
-    Processes,
-    environment,
-    free_port,
-    wait_for_server,
-)
-from e2e import (
-    build_parser as e2e_parser,
-)
+from e2e import JOB_TYPE, TOKEN, USE_CASE, Processes, free_port, start_ours
+from e2e import build_parser as e2e_parser
 from jobs_schema import EnqueueRequest
 from jobs_sdk import JobsClient
 from jobs_sdk.workflows import Workflow
@@ -120,14 +110,7 @@ async def one_run(args: argparse.Namespace, e2e_args: argparse.Namespace) -> dic
     try:
         await publisher.ensure_queues([QueueSpec(queue, visibility_timeout_seconds=60)])
         async with bench_database("wf") as db:
-            server = f"http://127.0.0.1:{port}"
-            env = environment(e2e_args, db, queue, server)
-            level = ["--log-level", "warning"]
-            procs.start("server", ["-m", "jobs_server", "serve", "--port", str(port), *level], env)
-            procs.start("scheduler", ["-m", "jobs_server", "scheduler", *level], env)
-            await wait_for_server(server, procs)
-            worker = ["-m", "jobs_worker", "run", "e2e_handlers:registry", "-u", USE_CASE]
-            procs.start("worker", [*worker, "--concurrency", "20", *level], env)
+            server = await start_ours(e2e_args, db, queue, port, procs)
             try:
                 async with JobsClient(server, TOKEN, timeout=60) as client:
                     await enqueue_graph(client)  # warm-up: connections, plans
@@ -166,7 +149,7 @@ async def main() -> None:
     parser.add_argument("--pairs", type=int, default=100, help="parent/child pairs per run")
     parser.add_argument("--rate", type=float, default=10.0, help="pairs a second (low load)")
     args = parser.parse_args()
-    e2e_args = e2e_parser().parse_args(["--tick", "1.0"])
+    e2e_args = e2e_parser().parse_args(["--concurrency", "20"])
     print(f"bench/workflows.py: {args.runs} runs; {load_average()}")
     runs = []
     for n in range(args.runs):
