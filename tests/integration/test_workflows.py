@@ -202,3 +202,17 @@ async def test_batch_api_and_callback(make_stack: MakeStack):
         await stack.client.add_to_batch(batch.id, [request("late")])
     with pytest.raises(ValidationFailed):
         await stack.client.create_batch([request("x")], callback=request("y", dedup_key="k"))
+
+
+async def test_a_graph_request_is_idempotent(client, db):
+    graph = {"jobs": [job(ref="a"), job(ref="b", depends_on=["a"])]}
+    key = {**ACME, "Idempotency-Key": "graph-1"}
+    first = await client.post("/v1/jobs/batch", json=graph, headers=key)
+    again = await client.post("/v1/jobs/batch", json=graph, headers=key)
+    assert first.status_code == again.status_code == 200, again.text
+    ids = [r["job"]["id"] for r in first.json()["results"]]
+    assert [r["job"]["id"] for r in again.json()["results"]] == ids
+    assert await _count(db) == 2 and await db.fetchval("SELECT count(*) FROM job_edges") == 1
+    other = {"jobs": [job(ref="a"), job(ref="c", depends_on=["a"])]}
+    mismatch = await client.post("/v1/jobs/batch", json=other, headers=key)
+    assert mismatch.status_code == 409

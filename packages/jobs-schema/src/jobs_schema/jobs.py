@@ -403,7 +403,10 @@ class Job(BaseModel):
     status: JobStatus
     priority: int
     run_at: StoredTime
-    deadline: StoredTime
+    deadline: StoredTime = Field(
+        description="run_at + its tolerance, or as given; a job with parents (depends_on) "
+        "gets run_at and a tolerance's deadline anew when its last parent ends (its release)"
+    )
     attempts: int
     max_attempts: int
     dedup_key: str | None = None
