@@ -7,13 +7,15 @@ import asyncio
 from datetime import timedelta
 from uuid import UUID, uuid4
 
-from jobs_schema import JobStatus
+from jobs_schema import BulkAction, JobStatus
 from jobs_schema.graph import OnParentFailure
+from jobs_server.actions import ACTIONABLE
 from jobs_server.store.base import (
     ClaimedJob,
     EnqueueResult,
     GraphRefusal,
     GraphResult,
+    JobFilter,
     JobStore,
     LeaderLease,
     NewBatch,
@@ -315,3 +317,18 @@ async def test_jobs_added_to_a_batch_hold_its_callback_back(
     assert await impl.get_job(batch.callback_job_id, tenant=None) is not None
     found = await impl.get_batch(batch.id, tenant=None)
     assert found is not None and found.counts.total == 2 and found.counts.succeeded == 2
+
+
+async def test_bulk_cancel_counts_and_cancels_waiting_jobs(
+    store: StoreAndClock, make_job: MakeJob
+) -> None:
+    impl, _ = store
+    out = await graph(impl, [make_job(), make_job()], [link(1, 0)])
+    root, child = job_ids(out.results)
+    flt = JobFilter(tenant="acme")
+    n, _ = await impl.count_jobs(flt, statuses=ACTIONABLE[BulkAction.CANCEL])
+    assert n == 2
+    done = await impl.cancel_jobs(flt, batch=10, before_id=None)
+    assert done.touched == 2
+    assert await status(impl, root) is JobStatus.CANCELLED
+    assert await status(impl, child) is JobStatus.CANCELLED

@@ -42,7 +42,10 @@ from jobs_sdk.errors import Conflict, IdempotencyMismatch, JobsError, NotFound, 
 __all__ = ["FakeJobs"]
 
 _RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
-_ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: _RETRYABLE}
+_ACTIONABLE = {
+    BulkAction.CANCEL: ACTIVE_STATUSES | {JobStatus.WAITING},
+    BulkAction.RETRY: _RETRYABLE,
+}
 _DEFAULT_USE_CASE = UseCaseConfig(queue="fake")
 
 
@@ -337,7 +340,7 @@ class FakeJobs:
 
     def cancel(self, job_id: UUID | str) -> Job:
         job = self.get(job_id)
-        if job.status is JobStatus.PENDING:
+        if job.status in (JobStatus.PENDING, JobStatus.WAITING):
             return self.update(job, status=JobStatus.CANCELLED, finished_at=self.clock())
         if job.status is JobStatus.RUNNING:
             return self.update(job, cancel_requested=True)

@@ -516,7 +516,7 @@ async def job_detail(request: Request, viewer: Page, job_id: str) -> Response:
         workflow=neighbours(graph, job.id),
         now=now,
         notice=notice if notice in ("cancelled", "retried") else None,
-        can_cancel=job.status in (JobStatus.PENDING, JobStatus.RUNNING)
+        can_cancel=job.status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING)
         and not job.cancel_requested,
         can_retry=job.status in RETRYABLE,
     )
