@@ -14,6 +14,8 @@ from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
+from jobs_schema.limits import MAX_GRAPH_NODES, MAX_PARENTS
+
 __all__ = [
     "MAX_GRAPH_NODES",
     "MAX_PARENTS",
@@ -22,9 +24,6 @@ __all__ = [
     "check_graph",
     "parent_id",
 ]
-
-MAX_PARENTS = 100  # parents of one job (depends_on entries)
-MAX_GRAPH_NODES = 1000  # jobs of one request, the batch limit (every node is an item)
 
 
 class OnParentFailure(StrEnum):

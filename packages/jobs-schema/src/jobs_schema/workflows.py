@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from jobs_schema.graph import GraphRefused, check_graph
 from jobs_schema.jobs import MAX_BATCH_SIZE, EnqueueRequest, Job, JobStatus, StoredTime
+from jobs_schema.limits import MAX_BATCH_FAILED_IDS, MAX_BATCH_JOBS
 
 __all__ = [
     "BATCH_KEY",
@@ -24,8 +25,6 @@ __all__ = [
     "ParentsResponse",
 ]
 
-MAX_BATCH_JOBS = 10_000  # jobs of one batch, over every request that adds to it
-MAX_BATCH_FAILED_IDS = 1000  # the failures a callback's payload lists (the first to end)
 BATCH_KEY = "batch"  # the key of the callback payload that carries the batch's outcome
 
 
