@@ -14,6 +14,11 @@ A fresh database and queue per run; `jobs-server serve`, `jobs-server scheduler`
             child's handler start (its first line's clock, its result) - the parent's
             finished_at (the commit of its success, which releases the child); p50, p99.
 
+  overhead: what the end-of-job trigger (jobs_follow_ends) costs jobs with no children and no
+            batch: `--overhead-jobs` jobs claimed and completed in batches of 100 through
+            PostgresJobStore, with the trigger on and off (DISABLE TRIGGER), alternating, on a
+            database of its own (`--overhead-only` runs just this).
+
 `--runs` runs of each (default 3); the median, min and max over the runs are printed, with the
 load average.
 """
@@ -37,11 +42,14 @@ import asyncpg
 from _common import SQS_URL, bench_database, load_average
 from e2e import JOB_TYPE, TOKEN, USE_CASE, Processes, free_port, start_ours
 from e2e import build_parser as e2e_parser
-from jobs_schema import EnqueueRequest
+from jobs_schema import BackoffPolicy, EnqueueRequest
 from jobs_sdk import JobsClient
 from jobs_sdk.workflows import Workflow
 from jobs_server.publisher.base import QueueSpec
 from jobs_server.publisher.sqs import SqsPublisher
+from jobs_server.service import JobIds
+from jobs_server.store.base import LeaderLease, NewJob, SucceededAttempt
+from jobs_server.store.postgres import PostgresJobStore
 
 NODES = 1000
 AIM_P50_MS = 50.0
@@ -141,6 +149,66 @@ def line(name: str, unit: str, values: list[float]) -> str:
     return f"{name:<38} median {med:9.1f} {unit}  (min {lo:.1f}, max {hi:.1f})"
 
 
+async def completion_seconds(store: PostgresJobStore, db: str, n: int, *, trigger: bool) -> float:
+    """Seconds to complete `n` claimed jobs, 100 a call, the trigger on or off."""
+    ids = JobIds(store.clock)
+    now = store.clock.now()
+    backoff = BackoffPolicy(kind="constant", base_seconds=1, cap_seconds=1, jitter=0)
+    jobs = [
+        NewJob(
+            ids.new(), USE_CASE, JOB_TYPE, {"n": i}, 0, now, now + timedelta(hours=1), 3, backoff
+        )
+        for i in range(n)
+    ]
+    for start in range(0, n, 1000):
+        await store.enqueue_jobs("acme", quota=None, jobs=jobs[start : start + 1000])
+    epoch = await store.acquire_leadership("bench", "bench", ttl=3600)
+    assert epoch is not None
+    leader = LeaderLease("bench", "bench", epoch)
+    claimed = []
+    while len(claimed) < n:
+        claimed += await store.claim_due_jobs(
+            USE_CASE,
+            capacity=10 * n,
+            limit=1000,
+            lease_seconds=600,
+            leader=leader,
+            per_tenant_cap=None,
+        )
+    conn = await asyncpg.connect(db)
+    try:
+        state = "ENABLE" if trigger else "DISABLE"
+        await conn.execute(f"ALTER TABLE jobs {state} TRIGGER jobs_follow_ends_trg")
+    finally:
+        await conn.close()
+    started = time.perf_counter()
+    for start in range(0, n, 100):
+        await store.complete_attempts(
+            [
+                SucceededAttempt(c.id, c.attempt, c.lease_token, result=None)
+                for c in claimed[start : start + 100]
+            ]
+        )
+    return time.perf_counter() - started
+
+
+async def overhead(n: int, runs: int) -> None:
+    on, off = [], []
+    async with bench_database("wfo") as db:
+        store = await PostgresJobStore.connect(db, min_size=1, max_size=2)
+        try:
+            await completion_seconds(store, db, 200, trigger=True)  # warm-up
+            for _ in range(runs):
+                on.append(await completion_seconds(store, db, n, trigger=True) / n * 1e6)
+                off.append(await completion_seconds(store, db, n, trigger=False) / n * 1e6)
+        finally:
+            await store.close()
+    print(line("complete, trigger on", "us/job", on))
+    print(line("complete, trigger off", "us/job", off))
+    ratios = [a / b for a, b in zip(on, off, strict=True)]
+    print(line("on / off (same run)", "x", ratios) + f"; {load_average()}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -148,7 +216,13 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=100, help="parent/child pairs per run")
     parser.add_argument("--rate", type=float, default=10.0, help="pairs a second (low load)")
+    parser.add_argument("--overhead-jobs", type=int, default=5000)
+    parser.add_argument("--overhead-only", action="store_true")
     args = parser.parse_args()
+    if args.overhead_only:
+        print(f"bench/workflows.py --overhead-only: {load_average()}")
+        await overhead(args.overhead_jobs, args.runs)
+        return
     e2e_args = e2e_parser().parse_args(["--concurrency", "20"])
     print(f"bench/workflows.py: {args.runs} runs; {load_average()}")
     runs = []
@@ -167,6 +241,7 @@ async def main() -> None:
     print(line("parent success -> child start, p99", "ms", [r["p99"] for r in runs]))
     verdict = "met" if statistics.median(p50s) < AIM_P50_MS else "NOT met"
     print(f"aim p50 < {AIM_P50_MS:.0f} ms: {verdict}; {load_average()}")
+    await overhead(args.overhead_jobs, args.runs)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,12 @@ def test_the_document_states_the_rules_the_server_checks():
         {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
         {"not": {"required": ["dedup_key", "unique"]}},
         {
+            "if": {"required": ["on_parent_failure"]},
+            "then": {"required": ["depends_on"], "properties": {"depends_on": {"type": "array"}}},
+        },
+        {"not": {"required": ["depends_on", "dedup_key"]}},
+        {"not": {"required": ["depends_on", "unique"]}},
+        {
             "not": {
                 "properties": {"miss_policy": {"const": "run_late"}},
                 "required": ["miss_policy", "expire_grace_seconds"],

@@ -9,6 +9,7 @@ ended other than succeeded and its `on_parent_failure` is `cancel`, it ends canc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Protocol
@@ -19,6 +20,7 @@ from jobs_schema.limits import MAX_GRAPH_NODES, MAX_PARENTS
 __all__ = [
     "MAX_GRAPH_NODES",
     "MAX_PARENTS",
+    "UUID_PATTERN",
     "GraphRefused",
     "OnParentFailure",
     "check_graph",
@@ -45,12 +47,15 @@ class _Node(Protocol):
     def depends_on(self) -> Sequence[str] | None: ...
 
 
+# A job id as the API writes it; any other entry of depends_on is a ref.
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UUID = re.compile(UUID_PATTERN)
+
+
 def parent_id(entry: str) -> UUID | None:
-    """The job id a `depends_on` entry names, or None when it names a ref."""
-    try:
-        return UUID(entry)
-    except ValueError:
-        return None
+    """The job id a `depends_on` entry names (a UUID written as the API writes ids), or None
+    when it names a ref."""
+    return UUID(entry) if _UUID.match(entry) else None
 
 
 def check_graph(items: Sequence[_Node]) -> list[int]:

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 
 from jobs_schema.config import BackoffPolicy, MissPolicy, UseCaseConfig
 from jobs_schema.errors import ErrorBody
-from jobs_schema.graph import MAX_PARENTS, GraphRefused, OnParentFailure, check_graph, parent_id
+from jobs_schema.graph import MAX_PARENTS, UUID_PATTERN, OnParentFailure, parent_id
 from jobs_schema.limits import (
     MAX_EXPIRE_GRACE_SECONDS,
     MAX_TIMESTAMP,
@@ -211,6 +211,16 @@ class EnqueueRequest(BaseModel):
             "allOf": [
                 {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
                 {"not": {"required": ["dedup_key", "unique"]}},
+                # workflows: on_parent_failure with depends_on only; depends_on without dedup
+                {
+                    "if": {"required": ["on_parent_failure"]},
+                    "then": {
+                        "required": ["depends_on"],
+                        "properties": {"depends_on": {"type": "array"}},
+                    },
+                },
+                {"not": {"required": ["depends_on", "dedup_key"]}},
+                {"not": {"required": ["depends_on", "unique"]}},
                 {
                     "not": {
                         "properties": {"miss_policy": {"const": "run_late"}},
@@ -267,7 +277,7 @@ class EnqueueRequest(BaseModel):
         "deadline it may still be dispatched, 0 to 2592000 (30 days); default: the use case's",
     )
 
-    ref: Key | None = Field(
+    ref: Annotated[Key, Field(json_schema_extra={"not": {"pattern": UUID_PATTERN}})] | None = Field(
         default=None,
         description="a name for this item, local to its batch request, that other items' "
         "depends_on may give (1-200 characters, not a UUID)",
@@ -276,12 +286,15 @@ class EnqueueRequest(BaseModel):
         default=None,
         min_length=1,
         max_length=MAX_PARENTS,
-        description="the job's parents, 1 to 100: ids of existing jobs of the tenant, or refs "
-        "of items of the same batch request. The job waits (status waiting, never claimed) "
-        "until every parent has ended; then it becomes pending, its run_at the later of its "
-        "own and that moment, and a deadline given as delay_tolerance_seconds (or the use "
-        "case's default) counted from then. An absolute deadline stays as given. Takes no "
-        "dedup_key or unique",
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "the job's parents, 1 to 100 distinct entries: ids of existing jobs of the tenant, "
+            "or refs of items of the same batch request. The job waits (status waiting, never "
+            "claimed) until every parent has ended; then it becomes pending, its run_at the "
+            "later of its own and that moment, and a deadline given as "
+            "delay_tolerance_seconds (or the use case's default) counted from then. An "
+            "absolute deadline stays as given. Takes no dedup_key or unique"
+        ),
     )
     on_parent_failure: OnParentFailure | None = Field(
         default=None,
@@ -352,20 +365,11 @@ class BatchEnqueueRequest(BaseModel):
     """Up to 1,000 jobs in one transaction. When an item gives `depends_on`, the request is a
     graph: refs name its items, it is stored whole or not at all (a quota refusal is the
     request's, 429), and a cycle, a ref given twice or unknown, or a parent of another tenant
-    is refused with nothing stored (docs/workflows.md)."""
+    is refused (400) with nothing stored (docs/workflows.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     jobs: list[EnqueueRequest] = Field(min_length=1, max_length=MAX_BATCH_SIZE)
-
-    @model_validator(mode="after")
-    def _graph_is_acyclic(self) -> BatchEnqueueRequest:
-        if any(j.depends_on or j.ref for j in self.jobs):
-            try:
-                check_graph(self.jobs)
-            except GraphRefused as exc:
-                raise ValueError(str(exc)) from None
-        return self
 
     @property
     def is_graph(self) -> bool:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from jobs_schema.graph import GraphRefused, check_graph
 from jobs_schema.jobs import MAX_BATCH_SIZE, EnqueueRequest, Job, JobStatus, StoredTime
 from jobs_schema.limits import MAX_BATCH_FAILED_IDS, MAX_BATCH_JOBS
 
@@ -23,6 +22,7 @@ __all__ = [
     "JobLink",
     "ParentResult",
     "ParentsResponse",
+    "batch_refusal",
 ]
 
 BATCH_KEY = "batch"  # the key of the callback payload that carries the batch's outcome
@@ -67,18 +67,26 @@ class JobGraph(BaseModel):
     truncated: bool = Field(default=False, description="more jobs are linked than listed")
 
 
-def _check_items(items: list[EnqueueRequest]) -> None:
+def batch_refusal(items: list[EnqueueRequest], callback: EnqueueRequest | None) -> str | None:
+    """Why a batch's jobs or callback break its rules (a 400's message); None: they do not."""
     for i, item in enumerate(items):
         if item.dedup_key is not None or item.unique is not None:
-            raise ValueError(
+            return (
                 f"jobs[{i}]: a batch's jobs take no dedup_key or unique (a batch counts the "
                 "jobs it created)"
             )
-    if any(j.depends_on or j.ref for j in items):
-        try:
-            check_graph(items)
-        except GraphRefused as exc:
-            raise ValueError(str(exc)) from None
+    if callback is None:
+        return None
+    given = [
+        name
+        for name in ("run_at", "deadline", "dedup_key", "unique", "ref", "depends_on")
+        if getattr(callback, name) is not None
+    ]
+    if given:
+        return f"callback takes no {', '.join(given)}: drop them"
+    if BATCH_KEY in callback.payload:
+        return f"callback.payload must not hold {BATCH_KEY!r}: the batch's outcome goes there"
+    return None
 
 
 class BatchAddRequest(BaseModel):
@@ -88,11 +96,6 @@ class BatchAddRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     jobs: list[EnqueueRequest] = Field(min_length=1, max_length=MAX_BATCH_SIZE)
-
-    @model_validator(mode="after")
-    def _items_are_consistent(self) -> BatchAddRequest:
-        _check_items(self.jobs)
-        return self
 
 
 class BatchCreateRequest(BatchAddRequest):
@@ -109,24 +112,6 @@ class BatchCreateRequest(BatchAddRequest):
         "deadline, dedup_key, unique, ref or depends_on (its deadline is its tolerance from "
         "the batch's end), and no payload key 'batch'",
     )
-
-    @model_validator(mode="after")
-    def _callback_is_plain(self) -> BatchCreateRequest:
-        cb = self.callback
-        if cb is None:
-            return self
-        given = [
-            name
-            for name in ("run_at", "deadline", "dedup_key", "unique", "ref", "depends_on")
-            if getattr(cb, name) is not None
-        ]
-        if given:
-            raise ValueError(f"callback takes no {', '.join(given)}: drop them")
-        if BATCH_KEY in cb.payload:
-            raise ValueError(
-                f"callback.payload must not hold {BATCH_KEY!r}: the batch's outcome goes there"
-            )
-        return self
 
 
 class BatchCounts(BaseModel):

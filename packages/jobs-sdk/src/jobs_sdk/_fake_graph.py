@@ -12,7 +12,7 @@ from datetime import datetime
 from uuid import UUID
 
 from jobs_schema import FINISHED_STATUSES, EnqueueRequest, ErrorCode, Job, JobStatus
-from jobs_schema.graph import OnParentFailure, parent_id
+from jobs_schema.graph import GraphRefused, OnParentFailure, check_graph, parent_id
 from jobs_schema.workflows import ParentResult
 from jobs_sdk.errors import ValidationFailed
 
@@ -38,7 +38,12 @@ class FakeGraph:
     children: dict[UUID, set[UUID]] = field(default_factory=dict)
 
     def check_parents(self, requests: Sequence[EnqueueRequest], jobs: dict[UUID, Job]) -> None:
-        """ValidationFailed (as the server's 400) for a parent id that is no job of the fake."""
+        """ValidationFailed (as the server's 400) for a cycle, a ref given twice or unknown, or
+        a parent id that is no job of the fake."""
+        try:
+            check_graph(requests)
+        except GraphRefused as exc:
+            raise ValidationFailed(str(exc), code=ErrorCode.VALIDATION, status=400) from None
         missing = sorted(
             {
                 str(p)

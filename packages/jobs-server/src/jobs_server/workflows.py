@@ -14,7 +14,7 @@ from jobs_schema import (
     EnqueueRequest,
     EnqueueResponse,
 )
-from jobs_schema.graph import OnParentFailure, parent_id
+from jobs_schema.graph import GraphRefused, OnParentFailure, check_graph, parent_id
 from jobs_schema.workflows import (
     MAX_BATCH_JOBS,
     Batch,
@@ -22,6 +22,7 @@ from jobs_schema.workflows import (
     BatchCreateRequest,
     JobGraph,
     ParentsResponse,
+    batch_refusal,
 )
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
@@ -141,7 +142,13 @@ class WorkflowService:
     def _graph(
         self, reqs: list[EnqueueRequest], now: datetime
     ) -> tuple[list[NewJob], list[NewLink]]:
-        """The jobs the requests make by the enqueue rules, and their links."""
+        """The jobs the requests make by the enqueue rules, and their links; BadRequest for a
+        cycle, a ref given twice or one no item gives."""
+        if any(r.depends_on or r.ref for r in reqs):
+            try:
+                check_graph(reqs)
+            except GraphRefused as exc:
+                raise BadRequest(str(exc), field="depends_on") from None
         refs = {r.ref: i for i, r in enumerate(reqs) if r.ref is not None}
         jobs, links = [], []
         for i, req in enumerate(reqs):
@@ -199,6 +206,7 @@ class WorkflowService:
     # -- batches ---------------------------------------------------------------------------
 
     async def create_batch(self, tenant: str, body: BatchCreateRequest) -> Batch:
+        _check_batch(body.jobs, body.callback)
         callback, tolerance, grace = None, 0.0, None
         if body.callback is not None:
             callback = self._jobs.prepare(body.callback, self._clock.now())
@@ -215,6 +223,7 @@ class WorkflowService:
         return await self._batch(tenant, batch.id, out)
 
     async def add_to_batch(self, tenant: str, batch_id: UUID, body: BatchAddRequest) -> Batch:
+        _check_batch(body.jobs, None)
         batch = NewBatch(id=batch_id, callback_job_id=batch_id, create=False)
         out = await self._store_graph(tenant, list(body.jobs), batch)
         return await self._batch(tenant, batch_id, out)
@@ -246,6 +255,12 @@ class WorkflowService:
         if not jobs:
             raise JobNotFound(job_id)
         return JobGraph(jobs=jobs, links=links, truncated=more)
+
+
+def _check_batch(jobs: list[EnqueueRequest], callback: EnqueueRequest | None) -> None:
+    refusal = batch_refusal(jobs, callback)
+    if refusal is not None:
+        raise BadRequest(refusal)
 
 
 def _batch_response(results: list[EnqueueResult]) -> BatchEnqueueResponse:
