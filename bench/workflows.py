@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import statistics
 import sys
 import tempfile
@@ -192,6 +193,31 @@ async def completion_seconds(store: PostgresJobStore, db: str, n: int, *, trigge
     return time.perf_counter() - started
 
 
+async def trigger_times(db: str, runs: int) -> dict[str, list[float]]:
+    """Each jobs trigger's own time (EXPLAIN ANALYZE) in statements that end 100 running jobs:
+    the end-of-job trigger beside the two that were there before it, in the same statements."""
+    conn = await asyncpg.connect(db)
+    times: dict[str, list[float]] = {}
+    try:
+        await conn.execute("ALTER TABLE jobs ENABLE TRIGGER jobs_follow_ends_trg")
+        for _ in range(max(runs, 5)):
+            await conn.execute(
+                "UPDATE jobs SET status = 'running', finished_at = NULL WHERE id = ANY (ARRAY("
+                "SELECT id FROM jobs WHERE status = 'succeeded' LIMIT 100))"
+            )
+            plan = await conn.fetch(
+                "EXPLAIN (ANALYZE) UPDATE jobs SET status = 'succeeded', updated_at = now() "
+                "WHERE id = ANY (ARRAY(SELECT id FROM jobs WHERE status = 'running' LIMIT 100))"
+            )
+            for row in plan:
+                found = re.match(r"Trigger (\w+): time=([\d.]+)", row[0])
+                if found:
+                    times.setdefault(found[1], []).append(float(found[2]))
+    finally:
+        await conn.close()
+    return times
+
+
 async def overhead(n: int, runs: int) -> None:
     on, off = [], []
     async with bench_database("wfo") as db:
@@ -201,8 +227,11 @@ async def overhead(n: int, runs: int) -> None:
             for _ in range(runs):
                 on.append(await completion_seconds(store, db, n, trigger=True) / n * 1e6)
                 off.append(await completion_seconds(store, db, n, trigger=False) / n * 1e6)
+            triggers = await trigger_times(db, runs)
         finally:
             await store.close()
+    for name, times in sorted(triggers.items()):
+        print(line(f"  {name}, per 100-job statement", "ms", times))
     print(line("complete, trigger on", "us/job", on))
     print(line("complete, trigger off", "us/job", off))
     ratios = [a / b for a, b in zip(on, off, strict=True)]

@@ -88,21 +88,27 @@ DECLARE
     v_release_at timestamptz[] := '{}';
     v_cancel uuid[] := '{}';
     v_now timestamptz;
+    v_ids uuid[];
+    v_statuses text[];
+    v_ats timestamptz[];
 BEGIN
-    IF NOT EXISTS (
-        SELECT 1 FROM new_rows n
-        WHERE n.status::text IN ('succeeded', 'dead', 'cancelled', 'expired')
-    ) THEN
+    -- the rows that are ended now, read once; no statement updates an ended row and leaves it
+    -- ended, and an edge or a batch member is counted once (its `ended`), so no comparison
+    -- with old_rows is needed
+    SELECT array_agg(n.id), array_agg(n.status::text), array_agg(n.updated_at)
+    INTO v_ids, v_statuses, v_ats
+    FROM new_rows n
+    WHERE n.status::text IN ('succeeded', 'dead', 'cancelled', 'expired');
+    IF v_ids IS NULL THEN
         RETURN NULL;  -- claims, heartbeats, retries: nothing ended
     END IF;
 
-    -- children: one counter update per child, in id order (no deadlocks between parents)
+    -- children: one counter update per child, in id order (no deadlocks between parents);
+    -- most jobs have none, which one probe of job_edges_parent_idx tells
+    IF EXISTS (SELECT 1 FROM job_edges e WHERE e.parent_id = ANY (v_ids) AND NOT e.ended) THEN
     FOR r IN
         WITH ended AS (
-            SELECT n.id, n.status::text AS status, n.updated_at
-            FROM new_rows n JOIN old_rows o ON o.id = n.id
-            WHERE n.status::text IN ('succeeded', 'dead', 'cancelled', 'expired')
-              AND o.status::text NOT IN ('succeeded', 'dead', 'cancelled', 'expired')
+            SELECT * FROM unnest(v_ids, v_statuses, v_ats) AS x(id, status, updated_at)
         ), marked AS (
             UPDATE job_edges e SET ended = true
             FROM ended x
@@ -128,6 +134,7 @@ BEGIN
             v_release_at := v_release_at || r.at;
         END IF;
     END LOOP;
+    END IF;
 
     IF cardinality(v_release) > 0 THEN
         UPDATE jobs j SET
@@ -168,13 +175,11 @@ BEGIN
         WHERE j.id IN (SELECT id FROM doomed) AND j.status::text = 'waiting';
     END IF;
 
-    -- batches: one counter update per batch, in id order
+    -- batches: one counter update per batch, in id order (most jobs are in none)
+    IF EXISTS (SELECT 1 FROM batch_jobs m WHERE m.job_id = ANY (v_ids) AND NOT m.ended) THEN
     FOR r IN
         WITH ended AS (
-            SELECT n.id, n.status::text AS status, n.updated_at
-            FROM new_rows n JOIN old_rows o ON o.id = n.id
-            WHERE n.status::text IN ('succeeded', 'dead', 'cancelled', 'expired')
-              AND o.status::text NOT IN ('succeeded', 'dead', 'cancelled', 'expired')
+            SELECT * FROM unnest(v_ids, v_statuses, v_ats) AS x(id, status, updated_at)
         ), marked AS (
             UPDATE batch_jobs m SET ended = true
             FROM ended x
@@ -205,6 +210,7 @@ BEGIN
             PERFORM jobs_batch_callback(v_batch, r.at);
         END IF;
     END LOOP;
+    END IF;
     RETURN NULL;
 END
 $$;
