@@ -216,3 +216,27 @@ async def test_a_graph_request_is_idempotent(client, db):
     other = {"jobs": [job(ref="a"), job(ref="c", depends_on=["a"])]}
     mismatch = await client.post("/v1/jobs/batch", json=other, headers=key)
     assert mismatch.status_code == 409
+
+
+async def test_hostile_batch_inputs_store_nothing(client, db):
+    before = await _count(db)
+    cases = {
+        "callback run_at": {"jobs": [job()], "callback": job(run_at="2030-01-01T00:00:00Z")},
+        "callback parents": {"jobs": [job()], "callback": job(depends_on=[str(uuid4())])},
+        "callback batch key": {"jobs": [job()], "callback": job(payload={"batch": 1})},
+        "dedup member": {"jobs": [job(dedup_key="k")]},
+        "cycle": {"jobs": [job(ref="a", depends_on=["a"])]},
+        "no jobs": {"jobs": []},
+        "wrong type": {"jobs": "all of them"},
+        "extra field": {"jobs": [job()], "tenant": "globex"},
+    }
+    for name, body in cases.items():
+        r = await client.post("/v1/batches", json=body, headers=ACME)
+        assert r.status_code in (400, 422), (name, r.status_code, r.text)
+        assert r.json()["error"]["message"], name
+    r = await client.post(f"/v1/batches/{uuid4()}/jobs", json={"jobs": [job()]}, headers=ACME)
+    assert r.status_code == 404
+    r = await client.get("/v1/batches/not-a-uuid", headers=ACME)
+    assert r.status_code == 422
+    assert await _count(db) == before
+    assert await db.fetchval("SELECT count(*) FROM batches") == 0
