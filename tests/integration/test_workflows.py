@@ -19,7 +19,7 @@ from jobs_sdk.workflows import Workflow
 from jobs_worker import JobContext, PermanentFailure, Registry
 from tests.conftest import LiveServer
 from tests.integration import test_worker_harness as harness
-from tests.integration.requests import ACME, GLOBEX, job
+from tests.integration.requests import ACME, GLOBEX, TINY, job
 from tests.integration.test_worker_harness import EMAIL, USE_CASE, MakeStack
 
 make_stack = harness.make_stack  # the fixture
@@ -240,3 +240,13 @@ async def test_hostile_batch_inputs_store_nothing(client, db):
     assert r.status_code == 422
     assert await _count(db) == before
     assert await db.fetchval("SELECT count(*) FROM batches") == 0
+
+
+async def test_a_graph_over_the_quota_is_a_429_storing_nothing(client, db):
+    chain = [job(ref="n0")] + [job(ref=f"n{i}", depends_on=[f"n{i - 1}"]) for i in range(1, 11)]
+    r = await client.post("/v1/jobs/batch", json={"jobs": chain}, headers=TINY)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "quota_exceeded"
+    assert await _count(db) == 0
+    r = await client.post("/v1/jobs/batch", json={"jobs": chain[:10]}, headers=TINY)
+    assert r.status_code == 200, r.text  # ten fit: waiting jobs count, and are granted together

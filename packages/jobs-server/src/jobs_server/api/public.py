@@ -175,7 +175,8 @@ router.add_api_route(
     enqueue_batch,
     methods=["POST"],
     route_class_override=_FastPost,
-    responses={200: {"model": BatchEnqueueResponse}, **documented_errors(*BODY_ERRORS, 409)},
+    # 429: a graph's quota refusal is the request's
+    responses={200: {"model": BatchEnqueueResponse}, **documented_errors(*BODY_ERRORS, 409, 429)},
     summary="Enqueue up to 1,000 jobs in one transaction, with a result per item; a graph "
     "(items with depends_on) is stored whole or not at all",
 )
