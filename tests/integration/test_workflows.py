@@ -101,7 +101,7 @@ async def test_a_dead_parent_cancels_its_descendants_and_run_children_run(
     assert parent.status is JobStatus.DEAD and parent.last_error
 
 
-async def test_chain_helper_and_sync_client(make_stack: MakeStack):
+async def test_chain_and_group_helpers(make_stack: MakeStack):
     stack = await make_stack()
     jobs = await stack.client.chain(request("one"), request("two"), request("three"))
     assert [j.status for j in jobs] == [JobStatus.PENDING, JobStatus.WAITING, JobStatus.WAITING]
