@@ -10,8 +10,6 @@ from jobs_schema import (
     JobMessage,
     JobsConfig,
     JobStatus,
-    OutcomeKind,
-    OutcomeReport,
     jobs_in_body,
 )
 from jobs_server.outcomes import OutcomeService
@@ -21,7 +19,7 @@ from jobs_server.service import JobService
 from jobs_server.store.postgres import PostgresJobStore
 from jobs_server.wiring import build_scheduler
 from jobs_server.workflows import WorkflowService
-from tests.integration.scheduler_support import dispatch, lead, use_case
+from tests.integration.scheduler_support import complete, dispatch, lead, use_case
 
 WIDTH, DEPTH = 100, 10
 
@@ -78,20 +76,7 @@ async def test_a_thousand_node_graph_runs_layer_by_layer(database_url):
                 m for body in publisher.sent.pop("work-queue", []) for m in jobs_in_body(body)
             ]
             assert sorted(m.payload["n"] // WIDTH for m in messages if m.payload) == [layer] * WIDTH
-            acks = await outcomes.report(
-                [
-                    OutcomeReport(
-                        job_id=m.job_id,
-                        attempt=m.attempt,
-                        lease_token=m.lease_token,
-                        outcome=OutcomeKind.SUCCEEDED,
-                        worker_id="w",
-                        result={"n": m.payload["n"] if m.payload else None},
-                    )
-                    for m in messages
-                ]
-            )
-            assert all(a.applied for a in acks)
+            assert await complete(outcomes, messages) == WIDTH
         assert await dispatch(sched) == 0
         jobs = await store.get_jobs([r.job.id for r in made.results if r.job])
         assert {j.status for j in jobs} == {JobStatus.SUCCEEDED}
