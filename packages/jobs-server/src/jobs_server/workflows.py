@@ -248,9 +248,13 @@ class WorkflowService:
         parents = await self._store.get_parents(job_id, tenant=tenant)
         return ParentsResponse(job_id=job_id, parents=parents)
 
-    async def graph(self, who: Principal, job_id: UUID) -> JobGraph:
+    async def graph(
+        self, who: Principal, job_id: UUID, *, limit: int = MAX_GRAPH_LINKS
+    ) -> JobGraph:
+        """The jobs linked to the job, nearest first (its parents and children before theirs),
+        at most `limit`, and the edges among them."""
         jobs, links, more = await self._store.get_job_graph(
-            job_id, tenant=who.tenant_scope, limit=MAX_GRAPH_LINKS
+            job_id, tenant=who.tenant_scope, limit=limit
         )
         if not jobs:
             raise JobNotFound(job_id)

@@ -504,7 +504,8 @@ def _int(text: str | None) -> int:
 @router.get("/jobs/{job_id}")
 async def job_detail(request: Request, viewer: Page, job_id: str) -> Response:
     job = await _service(request).get(viewer.principal, _job_id(job_id))
-    graph = await _workflows(request).graph(viewer.principal, job.id)
+    # its neighbours come first in the walk: a few hundred cover them, not the whole workflow
+    graph = await _workflows(request).graph(viewer.principal, job.id, limit=_NEIGHBOURS)
     now: datetime = request.app.state.jobs.clock.now()
     notice = request.query_params.get("done")
     return _templates(request).page(
@@ -560,6 +561,9 @@ async def refused(request: Request, exc: Exception) -> Response:
 
 
 # -- workflows and batches (docs/workflows.md) --------------------------------------------------
+
+
+_NEIGHBOURS = 300  # linked jobs a job's page reads (its parents and children among them)
 
 
 def _workflows(request: Request) -> WorkflowService:
