@@ -341,6 +341,14 @@ async def run_ours(args: argparse.Namespace, *, python: str | None = None) -> di
 async def _start_and_measure(
     args: argparse.Namespace, db: str, queue: str, port: int, procs: Processes
 ) -> dict[str, Any]:
+    server = await start_ours(args, db, queue, port, procs)
+    return await _measure(args, db, server, procs)
+
+
+async def start_ours(
+    args: argparse.Namespace, db: str, queue: str, port: int, procs: Processes
+) -> str:
+    """Server, scheduler and worker(s) on `db` and `queue`, up; answers the server's URL."""
     server = f"http://127.0.0.1:{port}"
     env = environment(args, db, queue, server)
     level = ["--log-level", "warning"]
@@ -365,7 +373,7 @@ async def _start_and_measure(
             ],
             env,
         )
-    return await _measure(args, db, server, procs)
+    return server
 
 
 async def _measure(

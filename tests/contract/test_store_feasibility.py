@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from uuid import uuid4
 
 from jobs_schema import AttemptOutcome, JobStatus
+from jobs_schema.graph import OnParentFailure
 from jobs_server.store.base import (
     FeasibilitySnapshot,
+    GraphResult,
     JobFilter,
     LeaderLease,
+    NewBatch,
+    NewLink,
     RetryRules,
     SucceededAttempt,
     UseCaseRates,
@@ -96,3 +101,35 @@ def _recount(jobs: list) -> dict[tuple[int, int], int]:  # type: ignore[type-arg
         key = (j.priority, second(j.deadline))
         out[key] = out.get(key, 0) + 1
     return out
+
+
+async def test_a_released_child_and_a_batch_callback_are_counted_pending(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    """Jobs that become pending without an enqueue statement of their own (a child released
+    by its parent's end, a batch's callback stored by its last job's end) are in the summary;
+    a waiting child is not."""
+    impl, _ = store
+    batch = NewBatch(id=uuid4(), callback_job_id=uuid4(), callback=make_job(job_type="t.done"))
+    parent, child = make_job(), make_job()
+    links = [NewLink(child=1, parents=(0,), on_parent_failure=OnParentFailure.CANCEL)]
+    out = await impl.enqueue_graph(
+        "acme", quota=None, jobs=[parent, child], links=links, batch=batch
+    )
+    assert isinstance(out, GraphResult) and out.refused is None
+    await impl.fold_feasibility()
+    assert sum(b.n for b in (await impl.get_feasibility("uc")).pending) == 1  # the parent
+    [claimed] = await claim(impl, leader)
+    await impl.complete_attempts(
+        [SucceededAttempt(claimed.id, claimed.attempt, claimed.lease_token, None)]
+    )
+    await impl.fold_feasibility()
+    assert sum(b.n for b in (await impl.get_feasibility("uc")).pending) == 1  # the child
+    [released] = await claim(impl, leader)
+    await impl.complete_attempts(
+        [SucceededAttempt(released.id, released.attempt, released.lease_token, None)]
+    )
+    await impl.fold_feasibility()
+    assert sum(b.n for b in (await impl.get_feasibility("uc")).pending) == 1  # the callback
+    expected = _recount(await impl.list_jobs(JobFilter(status=JobStatus.PENDING, use_case="uc")))
+    assert counts(await impl.get_feasibility("uc")) == expected

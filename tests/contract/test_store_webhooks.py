@@ -8,11 +8,19 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
 from jobs_schema import BackoffPolicy, JobStatus
 from jobs_schema.webhooks import WEBHOOK_JOB_TYPE, WEBHOOKS_USE_CASE
 from jobs_server.service import JobIds
-from jobs_server.store.base import JobFilter, JobStore, LeaderLease, SucceededAttempt
+from jobs_server.store.base import (
+    GraphResult,
+    JobFilter,
+    JobStore,
+    LeaderLease,
+    NewBatch,
+    SucceededAttempt,
+)
 from jobs_server.store.webhook_port import FanOutRules, StoredWebhook
 from tests.contract.conftest import MakeJob, StoreAndClock
 from tests.contract.store_calls import claim, failure, store_jobs
@@ -227,3 +235,38 @@ async def test_an_emitted_event_reaches_the_subscriptions_that_want_it(
         "uc",
         data,
     )
+
+
+async def test_a_batch_whose_last_job_ends_sends_batch_finished_once(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    impl, _ = store
+    hook = await subscribe(impl, store, events=["batch_finished"])
+    batch = NewBatch(id=uuid4(), callback_job_id=uuid4(), callback=make_job(job_type="t.done"))
+    out = await impl.enqueue_graph(
+        "acme",
+        quota=None,
+        jobs=[make_job(max_attempts=1) for _ in range(2)],
+        links=[],
+        batch=batch,
+    )
+    assert isinstance(out, GraphResult)
+    first, second = await claim(impl, leader)
+    await impl.complete_attempts(
+        [SucceededAttempt(first.id, first.attempt, first.lease_token, None)]
+    )
+    assert (await impl.fan_out_webhook_events(RULES, limit=10)).events == 0  # not yet finished
+    await impl.fail_attempts([failure(second, next_status=JobStatus.DEAD)], require_expired=False)
+    done = await impl.fan_out_webhook_events(RULES, limit=10)
+    assert (done.events, done.deliveries) == (1, 1)
+    [sent] = await deliveries(impl)
+    assert sent["subscription_id"] == str(hook.id)
+    event = sent["event"]
+    assert (event["type"], event["tenant"], event["use_case"]) == ("batch_finished", "acme", None)
+    assert event["data"] == {
+        "batch_id": str(batch.id),
+        "counts": {"succeeded": 1, "dead": 1, "cancelled": 0, "expired": 0},
+        "failed_job_ids": [str(second.id)],
+        "callback_job_id": str(batch.callback_job_id),
+    }
+    assert (await impl.fan_out_webhook_events(RULES, limit=10)).events == 0  # once

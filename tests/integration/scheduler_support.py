@@ -80,39 +80,38 @@ class Rig:
 
     async def fail(self, messages: list[JobMessage]) -> int:
         """Report a retryable failure for each message; returns how many applied."""
-        acks = await self.outcomes.report(
-            [
-                OutcomeReport(
-                    job_id=m.job_id,
-                    attempt=m.attempt,
-                    lease_token=m.lease_token,
-                    outcome=OutcomeKind.FAILED,
-                    worker_id="test-worker",
-                    failure=FailureInfo(type="Boom", message="it broke"),
-                )
-                for m in messages
-            ]
-        )
-        return sum(a.applied for a in acks)
+        failure = FailureInfo(type="Boom", message="it broke")
+        return await _report(self.outcomes, messages, OutcomeKind.FAILED, failure=failure)
 
     async def complete(self, messages: list[JobMessage]) -> int:
         """Report success for each message, as a worker would; returns how many applied."""
-        if not messages:
-            return 0
-        acks = await self.outcomes.report(
-            [
-                OutcomeReport(
-                    job_id=m.job_id,
-                    attempt=m.attempt,
-                    lease_token=m.lease_token,
-                    outcome=OutcomeKind.SUCCEEDED,
-                    worker_id="test-worker",
-                    result={"ok": True},
-                )
-                for m in messages
-            ]
-        )
-        return sum(a.applied for a in acks)
+        return await complete(self.outcomes, messages)
+
+
+async def complete(outcomes: OutcomeService, messages: list[JobMessage]) -> int:
+    """Report success for each message (result `{"ok": true}`); how many applied."""
+    return await _report(outcomes, messages, OutcomeKind.SUCCEEDED, result={"ok": True})
+
+
+async def _report(
+    outcomes: OutcomeService, messages: list[JobMessage], kind: OutcomeKind, **fields: Any
+) -> int:
+    if not messages:
+        return 0
+    acks = await outcomes.report(
+        [
+            OutcomeReport(
+                job_id=m.job_id,
+                attempt=m.attempt,
+                lease_token=m.lease_token,
+                outcome=kind,
+                worker_id="test-worker",
+                **fields,
+            )
+            for m in messages
+        ]
+    )
+    return sum(a.applied for a in acks)
 
 
 async def lead(sched: Scheduler) -> bool:

@@ -103,6 +103,10 @@ def _configured(case: Any) -> None:
         bodies = [case.body]
     elif case.operation.label == "POST /v1/jobs/batch" and isinstance(case.body, dict):
         bodies = [b for b in case.body.get("jobs") or [] if isinstance(b, dict)]
+    elif case.operation.label in _BATCHES and isinstance(case.body, dict):
+        bodies = [b for b in case.body.get("jobs") or [] if isinstance(b, dict)]
+        if isinstance(case.body.get("callback"), dict):
+            bodies.append(case.body["callback"])
     if case.operation.label in _PAUSES and isinstance(case.body, dict):
         _configured_scope(case.body)
     elif case.operation.label == "POST /v1/schedules" and isinstance(case.body, dict):
@@ -116,6 +120,7 @@ def _configured(case: Any) -> None:
 
 
 _PAUSES = ("POST /v1/pauses", "POST /v1/pauses/resume")
+_BATCHES = ("POST /v1/batches", "POST /v1/batches/{batch_id}/jobs")
 
 
 def _configured_scope(body: dict[str, Any]) -> None:

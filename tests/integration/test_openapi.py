@@ -49,6 +49,12 @@ OPERATIONS = {
     "resume_webhook",
     "delete_webhook",
     "get_webhook_target",
+    "get_job_parents",
+    "get_job_graph",
+    "get_worker_job_parents",
+    "create_batch",
+    "add_to_batch",
+    "get_batch",
 }
 UNAUTHENTICATED = {"healthz", "readyz", "metrics"}
 
@@ -113,6 +119,12 @@ def test_the_document_states_the_rules_the_server_checks():
     assert enqueue["allOf"] == [
         {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
         {"not": {"required": ["dedup_key", "unique"]}},
+        {
+            "if": {"required": ["on_parent_failure"]},
+            "then": {"required": ["depends_on"], "properties": {"depends_on": {"type": "array"}}},
+        },
+        {"not": {"required": ["depends_on", "dedup_key"]}},
+        {"not": {"required": ["depends_on", "unique"]}},
         {
             "not": {
                 "properties": {"miss_policy": {"const": "run_late"}},

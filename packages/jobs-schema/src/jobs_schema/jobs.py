@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 
 from jobs_schema.config import BackoffPolicy, MissPolicy, UseCaseConfig
 from jobs_schema.errors import ErrorBody
+from jobs_schema.graph import MAX_PARENTS, UUID_PATTERN, OnParentFailure, parent_id
 from jobs_schema.limits import (
     MAX_EXPIRE_GRACE_SECONDS,
     MAX_TIMESTAMP,
@@ -62,6 +63,8 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
     # never dispatched: its deadline plus the grace of its miss policy `expire` passed first
     EXPIRED = "expired"
+    # has parents (depends_on) not all ended yet; never claimed (docs/workflows.md)
+    WAITING = "waiting"
 
 
 ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
@@ -208,6 +211,16 @@ class EnqueueRequest(BaseModel):
             "allOf": [
                 {"not": {"required": ["deadline", "delay_tolerance_seconds"]}},
                 {"not": {"required": ["dedup_key", "unique"]}},
+                # workflows: on_parent_failure with depends_on only; depends_on without dedup
+                {
+                    "if": {"required": ["on_parent_failure"]},
+                    "then": {
+                        "required": ["depends_on"],
+                        "properties": {"depends_on": {"type": "array"}},
+                    },
+                },
+                {"not": {"required": ["depends_on", "dedup_key"]}},
+                {"not": {"required": ["depends_on", "unique"]}},
                 {
                     "not": {
                         "properties": {"miss_policy": {"const": "run_late"}},
@@ -264,6 +277,46 @@ class EnqueueRequest(BaseModel):
         "deadline it may still be dispatched, 0 to 2592000 (30 days); default: the use case's",
     )
 
+    ref: Annotated[Key, Field(json_schema_extra={"not": {"pattern": UUID_PATTERN}})] | None = Field(
+        default=None,
+        description="a name for this item, local to its batch request, that other items' "
+        "depends_on may give (1-200 characters, not a UUID)",
+    )
+    depends_on: list[Key] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PARENTS,
+        json_schema_extra={"uniqueItems": True},
+        description=(
+            "the job's parents, 1 to 100 distinct entries: ids of existing jobs of the tenant, "
+            "or refs of items of the same batch request. The job waits (status waiting, never "
+            "claimed) until every parent has ended; then it becomes pending, its run_at the "
+            "later of its own and that moment, and a deadline given as "
+            "delay_tolerance_seconds (or the use case's default) counted from then. An "
+            "absolute deadline stays as given. Takes no dedup_key or unique"
+        ),
+    )
+    on_parent_failure: OnParentFailure | None = Field(
+        default=None,
+        description="with depends_on: when a parent ends dead, cancelled or expired, cancel "
+        "(default: the job and its descendants that cancel too end cancelled) or run (the job "
+        "runs once every parent has ended)",
+    )
+
+    @model_validator(mode="after")
+    def _parents_are_consistent(self) -> EnqueueRequest:
+        if self.ref is not None and parent_id(self.ref) is not None:
+            raise ValueError("ref must not be a UUID: depends_on reads a UUID as a job id")
+        if self.depends_on is None:
+            if self.on_parent_failure is not None:
+                raise ValueError("on_parent_failure is taken with depends_on only")
+            return self
+        if len(set(self.depends_on)) < len(self.depends_on):
+            raise ValueError("depends_on names a parent twice")
+        if self.dedup_key is not None or self.unique is not None:
+            raise ValueError("a job with depends_on takes no dedup_key or unique: drop one of them")
+        return self
+
     @model_validator(mode="after")
     def _deadline_is_consistent(self) -> EnqueueRequest:
         if self.dedup_key is not None and self.unique is not None:
@@ -309,9 +362,19 @@ def expiry_of(deadline: datetime, grace: float | None) -> datetime | None:
 
 
 class BatchEnqueueRequest(BaseModel):
+    """Up to 1,000 jobs in one transaction. When an item gives `depends_on`, the request is a
+    graph: refs name its items, it is stored whole or not at all (a quota refusal is the
+    request's, 429), and a cycle, a ref given twice or unknown, or a parent of another tenant
+    is refused (400) with nothing stored (docs/workflows.md)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     jobs: list[EnqueueRequest] = Field(min_length=1, max_length=MAX_BATCH_SIZE)
+
+    @property
+    def is_graph(self) -> bool:
+        """Whether an item depends on another job (the request is stored whole or not)."""
+        return any(j.depends_on for j in self.jobs)
 
 
 class AttemptRecord(BaseModel):
@@ -344,7 +407,10 @@ class Job(BaseModel):
     status: JobStatus
     priority: int
     run_at: StoredTime
-    deadline: StoredTime
+    deadline: StoredTime = Field(
+        description="run_at + its tolerance, or as given; a job with parents (depends_on) "
+        "gets run_at and a tolerance's deadline anew when its last parent ends (its release)"
+    )
     attempts: int
     max_attempts: int
     dedup_key: str | None = None

@@ -22,7 +22,11 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, With
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_BATCH_FAILED_IDS",
+    "MAX_BATCH_JOBS",
     "MAX_EXPIRE_GRACE_SECONDS",
+    "MAX_GRAPH_NODES",
+    "MAX_PARENTS",
     "MAX_PAYLOAD_DEPTH",
     "MAX_RETRY_DELAY_SECONDS",
     "MAX_TIMESTAMP",
@@ -49,6 +53,11 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_RETRY_DELAY_SECONDS = 365 * 86_400  # a handler's Retry(delay=...) is capped here
 MAX_UNIQUE_SECONDS = 365 * 86_400  # the longest uniqueness window (UniqueRule.seconds)
 MAX_EXPIRE_GRACE_SECONDS = 30 * 86_400  # the longest grace past a deadline (miss policy expire)
+# workflows (docs/workflows.md)
+MAX_PARENTS = 100  # parents of one job (its depends_on entries)
+MAX_GRAPH_NODES = 1000  # jobs of one graph request (the batch limit: every node is an item)
+MAX_BATCH_JOBS = 10_000  # jobs of one batch, over every request that adds to it
+MAX_BATCH_FAILED_IDS = 1000  # the failures a batch lists (its callback's payload too)
 
 _RANGE = f"{MIN_TIMESTAMP.isoformat()} to {MAX_TIMESTAMP.isoformat()}"
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")

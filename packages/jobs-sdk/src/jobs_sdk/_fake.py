@@ -12,6 +12,7 @@ from uuid import UUID
 
 from jobs_schema import (
     ACTIVE_STATUSES,
+    FINISHED_STATUSES,
     BatchEnqueueRequest,
     BatchEnqueueResponse,
     BatchItemResult,
@@ -32,13 +33,19 @@ from jobs_schema import (
     UseCaseConfig,
     UseCaseForecast,
 )
+from jobs_schema.graph import parent_id
+from jobs_schema.workflows import ParentResult
+from jobs_sdk._fake_graph import FakeGraph
 from jobs_sdk._http import JobFilters, _validated
 from jobs_sdk.errors import Conflict, IdempotencyMismatch, JobsError, NotFound, ValidationFailed
 
 __all__ = ["FakeJobs"]
 
 _RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
-_ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: _RETRYABLE}
+_ACTIONABLE = {
+    BulkAction.CANCEL: ACTIVE_STATUSES | {JobStatus.WAITING},
+    BulkAction.RETRY: _RETRYABLE,
+}
 _DEFAULT_USE_CASE = UseCaseConfig(queue="fake")
 
 
@@ -64,6 +71,7 @@ class FakeJobs:
     _seq: int = 0
     _keys: dict[str, _Replay] = field(default_factory=dict)
     _fresh: list[UUID] = field(default_factory=list)
+    graph: FakeGraph = field(default_factory=FakeGraph)
 
     def take_fresh(self) -> list[Job]:
         """The jobs made pending (enqueued or retried) since the last call, oldest first."""
@@ -76,6 +84,17 @@ class FakeJobs:
         replay = self._replay(key, (request,))
         if isinstance(replay, EnqueueResponse):
             return replay
+        if request.depends_on:
+            if any(parent_id(p) is None for p in request.depends_on):
+                raise ValidationFailed(
+                    "depends_on names a ref: refs name items of the same batch request",
+                    code=ErrorCode.VALIDATION,
+                    status=400,
+                )
+            [job] = self._enqueue_graph([request])
+            response = _feasible(job)
+            self._remember(key, (request,), response)
+            return response
         response = self._enqueue(request)
         self._remember(key, (request,), response)
         return response
@@ -87,10 +106,32 @@ class FakeJobs:
         replay = self._replay(key, tuple(requests))
         if isinstance(replay, BatchEnqueueResponse):
             return replay
-        results = [self._item(i, r) for i, r in enumerate(requests)]
+        if any(r.depends_on for r in requests):
+            jobs = self._enqueue_graph(requests)
+            results = [BatchItemResult(index=i, job=j) for i, j in enumerate(jobs)]
+        else:
+            results = [self._item(i, r) for i, r in enumerate(requests)]
         response = BatchEnqueueResponse(results=results)
         self._remember(key, tuple(requests), response)
         return response
+
+    def _enqueue_graph(self, requests: Sequence[EnqueueRequest]) -> list[Job]:
+        """A graph: every job stored, children waiting for their parents (docs/workflows.md)."""
+        self.graph.check_parents(requests, self.jobs)
+        created = [self._enqueue(r).job for r in requests]
+        linked = self.graph.link(requests, created, self.jobs, self._put, self.clock())
+        held = {j.id for j in linked if j.status is not JobStatus.PENDING}
+        self._fresh = [i for i in self._fresh if i not in held]
+        return linked
+
+    def parents(self, job_id: UUID | str) -> list[ParentResult]:
+        """A job's parents with their states and results."""
+        return self.graph.parents(self.get(job_id).id, self.jobs)
+
+    def _put(self, job: Job, **changes: object) -> Job:
+        updated = job.model_copy(update={"updated_at": self.clock(), **changes})
+        self.jobs[job.id] = updated
+        return updated
 
     def _item(self, index: int, request: EnqueueRequest) -> BatchItemResult:
         try:
@@ -299,7 +340,7 @@ class FakeJobs:
 
     def cancel(self, job_id: UUID | str) -> Job:
         job = self.get(job_id)
-        if job.status is JobStatus.PENDING:
+        if job.status in (JobStatus.PENDING, JobStatus.WAITING):
             return self.update(job, status=JobStatus.CANCELLED, finished_at=self.clock())
         if job.status is JobStatus.RUNNING:
             return self.update(job, cancel_requested=True)
@@ -350,9 +391,13 @@ class FakeJobs:
         )
 
     def update(self, job: Job, **changes: object) -> Job:
-        """Store a changed copy of `job` (e.g. an outcome, in the worker's inline mode)."""
-        updated = job.model_copy(update={"updated_at": self.clock(), **changes})
-        self.jobs[job.id] = updated
+        """Store a changed copy of `job` (e.g. an outcome, in the worker's inline mode); a job
+        that ends releases or cancels its waiting children."""
+        before = self.jobs.get(job.id, job).status
+        updated = self._put(job, **changes)
+        if updated.status in FINISHED_STATUSES and before not in FINISHED_STATUSES:
+            released = self.graph.follow(updated, self.jobs, self._put, self.clock())
+            self._fresh += [j.id for j in released]
         return updated
 
     def of_type(self, job_type: str, *, use_case: str | None = None) -> list[Job]:

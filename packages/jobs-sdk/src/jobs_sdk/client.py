@@ -33,7 +33,8 @@ from jobs_schema import (
     JobStatus,
     UseCaseForecast,
 )
-from jobs_sdk import _http, _selection
+from jobs_schema.workflows import Batch, JobGraph, ParentResult, ParentsResponse
+from jobs_sdk import _http, _selection, workflows
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
 from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy
 from jobs_sdk._selection import SelectionFilters
@@ -43,6 +44,7 @@ from jobs_sdk.errors import Conflict, JobsError, JobsTimeout
 from jobs_sdk.pauses import AsyncPauses, SyncPauses
 from jobs_sdk.schedules import Schedules, SyncSchedules
 from jobs_sdk.webhooks import SyncWebhooks, Webhooks
+from jobs_sdk.workflows import Workflow
 
 __all__ = ["JobsClient", "SyncJobsClient"]
 
@@ -51,6 +53,8 @@ M = TypeVar("M", bound=BaseModel)
 Timeout = float | httpx.Timeout
 EventHooks = Mapping[str, list[Callable[..., Any]]]
 Outcomes = list[EnqueueResponse | JobsError]
+Jobs = list[Job]  # `list` is a method name inside the clients
+Parents = list[ParentResult]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -192,7 +196,8 @@ class JobsClient:
         at most 30 days) override the use case's. With an
         `idempotency_key` the request goes alone, so the key covers exactly this job."""
         request = _http.enqueue_request(use_case, job_type, payload, options)
-        if idempotency_key is None and self._coalescer is not None:
+        linked = request.depends_on is not None or request.ref is not None
+        if idempotency_key is None and self._coalescer is not None and not linked:
             return await self._coalescer.submit(request)
         return await self._enqueue_one(request, idempotency_key)
 
@@ -337,6 +342,46 @@ class JobsClient:
         return await self._request(call, BulkResult)
 
     # -- I/O -----------------------------------------------------------------------------------
+
+    # -- workflows and batches (docs/workflows.md) ---------------------------------------------
+
+    async def enqueue_workflow(
+        self, workflow: Workflow, *, idempotency_key: str | None = None
+    ) -> Jobs:
+        """Every job of `workflow` in one request and one transaction, stored whole or not at
+        all; the jobs in the order they were added."""
+        call = workflows.workflow_call(workflow, idempotency_key or self._new_key())
+        return workflows.graph_jobs(await self._request(call, BatchEnqueueResponse))
+
+    async def chain(self, *requests: EnqueueRequest) -> Jobs:
+        """The jobs one after another: each waits until the one before it has ended."""
+        return await self.enqueue_workflow(workflows.chain_of(requests))
+
+    async def group(self, *requests: EnqueueRequest, then: EnqueueRequest | None = None) -> Jobs:
+        """The jobs side by side, and `then` once every one of them has ended (a fan-in)."""
+        return await self.enqueue_workflow(workflows.group_of(requests, then))
+
+    async def parents(self, job_id: UUID | str) -> Parents:
+        """A job's parents with their states and results."""
+        return (await self._request(workflows.parents_call(job_id), ParentsResponse)).parents
+
+    async def workflow_graph(self, job_id: UUID | str) -> JobGraph:
+        """The jobs linked to a job over dependencies, and their edges."""
+        return await self._request(workflows.graph_call(job_id), JobGraph)
+
+    async def create_batch(
+        self, jobs: Sequence[EnqueueRequest], *, callback: EnqueueRequest | None = None
+    ) -> Batch:
+        """A batch of up to 1,000 jobs, and `callback` enqueued once all of them have ended."""
+        return await self._request(workflows.create_batch_call(jobs, callback), Batch)
+
+    async def add_to_batch(self, batch_id: UUID | str, jobs: Sequence[EnqueueRequest]) -> Batch:
+        """More jobs for a batch that has not finished; Conflict once it has."""
+        return await self._request(workflows.add_to_batch_call(batch_id, jobs), Batch)
+
+    async def get_batch(self, batch_id: UUID | str) -> Batch:
+        """A batch's progress: its jobs counted by how they ended."""
+        return await self._request(workflows.get_batch_call(batch_id), Batch)
 
     async def _request(self, call: Call, model: type[M]) -> M:
         return await self._sender.request(call, model)
@@ -525,6 +570,44 @@ class SyncJobsClient:
         """Retry now every dead, cancelled or expired job matching the filters."""
         call = _selection.bulk_call(BulkAction.RETRY, _selection.selection_of(selection, filters))
         return self._request(call, BulkResult)
+
+    # -- workflows and batches (docs/workflows.md) ---------------------------------------------
+
+    def enqueue_workflow(self, workflow: Workflow, *, idempotency_key: str | None = None) -> Jobs:
+        """Every job of `workflow` in one request and one transaction, stored whole or not at
+        all; the jobs in the order they were added."""
+        call = workflows.workflow_call(workflow, idempotency_key or self._new_key())
+        return workflows.graph_jobs(self._request(call, BatchEnqueueResponse))
+
+    def chain(self, *requests: EnqueueRequest) -> Jobs:
+        """The jobs one after another: each waits until the one before it has ended."""
+        return self.enqueue_workflow(workflows.chain_of(requests))
+
+    def group(self, *requests: EnqueueRequest, then: EnqueueRequest | None = None) -> Jobs:
+        """The jobs side by side, and `then` once every one of them has ended (a fan-in)."""
+        return self.enqueue_workflow(workflows.group_of(requests, then))
+
+    def parents(self, job_id: UUID | str) -> Parents:
+        """A job's parents with their states and results."""
+        return (self._request(workflows.parents_call(job_id), ParentsResponse)).parents
+
+    def workflow_graph(self, job_id: UUID | str) -> JobGraph:
+        """The jobs linked to a job over dependencies, and their edges."""
+        return self._request(workflows.graph_call(job_id), JobGraph)
+
+    def create_batch(
+        self, jobs: Sequence[EnqueueRequest], *, callback: EnqueueRequest | None = None
+    ) -> Batch:
+        """A batch of up to 1,000 jobs, and `callback` enqueued once all of them have ended."""
+        return self._request(workflows.create_batch_call(jobs, callback), Batch)
+
+    def add_to_batch(self, batch_id: UUID | str, jobs: Sequence[EnqueueRequest]) -> Batch:
+        """More jobs for a batch that has not finished; Conflict once it has."""
+        return self._request(workflows.add_to_batch_call(batch_id, jobs), Batch)
+
+    def get_batch(self, batch_id: UUID | str) -> Batch:
+        """A batch's progress: its jobs counted by how they ended."""
+        return self._request(workflows.get_batch_call(batch_id), Batch)
 
     def _request(self, call: Call, model: type[M]) -> M:
         return self._sender.request(call, model)

@@ -46,7 +46,8 @@ from jobs_schema import (
     UseCaseConfig,
     UseCaseForecast,
 )
-from jobs_sdk import _http
+from jobs_schema.workflows import ParentResult
+from jobs_sdk import _http, workflows
 from jobs_sdk._fake import FakeJobs
 from jobs_sdk._fake_flow import FakePauseBook, FakeScheduleBook
 from jobs_sdk._fake_webhooks import FakeSyncWebhooks, FakeWebhookBook, FakeWebhooks
@@ -55,6 +56,10 @@ from jobs_sdk._selection import SelectionFilters, selection_of
 from jobs_sdk.errors import JobsTimeout
 from jobs_sdk.schedules import ScheduleOptions
 from jobs_sdk.tasks import Task
+from jobs_sdk.workflows import Workflow
+
+Jobs = list[Job]  # `list` is a method name inside the clients
+Parents = list[ParentResult]
 
 __all__ = [
     "FakeJobsClient",
@@ -319,6 +324,22 @@ class FakeJobsClient(_Recorder):
     async def get(self, job_id: UUID | str) -> Job:
         return self._fake.get(job_id)
 
+    async def enqueue_workflow(
+        self, workflow: Workflow, *, idempotency_key: str | None = None
+    ) -> Jobs:
+        """As JobsClient.enqueue_workflow: children wait for their parents."""
+        batch = await self.enqueue_batch(workflow.requests, idempotency_key=idempotency_key)
+        return workflows.graph_jobs(batch)
+
+    async def chain(self, *requests: EnqueueRequest) -> Jobs:
+        return await self.enqueue_workflow(workflows.chain_of(requests))
+
+    async def group(self, *requests: EnqueueRequest, then: EnqueueRequest | None = None) -> Jobs:
+        return await self.enqueue_workflow(workflows.group_of(requests, then))
+
+    async def parents(self, job_id: UUID | str) -> Parents:
+        return self._fake.parents(job_id)
+
     async def forecast(self, use_case: str) -> UseCaseForecast:
         return self._fake.forecast(use_case)
 
@@ -439,6 +460,20 @@ class FakeSyncJobsClient(_Recorder):
 
     def get(self, job_id: UUID | str) -> Job:
         return self._fake.get(job_id)
+
+    def enqueue_workflow(self, workflow: Workflow, *, idempotency_key: str | None = None) -> Jobs:
+        """As SyncJobsClient.enqueue_workflow: children wait for their parents."""
+        batch = self.enqueue_batch(workflow.requests, idempotency_key=idempotency_key)
+        return workflows.graph_jobs(batch)
+
+    def chain(self, *requests: EnqueueRequest) -> Jobs:
+        return self.enqueue_workflow(workflows.chain_of(requests))
+
+    def group(self, *requests: EnqueueRequest, then: EnqueueRequest | None = None) -> Jobs:
+        return self.enqueue_workflow(workflows.group_of(requests, then))
+
+    def parents(self, job_id: UUID | str) -> Parents:
+        return self._fake.parents(job_id)
 
     def forecast(self, use_case: str) -> UseCaseForecast:
         return self._fake.forecast(use_case)

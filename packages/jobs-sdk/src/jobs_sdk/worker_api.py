@@ -34,6 +34,7 @@ from jobs_schema import (
     ReleaseResponse,
 )
 from jobs_schema.webhooks import WebhookTarget
+from jobs_schema.workflows import ParentResult, ParentsResponse
 from jobs_sdk import _http
 from jobs_sdk._http import Call
 from jobs_sdk._retry import RetryPolicy
@@ -144,6 +145,12 @@ class WorkerApiClient:
         it was deleted."""
         call = Call("GET", f"/v1/worker/webhooks/{webhook_id}")
         return await self._sender.request(call, WebhookTarget)
+
+    async def parents(self, job_id: UUID) -> list[ParentResult]:
+        """The parents of a job (depends_on) with their states and results; NotFound for an
+        unknown job."""
+        call = Call("GET", f"/v1/worker/jobs/{job_id}/parents")
+        return (await self._sender.request(call, ParentsResponse)).parents
 
     async def _post(self, path: str, body: BaseModel, model: type[M]) -> M:
         call = Call("POST", path, content=body.model_dump_json().encode())

@@ -45,7 +45,11 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED})
 # The statuses each bulk action can change.
-ACTIONABLE = {BulkAction.CANCEL: ACTIVE_STATUSES, BulkAction.RETRY: RETRYABLE}
+# waiting jobs (docs/workflows.md) are cancelled as pending ones are
+ACTIONABLE = {
+    BulkAction.CANCEL: ACTIVE_STATUSES | {JobStatus.WAITING},
+    BulkAction.RETRY: RETRYABLE,
+}
 
 _BATCH = 500
 

@@ -27,6 +27,7 @@ from jobs_server.api import webhooks as webhooks_api
 from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
 from jobs_server.api.metrics import router as metrics_router
+from jobs_server.api.workflows import router as workflows_router
 from jobs_server.auth import Authenticator
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.dashboard import install_dashboard
@@ -53,6 +54,7 @@ from jobs_server.wiring import (
     target_check,
     webhook_services,
 )
+from jobs_server.workflows import WorkflowService
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -125,6 +127,7 @@ class JobsServer:
         self._flow: FlowService | None = None
         self._webhooks: WebhookService | None = None
         self._wakeups: WakeupSender | None = None
+        self._workflows: WorkflowService | None = None
         self.scheduler: Scheduler | None = None
         # the one clock: given, or PostgreSQL's (the store binds and syncs it); once started,
         # the store's
@@ -181,6 +184,12 @@ class JobsServer:
         return self._webhooks
 
     @property
+    def workflows(self) -> WorkflowService:
+        if self._workflows is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._workflows
+
+    @property
     def outcomes(self) -> OutcomeService:
         if self._outcomes is None:
             raise RuntimeError("JobsServer.start() has not run")
@@ -204,6 +213,7 @@ class JobsServer:
             tracing=self.tracing,
         )
         self._schedules = ScheduleService(store, self._service, clock=clock)
+        self._workflows = WorkflowService(store, self._service, clock=clock)
         await self._write_config_schedules(store)
         self._outcomes = OutcomeService(
             store, clock=clock, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
@@ -318,6 +328,7 @@ class JobsServer:
             worker.router,
             webhooks_api.router,
             webhooks_api.worker_router,
+            workflows_router,
         ]
         if health:
             routers.append(health_router)

@@ -15,6 +15,7 @@ from uuid import UUID
 import httpx
 
 from jobs_schema import JobMessage, LeaseRef
+from jobs_schema.workflows import ParentResult
 from jobs_worker.errors import JobCancelled, JobsWorkerError
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# Reads the attempt's job's parents (WorkerApi.parents of its job id).
+ParentsReader = Callable[[], Coroutine[Any, Any, list["ParentResult"]]]
 
 # Gives the client a handler enqueues follow-up jobs with, as the job's tenant (the server
 # takes the tenant from the credential).
@@ -126,6 +130,10 @@ class JobContext:
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _lease: LeaseRef | None = field(default=None, repr=False)
     _client: JobsApi | None = field(default=None, repr=False)
+    # the worker API's read of this job's parents, and the loop its connections belong to
+    _parents: ParentsReader | None = field(default=None, repr=False)
+    _api_loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _parent_results: dict[UUID, ParentResult] | None = field(default=None, repr=False)
 
     @classmethod
     def for_message(
@@ -137,6 +145,7 @@ class JobContext:
         cancel: CancelSignal,
         clients: JobsClientProvider | None,
         loop: asyncio.AbstractEventLoop,
+        parents: ParentsReader | None = None,
     ) -> JobContext:
         """The context of the attempt `job` names; `loop` is where a sync handler's
         `run_async` runs, `logger_name` the handler's module."""
@@ -155,6 +164,8 @@ class JobContext:
             _clients=clients,
             _loop=loop,
             _lease=LeaseRef(job_id=job.job_id, attempt=job.attempt, lease_token=job.lease_token),
+            _parents=parents,
+            _api_loop=_running_loop() if parents is not None else None,
         )
 
     @property
@@ -184,6 +195,22 @@ class JobContext:
     @property
     def deadline_passed(self) -> bool:
         return datetime.now(UTC) > self.deadline
+
+    async def parent_results(self) -> dict[UUID, ParentResult]:
+        """The job's parents (its depends_on), by id, with their states and results: a
+        parent's `result` is what its handler returned (docs/workflows.md). Read from the
+        server once per attempt; from a sync handler, `ctx.run_async(ctx.parent_results())`."""
+        if self._parent_results is None:
+            if self._parents is None:
+                raise JobsWorkerError("this worker has no worker API to read parents from")
+            read = self._parents
+            loop = self._api_loop
+            if loop is None or loop is _running_loop():
+                parents = await read()
+            else:  # a handler loop: the worker API's connections belong to the runtime's
+                parents = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(read(), loop))
+            self._parent_results = {p.id: p for p in parents}
+        return dict(self._parent_results)
 
     async def wait_cancelled(self) -> None:
         """Return once the job is cancelled (e.g. race it against the work)."""

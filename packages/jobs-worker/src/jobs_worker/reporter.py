@@ -23,6 +23,7 @@ from jobs_schema import (
     OutcomeReport,
     Payload,
 )
+from jobs_schema.workflows import ParentResult
 from jobs_sdk import Forbidden, JobsError, JobsTimeout, NotFound, Unauthorized, Unavailable
 from jobs_sdk.batching import Batcher
 from jobs_sdk.worker_api import WORKER_RETRY, WorkerApiClient
@@ -105,6 +106,10 @@ class WorkerApi(Protocol):
 
     async def payload(self, job_id: UUID) -> Payload: ...
 
+    async def parents(self, job_id: UUID) -> list[ParentResult]:
+        """The job's parents with their results (JobContext.parent_results)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -164,6 +169,9 @@ class HttpWorkerApi:
 
     async def payload(self, job_id: UUID) -> Payload:
         return await _translating(self._client.payload(job_id))
+
+    async def parents(self, job_id: UUID) -> list[ParentResult]:
+        return await _translating(self._client.parents(job_id))
 
 
 async def _translating(call: Awaitable[T]) -> T:

@@ -743,6 +743,7 @@ class Worker:
             clients=self._clients,
             # where a sync handler's ctx.run_async runs: a handler loop, not the runtime's
             loop=self._loops.current.loop if self._loops else asyncio.get_running_loop(),
+            parents=lambda: self._api.parents(attempt.job.job_id),
         )
 
     async def _finish(self, attempt: _Attempt, outcome: Outcome, started_at: datetime) -> None:

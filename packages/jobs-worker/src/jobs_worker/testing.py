@@ -38,6 +38,7 @@ from jobs_schema import (
     Payload,
     UseCaseConfig,
 )
+from jobs_schema.workflows import ParentResult
 from jobs_sdk import JobsApi
 from jobs_sdk.testing import FakeJobsClient
 from jobs_worker.consumer.memory import InMemoryConsumer
@@ -178,6 +179,8 @@ class InlineJobs(FakeJobsClient):
                 job = await self._attempt(job)
         finally:
             _DEPTH.reset(token)
+        # the children its end released run now, as a worker would pick them up next
+        await self._enqueued(self._fake.take_fresh())
 
     async def _attempt(self, job: Job) -> Job:
         job = self._fake.update(job, status=JobStatus.RUNNING, attempts=job.attempts + 1)
@@ -207,7 +210,7 @@ class InlineJobs(FakeJobsClient):
         return self._fake.update(job, status=JobStatus.DEAD, last_error=error, finished_at=now)
 
     def _context(self, job: Job) -> JobContext:
-        return make_context(
+        ctx = make_context(
             job.job_type,
             job_id=job.id,
             tenant=job.tenant,
@@ -217,6 +220,8 @@ class InlineJobs(FakeJobsClient):
             deadline=job.deadline,
             jobs=self,
         )
+        ctx._parents = lambda: self.parents(job.id)  # read from the fake, as from the server
+        return ctx
 
     def _timeout_of(self, use_case: str) -> float:
         config = self._use_cases.get(use_case)
@@ -245,6 +250,8 @@ class InMemoryWorkerApi:
         self.cancellation_polls = 0
         self.clock = ServerClock()
         self._embed = embed_payloads
+        # what `parents` answers per job id, for handlers that read ctx.parent_results()
+        self.parent_results: dict[UUID, list[ParentResult]] = {}
 
     def dispatch(
         self,
@@ -350,6 +357,10 @@ class InMemoryWorkerApi:
         if job is None or job.status is not JobStatus.RUNNING:
             raise JobGone(f"job {job_id} is not running")
         return job.payload
+
+    async def parents(self, job_id: UUID) -> list[ParentResult]:
+        """What a test put in `parent_results` for the job (none by default)."""
+        return list(self.parent_results.get(job_id, []))
 
     async def close(self) -> None:
         return None

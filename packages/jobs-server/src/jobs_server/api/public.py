@@ -28,6 +28,7 @@ from jobs_server.api.errors import (
     json_response,
 )
 from jobs_server.api.route import Handler, JobsRoute, api_router
+from jobs_server.api.workflows import workflows_of
 from jobs_server.auth import Principal
 from jobs_server.service import request_hash
 
@@ -121,9 +122,12 @@ async def enqueue(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    result = await service.enqueue(
-        _tenant(who), body, idempotency=await _idempotency(request, idempotency_key)
-    )
+    idempotency = await _idempotency(request, idempotency_key)
+    if body.depends_on:  # a job with parents: docs/workflows.md
+        workflows = await workflows_of(request)
+        result = await workflows.enqueue(_tenant(who), body, idempotency=idempotency)
+    else:
+        result = await service.enqueue(_tenant(who), body, idempotency=idempotency)
     return json_response(result, 200 if result.deduplicated else 201)
 
 
@@ -150,9 +154,12 @@ async def enqueue_batch(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    result = await service.enqueue_batch(
-        _tenant(who), body.jobs, idempotency=await _idempotency(request, idempotency_key)
-    )
+    idempotency = await _idempotency(request, idempotency_key)
+    if body.is_graph:  # stored whole or not at all: docs/workflows.md
+        workflows = await workflows_of(request)
+        graph = await workflows.enqueue_batch(_tenant(who), body.jobs, idempotency=idempotency)
+        return json_response(graph)
+    result = await service.enqueue_batch(_tenant(who), body.jobs, idempotency=idempotency)
     return json_response(result)
 
 
@@ -161,8 +168,10 @@ router.add_api_route(
     enqueue_batch,
     methods=["POST"],
     route_class_override=_FastPost,
-    responses={200: {"model": BatchEnqueueResponse}, **documented_errors(*BODY_ERRORS, 409)},
-    summary="Enqueue up to 1,000 jobs in one transaction, with a result per item",
+    # 429: a graph's quota refusal is the request's
+    responses={200: {"model": BatchEnqueueResponse}, **documented_errors(*BODY_ERRORS, 409, 429)},
+    summary="Enqueue up to 1,000 jobs in one transaction, with a result per item; a graph "
+    "(items with depends_on) is stored whole or not at all",
 )
 
 

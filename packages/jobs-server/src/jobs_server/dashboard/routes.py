@@ -43,10 +43,12 @@ from jobs_server.dashboard.session import (
 )
 from jobs_server.dashboard.templating import Templates, ui_path
 from jobs_server.dashboard.timeline import timeline
+from jobs_server.dashboard.workflow import layered, neighbours
 from jobs_server.errors import JobConflict, JobNotFound, JobsServerError
 from jobs_server.pauses import PauseService
 from jobs_server.schedules import ScheduleService
 from jobs_server.service import JobService
+from jobs_server.workflows import WorkflowService
 
 __all__ = ["LoginRequired", "Refused", "login_required", "refused", "router"]
 
@@ -502,6 +504,8 @@ def _int(text: str | None) -> int:
 @router.get("/jobs/{job_id}")
 async def job_detail(request: Request, viewer: Page, job_id: str) -> Response:
     job = await _service(request).get(viewer.principal, _job_id(job_id))
+    # its neighbours come first in the walk: a few hundred cover them, not the whole workflow
+    graph = await _workflows(request).graph(viewer.principal, job.id, limit=_NEIGHBOURS)
     now: datetime = request.app.state.jobs.clock.now()
     notice = request.query_params.get("done")
     return _templates(request).page(
@@ -510,9 +514,10 @@ async def job_detail(request: Request, viewer: Page, job_id: str) -> Response:
         viewer=viewer,
         job=job,
         events=timeline(job, now),
+        workflow=neighbours(graph, job.id),
         now=now,
         notice=notice if notice in ("cancelled", "retried") else None,
-        can_cancel=job.status in (JobStatus.PENDING, JobStatus.RUNNING)
+        can_cancel=job.status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING)
         and not job.cancel_requested,
         can_retry=job.status in RETRYABLE,
     )
@@ -553,3 +558,31 @@ async def refused(request: Request, exc: Exception) -> Response:
     if exc.retry_after is not None:
         response.headers["Retry-After"] = exc.retry_after
     return response
+
+
+# -- workflows and batches (docs/workflows.md) --------------------------------------------------
+
+
+_NEIGHBOURS = 300  # linked jobs a job's page reads (its parents and children among them)
+
+
+def _workflows(request: Request) -> WorkflowService:
+    workflows: WorkflowService = request.app.state.jobs.workflows
+    return workflows
+
+
+@router.get("/jobs/{job_id}/graph")
+async def job_graph(request: Request, viewer: Page, job_id: str) -> Response:
+    graph = await _workflows(request).graph(viewer.principal, _job_id(job_id))
+    return _templates(request).page(
+        request, "graph.html", viewer=viewer, job_id=graph.jobs[0].id, graph=layered(graph)
+    )
+
+
+@router.get("/batches/{batch_id}")
+async def batch_detail(request: Request, viewer: Page, batch_id: str) -> Response:
+    parsed = _as_uuid(batch_id)
+    if parsed is None:
+        raise Refused(404, "There is no batch with that id.")
+    batch = await _workflows(request).get_batch(viewer.principal, parsed)
+    return _templates(request).page(request, "batch.html", viewer=viewer, batch=batch)

@@ -25,6 +25,8 @@ from jobs_schema import (
     Payload,
     UniqueRule,
 )
+from jobs_schema.graph import OnParentFailure
+from jobs_schema.workflows import Batch, JobLink, ParentResult
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
 from jobs_server.store.webhook_port import WebhookStore
@@ -45,6 +47,8 @@ __all__ = [
     "FeasibilitySnapshot",
     "FeasibilityStore",
     "FlowStore",
+    "GraphRefusal",
+    "GraphResult",
     "HealthStore",
     "IdempotentReplay",
     "JobCounts",
@@ -54,7 +58,9 @@ __all__ = [
     "LeaderStore",
     "LeaseStatus",
     "MinuteStats",
+    "NewBatch",
     "NewJob",
+    "NewLink",
     "OutcomeStore",
     "PauseChange",
     "PauseStore",
@@ -80,6 +86,9 @@ __all__ = [
     "TickResult",
     "UseCaseLoad",
     "UseCaseRates",
+    "WorkflowStore",
+    "edge_arrays",
+    "graph_refusal",
 ]
 
 
@@ -600,6 +609,106 @@ class FeasibilityStore(Protocol):
         ...
 
 
+# -- workflows and batches (docs/workflows.md) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewLink:
+    """A job of a graph request and its parents: each the index of a job of the same call,
+    or an existing job's id (which must be the tenant's)."""
+
+    child: int
+    parents: tuple[int | UUID, ...]
+    on_parent_failure: OnParentFailure = OnParentFailure.CANCEL
+    # the deadline on release: released at + this; None: the job's absolute deadline stays
+    tolerance_seconds: float | None = None
+    grace_seconds: float | None = None  # miss policy expire: expires_at = deadline + this
+
+
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    """A batch to create (its callback job drawn now, stored when the batch finishes), or an
+    existing batch to add to (`create` false: its callback is the one it has)."""
+
+    id: UUID
+    callback_job_id: UUID
+    callback: NewJob | None = None  # its run_at and deadline are made when the batch finishes
+    callback_tolerance_seconds: float = 0.0
+    callback_grace_seconds: float | None = None
+    create: bool = True
+
+
+class GraphRefusal(StrEnum):
+    MISSING_PARENTS = "missing_parents"  # unknown, or another tenant's
+    QUOTA_EXCEEDED = "quota_exceeded"
+    RETRY = "retry"  # a duplicate finished while we looked: try the request again
+    BATCH_NOT_FOUND = "batch_not_found"
+    BATCH_FINISHED = "batch_finished"
+    BATCH_FULL = "batch_full"
+
+
+@dataclass(frozen=True, slots=True)
+class GraphResult:
+    """A graph call is stored whole (`results`, one per job) or not at all (`refused`)."""
+
+    results: list[EnqueueResult]
+    refused: GraphRefusal | None = None
+    missing_parents: tuple[UUID, ...] = ()
+
+
+def graph_refusal(results: list[EnqueueResult]) -> GraphRefusal | None:
+    """Why a graph call cannot be stored whole, by its jobs' outcomes; None: it can."""
+    outcomes = {r.outcome for r in results}
+    if EnqueueOutcome.QUOTA_EXCEEDED in outcomes:
+        return GraphRefusal.QUOTA_EXCEEDED
+    if EnqueueOutcome.RETRY in outcomes:
+        return GraphRefusal.RETRY
+    return None
+
+
+def edge_arrays(links: list[NewLink], ids: list[UUID]) -> tuple[list[UUID], list[UUID]]:
+    """The links' edges as (child ids, parent ids), parents given by index resolved to the
+    stored job (a deduplicated parent is the job it matched)."""
+    children, parents = [], []
+    for link in links:
+        for p in link.parents:
+            children.append(ids[link.child])
+            parents.append(ids[p] if isinstance(p, int) else p)
+    return children, parents
+
+
+class WorkflowStore(Protocol):
+    async def enqueue_graph(
+        self,
+        tenant: str,
+        *,
+        quota: int | None,
+        jobs: list[NewJob],
+        links: list[NewLink],
+        batch: NewBatch | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> GraphResult | IdempotentReplay:
+        """In one transaction: the jobs (as enqueue_jobs), each linked job waiting for its
+        parents (pending when they all ended already, cancelled when one failed and it
+        cancels), and the batch made or added to; nothing stored when anything is refused
+        (the idempotency key neither)."""
+        ...
+
+    async def get_parents(self, job_id: UUID, *, tenant: str | None) -> list[ParentResult]:
+        """The job's parents with their results, in id order ([] for an unknown job)."""
+        ...
+
+    async def get_job_graph(
+        self, job_id: UUID, *, tenant: str | None, limit: int
+    ) -> tuple[list[Job], list[JobLink], bool]:
+        """The jobs linked to the job (over edges either way, itself first), at most `limit`,
+        the edges among them, and whether more are linked."""
+        ...
+
+    async def get_batch(self, batch_id: UUID, *, tenant: str | None) -> Batch | None: ...
+
+
 class JobStore(
     EnqueueStore,
     QueryStore,
@@ -617,6 +726,7 @@ class JobStore(
     ScheduleStore,
     FeasibilityStore,
     WebhookStore,
+    WorkflowStore,
     Protocol,
 ):
     """Every role at once: what one adapter (PostgreSQL, or in memory) implements. Each

@@ -10,7 +10,7 @@ import asyncio
 import copy
 import math
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -34,8 +34,18 @@ from jobs_schema import (
     ScheduleSource,
     UniqueRule,
 )
-from jobs_schema.limits import clamp_timestamp
+from jobs_schema.graph import OnParentFailure
+from jobs_schema.limits import MAX_TIMESTAMP, clamp_timestamp
 from jobs_schema.webhooks import WEBHOOKS_USE_CASE, WebhookTarget
+from jobs_schema.workflows import (
+    BATCH_KEY,
+    MAX_BATCH_FAILED_IDS,
+    MAX_BATCH_JOBS,
+    Batch,
+    BatchCounts,
+    JobLink,
+    ParentResult,
+)
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
 from jobs_server.service import JobIds
@@ -49,6 +59,8 @@ from jobs_server.store.base import (
     ExpiredJob,
     FailedAttempt,
     FeasibilitySnapshot,
+    GraphRefusal,
+    GraphResult,
     IdempotentReplay,
     JobCounts,
     JobFilter,
@@ -56,7 +68,9 @@ from jobs_server.store.base import (
     LeaderLease,
     LeaseStatus,
     MinuteStats,
+    NewBatch,
     NewJob,
+    NewLink,
     PauseChange,
     PendingBucket,
     QueueDepth,
@@ -75,6 +89,8 @@ from jobs_server.store.base import (
     UseCaseLoad,
     UseCaseRates,
     claim_rounds,
+    edge_arrays,
+    graph_refusal,
 )
 from jobs_server.store.webhook_port import FannedOut, FanOutRules, StoredDelivery, StoredWebhook
 
@@ -145,7 +161,35 @@ class _Row:
         )
 
     def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        # waiting jobs (docs/workflows.md) count for the quota and can be cancelled
+        return self.status in ACTIVE_STATUSES or self.status is JobStatus.WAITING
+
+
+@dataclass
+class _Wait:
+    """A `job_waits` row."""
+
+    remaining: int
+    failed: int
+    on_parent_failure: OnParentFailure
+    tolerance_seconds: float | None
+    grace_seconds: float | None
+
+
+@dataclass
+class _BatchRow:
+    """A `batches` row."""
+
+    id: UUID
+    tenant: str
+    callback: NewBatch | None
+    callback_job_id: UUID
+    created_at: datetime
+    total: int = 0
+    remaining: int = 0
+    ended: Counter[JobStatus] = field(default_factory=Counter)
+    failed_ids: list[UUID] = field(default_factory=list)
+    finished_at: datetime | None = None
 
 
 @dataclass
@@ -264,6 +308,12 @@ class InMemoryJobStore:
         self._webhook_outbox: list[tuple[str, str, str | None, dict[str, JsonValue]]] = []
         self._deliveries: dict[UUID, tuple[UUID, UUID, str]] = {}
         self._webhook_ids = JobIds(clock)
+        # workflows (job_edges, job_waits) and batches (batches, batch_jobs) of migration 0018
+        self._edges: dict[UUID, dict[UUID, bool]] = {}  # child -> parent -> ended
+        self._children: dict[UUID, set[UUID]] = {}
+        self._waits: dict[UUID, _Wait] = {}
+        self._batches: dict[UUID, _BatchRow] = {}
+        self._batch_of: dict[UUID, list[UUID | bool]] = {}  # job -> [batch id, ended]
 
     # -- periodic jobs ---------------------------------------------------------------------
 
@@ -658,6 +708,7 @@ class InMemoryJobStore:
             row.updated_at = now
             self._attempts.get(row.id, {}).pop(lease.attempt, None)
             released.append(row.id)
+        self._follow_ends(self._jobs[i] for i in released)
         return released
 
     # -- outcomes --------------------------------------------------------------------------
@@ -678,6 +729,7 @@ class InMemoryJobStore:
                 _record_end(attempt, now, worker_id=d.worker_id, started_at=d.started_at)
             self._count_end(row, now)
             out[row.id] = status
+        self._follow_ends(self._jobs[i] for i in out)
         return out
 
     async def fail_attempts(
@@ -706,6 +758,7 @@ class InMemoryJobStore:
                 _record_end(attempt, now, worker_id=f.worker_id, started_at=f.started_at)
             self._count_end(row, now)
             out[row.id] = row.status
+        self._follow_ends(self._jobs[i] for i in out)
         return out
 
     def _count_end(self, row: _Row, now: datetime) -> None:
@@ -745,6 +798,7 @@ class InMemoryJobStore:
             row.finished_at = row.updated_at = now
             row.last_error = expiry_reason(row.deadline, row.expires_at)
             out.append(ExpiredJob(row.id, row.tenant, row.use_case, row.deadline, row.expires_at))
+        self._follow_ends(doomed)
         return out
 
     async def find_expired_leases(self, *, limit: int) -> list[RunningLease]:
@@ -804,6 +858,7 @@ class InMemoryJobStore:
         if row is None or (tenant is not None and row.tenant != tenant) or not row.is_active():
             return None
         _cancel(row, self.clock.now())
+        self._follow_ends([row])
         return _job(row)
 
     async def count_jobs(
@@ -824,6 +879,7 @@ class InMemoryJobStore:
         )[:batch]
         for row in picked:
             _cancel(row, now)
+        self._follow_ends(picked)
         return _action_batch(picked, picked)
 
     async def retry_jobs(
@@ -1203,6 +1259,12 @@ class InMemoryJobStore:
     async def emit_webhook_event(
         self, tenant: str, event_type: str, *, use_case: str | None, data: dict[str, JsonValue]
     ) -> bool:
+        return self._emit(tenant, event_type, use_case, data)
+
+    def _emit(
+        self, tenant: str, event_type: str, use_case: str | None, data: dict[str, JsonValue]
+    ) -> bool:
+        """webhook_emit (migration 0020)."""
         if not self._wanted(tenant, event_type, use_case):
             return False
         body: dict[str, JsonValue] = {
@@ -1323,6 +1385,215 @@ class InMemoryJobStore:
                 self._deliveries[job_id] = (hook.id, event_id, event_type)
                 made += 1
         return FannedOut(events=len(taken), deliveries=made)
+
+    # -- workflows and batches (migration 0018, docs/workflows.md) ------------------------------
+
+    async def enqueue_graph(
+        self,
+        tenant: str,
+        *,
+        quota: int | None,
+        jobs: list[NewJob],
+        links: list[NewLink],
+        batch: NewBatch | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> GraphResult | IdempotentReplay:
+        now = self.clock.now()
+        if idempotency_key is not None:
+            used = self._keys.get((tenant, idempotency_key))
+            if used is not None:
+                stored = list(used.results) if used.results is not None else None
+                return IdempotentReplay(used.request_hash, stored)
+        out = self._store_graph(tenant, quota, jobs, links, batch, now)
+        if idempotency_key is not None and request_hash is not None and out.refused is None:
+            self._keys[(tenant, idempotency_key)] = _IdempotencyKey(
+                request_hash, now, [(r.job.id if r.job else None, r.outcome) for r in out.results]
+            )
+        return out
+
+    def _store_graph(
+        self,
+        tenant: str,
+        quota: int | None,
+        jobs: list[NewJob],
+        links: list[NewLink],
+        batch: NewBatch | None,
+        now: datetime,
+    ) -> GraphResult:
+        results = self._enqueue(tenant, quota, jobs, now)
+        created = [r.job.id for r in results if r.job and r.outcome is EnqueueOutcome.CREATED]
+        refused = graph_refusal(results) or self._batch_refusal(tenant, batch, len(jobs))
+        ids = [r.job.id if r.job else UUID(int=0) for r in results]
+        _, parents = edge_arrays(links, ids)
+        missing = sorted(
+            {p for p in parents if (r := self._jobs.get(p)) is None or r.tenant != tenant}
+        )
+        if refused is not None or missing:
+            for job_id in created:
+                del self._jobs[job_id]
+            if refused is not None:
+                return GraphResult([], refused)
+            return GraphResult([], GraphRefusal.MISSING_PARENTS, tuple(missing))
+        if batch is not None:
+            self._add_to_batch(tenant, batch, ids, now)
+        self._link(links, ids, now)
+        return GraphResult(
+            [EnqueueResult(r.outcome, _job(self._jobs[r.job.id])) if r.job else r for r in results]
+        )
+
+    def _batch_refusal(self, tenant: str, batch: NewBatch | None, n: int) -> GraphRefusal | None:
+        if batch is None:
+            return None
+        if batch.create:
+            return GraphRefusal.BATCH_FULL if n > MAX_BATCH_JOBS else None
+        row = self._batches.get(batch.id)
+        if row is None or row.tenant != tenant:
+            return GraphRefusal.BATCH_NOT_FOUND
+        if row.finished_at is not None:
+            return GraphRefusal.BATCH_FINISHED
+        return GraphRefusal.BATCH_FULL if row.total + n > MAX_BATCH_JOBS else None
+
+    def _add_to_batch(self, tenant: str, batch: NewBatch, ids: list[UUID], now: datetime) -> None:
+        """add_batch_jobs (and create_batch)."""
+        if batch.create:
+            self._batches[batch.id] = _BatchRow(
+                batch.id, tenant, batch if batch.callback else None, batch.callback_job_id, now
+            )
+        row = self._batches[batch.id]
+        row.total += len(ids)
+        row.remaining += len(ids)
+        for job_id in ids:
+            self._batch_of[job_id] = [batch.id, False]
+
+    def _link(self, links: list[NewLink], ids: list[UUID], now: datetime) -> None:
+        """jobs_link: edges and waits; children wait, or end cancelled when a parent failed."""
+        for link in links:
+            child = ids[link.child]
+            parents = [ids[p] if isinstance(p, int) else p for p in link.parents]
+            ended = {p: self._jobs[p].status in FINISHED_STATUSES for p in parents}
+            self._edges[child] = ended
+            for p in parents:
+                self._children.setdefault(p, set()).add(child)
+            failed = sum(1 for p in parents if ended[p] and not _succeeded(self._jobs[p]))
+            self._waits[child] = _Wait(
+                remaining=sum(1 for p in parents if not ended[p]),
+                failed=failed,
+                on_parent_failure=link.on_parent_failure,
+                tolerance_seconds=link.tolerance_seconds,
+                grace_seconds=link.grace_seconds,
+            )
+        doomed = []
+        for link in links:
+            row, wait = self._jobs[ids[link.child]], self._waits[ids[link.child]]
+            if _cancels(wait):
+                _cancel_for_parent(row, now)
+                doomed.append(row)
+            elif wait.remaining > 0:
+                row.status = JobStatus.WAITING
+        self._follow_ends(doomed)
+
+    def _follow_ends(self, rows: Iterable[_Row]) -> None:
+        """jobs_follow_ends: after jobs ended, their waiting children are released or cancelled
+        (cancellations cascade) and their batches counted, each edge and member once."""
+        queue = deque(r for r in rows if r.status in FINISHED_STATUSES)
+        while queue:
+            row = queue.popleft()
+            for child_id in sorted(self._children.get(row.id, ())):
+                edges = self._edges[child_id]
+                if edges.get(row.id, True):
+                    continue
+                edges[row.id] = True
+                wait = self._waits[child_id]
+                wait.remaining -= 1
+                wait.failed += 0 if _succeeded(row) else 1
+                child = self._jobs.get(child_id)
+                if child is None or child.status is not JobStatus.WAITING:
+                    continue
+                if _cancels(wait):
+                    _cancel_for_parent(child, row.updated_at)
+                    queue.append(child)
+                elif wait.remaining == 0:
+                    _release(child, wait, row.updated_at)
+            self._count_in_batch(row)
+
+    def _count_in_batch(self, row: _Row) -> None:
+        member = self._batch_of.get(row.id)
+        if member is None or member[1]:
+            return
+        member[1] = True
+        batch = self._batches[member[0]]  # type: ignore[index]
+        batch.remaining -= 1
+        batch.ended[row.status] += 1
+        if not _succeeded(row) and len(batch.failed_ids) < MAX_BATCH_FAILED_IDS:
+            batch.failed_ids.append(row.id)
+        if batch.remaining == 0:
+            batch.finished_at = row.updated_at
+            if batch.callback is not None:
+                self._enqueue(
+                    batch.tenant, None, [_callback_job(batch, row.updated_at)], row.updated_at
+                )
+            self._emit(batch.tenant, "batch_finished", None, _batch_finished(batch))
+
+    async def get_parents(self, job_id: UUID, *, tenant: str | None) -> list[ParentResult]:
+        rows = [self._jobs.get(p) for p in sorted(self._edges.get(job_id, {}))]
+        return [
+            ParentResult(
+                id=r.id,
+                job_type=r.job_type,
+                status=r.status,
+                result=copy.deepcopy(r.result),
+                last_error=r.last_error,
+            )
+            for r in rows
+            if r is not None and (tenant is None or r.tenant == tenant)
+        ]
+
+    async def get_job_graph(
+        self, job_id: UUID, *, tenant: str | None, limit: int
+    ) -> tuple[list[Job], list[JobLink], bool]:
+        start = self._jobs.get(job_id)
+        if start is None or (tenant is not None and start.tenant != tenant):
+            return [], [], False
+        seen, queue = {job_id: None}, deque([job_id])
+        while queue:
+            at = queue.popleft()
+            for other in [*sorted(self._edges.get(at, {})), *sorted(self._children.get(at, ()))]:
+                if other not in seen and other in self._jobs:
+                    seen[other] = None
+                    queue.append(other)
+        ids = list(seen)
+        picked = set(ids[:limit])
+        links = [
+            JobLink(parent=p, child=c)
+            for c in sorted(picked)
+            for p in sorted(self._edges.get(c, {}))
+            if p in picked
+        ]
+        return [_job(self._jobs[i]) for i in ids[:limit]], links, len(ids) > limit
+
+    async def get_batch(self, batch_id: UUID, *, tenant: str | None) -> Batch | None:
+        row = self._batches.get(batch_id)
+        if row is None or (tenant is not None and row.tenant != tenant):
+            return None
+        finished = row.finished_at is not None
+        return Batch(
+            id=row.id,
+            tenant=row.tenant,
+            counts=BatchCounts(
+                total=row.total,
+                unfinished=row.remaining,
+                succeeded=row.ended[JobStatus.SUCCEEDED],
+                dead=row.ended[JobStatus.DEAD],
+                cancelled=row.ended[JobStatus.CANCELLED],
+                expired=row.ended[JobStatus.EXPIRED],
+            ),
+            failed_job_ids=list(row.failed_ids),
+            callback_job_id=row.callback_job_id if finished and row.callback else None,
+            has_callback=row.callback is not None,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+        )
 
 
 # -- rows to our types --------------------------------------------------------------------
@@ -1543,6 +1814,86 @@ class _FlowLimits:
         return admitted, len(unblocked) >= 2 * self.limit
 
 
+def _succeeded(row: _Row) -> bool:
+    return row.status is JobStatus.SUCCEEDED
+
+
+def _cancels(wait: _Wait) -> bool:
+    return wait.failed > 0 and wait.on_parent_failure is OnParentFailure.CANCEL
+
+
+_PARENT_FAILED = (
+    "cancelled: a job it depends on ended without succeeding (on_parent_failure cancel)"
+)
+
+
+def _cancel_for_parent(row: _Row, at: datetime) -> None:
+    row.status = JobStatus.CANCELLED
+    row.finished_at = row.updated_at = at
+    row.last_error = _PARENT_FAILED
+
+
+def _release(row: _Row, wait: _Wait, at: datetime) -> None:
+    """A waiting job's last parent ended: pending, due and deadline counted from `at`."""
+    row.status = JobStatus.PENDING
+    row.run_at = max(row.run_at, at)
+    if wait.tolerance_seconds is not None:
+        row.deadline = _capped(row.run_at, wait.tolerance_seconds)
+        grace = wait.grace_seconds
+        row.expires_at = (
+            None if grace is None else _capped(row.run_at, wait.tolerance_seconds + grace)
+        )
+    row.updated_at = at
+
+
+def _capped(at: datetime, seconds: float) -> datetime:
+    return at + min(timedelta(seconds=seconds), MAX_TIMESTAMP - at)
+
+
+def _batch_finished(batch: _BatchRow) -> dict[str, JsonValue]:
+    """The data of a batch_finished webhook event, as jobs_follow_ends (0018) writes it."""
+    return {
+        "batch_id": str(batch.id),
+        "counts": {
+            "succeeded": batch.ended[JobStatus.SUCCEEDED],
+            "dead": batch.ended[JobStatus.DEAD],
+            "cancelled": batch.ended[JobStatus.CANCELLED],
+            "expired": batch.ended[JobStatus.EXPIRED],
+        },
+        "failed_job_ids": [str(i) for i in batch.failed_ids],
+        "callback_job_id": str(batch.callback_job_id) if batch.callback is not None else None,
+    }
+
+
+def _callback_job(batch: _BatchRow, at: datetime) -> NewJob:
+    """jobs_batch_callback: the batch's callback job, its payload given the outcome."""
+    spec = batch.callback
+    assert spec is not None and spec.callback is not None
+    cb = spec.callback
+    deadline = _capped(at, spec.callback_tolerance_seconds)
+    grace = spec.callback_grace_seconds
+    outcome: dict[str, JsonValue] = {
+        "id": str(batch.id),
+        "counts": {s.value: batch.ended[s] for s in _BATCH_ENDS},
+        "failed_job_ids": [str(i) for i in batch.failed_ids],
+        "failed_truncated": sum(batch.ended.values()) - batch.ended[JobStatus.SUCCEEDED]
+        > len(batch.failed_ids),
+    }
+    return replace(
+        cb,
+        id=batch.callback_job_id,
+        payload={**copy.deepcopy(cb.payload), BATCH_KEY: outcome},
+        run_at=at,
+        deadline=deadline,
+        expires_at=None if grace is None else _capped(deadline, grace),
+        dedup_key=None,
+        unique=None,
+    )
+
+
+_BATCH_ENDS = (JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.EXPIRED)
+
+
 def _within_shares(
     rows: list[_Row], key: Callable[[_Row], str], free: Callable[[str], int]
 ) -> list[_Row]:
@@ -1566,8 +1917,9 @@ def _expired(row: _Row, now: datetime) -> bool:
 
 
 def _cancel(row: _Row, now: datetime) -> None:
-    """cancel_job: a pending job ends cancelled at once, a running one is marked."""
-    if row.status is JobStatus.PENDING:
+    """cancel_job: a pending (or waiting) job ends cancelled at once, a running one is
+    marked."""
+    if row.status in (JobStatus.PENDING, JobStatus.WAITING):
         row.status, row.finished_at = JobStatus.CANCELLED, now
     else:
         row.cancel_requested = True

@@ -34,6 +34,7 @@ from jobs_schema import (
 )
 from jobs_schema.limits import clamp_timestamp
 from jobs_schema.webhooks import WebhookTarget
+from jobs_schema.workflows import MAX_BATCH_JOBS, Batch, BatchCounts, JobLink, ParentResult
 from jobs_server.auth import Principal, Role
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import StoreUnavailable
@@ -47,6 +48,8 @@ from jobs_server.store.base import (
     ExpiredJob,
     FailedAttempt,
     FeasibilitySnapshot,
+    GraphRefusal,
+    GraphResult,
     IdempotentReplay,
     JobCounts,
     JobFilter,
@@ -54,7 +57,9 @@ from jobs_server.store.base import (
     LeaderLease,
     LeaseStatus,
     MinuteStats,
+    NewBatch,
     NewJob,
+    NewLink,
     PauseChange,
     PendingBucket,
     QueueDepth,
@@ -73,6 +78,8 @@ from jobs_server.store.base import (
     UseCaseLoad,
     UseCaseRates,
     claim_rounds,
+    edge_arrays,
+    graph_refusal,
 )
 from jobs_server.store.migrations import applied_versions, available_migrations
 from jobs_server.store.webhook_port import FannedOut, FanOutRules, StoredDelivery, StoredWebhook
@@ -1081,6 +1088,151 @@ class PostgresJobStore:
             for r in rows
         ]
 
+    # -- workflows and batches (docs/workflows.md) ----------------------------------------------
+
+    async def enqueue_graph(
+        self,
+        tenant: str,
+        *,
+        quota: int | None,
+        jobs: list[NewJob],
+        links: list[NewLink],
+        batch: NewBatch | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> GraphResult | IdempotentReplay:
+        now = self.clock.now()
+        try:
+            async with self._conn() as conn, conn.transaction():
+                if idempotency_key is not None:
+                    claimed = await conn.fetchval(
+                        self._q["claim_idempotency_key"],
+                        tenant,
+                        idempotency_key,
+                        request_hash,
+                        now,
+                    )
+                    if not claimed:
+                        rec = await conn.fetchrow(
+                            self._q["get_idempotency_key"], tenant, idempotency_key
+                        )
+                        return _replay(rec)
+                out = await self._store_graph(conn, tenant, quota, jobs, links, batch, now)
+                if idempotency_key is not None:
+                    stored = [
+                        [str(r.job.id) if r.job else None, r.outcome.value] for r in out.results
+                    ]
+                    await conn.execute(
+                        self._q["save_idempotency_result"], tenant, idempotency_key, stored
+                    )
+                return out
+        except _GraphRefused as refused:
+            return refused.result
+
+    async def _store_graph(
+        self,
+        conn: asyncpg.Connection,
+        tenant: str,
+        quota: int | None,
+        jobs: list[NewJob],
+        links: list[NewLink],
+        batch: NewBatch | None,
+        now: datetime,
+    ) -> GraphResult:
+        rows = await conn.fetch(self._q["enqueue_jobs"], *_enqueue_args(tenant, quota, jobs, now))
+        results = _enqueue_results(rows)
+        refusal = graph_refusal(results)
+        if refusal is not None:
+            raise _GraphRefused(GraphResult([], refusal))
+        ids = [r.job.id for r in results if r.job is not None]
+        if batch is not None:
+            if batch.create:
+                await conn.execute(
+                    self._q["create_batch"],
+                    batch.id,
+                    tenant,
+                    _to_json(batch_callback_columns(batch)) if batch.callback else None,
+                    batch.callback_job_id,
+                    now,
+                )
+            state = await conn.fetchval(
+                self._q["add_batch_jobs"], batch.id, tenant, ids, MAX_BATCH_JOBS
+            )
+            if state != "ok":
+                raise _GraphRefused(GraphResult([], _BATCH_STATES[state]))
+        if not links:
+            return GraphResult(results)
+        children, parents = edge_arrays(links, ids)
+        missing = await conn.fetch(
+            self._q["link_jobs"],
+            tenant,
+            now,
+            [ids[link.child] for link in links],
+            [link.on_parent_failure.value for link in links],
+            [link.tolerance_seconds for link in links],
+            [link.grace_seconds for link in links],
+            children,
+            parents,
+        )
+        if missing:
+            found = tuple(sorted(r["missing"] for r in missing))
+            raise _GraphRefused(GraphResult([], GraphRefusal.MISSING_PARENTS, found))
+        linked = {ids[link.child] for link in links}
+        fresh = {
+            j.id: j
+            for j in map(_job, (r["j"] for r in await conn.fetch(self._q["get_jobs"], linked)))
+        }
+        return GraphResult(
+            [EnqueueResult(r.outcome, fresh.get(r.job.id, r.job)) if r.job else r for r in results]
+        )
+
+    async def get_parents(self, job_id: UUID, *, tenant: str | None) -> list[ParentResult]:
+        rows = await self._run(lambda c: c.fetch(self._q["get_parents"], job_id, tenant))
+        return [
+            ParentResult(
+                id=r["id"],
+                job_type=r["job_type"],
+                status=JobStatus(r["status"]),
+                result=r["result"],
+                last_error=r["last_error"],
+            )
+            for r in rows
+        ]
+
+    async def get_job_graph(
+        self, job_id: UUID, *, tenant: str | None, limit: int
+    ) -> tuple[list[Job], list[JobLink], bool]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["get_job_graph"], job_id, tenant, limit + 1)
+            jobs = [_job(r["j"]) for r in rows]
+            more = len(jobs) > limit
+            jobs = jobs[:limit]
+            edges = await conn.fetch(self._q["get_job_links"], [j.id for j in jobs])
+        links = [JobLink(parent=r["parent_id"], child=r["child_id"]) for r in edges]
+        return jobs, links, more
+
+    async def get_batch(self, batch_id: UUID, *, tenant: str | None) -> Batch | None:
+        r = await self._run(lambda c: c.fetchrow(self._q["get_batch"], batch_id, tenant))
+        if r is None:
+            return None
+        return Batch(
+            id=r["id"],
+            tenant=r["tenant"],
+            counts=BatchCounts(
+                total=r["total"],
+                unfinished=r["remaining"],
+                succeeded=r["succeeded"],
+                dead=r["dead"],
+                cancelled=r["cancelled"],
+                expired=r["expired"],
+            ),
+            failed_job_ids=list(r["failed_ids"]),
+            callback_job_id=r["callback_job_id"],
+            has_callback=r["has_callback"],
+            created_at=r["created_at"],
+            finished_at=r["finished_at"],
+        )
+
     async def emit_webhook_event(
         self, tenant: str, event_type: str, *, use_case: str | None, data: dict[str, JsonValue]
     ) -> bool:
@@ -1370,3 +1522,36 @@ def _replay(rec: Any) -> IdempotentReplay:
         else None
     )
     return IdempotentReplay(request_hash=rec["request_hash"], results=results)
+
+
+class _GraphRefused(Exception):
+    """Rolls a graph call's transaction back, carrying what to answer."""
+
+    def __init__(self, result: GraphResult) -> None:
+        super().__init__(result.refused)
+        self.result = result
+
+
+_BATCH_STATES = {
+    None: GraphRefusal.BATCH_NOT_FOUND,
+    "finished": GraphRefusal.BATCH_FINISHED,
+    "full": GraphRefusal.BATCH_FULL,
+}
+
+
+def batch_callback_columns(batch: NewBatch) -> dict[str, Any]:
+    """batches.callback: what jobs_batch_callback stores the callback job with."""
+    cb = batch.callback
+    assert cb is not None
+    return {
+        "use_case": cb.use_case,
+        "job_type": cb.job_type,
+        "payload": cb.payload,
+        "priority": cb.priority,
+        "max_attempts": cb.max_attempts,
+        "backoff": cb.backoff.model_dump(mode="json"),
+        "concurrency_key": cb.concurrency_key,
+        "rate_key": cb.rate_key,
+        "tolerance_seconds": batch.callback_tolerance_seconds,
+        "grace_seconds": batch.callback_grace_seconds,
+    }

@@ -52,15 +52,17 @@ ORDER BY j.id DESC
 LIMIT $1;
 
 -- name: cancel_job
--- A pending job is cancelled at once; a running one is marked and ends cancelled when its
--- worker reports or its lease expires.
+-- A pending (or waiting) job is cancelled at once; a running one is marked and ends cancelled
+-- when its worker reports or its lease expires.
 UPDATE jobs j SET
-    status = CASE WHEN j.status = 'pending' THEN 'cancelled'::job_status ELSE j.status END,
+    status = CASE WHEN j.status IN ('pending', 'waiting') THEN 'cancelled'::job_status
+                  ELSE j.status END,
     cancel_requested = j.cancel_requested OR j.status = 'running',
-    finished_at = CASE WHEN j.status = 'pending' THEN $3::timestamptz ELSE j.finished_at END,
+    finished_at = CASE WHEN j.status IN ('pending', 'waiting') THEN $3::timestamptz
+                       ELSE j.finished_at END,
     updated_at = $3::timestamptz
 WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2)
-  AND j.status IN ('pending', 'running')
+  AND j.status IN ('pending', 'running', 'waiting')
 RETURNING j;
 
 -- name: get_idempotency_key
@@ -372,16 +374,18 @@ SELECT (SELECT count(*) FROM jobs j WHERE /*filter*/) AS n,
 -- the filter's parameters from $4.
 WITH picked AS (
     SELECT j.id FROM jobs j
-    WHERE /*filter*/ AND j.status IN ('pending', 'running') AND NOT j.cancel_requested
+    WHERE /*filter*/ AND j.status IN ('pending', 'running', 'waiting') AND NOT j.cancel_requested
       AND ($2::uuid IS NULL OR j.id < $2)
     ORDER BY j.id DESC
     LIMIT $1
     FOR UPDATE
 ), done AS (
     UPDATE jobs j SET
-        status = CASE WHEN j.status = 'pending' THEN 'cancelled'::job_status ELSE j.status END,
+        status = CASE WHEN j.status IN ('pending', 'waiting') THEN 'cancelled'::job_status
+                      ELSE j.status END,
         cancel_requested = j.cancel_requested OR j.status = 'running',
-        finished_at = CASE WHEN j.status = 'pending' THEN $3::timestamptz ELSE j.finished_at END,
+        finished_at = CASE WHEN j.status IN ('pending', 'waiting') THEN $3::timestamptz
+                           ELSE j.finished_at END,
         updated_at = $3::timestamptz
     WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.use_case
@@ -1247,3 +1251,71 @@ WITH taken AS (
     ON CONFLICT (tenant) DO UPDATE SET active = u.active + excluded.active
 )
 SELECT (SELECT count(*) FROM taken) AS events, (SELECT count(*) FROM made) AS deliveries;
+
+-- -- workflows and batches (migration 0018, docs/workflows.md) -------------------------------
+
+-- name: link_jobs
+-- After enqueue_jobs, in its transaction: the jobs $3 wait for their parents (edges $7 -> $8).
+-- Answers the parents that are not jobs of tenant $1 (nothing linked then). $2 now.
+SELECT jobs_link($1, $2::timestamptz, $3::uuid[], $4::text[], $5::float8[], $6::float8[],
+                 $7::uuid[], $8::uuid[]) AS missing;
+
+-- name: create_batch
+INSERT INTO batches (id, tenant, callback, callback_job_id, created_at)
+VALUES ($1, $2, $3::text::jsonb, $4, $5::timestamptz);
+
+-- name: add_batch_jobs
+-- The jobs $3 join batch $1 of tenant $2, under the batch row's lock (the lock a job's end
+-- takes to count it), while the batch is unfinished and holds at most $4 jobs after. Answers
+-- 'ok', 'finished' or 'full'; no row: no such batch of the tenant.
+WITH b AS (
+    SELECT id, total, finished_at FROM batches WHERE id = $1 AND tenant = $2 FOR UPDATE
+), grown AS (
+    UPDATE batches s SET total = s.total + cardinality($3::uuid[]),
+                         remaining = s.remaining + cardinality($3::uuid[])
+    FROM b
+    WHERE s.id = b.id AND b.finished_at IS NULL AND b.total + cardinality($3::uuid[]) <= $4
+    RETURNING s.id
+), members AS (
+    INSERT INTO batch_jobs (job_id, batch_id) SELECT unnest($3::uuid[]), id FROM grown
+)
+SELECT CASE WHEN b.finished_at IS NOT NULL THEN 'finished'
+            WHEN NOT EXISTS (SELECT 1 FROM grown) THEN 'full'
+            ELSE 'ok' END
+FROM b;
+
+-- name: get_batch
+SELECT id, tenant, total, remaining, succeeded, dead, cancelled, expired, failed_ids,
+       callback IS NOT NULL AS has_callback,
+       CASE WHEN callback IS NOT NULL AND finished_at IS NOT NULL THEN callback_job_id END
+           AS callback_job_id,
+       created_at, finished_at
+FROM batches WHERE id = $1 AND ($2::text IS NULL OR tenant = $2);
+
+-- name: get_parents
+SELECT j.id, j.job_type, j.status, j.result, j.last_error
+FROM job_edges e JOIN jobs j ON j.id = e.parent_id
+WHERE e.child_id = $1 AND ($2::text IS NULL OR j.tenant = $2)
+ORDER BY j.id;
+
+-- name: get_job_graph
+-- The jobs linked to $1 over edges either way, the job itself first, at most $3 (the walk
+-- stops there: a recursive query is read only as far as its consumer asks).
+WITH RECURSIVE linked (id) AS (
+    SELECT j.id FROM jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2)
+    UNION
+    SELECT x.id FROM linked l
+    CROSS JOIN LATERAL (
+        SELECT e.parent_id AS id FROM job_edges e WHERE e.child_id = l.id
+        UNION ALL
+        SELECT e.child_id FROM job_edges e WHERE e.parent_id = l.id
+    ) x
+), picked AS (
+    SELECT id, row_number() OVER () AS n FROM (SELECT id FROM linked LIMIT $3) l
+)
+SELECT j FROM picked p JOIN jobs j ON j.id = p.id ORDER BY p.n;
+
+-- name: get_job_links
+SELECT parent_id, child_id FROM job_edges
+WHERE child_id = ANY ($1::uuid[]) AND parent_id = ANY ($1::uuid[])
+ORDER BY parent_id, child_id;
