@@ -18,6 +18,7 @@ from jobs_schema.config import (
     UseCaseConfig,
 )
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
+from jobs_schema.events import EventKind, EventQuery, JobEvent, JobHead, StreamNotice
 from jobs_schema.flow import RateKeyList, RateKeyState
 from jobs_schema.forecast import ForecastBucket, UseCaseForecast
 from jobs_schema.jobs import (
@@ -105,6 +106,8 @@ __all__ = [
     "EnqueueRequest",
     "EnqueueResponse",
     "ErrorBody",
+    "EventKind",
+    "EventQuery",
     "ErrorCode",
     "ErrorEnvelope",
     "FailureInfo",
@@ -114,6 +117,9 @@ __all__ = [
     "HeartbeatResponse",
     "HeartbeatResult",
     "Job",
+    "JobEvent",
+    "JobHead",
+    "StreamNotice",
     "JobCount",
     "JobCountQuery",
     "JobFilter",

@@ -26,6 +26,7 @@ from jobs_schema import (
     AttemptRecord,
     BackoffPolicy,
     Job,
+    JobHead,
     JobStatus,
     LeaseRef,
     LeaseState,
@@ -408,6 +409,10 @@ class InMemoryJobStore:
 
     async def get_jobs(self, job_ids: list[UUID]) -> list[Job]:
         return [_job(self._jobs[i]) for i in dict.fromkeys(job_ids) if i in self._jobs]
+
+    async def get_job_heads(self, job_ids: list[UUID]) -> list[JobHead]:
+        rows = [self._jobs[i] for i in dict.fromkeys(job_ids) if i in self._jobs]
+        return [JobHead.model_validate(_job(r), from_attributes=True) for r in rows]
 
     async def get_job_attempts(self, job_id: UUID) -> list[AttemptRecord]:
         attempts = self._attempts.get(job_id, {})
@@ -1248,6 +1253,7 @@ def _action_batch(picked: list[_Row], touched: list[_Row]) -> ActionBatch:
         touched=len(touched),
         last_id=picked[-1].id if picked else None,
         use_cases=frozenset(r.use_case for r in touched),
+        ids=frozenset(r.id for r in touched),
     )
 
 
