@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from jobs_schema import JobsConfig, UseCaseConfig
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import ConfigError
+from jobs_server.events import EventSender, JobsChanged
 from jobs_server.feasibility import Feasibility, FeasibilityFolder
 from jobs_server.metrics import QueueDepthRefresher, RateKeysRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
@@ -116,6 +117,7 @@ def build_job_service(
     on_enqueued: EnqueueListener | None = None,
     metrics: ServerMetrics | None = None,
     tracing: Tracing | None = None,
+    on_changed: JobsChanged | None = None,
 ) -> JobService:
     """The one JobService of a process: the API's and the scheduler's periodic jobs'. A bad
     schedule in the config file is a ConfigError here, before anything runs."""
@@ -137,6 +139,7 @@ def build_job_service(
         metrics=metrics,
         tracing=tracing,
         feasibility=feasibility,
+        on_changed=on_changed,
     )
 
 
@@ -154,6 +157,7 @@ def build_scheduler(
     rng: random.Random | None = None,
     jobs: JobService | None = None,
     extra: Sequence[Every] = (),
+    on_changed: JobsChanged | None = None,
 ) -> Scheduler:
     """The elector, the expirer (before every dispatch), the dispatcher and the maintenance
     services, each on its period, and
@@ -181,9 +185,12 @@ def build_scheduler(
         rollup=rollup,
         metrics=metrics,
         tracing=tracing,
+        on_changed=on_changed,
     )
     services = _maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup)
-    expirer = Expirer(store, use_cases, batch=cfg.expire_batch, metrics=metrics)
+    expirer = Expirer(
+        store, use_cases, batch=cfg.expire_batch, metrics=metrics, on_changed=on_changed
+    )
     if jobs is not None:
         periodic = PeriodicJobs(store, jobs, config=jobs.config)
         # in the background: writing a pass's ticks (a job each) never delays dispatch
@@ -299,9 +306,21 @@ def _standalone(
         if sched is not None:
             sched.wake()
 
-    outcomes = OutcomeService(store, clock=clock, on_slots_freed=slots_freed, metrics=metrics)
+    events = EventSender(store, enabled=settings.events_notify)
+    outcomes = OutcomeService(
+        store,
+        clock=clock,
+        on_slots_freed=slots_freed,
+        metrics=metrics,
+        on_changed=events.changed,
+    )
     jobs = build_job_service(
-        settings, store, clock=clock, on_enqueued=lambda _uc, _at: slots_freed(), metrics=metrics
+        settings,
+        store,
+        clock=clock,
+        on_enqueued=lambda _uc, _at: slots_freed(),
+        metrics=metrics,
+        on_changed=events.changed,
     )
     sched = build_scheduler(
         store,
@@ -313,5 +332,6 @@ def _standalone(
         metrics=metrics,
         tracing=tracing,
         jobs=jobs,
+        on_changed=events.changed,
     )
     return sched
