@@ -41,6 +41,8 @@ OPERATIONS = {
     "pause_schedule",
     "resume_schedule",
     "delete_schedule",
+    "stream_job_events",
+    "stream_events",
 }
 UNAUTHENTICATED = {"healthz", "readyz", "metrics"}
 

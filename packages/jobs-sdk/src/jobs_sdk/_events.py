@@ -137,6 +137,12 @@ class StreamWait:
         )
 
 
+def is_stream(response: httpx.Response) -> bool:
+    """An event stream answered (not an error, nor a page a proxy put in its place)."""
+    media = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return response.is_success and media == "text/event-stream"
+
+
 def lost(exc: Exception) -> JobEvent:
     """What `events()` yields when its connection dropped and it opens the stream again."""
     message = f"connection lost ({type(exc).__name__}); reconnecting: re-read the jobs"

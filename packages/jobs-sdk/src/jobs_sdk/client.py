@@ -291,7 +291,7 @@ class JobsClient:
             read = _events.stream_timeout(self._http.timeout, max(state.remaining(), 0.01))
             try:
                 async with self._http.stream("GET", path, headers=_SSE, timeout=read) as answer:
-                    if not answer.is_success:
+                    if not _events.is_stream(answer):
                         return False  # an older server (404), or the stream refused: poll
                     parser = SseParser()
                     async for line in answer.aiter_lines():
@@ -561,7 +561,7 @@ class SyncJobsClient:
             read = _events.stream_timeout(self._http.timeout, max(state.remaining(), 0.01))
             try:
                 with self._http.stream("GET", path, headers=_SSE, timeout=read) as answer:
-                    if not answer.is_success:
+                    if not _events.is_stream(answer):
                         return False
                     parser = SseParser()
                     for line in answer.iter_lines():

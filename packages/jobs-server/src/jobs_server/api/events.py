@@ -60,7 +60,7 @@ def _sse(frames: AsyncIterator[bytes]) -> StreamingResponse:
     summary="Follow one job: its current state, then each change, until it ends",
     response_class=StreamingResponse,
 )
-async def job_events(job_id: UUID, who: Reader, request: Request) -> StreamingResponse:
+async def stream_job_events(job_id: UUID, who: Reader, request: Request) -> StreamingResponse:
     return _sse(await _streams(request).job_events(who, job_id))
 
 
@@ -70,7 +70,7 @@ async def job_events(job_id: UUID, who: Reader, request: Request) -> StreamingRe
     summary="Follow the changes of a tenant's jobs (filters: use_case, job_type, status)",
     response_class=StreamingResponse,
 )
-async def events(
+async def stream_events(
     who: Reader, request: Request, query: Annotated[EventQuery, Query()]
 ) -> StreamingResponse:
     return _sse(await _streams(request).tenant_events(who, query))
