@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 
 from jobs_server.app import create_app
+from jobs_server.serving import JobsUvicornServer
 from jobs_server.settings import ServerSettings
 from jobs_server.store.migrations import migrate
 
@@ -178,14 +179,11 @@ async def start_server(database_url: str) -> AsyncIterator[StartServer]:
             app_options = {**app_options, "clock": overrides.pop("clock")}
         settings = make_settings(db_url, **overrides)
         port = free_port()
+        app = create_app(settings, **app_options)
         config = uvicorn.Config(
-            create_app(settings, **app_options),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
         )
-        server = uvicorn.Server(config)
+        server = JobsUvicornServer(config, jobs=app.state.jobs)
         task = asyncio.create_task(server.serve())
         for _ in range(500):
             if server.started or task.done():

@@ -10,6 +10,8 @@ from uuid import UUID, uuid4
 from jobs_schema import BulkAction, JobStatus
 from jobs_schema.graph import OnParentFailure
 from jobs_server.actions import ACTIONABLE
+from jobs_server.events import CHANNEL as EVENTS_CHANNEL
+from jobs_server.events import parse_ids
 from jobs_server.store.base import (
     ClaimedJob,
     EnqueueResult,
@@ -23,6 +25,7 @@ from jobs_server.store.base import (
     NewLink,
     SucceededAttempt,
 )
+from jobs_server.wakeups import CHANNEL as WAKEUP_CHANNEL
 from tests.contract.conftest import MakeJob, StoreAndClock
 from tests.contract.store_calls import claim, failure, store_jobs
 
@@ -332,3 +335,40 @@ async def test_bulk_cancel_counts_and_cancels_waiting_jobs(
     assert done.touched == 2
     assert await status(impl, root) is JobStatus.CANCELLED
     assert await status(impl, child) is JobStatus.CANCELLED
+
+
+async def test_children_released_or_cancelled_by_a_parents_end_are_announced(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    """The services know only the jobs they ended; what a parent's end did to its children
+    reaches the event streams (and, for a released child, the scheduler) from the store."""
+    impl, _ = store
+    events: list[str] = []
+    wakeups: list[str] = []
+    subs = [
+        await impl.listen(EVENTS_CHANNEL, events.append),
+        await impl.listen(WAKEUP_CHANNEL, wakeups.append),
+    ]
+    try:
+        jobs = [make_job(max_attempts=1), make_job(), make_job(max_attempts=1), make_job()]
+        out = await graph(impl, jobs, [link(1, 0), link(3, 2)])
+        ids = job_ids(out.results)
+        first, second = await claim(impl, leader)
+        ok, doomed = (first, second) if first.id == ids[0] else (second, first)
+        await succeed(impl, [ok])
+        await impl.fail_attempts(
+            [failure(doomed, next_status=JobStatus.DEAD)], require_expired=False
+        )
+        for _ in range(200):  # NOTIFYs arrive after the commits
+            announced = {i for p in events for i in parse_ids(p)}
+            if {ids[1], ids[3]} <= announced and wakeups:
+                break
+            await asyncio.sleep(0.02)
+        assert {ids[1], ids[3]} <= announced
+        assert wakeups  # the released child's pass
+        released, cancelled = [await impl.get_job(i, tenant=None) for i in (ids[1], ids[3])]
+        assert released is not None and released.status is JobStatus.PENDING
+        assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
+    finally:
+        for sub in subs:
+            await sub.close()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -176,3 +177,19 @@ async def test_enqueue_with_a_uniqueness_rule(jobs: Jobs):
     assert "--unique is not JSON" in await jobs("enqueue", *EMAIL, "{}", "--unique", "{", code=1)
     bad = await jobs("enqueue", *EMAIL, "{}", "--unique", '{"key": "r", "seconds": 5}', code=1)
     assert "unique.seconds is taken" in bad
+
+
+async def test_wait_follows_a_job_to_its_end(jobs: Jobs, live_server: LiveServer):
+    job_id = (await jobs.json("enqueue", "labeling", "tag", "{}"))["job"]["id"]
+    waiting = asyncio.create_task(jobs.json("wait", job_id, "--timeout", "30"))
+    await asyncio.sleep(0.2)  # let it open the stream; the outcome does not depend on it
+    # not through `jobs`: CliRunner captures output process-wide, one invocation at a time
+    async with httpx.AsyncClient(base_url=live_server.url) as http:
+        token = live_server.tenant_token("acme")
+        r = await http.post(
+            f"/v1/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert r.status_code == 200
+    assert (await waiting)["status"] == "cancelled"  # type: ignore[index]
+    other = (await jobs.json("enqueue", "labeling", "tag", "{}"))["job"]["id"]
+    assert "is still pending" in await jobs("wait", other, "--timeout", "0.2", code=1)

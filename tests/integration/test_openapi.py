@@ -55,6 +55,8 @@ OPERATIONS = {
     "create_batch",
     "add_to_batch",
     "get_batch",
+    "stream_job_events",
+    "stream_events",
 }
 UNAUTHENTICATED = {"healthz", "readyz", "metrics"}
 

@@ -157,9 +157,21 @@ async def test_wait_polls_until_the_job_finishes():
     pending, done = job_json("running"), job_json("succeeded")
     recorder = Recorder(httpx.Response(200, json=pending), httpx.Response(200, json=done))
     async with async_client(recorder) as client:
-        job = await client.wait(uuid.uuid4(), timeout=5, poll_interval=0.01)
+        job = await client.wait(uuid.uuid4(), timeout=5, poll_interval=0.01, stream=False)
     assert job.status == "succeeded"
     assert len(recorder.requests) == 2
+
+
+async def test_wait_polls_where_the_answer_is_no_event_stream():
+    """A proxy's page (or an older server's JSON) in place of the stream: poll at once."""
+    recorder = Recorder(
+        httpx.Response(200, text="<html>login</html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, json=job_json("succeeded")),
+    )
+    async with async_client(recorder) as client:
+        job = await client.wait(uuid.uuid4(), timeout=5, poll_interval=0.01)
+    assert job.status == "succeeded"
+    assert [r.url.path.endswith("/events") for r in recorder.requests] == [True, False]
 
 
 def test_from_env(monkeypatch):

@@ -18,6 +18,7 @@ from jobs_schema.config import (
     UseCaseConfig,
 )
 from jobs_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
+from jobs_schema.events import EventKind, EventQuery, JobEvent, JobHead, StreamNotice
 from jobs_schema.flow import RateKeyList, RateKeyState
 from jobs_schema.forecast import ForecastBucket, UseCaseForecast
 from jobs_schema.jobs import (
@@ -107,6 +108,8 @@ __all__ = [
     "ErrorBody",
     "ErrorCode",
     "ErrorEnvelope",
+    "EventKind",
+    "EventQuery",
     "FailureInfo",
     "ForecastBucket",
     "HeartbeatItem",
@@ -116,7 +119,9 @@ __all__ = [
     "Job",
     "JobCount",
     "JobCountQuery",
+    "JobEvent",
     "JobFilter",
+    "JobHead",
     "JobListQuery",
     "JobMessage",
     "JobPage",
@@ -149,6 +154,7 @@ __all__ = [
     "ScheduleDefinition",
     "SchedulePage",
     "ScheduleSource",
+    "StreamNotice",
     "TenantConfig",
     "UniqueRule",
     "UniqueWindow",

@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     CONFLICT = "conflict"
     IDEMPOTENCY_MISMATCH = "idempotency_key_mismatch"
     QUOTA_EXCEEDED = "quota_exceeded"
+    TOO_MANY_STREAMS = "too_many_streams"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal_error"
 

@@ -22,9 +22,13 @@ from jobs_schema import (
     EnqueueResponse,
     ErrorBody,
     ErrorCode,
+    EventKind,
+    EventQuery,
     ForecastBucket,
     Job,
     JobCount,
+    JobEvent,
+    JobHead,
     JobPage,
     JobSelection,
     JobStatus,
@@ -35,6 +39,7 @@ from jobs_schema import (
 )
 from jobs_schema.graph import parent_id
 from jobs_schema.workflows import ParentResult
+from jobs_sdk._events import EventFilters
 from jobs_sdk._fake_graph import FakeGraph
 from jobs_sdk._http import JobFilters, _validated
 from jobs_sdk.errors import Conflict, IdempotencyMismatch, JobsError, NotFound, ValidationFailed
@@ -330,6 +335,23 @@ class FakeJobs:
         statuses = _ACTIONABLE[action] if action is not None else None
         found = [j for j in self._matching(_selection(filters)) if _has(j, statuses)]
         return JobCount(count=len(found), max_id=found[0].id if found else None)
+
+    def events(self, filters: EventFilters) -> list[JobEvent]:
+        """What `events()` sends of the jobs as they are now: a `job` event each, oldest
+        first, for the filters the server would take (ValidationFailed otherwise)."""
+        query = _validated(
+            EventQuery,
+            {
+                "use_case": filters.use_case,
+                "job_type": filters.job_type,
+                "status": list(filters.status),
+                "tenant": filters.tenant,
+            },
+        )
+        jobs = sorted(self.jobs.values(), key=lambda j: j.id)
+        heads = [JobHead.model_validate(j, from_attributes=True) for j in jobs]
+        mine = [h for h in heads if self.tenant is None or h.tenant == self.tenant]
+        return [JobEvent(kind=EventKind.JOB, job=h) for h in mine if query.matches(h)]
 
     def _matching(self, sel: JobSelection) -> list[Job]:
         """Newest first, as the server lists."""

@@ -35,6 +35,7 @@ from jobs_schema import (
     BulkResult,
     Job,
     JobFilter,
+    JobStatus,
     MissedTickPolicy,
     MissPolicy,
     PauseState,
@@ -226,6 +227,39 @@ def get(job_id: str) -> None:
         job = jobs.get(job_id)
     if not _print_json(job):
         typer.echo(_job_details(job))
+
+
+@app.command()
+def wait(
+    job_id: str,
+    timeout: Annotated[float, typer.Option(min=0, max=86_400, help="seconds")] = 60.0,
+) -> None:
+    """Wait until the job has finished (following its event stream), then show it."""
+    with _client() as jobs:
+        job = jobs.wait(job_id, timeout=timeout)
+    if not _print_json(job):
+        typer.echo(_job_details(job))
+
+
+@app.command()
+def events(
+    use_case: Annotated[str | None, typer.Option(help="only this use case")] = None,
+    job_type: Annotated[str | None, typer.Option(help="only this job type")] = None,
+    status: Annotated[
+        list[JobStatus] | None, typer.Option(help="only these statuses (repeatable)")
+    ] = None,
+) -> None:
+    """Print the changes of the tenant's jobs as they happen, a line each (Ctrl-C stops)."""
+    with _client() as jobs:
+        stream = jobs.events(use_case=use_case, job_type=job_type, status=status or ())
+        for event in stream:
+            if _state.as_json:
+                typer.echo(event.model_dump_json())
+            elif event.job is not None:
+                j = event.job
+                typer.echo(f"{j.updated_at.isoformat()} {j.id} {j.status.value} {j.job_type}")
+            elif event.notice is not None:
+                typer.echo(f"{event.kind.value}: {event.notice.message}")
 
 
 @app.command("list")

@@ -28,13 +28,15 @@ from jobs_schema import (
     EnqueueResponse,
     Job,
     JobCount,
+    JobEvent,
     JobPage,
     JobSelection,
     JobStatus,
     UseCaseForecast,
 )
 from jobs_schema.workflows import Batch, JobGraph, ParentResult, ParentsResponse
-from jobs_sdk import _http, _selection, workflows
+from jobs_sdk import _events, _http, _selection, workflows
+from jobs_sdk._events import EventFilters, SseParser, StreamWait
 from jobs_sdk._http import Call, EnqueueOptions, JobFilters
 from jobs_sdk._retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy
 from jobs_sdk._selection import SelectionFilters
@@ -57,6 +59,8 @@ Jobs = list[Job]  # `list` is a method name inside the clients
 Parents = list[ParentResult]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_SSE = {"Accept": "text/event-stream"}
+_RECONNECT_DELAY = 0.5  # seconds before `events()` opens a lost stream again
 
 
 def _env() -> tuple[str, str]:
@@ -267,8 +271,17 @@ class JobsClient:
         *,
         timeout: float = 60.0,  # noqa: ASYNC109 - polls many requests; the sync twin's signature
         poll_interval: float = 0.5,
+        stream: bool = True,
     ) -> Job:
-        """Poll until the job succeeded, died or was cancelled; JobsTimeout after `timeout` s."""
+        """Until the job has finished (succeeded, dead, cancelled or expired), then the job;
+        JobsTimeout after `timeout` s. Follows the job's event stream (one GET at the end);
+        where the server streams nothing (an older server, a proxy, `stream=False`), polls
+        every `poll_interval` s."""
+        if stream:
+            state = StreamWait(job_id, timeout)
+            if await self._follow(state):
+                return await self.get(job_id)
+            timeout = max(state.remaining(), 0.0)
         waiting = _Waiting(job_id, timeout, poll_interval)
         while True:
             job = await self.get(job_id)
@@ -276,6 +289,70 @@ class JobsClient:
             if pause is None:
                 return job
             await asyncio.sleep(pause)
+
+    async def _follow(self, state: StreamWait) -> bool:
+        """Follow the job's stream until it has finished (True), or until streaming is not
+        possible (False: poll instead)."""
+        path = _events.job_events_path(state.job_id)
+        while state.worth_reopening():
+            state.opened()
+            read = _events.stream_timeout(self._http.timeout, max(state.remaining(), 0.01))
+            try:
+                async with self._http.stream("GET", path, headers=_SSE, timeout=read) as answer:
+                    if not _events.is_stream(answer):
+                        return False  # an older server (404), or the stream refused: poll
+                    parser = SseParser()
+                    async for line in answer.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None and state.seen(event):
+                            return True
+            except httpx.TimeoutException:
+                pass
+            except httpx.TransportError:
+                return False
+        if state.remaining() <= 0:
+            raise state.timed_out()
+        return False
+
+    async def events(
+        self,
+        *,
+        use_case: str | None = None,
+        job_type: str | None = None,
+        status: Sequence[JobStatus | str] = (),
+        tenant: str | None = None,
+        reconnect: bool = True,
+        idle_timeout: float = 60.0,
+    ) -> AsyncIterator[JobEvent]:
+        """The changes of this tenant's jobs as they happen (GET /v1/events), filtered; each
+        a JobEvent with the job's current head, or a notice (`lagged`, `reconnected`,
+        `shutdown`) after which events may have been missed: re-read what you follow. A
+        stream that ends or drops is opened again when `reconnect` (a `reconnected` event
+        says so); one that cannot be opened raises. Nothing is replayed: at most once."""
+        params = _events.events_params(EventFilters(use_case, job_type, status, tenant))
+        read = _events.stream_timeout(self._http.timeout, idle_timeout)
+        while True:
+            opened = False
+            try:
+                async with self._http.stream(
+                    "GET", "/v1/events", params=params, headers=_SSE, timeout=read
+                ) as answer:
+                    if not answer.is_success:
+                        await answer.aread()
+                        raise _events.refusal(answer)
+                    opened = True
+                    parser = SseParser()
+                    async for line in answer.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as exc:
+                if not opened or not reconnect:
+                    raise _http.transport_error(exc) from exc
+                yield _events.lost(exc)
+            if not reconnect:
+                return
+            await asyncio.sleep(_RECONNECT_DELAY)
 
     async def list_page(
         self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]
@@ -504,8 +581,21 @@ class SyncJobsClient:
                 return self.get(job_id)
             raise
 
-    def wait(self, job_id: UUID | str, *, timeout: float = 60.0, poll_interval: float = 0.5) -> Job:
-        """Poll until the job succeeded, died or was cancelled; JobsTimeout after `timeout` s."""
+    def wait(
+        self,
+        job_id: UUID | str,
+        *,
+        timeout: float = 60.0,
+        poll_interval: float = 0.5,
+        stream: bool = True,
+    ) -> Job:
+        """Until the job has finished, then the job; JobsTimeout after `timeout` s. Follows
+        the job's event stream, or polls where there is none (as JobsClient.wait)."""
+        if stream:
+            state = StreamWait(job_id, timeout)
+            if self._follow(state):
+                return self.get(job_id)
+            timeout = max(state.remaining(), 0.0)
         waiting = _Waiting(job_id, timeout, poll_interval)
         while True:
             job = self.get(job_id)
@@ -513,6 +603,64 @@ class SyncJobsClient:
             if pause is None:
                 return job
             time.sleep(pause)
+
+    def _follow(self, state: StreamWait) -> bool:
+        path = _events.job_events_path(state.job_id)
+        while state.worth_reopening():
+            state.opened()
+            read = _events.stream_timeout(self._http.timeout, max(state.remaining(), 0.01))
+            try:
+                with self._http.stream("GET", path, headers=_SSE, timeout=read) as answer:
+                    if not _events.is_stream(answer):
+                        return False
+                    parser = SseParser()
+                    for line in answer.iter_lines():
+                        event = parser.feed(line)
+                        if event is not None and state.seen(event):
+                            return True
+            except httpx.TimeoutException:
+                pass
+            except httpx.TransportError:
+                return False
+        if state.remaining() <= 0:
+            raise state.timed_out()
+        return False
+
+    def events(
+        self,
+        *,
+        use_case: str | None = None,
+        job_type: str | None = None,
+        status: Sequence[JobStatus | str] = (),
+        tenant: str | None = None,
+        reconnect: bool = True,
+        idle_timeout: float = 60.0,
+    ) -> Iterator[JobEvent]:
+        """The changes of this tenant's jobs as they happen (as JobsClient.events)."""
+        params = _events.events_params(EventFilters(use_case, job_type, status, tenant))
+        read = _events.stream_timeout(self._http.timeout, idle_timeout)
+        while True:
+            opened = False
+            try:
+                with self._http.stream(
+                    "GET", "/v1/events", params=params, headers=_SSE, timeout=read
+                ) as answer:
+                    if not answer.is_success:
+                        answer.read()
+                        raise _events.refusal(answer)
+                    opened = True
+                    parser = SseParser()
+                    for line in answer.iter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as exc:
+                if not opened or not reconnect:
+                    raise _http.transport_error(exc) from exc
+                yield _events.lost(exc)
+            if not reconnect:
+                return
+            time.sleep(_RECONNECT_DELAY)
 
     def list_page(
         self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]

@@ -38,8 +38,10 @@ from jobs_schema import (
     EnqueueResponse,
     Job,
     JobCount,
+    JobEvent,
     JobPage,
     JobSelection,
+    JobStatus,
     PauseList,
     PauseState,
     Schedule,
@@ -48,6 +50,7 @@ from jobs_schema import (
 )
 from jobs_schema.workflows import ParentResult
 from jobs_sdk import _http, workflows
+from jobs_sdk._events import EventFilters
 from jobs_sdk._fake import FakeJobs
 from jobs_sdk._fake_flow import FakePauseBook, FakeScheduleBook
 from jobs_sdk._fake_webhooks import FakeSyncWebhooks, FakeWebhookBook, FakeWebhooks
@@ -358,9 +361,25 @@ class FakeJobsClient(_Recorder):
         *,
         timeout: float = 60.0,  # noqa: ASYNC109 - JobsClient.wait's signature
         poll_interval: float = 0.5,
+        stream: bool = True,
     ) -> Job:
         """The job if it has finished; JobsTimeout at once otherwise (nothing runs it here)."""
         return _finished(self._fake.get(job_id))
+
+    async def events(
+        self,
+        *,
+        use_case: str | None = None,
+        job_type: str | None = None,
+        status: Sequence[JobStatus | str] = (),
+        tenant: str | None = None,
+        reconnect: bool = True,
+        idle_timeout: float = 60.0,
+    ) -> AsyncIterator[JobEvent]:
+        """A `job` event for each matching job as it is now, then the end (nothing changes
+        here on its own)."""
+        for event in self._fake.events(EventFilters(use_case, job_type, status, tenant)):
+            yield event
 
     async def list_page(
         self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]
@@ -484,9 +503,29 @@ class FakeSyncJobsClient(_Recorder):
     def retry(self, job_id: UUID | str) -> Job:
         return self._fake.retry(job_id)
 
-    def wait(self, job_id: UUID | str, *, timeout: float = 60.0, poll_interval: float = 0.5) -> Job:
+    def wait(
+        self,
+        job_id: UUID | str,
+        *,
+        timeout: float = 60.0,
+        poll_interval: float = 0.5,
+        stream: bool = True,
+    ) -> Job:
         """The job if it has finished; JobsTimeout at once otherwise (nothing runs it here)."""
         return _finished(self._fake.get(job_id))
+
+    def events(
+        self,
+        *,
+        use_case: str | None = None,
+        job_type: str | None = None,
+        status: Sequence[JobStatus | str] = (),
+        tenant: str | None = None,
+        reconnect: bool = True,
+        idle_timeout: float = 60.0,
+    ) -> Iterator[JobEvent]:
+        """As FakeJobsClient.events."""
+        yield from self._fake.events(EventFilters(use_case, job_type, status, tenant))
 
     def list_page(
         self, *, cursor: str | None = None, limit: int = 50, **filters: Unpack[JobFilters]

@@ -36,6 +36,7 @@ from jobs_schema import (
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
 from jobs_server.errors import Forbidden, JobConflict, JobNotFound, QuotaExceeded
+from jobs_server.events import JobsChanged
 from jobs_server.service import EnqueueListener, scoped, tenant_quota
 from jobs_server.store.base import ActionBatch, JobFilter, JobStore, RetryRules
 
@@ -64,7 +65,9 @@ class ActionService:
         batch_size: int = _BATCH,
         on_enqueued: EnqueueListener | None = None,
         clock: Clock,
+        on_changed: JobsChanged | None = None,
     ) -> None:
+        self._on_changed = on_changed
         self._store = store
         self._config = config
         self._default_quota = default_quota
@@ -141,6 +144,8 @@ class ActionService:
             picked, touched, cursor = picked + done.picked, touched + done.touched, done.last_id
             if action is BulkAction.RETRY:
                 self._announce(done)
+            elif self._on_changed is not None and done.ids:
+                self._on_changed(done.ids)
             exhausted = done.picked < batch
         logger.info(
             "bulk action",
@@ -175,6 +180,8 @@ class ActionService:
     def _announce(self, done: ActionBatch) -> None:
         if done.touched and done.use_cases and self._on_enqueued is not None:
             self._on_enqueued(set(done.use_cases), self._clock.now())
+        if done.ids and self._on_changed is not None:
+            self._on_changed(done.ids)
 
 
 def _require_write(who: Principal) -> None:

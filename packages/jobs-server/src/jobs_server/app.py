@@ -22,7 +22,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs_server.actions import ActionService
-from jobs_server.api import actions, flow, forecast, pauses, public, schedules, worker
+from jobs_server.api import actions, events, flow, forecast, pauses, public, schedules, worker
 from jobs_server.api import webhooks as webhooks_api
 from jobs_server.api.errors import install_error_handlers, response_for
 from jobs_server.api.health import router as health_router
@@ -32,6 +32,7 @@ from jobs_server.auth import Authenticator
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.dashboard import install_dashboard
 from jobs_server.errors import ConfigError, JobsServerError, StoreUnavailable
+from jobs_server.events import EventSender
 from jobs_server.flow import FlowService
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
 from jobs_server.outcomes import OutcomeService
@@ -42,6 +43,7 @@ from jobs_server.schedules import ScheduleService, config_schedules
 from jobs_server.service import JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobStore
+from jobs_server.streams import EventHub, JobStreams
 from jobs_server.tracing import Tracing, TracingMiddleware
 from jobs_server.wakeups import WakeupSender
 from jobs_server.webhooks import WebhookService
@@ -128,6 +130,8 @@ class JobsServer:
         self._webhooks: WebhookService | None = None
         self._wakeups: WakeupSender | None = None
         self._workflows: WorkflowService | None = None
+        self._events: EventSender | None = None
+        self._streams: JobStreams | None = None
         self.scheduler: Scheduler | None = None
         # the one clock: given, or PostgreSQL's (the store binds and syncs it); once started,
         # the store's
@@ -190,6 +194,12 @@ class JobsServer:
         return self._workflows
 
     @property
+    def streams(self) -> JobStreams:
+        if self._streams is None:
+            raise RuntimeError("JobsServer.start() has not run")
+        return self._streams
+
+    @property
     def outcomes(self) -> OutcomeService:
         if self._outcomes is None:
             raise RuntimeError("JobsServer.start() has not run")
@@ -203,6 +213,7 @@ class JobsServer:
         self._store = store
         self.clock = clock = self._given_clock or store.clock
         self._wakeups = WakeupSender(store)
+        self._events = events = EventSender(store, enabled=self.settings.events_notify)
         self._service = build_job_service(
             self.settings,
             store,
@@ -211,12 +222,17 @@ class JobsServer:
             on_enqueued=self._wakeups.enqueued if self.settings.enqueue_wakeups else None,
             metrics=self.metrics,
             tracing=self.tracing,
+            on_changed=events.changed,
         )
         self._schedules = ScheduleService(store, self._service, clock=clock)
         self._workflows = WorkflowService(store, self._service, clock=clock)
         await self._write_config_schedules(store)
         self._outcomes = OutcomeService(
-            store, clock=clock, on_slots_freed=self._wakeups.slots_freed, metrics=self.metrics
+            store,
+            clock=clock,
+            on_slots_freed=self._wakeups.slots_freed,
+            metrics=self.metrics,
+            on_changed=events.changed,
         )
         self._actions = ActionService(
             store,
@@ -224,11 +240,17 @@ class JobsServer:
             default_quota=self.settings.default_tenant_quota,
             on_enqueued=self._wakeups.enqueued,
             clock=clock,
+            on_changed=events.changed,
         )
         self._pauses = PauseService(store, self.config, on_resumed=self._wakeups.slots_freed)
         self._flow = FlowService(store, self.config, clock=clock)
         self._webhooks = WebhookService(
             store, self.config, clock=clock, targets=target_check(self.settings)
+        )
+        self._streams = JobStreams(
+            self._hub(store),
+            self._service,
+            heartbeat_seconds=self.settings.events_heartbeat_seconds,
         )
         if self.settings.run_scheduler:
             await self._start_scheduler(store)
@@ -266,16 +288,36 @@ class JobsServer:
                 store,
                 on_enqueued=self._wakeups.enqueued if self._wakeups is not None else None,
             ),
+            on_changed=self._events.changed if self._events else None,
         )
         self._stop.clear()
         self._scheduler_task = asyncio.create_task(self.scheduler.run_forever(self._stop))
 
+    def _hub(self, store: JobStore) -> EventHub:
+        s = self.settings
+        return EventHub(
+            store,
+            queue_size=s.events_queue_size,
+            max_streams=s.events_max_streams,
+            max_per_tenant=s.events_max_streams_per_tenant,
+        )
+
+    def end_streams(self) -> None:
+        """End every open event stream (`shutdown`) and open no new one: a server that is
+        stopping calls this first, since uvicorn waits for open responses."""
+        if self._streams is not None:
+            self._streams.hub.end_all()
+
     async def stop(self) -> None:
         self._stop.set()
+        if self._streams is not None:
+            await self._streams.hub.close()
         if self._scheduler_task is not None:
             await self._scheduler_task
         if self._wakeups is not None:
             await self._wakeups.close()
+        if self._events is not None:
+            await self._events.close()
         if self._publisher is not None and self._given_publisher is None:
             await self._publisher.close()
         if self._store is not None and self._given_store is None:
@@ -320,6 +362,7 @@ class JobsServer:
         # actions: /v1/jobs/count
         routers = [
             actions.router,
+            events.router,
             flow.router,
             forecast.router,
             pauses.router,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Iterator
@@ -128,9 +129,18 @@ def serve(
     where = (host or settings.host, port if port is not None else settings.port)
     try:
         if workers == 1:
-            _run_uvicorn(fastapi_app, *where, log_level, log_config)
+            _run_uvicorn(
+                fastapi_app, *where, log_level, log_config, grace=settings.shutdown_grace_seconds
+            )
         else:  # each process builds its app from the environment (app_from_env)
-            _run_uvicorn(f"{__name__}:app_from_env", *where, log_level, log_config, workers)
+            _run_uvicorn(
+                f"{__name__}:app_from_env",
+                *where,
+                log_level,
+                log_config,
+                workers,
+                grace=settings.shutdown_grace_seconds,
+            )
     finally:
         if provider is not None:
             provider.shutdown()
@@ -383,7 +393,12 @@ def dev(
                 stack.enter_context(embedded.worker_process(worker, use_cases=use_cases, env=env))
             typer.echo(_dev_banner(settings, token, port, data))
             _run_uvicorn(
-                fastapi_app, "127.0.0.1", port, "info", logging_config(settings.log_format, "info")
+                fastapi_app,
+                "127.0.0.1",
+                port,
+                "info",
+                logging_config(settings.log_format, "info"),
+                grace=settings.shutdown_grace_seconds,
             )
         except JobsServerError as exc:
             _fail(exc.message)
@@ -542,20 +557,35 @@ def _run_uvicorn(
     log_level: str,
     log_config: dict[str, object],
     workers: int = 1,
+    *,
+    grace: float = 5.0,
 ) -> None:
+    """Serve `fastapi_app` (with several workers, an import string of a factory). One process
+    ends its event streams as it starts to stop (jobs_server.serving); with several, open
+    streams are cut after `grace` seconds like any request still open."""
     import uvicorn
 
+    from jobs_server.serving import JobsUvicornServer, jobs_server_of
+
     _tune_gc()
-    uvicorn.run(
-        fastapi_app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=log_config,
-        access_log=False,
-        workers=workers if workers > 1 else None,
-        factory=workers > 1,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "log_config": log_config,
+        "access_log": False,
+        "timeout_graceful_shutdown": math.ceil(grace),
+    }
+    if workers > 1:
+        uvicorn.run(fastapi_app, workers=workers, factory=True, **options)  # type: ignore[arg-type]
+        return
+    server = JobsUvicornServer(
+        uvicorn.Config(fastapi_app, **options),  # type: ignore[arg-type]
+        jobs=jobs_server_of(fastapi_app),
     )
+    server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE
 
 
 def main() -> None:

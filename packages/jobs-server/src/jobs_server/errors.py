@@ -18,6 +18,8 @@ __all__ = [
     "ScheduleConflict",
     "ScheduleNotFound",
     "StoreUnavailable",
+    "StreamsFull",
+    "TooManyStreams",
     "UnknownJobType",
     "UnknownTenant",
     "UnknownUseCase",
@@ -109,6 +111,24 @@ class IdempotencyMismatch(JobsServerError):
             f"Idempotency-Key {key!r} was already used with a different request body; "
             "use a new key for a new request",
             key=key,
+        )
+
+
+class TooManyStreams(JobsServerError):
+    def __init__(self, tenant: str, limit: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has {limit} event streams open on this server, its limit "
+            "(JOBS_EVENTS_MAX_STREAMS_PER_TENANT); close one, or retry later",
+            limit=limit,
+        )
+
+
+class StreamsFull(JobsServerError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this server holds its maximum of {limit} event streams "
+            "(JOBS_EVENTS_MAX_STREAMS), or is stopping; retry, another server may take it",
+            limit=limit,
         )
 
 

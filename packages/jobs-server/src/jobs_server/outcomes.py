@@ -4,7 +4,7 @@ attempt and lease token in the store; here a report becomes a success, a retry o
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from uuid import UUID
 
@@ -26,6 +26,7 @@ from jobs_schema import (
 )
 from jobs_server.clock import Clock
 from jobs_server.errors import JobNotFound
+from jobs_server.events import JobsChanged
 from jobs_server.metrics import ServerMetrics
 from jobs_server.retries import LEASE_EXPIRED, decide_failure
 from jobs_server.store.base import FailedAttempt, JobStore, RunningLease, SucceededAttempt
@@ -46,10 +47,12 @@ class OutcomeService:
         clock: Clock,
         on_slots_freed: SlotsFreed | None = None,
         metrics: ServerMetrics | None = None,
+        on_changed: JobsChanged | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._on_slots_freed = on_slots_freed
+        self._on_changed = on_changed
         self._metrics = metrics
 
     async def report(self, reports: list[OutcomeReport]) -> list[OutcomeAck]:
@@ -64,7 +67,7 @@ class OutcomeService:
         if self._metrics is not None:
             self._metrics.observe_outcomes(applied.get(r.job_id) for r in unique)
         if applied:
-            self._slots_freed()
+            self._slots_freed(applied)
         return [
             OutcomeAck(job_id=r.job_id, applied=r.job_id in applied, status=applied.get(r.job_id))
             for r in reports
@@ -118,7 +121,7 @@ class OutcomeService:
         released = await self._store.release_leases(list(req.leases))
         if released:
             logger.info("leases released", extra={"count": len(released), "worker": req.worker_id})
-            self._slots_freed()
+            self._slots_freed(released)
         return released
 
     async def started(self, leases: list[LeaseRef], *, worker_id: str) -> None:
@@ -150,12 +153,14 @@ class OutcomeService:
             if self._metrics is not None:
                 by_id = {x.id: x.use_case for x in expired}
                 self._metrics.observe_lease_expiries(by_id[i] for i in applied)
-            self._slots_freed()
+            self._slots_freed(applied)
         return applied
 
-    def _slots_freed(self) -> None:
+    def _slots_freed(self, changed: Iterable[UUID]) -> None:
         if self._on_slots_freed is not None:
             self._on_slots_freed()
+        if self._on_changed is not None:
+            self._on_changed(changed)
 
 
 def _log_failures(

@@ -44,6 +44,7 @@ from jobs_server.errors import (
     UnknownUseCase,
     UseCaseNotFound,
 )
+from jobs_server.events import JobsChanged
 from jobs_server.feasibility import Estimate, Feasibility
 from jobs_server.metrics import ServerMetrics
 from jobs_server.store.base import (
@@ -205,8 +206,10 @@ class JobService:
         metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
         feasibility: Feasibility | None = None,
+        on_changed: JobsChanged | None = None,
     ) -> None:
         self._feasibility = feasibility
+        self._on_changed = on_changed
         self._store = store
         self._config = config
         self._default_quota = default_quota
@@ -335,6 +338,8 @@ class JobService:
         created = [r.job for r in results if r.outcome is EnqueueOutcome.CREATED and r.job]
         if created and self._on_enqueued is not None:
             self._on_enqueued({j.use_case for j in created}, min(j.run_at for j in created))
+        if created and self._on_changed is not None:
+            self._on_changed(j.id for j in created)
 
     async def _replay(
         self, replay: IdempotentReplay, digest: str | None, key: str | None
@@ -371,6 +376,8 @@ class JobService:
         created = [j for j, o in zip(jobs, outcomes, strict=True) if o is EnqueueOutcome.CREATED]
         if created and self._on_enqueued is not None:
             self._on_enqueued({j.use_case for j in created}, min(j.run_at for j in created))
+        if created and self._on_changed is not None:
+            self._on_changed(j.id for j in created)
         if self._metrics is not None and outcomes:
             results = [EnqueueResult(o, None) for o in outcomes]
             self._metrics.observe_enqueue(tenant, [j.use_case for j in jobs], results)
@@ -477,6 +484,8 @@ class JobService:
     async def cancel(self, who: Principal, job_id: UUID) -> Job:
         job = await self._store.cancel_job(job_id, tenant=who.tenant_scope)
         if job is not None:
+            if self._on_changed is not None:
+                self._on_changed([job.id])
             return job
         current = await self._store.get_job(job_id, tenant=who.tenant_scope)
         if current is None:

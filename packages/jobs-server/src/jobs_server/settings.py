@@ -174,6 +174,31 @@ class ServerSettings(BaseSettings):
         le=60,
         description="how often the leader makes outbox events into delivery jobs (0-60)",
     )
+    events_notify: bool = Field(
+        default=True,
+        description="NOTIFY job changes to the event streams (false: no process streams events)",
+    )
+    events_max_streams: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="open event streams per API process"
+    )
+    events_max_streams_per_tenant: int = Field(
+        default=1_000, ge=1, le=1_000_000, description="open event streams per tenant and process"
+    )
+    events_queue_size: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="events a stream may fall behind before it is ended with `lagged`",
+    )
+    events_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="a comment line on idle streams this often"
+    )
+    shutdown_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="on shutdown, how long open requests may take before they are cut",
+    )
     otel_enabled: bool = Field(default=False, description="OpenTelemetry spans (the otel extra)")
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"

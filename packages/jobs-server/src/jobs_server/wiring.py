@@ -14,6 +14,7 @@ from jobs_schema import JobsConfig, UseCaseConfig
 from jobs_schema.webhooks import parse_networks
 from jobs_server.clock import Clock, DatabaseClock
 from jobs_server.errors import ConfigError
+from jobs_server.events import EventSender, JobsChanged
 from jobs_server.feasibility import Feasibility, FeasibilityFolder
 from jobs_server.metrics import QueueDepthRefresher, RateKeysRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
@@ -121,6 +122,7 @@ def build_job_service(
     on_enqueued: EnqueueListener | None = None,
     metrics: ServerMetrics | None = None,
     tracing: Tracing | None = None,
+    on_changed: JobsChanged | None = None,
 ) -> JobService:
     """The one JobService of a process: the API's and the scheduler's periodic jobs'. A bad
     schedule in the config file is a ConfigError here, before anything runs."""
@@ -147,6 +149,7 @@ def build_job_service(
         metrics=metrics,
         tracing=tracing,
         feasibility=feasibility,
+        on_changed=on_changed,
     )
 
 
@@ -164,6 +167,7 @@ def build_scheduler(
     rng: random.Random | None = None,
     jobs: JobService | None = None,
     extra: Sequence[Every] = (),
+    on_changed: JobsChanged | None = None,
 ) -> Scheduler:
     """The elector, the dispatcher and the maintenance services (the expirer first), each on
     its period, and
@@ -191,8 +195,11 @@ def build_scheduler(
         rollup=rollup,
         metrics=metrics,
         tracing=tracing,
+        on_changed=on_changed,
     )
-    expirer = Expirer(store, use_cases, batch=cfg.expire_batch, metrics=metrics)
+    expirer = Expirer(
+        store, use_cases, batch=cfg.expire_batch, metrics=metrics, on_changed=on_changed
+    )
     services = [
         Every(expirer, cfg.expire_every_seconds),
         *_maintenance(store, use_cases, cfg, outcomes, elector, stats, rollup),
@@ -311,9 +318,21 @@ def _standalone(
         if sched is not None:
             sched.wake()
 
-    outcomes = OutcomeService(store, clock=clock, on_slots_freed=slots_freed, metrics=metrics)
+    events = EventSender(store, enabled=settings.events_notify)
+    outcomes = OutcomeService(
+        store,
+        clock=clock,
+        on_slots_freed=slots_freed,
+        metrics=metrics,
+        on_changed=events.changed,
+    )
     jobs = build_job_service(
-        settings, store, clock=clock, on_enqueued=lambda _uc, _at: slots_freed(), metrics=metrics
+        settings,
+        store,
+        clock=clock,
+        on_enqueued=lambda _uc, _at: slots_freed(),
+        metrics=metrics,
+        on_changed=events.changed,
     )
     config = settings.jobs_config()
     sched = build_scheduler(
@@ -327,6 +346,7 @@ def _standalone(
         tracing=tracing,
         jobs=jobs,
         extra=webhook_services(settings, config, store, on_enqueued=lambda _uc, _at: slots_freed()),
+        on_changed=events.changed,
     )
     return sched
 

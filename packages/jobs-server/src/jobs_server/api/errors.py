@@ -64,6 +64,8 @@ _TABLE: list[tuple[type[errors.JobsServerError], ErrorEntry]] = [
     (errors.UnknownTenant, ErrorEntry(422, ErrorCode.UNKNOWN_TENANT)),
     (errors.PayloadTooLarge, ErrorEntry(413, ErrorCode.PAYLOAD_TOO_LARGE)),
     (errors.QuotaExceeded, ErrorEntry(429, ErrorCode.QUOTA_EXCEEDED, retry_after="5")),
+    (errors.TooManyStreams, ErrorEntry(429, ErrorCode.TOO_MANY_STREAMS, retry_after="5")),
+    (errors.StreamsFull, ErrorEntry(503, ErrorCode.TOO_MANY_STREAMS, retry_after="1")),
     (errors.JobNotFound, ErrorEntry(404, ErrorCode.NOT_FOUND)),
     (errors.Forbidden, ErrorEntry(403, ErrorCode.FORBIDDEN)),
     (errors.JobConflict, ErrorEntry(409, ErrorCode.CONFLICT)),
@@ -124,7 +126,7 @@ def entry_for(exc: errors.JobsServerError) -> ErrorEntry:
     entry = next((entry for cls, entry in _TABLE if isinstance(exc, cls)), _UNMAPPED)
     if entry is _UNMAPPED:
         logger.error("unmapped domain error", exc_info=exc)
-    elif entry.status == 503:
+    elif isinstance(exc, errors.StoreUnavailable):
         logger.warning("database unavailable", extra={"error": str(exc)})
     return entry
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn, Protocol
@@ -15,6 +15,7 @@ from uuid import UUID
 from jobs_schema import JobMessage, UseCaseConfig, pack_bodies, packed_size
 from jobs_server.clock import Clock
 from jobs_server.errors import JobsServerError
+from jobs_server.events import JobsChanged
 from jobs_server.metrics import ServerMetrics
 from jobs_server.publisher.base import OutgoingMessage, Publisher
 from jobs_server.stats import DispatchRollup, SchedulerStats
@@ -88,7 +89,9 @@ class Dispatcher:
         rollup: DispatchRollup | None = None,
         metrics: ServerMetrics | None = None,
         tracing: Tracing | None = None,
+        on_changed: JobsChanged | None = None,
     ) -> None:
+        self._on_changed = on_changed
         self._store = store
         self._publisher = publisher
         self._use_cases = dict(use_cases)
@@ -139,7 +142,7 @@ class Dispatcher:
                 try:
                     sent += await publishing
                 except BaseException:
-                    await self._store.release_leases([c.lease for c in claimed])
+                    self._changed(await self._store.release_leases([c.lease for c in claimed]))
                     raise
             if not claimed:
                 return sent
@@ -147,10 +150,14 @@ class Dispatcher:
             if len(claimed) < self._batch:
                 return sent + await publishing
 
+    def _changed(self, ids: Iterable[UUID]) -> None:
+        if self._on_changed is not None:
+            self._on_changed(ids)
+
     async def _claim(
         self, name: str, uc: UseCaseConfig, lease: LeaderLease, paused: list[str]
     ) -> list[ClaimedJob]:
-        return await self._store.claim_due_jobs(
+        claimed = await self._store.claim_due_jobs(
             name,
             capacity=uc.capacity,
             limit=self._batch,
@@ -161,6 +168,8 @@ class Dispatcher:
             per_key_cap=uc.concurrency_limit_per_key,
             rate_limit=uc.rate_limit,
         )
+        self._changed(c.id for c in claimed)
+        return claimed
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
         claimed_at = self._clock.now()
@@ -191,6 +200,7 @@ class Dispatcher:
 
     async def _release(self, name: str, failed: list[ClaimedJob]) -> NoReturn:
         released = await self._store.release_leases([c.lease for c in failed])
+        self._changed(released)
         self.stats.publish_failures += len(failed)
         self.stats.released += len(released)
         logger.error(

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from jobs_server.events import JobsChanged
 from jobs_server.metrics import ServerMetrics
 from jobs_server.store.base import ExpiredJob, ExpireStore
 
@@ -38,7 +39,9 @@ class Expirer:
         *,
         batch: int,
         metrics: ServerMetrics | None = None,
+        on_changed: JobsChanged | None = None,
     ) -> None:
+        self._on_changed = on_changed
         self._store = store
         self._use_cases = list(use_cases)
         self._batch = batch
@@ -52,4 +55,6 @@ class Expirer:
             logger.info("jobs expired", extra={"count": len(jobs)})
             if self._metrics is not None:
                 self._metrics.observe_expired(j.use_case for j in jobs)
+            if self._on_changed is not None:
+                self._on_changed(j.id for j in jobs)
         return Expired(jobs)

@@ -19,6 +19,7 @@ from jobs_schema import (
     AttemptRecord,
     BackoffPolicy,
     Job,
+    JobHead,
     JobStatus,
     LeaseRef,
     LeaseState,
@@ -261,6 +262,11 @@ class QueryStore(Protocol):
     async def get_job(self, job_id: UUID, *, tenant: str | None) -> Job | None: ...
 
     async def get_jobs(self, job_ids: list[UUID]) -> list[Job]: ...
+
+    async def get_job_heads(self, job_ids: list[UUID]) -> list[JobHead]:
+        """The state of each of these jobs that exists (no payload, result or history), in
+        no particular order: the event streams' one read after a change."""
+        ...
 
     async def get_job_attempts(self, job_id: UUID) -> list[AttemptRecord]: ...
 
@@ -755,6 +761,7 @@ class ActionBatch:
     touched: int  # changed
     last_id: UUID | None  # the oldest picked id: where the next batch starts
     use_cases: frozenset[str]  # of the touched jobs
+    ids: frozenset[UUID] = frozenset()  # the touched jobs
 
 
 @dataclass(frozen=True, slots=True)

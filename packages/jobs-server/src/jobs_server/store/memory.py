@@ -26,6 +26,7 @@ from jobs_schema import (
     AttemptRecord,
     BackoffPolicy,
     Job,
+    JobHead,
     JobStatus,
     LeaseRef,
     LeaseState,
@@ -48,6 +49,8 @@ from jobs_schema.workflows import (
 )
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
+from jobs_server.events import CHANNEL as EVENTS_CHANNEL
+from jobs_server.events import chunks
 from jobs_server.service import JobIds
 from jobs_server.store.base import (
     ActionBatch,
@@ -93,6 +96,7 @@ from jobs_server.store.base import (
     graph_refusal,
 )
 from jobs_server.store.webhook_port import FannedOut, FanOutRules, StoredDelivery, StoredWebhook
+from jobs_server.wakeups import CHANNEL as WAKEUP_CHANNEL
 
 __all__ = ["InMemoryJobStore"]
 
@@ -467,6 +471,9 @@ class InMemoryJobStore:
         return sum(1 for r in self._jobs.values() if r.tenant == tenant and r.is_active())
 
     async def notify(self, channel: str, payload: str) -> None:
+        self._notify_soon(channel, payload)
+
+    def _notify_soon(self, channel: str, payload: str) -> None:
         if len(payload.encode()) >= _MAX_NOTIFY_BYTES:
             raise ValueError("a NOTIFY payload must be shorter than 8000 bytes")
         loop = asyncio.get_running_loop()
@@ -484,6 +491,10 @@ class InMemoryJobStore:
 
     async def get_jobs(self, job_ids: list[UUID]) -> list[Job]:
         return [_job(self._jobs[i]) for i in dict.fromkeys(job_ids) if i in self._jobs]
+
+    async def get_job_heads(self, job_ids: list[UUID]) -> list[JobHead]:
+        rows = [self._jobs[i] for i in dict.fromkeys(job_ids) if i in self._jobs]
+        return [JobHead.model_validate(_job(r), from_attributes=True) for r in rows]
 
     async def get_job_attempts(self, job_id: UUID) -> list[AttemptRecord]:
         attempts = self._attempts.get(job_id, {})
@@ -1497,6 +1508,8 @@ class InMemoryJobStore:
         """jobs_follow_ends: after jobs ended, their waiting children are released or cancelled
         (cancellations cascade) and their batches counted, each edge and member once."""
         queue = deque(r for r in rows if r.status in FINISHED_STATUSES)
+        changed: list[UUID] = []
+        released = False
         while queue:
             row = queue.popleft()
             for child_id in sorted(self._children.get(row.id, ())):
@@ -1513,9 +1526,17 @@ class InMemoryJobStore:
                 if _cancels(wait):
                     _cancel_for_parent(child, row.updated_at)
                     queue.append(child)
+                    changed.append(child_id)
                 elif wait.remaining == 0:
                     _release(child, wait, row.updated_at)
+                    changed.append(child_id)
+                    released = True
             self._count_in_batch(row)
+        # as jobs_follow_ends: the event streams and, for released children, the scheduler
+        for payload in chunks(changed):
+            self._notify_soon(EVENTS_CHANNEL, payload)
+        if released:
+            self._notify_soon(WAKEUP_CHANNEL, '{"u": []}')
 
     def _count_in_batch(self, row: _Row) -> None:
         member = self._batch_of.get(row.id)
@@ -1704,6 +1725,7 @@ def _action_batch(picked: list[_Row], touched: list[_Row]) -> ActionBatch:
         touched=len(touched),
         last_id=picked[-1].id if picked else None,
         use_cases=frozenset(r.use_case for r in touched),
+        ids=frozenset(r.id for r in touched),
     )
 
 

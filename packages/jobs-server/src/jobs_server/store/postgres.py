@@ -22,6 +22,7 @@ from jobs_schema import (
     AttemptRecord,
     BackoffPolicy,
     Job,
+    JobHead,
     JobStatus,
     LeaseRef,
     LeaseState,
@@ -339,6 +340,10 @@ class PostgresJobStore:
     async def get_jobs(self, job_ids: list[UUID]) -> list[Job]:
         rows = await self._run(lambda c: c.fetch(self._q["get_jobs"], job_ids))
         return [_job(r["j"]) for r in rows]
+
+    async def get_job_heads(self, job_ids: list[UUID]) -> list[JobHead]:
+        rows = await self._run(lambda c: c.fetch(self._q["get_job_heads"], job_ids))
+        return [JobHead.model_validate(dict(r)) for r in rows]
 
     async def get_job_attempts(self, job_id: UUID) -> list[AttemptRecord]:
         rows = await self._run(lambda c: c.fetch(self._q["get_job_attempts"], job_id))
@@ -1338,6 +1343,7 @@ def _action_batch(rec: Any) -> ActionBatch:
         touched=int(rec["touched"]),
         last_id=rec["last_id"],
         use_cases=frozenset(rec["use_cases"]),
+        ids=frozenset(rec["ids"]),
     )
 
 

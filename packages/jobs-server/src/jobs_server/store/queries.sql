@@ -105,6 +105,12 @@ UPDATE jobs j SET
               j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
               j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
 
+-- name: get_job_heads
+-- The event streams' read after a NOTIFY (jobs_server.streams): each job's state, no payload.
+SELECT id, tenant, use_case, job_type, status, attempts, max_attempts, run_at, deadline,
+       deadline_missed, cancel_requested, updated_at, finished_at
+FROM jobs WHERE id = ANY ($1::uuid[]);
+
 -- name: claim_due_jobs
 -- Lease up to the use case's free slots of its due pending jobs, earliest deadline first, then
 -- priority, then age, for the current leader only (the FOR SHARE on the leader row makes a
@@ -392,7 +398,8 @@ WITH picked AS (
 )
 SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS touched,
        (SELECT id FROM picked ORDER BY id LIMIT 1) AS last_id,
-       (SELECT coalesce(array_agg(DISTINCT use_case), '{}') FROM done) AS use_cases;
+       (SELECT coalesce(array_agg(DISTINCT use_case), '{}') FROM done) AS use_cases,
+       (SELECT coalesce(array_agg(id), '{}') FROM done) AS ids;
 
 -- name: retry_jobs
 -- One batch of retries: dead, cancelled or expired jobs become pending now, with a new deadline
@@ -461,7 +468,8 @@ WITH picked AS (
 )
 SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM done) AS touched,
        (SELECT id FROM picked ORDER BY id LIMIT 1) AS last_id,
-       (SELECT coalesce(array_agg(DISTINCT use_case), '{}') FROM done) AS use_cases;
+       (SELECT coalesce(array_agg(DISTINCT use_case), '{}') FROM done) AS use_cases,
+       (SELECT coalesce(array_agg(id), '{}') FROM done) AS ids;
 
 -- name: record_scheduler_pass
 INSERT INTO scheduler_status AS s

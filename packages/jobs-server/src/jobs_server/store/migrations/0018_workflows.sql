@@ -91,6 +91,7 @@ DECLARE
     v_release_at timestamptz[] := '{}';
     v_cancel uuid[] := '{}';
     v_now timestamptz;
+    v_cancelled uuid[];
     v_ids uuid[];
     v_statuses text[];
     v_ats timestamptz[];
@@ -168,14 +169,27 @@ BEGIN
             SELECT e.child_id FROM doomed d
             JOIN job_edges e ON e.parent_id = d.id
             JOIN job_waits w ON w.job_id = e.child_id AND w.on_parent_failure = 'cancel'
+        ), done AS (
+            UPDATE jobs j SET
+                status = 'cancelled',
+                finished_at = v_now,
+                updated_at = v_now,
+                last_error = 'cancelled: a job it depends on ended without succeeding '
+                             '(on_parent_failure cancel)'
+            WHERE j.id IN (SELECT id FROM doomed) AND j.status::text = 'waiting'
+            RETURNING j.id
         )
-        UPDATE jobs j SET
-            status = 'cancelled',
-            finished_at = v_now,
-            updated_at = v_now,
-            last_error = 'cancelled: a job it depends on ended without succeeding '
-                         '(on_parent_failure cancel)'
-        WHERE j.id IN (SELECT id FROM doomed) AND j.status::text = 'waiting';
+        SELECT array_agg(id) INTO v_cancelled FROM done;
+    END IF;
+
+    -- Children released or cancelled here change no row the caller's service knows of, so
+    -- this transaction tells the event streams (jobs_server.events, channel jobs_events: hex
+    -- ids, comma-separated, 200 a payload) and, for released ones, the scheduler (a pass over
+    -- every use case). Only ends that have waiting children notify inside their transaction;
+    -- no other statement does (NOTIFY takes a global lock at commit).
+    PERFORM jobs_notify_ids(v_release || coalesce(v_cancelled, '{}'));
+    IF cardinality(v_release) > 0 THEN
+        PERFORM pg_notify('jobs_wakeup', '{"u": []}');
     END IF;
 
     -- batches: one counter update per batch, in id order (most jobs are in none)
@@ -228,6 +242,20 @@ BEGIN
     END LOOP;
     END IF;
     RETURN NULL;
+END
+$$;
+
+-- The ids as NOTIFYs on jobs_events (jobs_server.events.chunks: hex ids, comma-separated,
+-- under the 8000-byte limit of a payload).
+CREATE FUNCTION jobs_notify_ids(p_ids uuid[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    i integer := 1;
+BEGIN
+    WHILE i <= coalesce(cardinality(p_ids), 0) LOOP
+        PERFORM pg_notify('jobs_events', array_to_string(ARRAY(
+            SELECT replace(x::text, '-', '') FROM unnest(p_ids[i:i + 199]) AS x), ','));
+        i := i + 200;
+    END LOOP;
 END
 $$;
 

@@ -1,0 +1,95 @@
+"""The one source of job events: after a transaction that changed jobs' status committed, the
+ids of those jobs go out as a PostgreSQL NOTIFY on CHANNEL, which every API process's
+EventHub (jobs_server.streams) LISTENs to.
+
+As with wake-ups (jobs_server.wakeups), nothing notifies inside the transaction that made the
+change (NOTIFY takes a global lock at commit; enqueue transactions must not queue behind it).
+The services call `EventSender.changed(ids)` after their store call returned; concurrent calls
+coalesce into one flush in flight per process, each NOTIFY on its own autocommit statement,
+the ids cut into payloads under PostgreSQL's 8000-byte limit. NOTIFY is not durable: a lost
+one (the database went away between commit and NOTIFY, a listener was reconnecting) loses an
+event, never a job; streams are state-based and clients re-read (docs/events.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from uuid import UUID
+
+from jobs_server.store.base import EnqueueStore
+
+__all__ = ["CHANNEL", "MAX_PAYLOAD_BYTES", "EventSender", "JobsChanged", "chunks", "parse_ids"]
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "jobs_events"
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
+MAX_PAYLOAD_BYTES = 7999
+_ID_CHARS = 32  # a UUID as hex, no dashes
+
+# The one hook of every service that changes jobs' status: called after the change committed,
+# with the ids of the jobs it changed.
+JobsChanged = Callable[[Iterable[UUID]], None]
+
+
+def chunks(ids: Iterable[UUID], *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Iterator[str]:
+    """The ids as NOTIFY payloads of at most `max_bytes`: hex ids separated by commas."""
+    per = max(1, (max_bytes + 1) // (_ID_CHARS + 1))
+    batch: list[str] = []
+    for job_id in ids:
+        batch.append(job_id.hex)
+        if len(batch) == per:
+            yield ",".join(batch)
+            batch = []
+    if batch:
+        yield ",".join(batch)
+
+
+def parse_ids(payload: str) -> list[UUID]:
+    """The ids of one payload; anything that is not an id is skipped (a NOTIFY on our channel
+    from elsewhere must not break the listener)."""
+    out = []
+    for part in payload.split(","):
+        try:
+            out.append(UUID(hex=part))
+        except ValueError:
+            continue
+    return out
+
+
+class EventSender:
+    """Coalesces changed ids and NOTIFYs them after commit; `enabled=False` sends nothing
+    (JOBS_EVENTS_NOTIFY=false: no process streams events)."""
+
+    def __init__(
+        self, store: EnqueueStore, *, channel: str = CHANNEL, enabled: bool = True
+    ) -> None:
+        self._store = store
+        self._channel = channel
+        self._enabled = enabled
+        self._ids: dict[UUID, None] = {}  # insertion-ordered set
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0  # NOTIFYs sent, for tests and the bench
+
+    def changed(self, ids: Iterable[UUID]) -> None:
+        if not self._enabled:
+            return
+        before = len(self._ids)
+        self._ids.update(dict.fromkeys(ids))
+        if len(self._ids) > before and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._ids:
+            ids, self._ids = list(self._ids), {}
+            for payload in chunks(ids):
+                try:
+                    await self._store.notify(self._channel, payload)
+                    self.sent += 1
+                except Exception as exc:  # a lost event costs a stream's update, never a job
+                    logger.warning("job events not sent", extra={"error": str(exc)})
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

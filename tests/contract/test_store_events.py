@@ -1,0 +1,60 @@
+"""The store contract of the event streams: the heads of notified jobs in one read, and the
+ids a bulk action touched (what it announces)."""
+
+from __future__ import annotations
+
+import uuid
+
+from jobs_schema import JobStatus
+from jobs_server.store.base import JobFilter, LeaderLease, RetryRules, SucceededAttempt
+from tests.contract.conftest import MakeJob, StoreAndClock
+from tests.contract.store_calls import claim, store_jobs
+
+
+async def test_job_heads_follow_each_change(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    impl, clock = store
+    a, b = make_job(job_type="uc.a"), make_job(use_case="uc2")
+    await store_jobs(impl, [a])
+    await store_jobs(impl, [b], tenant="globex")
+
+    heads = {h.id: h for h in await impl.get_job_heads([a.id, b.id, uuid.uuid4(), a.id])}
+    assert set(heads) == {a.id, b.id}
+    head = heads[a.id]
+    assert (head.tenant, head.use_case, head.job_type) == ("acme", "uc", "uc.a")
+    assert (head.status, head.attempts, head.max_attempts) == (JobStatus.PENDING, 0, 3)
+    assert (head.run_at, head.deadline) == (a.run_at, a.deadline)
+    assert not head.deadline_missed and not head.cancel_requested and head.finished_at is None
+    assert heads[b.id].tenant == "globex"
+
+    clock.advance(1)
+    [running] = await claim(impl, leader)
+    [head] = await impl.get_job_heads([running.id])
+    assert (head.status, head.attempts) == (JobStatus.RUNNING, 1)
+    assert head.updated_at > heads[running.id].updated_at
+
+    clock.advance(1)
+    await impl.complete_attempts([SucceededAttempt(running.id, 1, running.lease_token, None)])
+    [head] = await impl.get_job_heads([running.id])
+    assert head.status is JobStatus.SUCCEEDED and head.finished_at is not None
+    assert await impl.get_job_heads([]) == []
+
+
+async def test_bulk_actions_name_the_jobs_they_touched(
+    store: StoreAndClock, make_job: MakeJob
+) -> None:
+    impl, _ = store
+    jobs = [make_job(), make_job(), make_job()]
+    await store_jobs(impl, jobs)
+    first = await impl.cancel_jobs(JobFilter(tenant="acme"), batch=2, before_id=None)
+    assert first.ids == frozenset({jobs[2].id, jobs[1].id})
+    rest = await impl.cancel_jobs(JobFilter(tenant="acme"), batch=5, before_id=first.last_id)
+    assert rest.ids == frozenset({jobs[0].id})
+    rules = RetryRules(tolerances={"uc": 60.0}, quotas={}, default_quota=None)
+    retried = await impl.retry_jobs(
+        JobFilter(job_id=jobs[1].id), batch=5, before_id=None, rules=rules
+    )
+    assert retried.ids == frozenset({jobs[1].id})
+    none = await impl.cancel_jobs(JobFilter(tenant="nobody"), batch=5, before_id=None)
+    assert none.ids == frozenset()
