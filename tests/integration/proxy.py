@@ -18,13 +18,16 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stopped = False
 
     async def start(self) -> None:
+        self._stopped = False
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Refuse new connections and cut the open ones."""
+        self._stopped = True
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -45,6 +48,10 @@ class TcpProxy:
                 up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.close()
+            return
+        if self._stopped:  # stopped while this connection was being opened: cut it too
+            writer.close()
+            up_writer.close()
             return
         self._writers |= {writer, up_writer}
         for src, dst in ((reader, up_writer), (up_reader, writer)):

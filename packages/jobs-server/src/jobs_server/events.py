@@ -14,48 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from uuid import UUID
 
 from jobs_server.store.base import EnqueueStore
+from jobs_server.store.channels import EVENTS_CHANNEL, MAX_PAYLOAD_BYTES, parse_ids
+from jobs_server.store.channels import id_payloads as chunks
 
 __all__ = ["CHANNEL", "MAX_PAYLOAD_BYTES", "EventSender", "JobsChanged", "chunks", "parse_ids"]
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "jobs_events"
-# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
-MAX_PAYLOAD_BYTES = 7999
-_ID_CHARS = 32  # a UUID as hex, no dashes
+CHANNEL = EVENTS_CHANNEL
 
 # The one hook of every service that changes jobs' status: called after the change committed,
 # with the ids of the jobs it changed.
 JobsChanged = Callable[[Iterable[UUID]], None]
-
-
-def chunks(ids: Iterable[UUID], *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Iterator[str]:
-    """The ids as NOTIFY payloads of at most `max_bytes`: hex ids separated by commas."""
-    per = max(1, (max_bytes + 1) // (_ID_CHARS + 1))
-    batch: list[str] = []
-    for job_id in ids:
-        batch.append(job_id.hex)
-        if len(batch) == per:
-            yield ",".join(batch)
-            batch = []
-    if batch:
-        yield ",".join(batch)
-
-
-def parse_ids(payload: str) -> list[UUID]:
-    """The ids of one payload; anything that is not an id is skipped (a NOTIFY on our channel
-    from elsewhere must not break the listener)."""
-    out = []
-    for part in payload.split(","):
-        try:
-            out.append(UUID(hex=part))
-        except ValueError:
-            continue
-    return out
 
 
 class EventSender:

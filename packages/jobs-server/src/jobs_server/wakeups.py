@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 
 from jobs_schema.limits import clamp_timestamp
 from jobs_server.store.base import JobStore
+from jobs_server.store.channels import WAKEUP_CHANNEL
 
 __all__ = ["CHANNEL", "Wakeup", "WakeupSender", "parse_wakeup"]
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "jobs_wakeup"
+CHANNEL = WAKEUP_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)

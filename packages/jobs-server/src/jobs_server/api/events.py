@@ -6,24 +6,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 
 from jobs_schema import ErrorEnvelope, EventQuery
 from jobs_server.api.deps import Reader
-from jobs_server.api.errors import COMMON_ERRORS, documented_errors
-from jobs_server.api.route import JobsRoute, operation_id, server_in
+from jobs_server.api.errors import documented_errors
+from jobs_server.api.route import api_router, server_in
 from jobs_server.streams import JobStreams
 
 __all__ = ["router"]
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["events"],
-    responses=documented_errors(*COMMON_ERRORS),
-    route_class=JobsRoute,
-    generate_unique_id_function=operation_id,
-)
+router = api_router("events")
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _STREAM = {

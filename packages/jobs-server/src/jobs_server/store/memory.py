@@ -49,9 +49,7 @@ from jobs_schema.workflows import (
 )
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
-from jobs_server.events import CHANNEL as EVENTS_CHANNEL
-from jobs_server.events import chunks
-from jobs_server.service import JobIds
+from jobs_server.job_ids import JobIds
 from jobs_server.store.base import (
     ActionBatch,
     ClaimedJob,
@@ -95,8 +93,8 @@ from jobs_server.store.base import (
     edge_arrays,
     graph_refusal,
 )
+from jobs_server.store.channels import EVENTS_CHANNEL, WAKEUP_CHANNEL, id_payloads
 from jobs_server.store.webhook_port import FannedOut, FanOutRules, StoredDelivery, StoredWebhook
-from jobs_server.wakeups import CHANNEL as WAKEUP_CHANNEL
 
 __all__ = ["InMemoryJobStore"]
 
@@ -1533,7 +1531,7 @@ class InMemoryJobStore:
                     released = True
             self._count_in_batch(row)
         # as jobs_follow_ends: the event streams and, for released children, the scheduler
-        for payload in chunks(changed):
+        for payload in id_payloads(changed):
             self._notify_soon(EVENTS_CHANNEL, payload)
         if released:
             self._notify_soon(WAKEUP_CHANNEL, '{"u": []}')
