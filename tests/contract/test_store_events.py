@@ -3,6 +3,7 @@ ids a bulk action touched (what it announces)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from jobs_schema import JobStatus
@@ -58,3 +59,24 @@ async def test_bulk_actions_name_the_jobs_they_touched(
     assert retried.ids == frozenset({jobs[1].id})
     none = await impl.cancel_jobs(JobFilter(tenant="nobody"), batch=5, before_id=None)
     assert none.ids == frozenset()
+
+
+async def test_notify_all_sends_every_note_in_one_call(store: StoreAndClock) -> None:
+    impl, _ = store
+    got: list[tuple[str, str]] = []
+    subs = [
+        await impl.listen("jobs_test_a", lambda p: got.append(("a", p))),
+        await impl.listen("jobs_test_b", lambda p: got.append(("b", p))),
+    ]
+    try:
+        await impl.notify_all([("jobs_test_a", "1"), ("jobs_test_b", "2"), ("jobs_test_a", "3")])
+        for _ in range(200):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.02)
+        # in order on each channel (each listener here is a connection of its own)
+        assert [p for c, p in got if c == "a"] == ["1", "3"]
+        assert [p for c, p in got if c == "b"] == ["2"]
+    finally:
+        for sub in subs:
+            await sub.close()

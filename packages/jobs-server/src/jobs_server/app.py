@@ -35,6 +35,7 @@ from jobs_server.errors import ConfigError, JobsServerError, StoreUnavailable
 from jobs_server.events import EventSender
 from jobs_server.flow import FlowService
 from jobs_server.metrics import HttpMetricsMiddleware, ServerMetrics
+from jobs_server.notify import Notifier
 from jobs_server.outcomes import OutcomeService
 from jobs_server.pauses import PauseService
 from jobs_server.publisher.base import Publisher
@@ -212,8 +213,11 @@ class JobsServer:
         store = self._given_store or await connect_store(self.settings, clock=self.clock)
         self._store = store
         self.clock = clock = self._given_clock or store.clock
-        self._wakeups = WakeupSender(store)
-        self._events = events = EventSender(store, enabled=self.settings.events_notify)
+        notifier = Notifier(store)  # a commit's wake-up and events in one statement
+        self._wakeups = WakeupSender(store, notifier=notifier)
+        self._events = events = EventSender(
+            store, enabled=self.settings.events_notify, notifier=notifier
+        )
         self._service = build_job_service(
             self.settings,
             store,

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterable
 from uuid import UUID
 
+from jobs_server.notify import Notifier
 from jobs_server.store.base import EnqueueStore
 from jobs_server.store.channels import EVENTS_CHANNEL, MAX_PAYLOAD_BYTES, parse_ids
 from jobs_server.store.channels import id_payloads as chunks
@@ -37,9 +38,14 @@ class EventSender:
     (JOBS_EVENTS_NOTIFY=false: no process streams events)."""
 
     def __init__(
-        self, store: EnqueueStore, *, channel: str = CHANNEL, enabled: bool = True
+        self,
+        store: EnqueueStore,
+        *,
+        channel: str = CHANNEL,
+        enabled: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
-        self._store = store
+        self._notifier = notifier or Notifier(store)
         self._channel = channel
         self._enabled = enabled
         self._ids: dict[UUID, None] = {}  # insertion-ordered set
@@ -59,7 +65,7 @@ class EventSender:
             ids, self._ids = list(self._ids), {}
             for payload in chunks(ids):
                 try:
-                    await self._store.notify(self._channel, payload)
+                    await self._notifier.notify(self._channel, payload)
                     self.sent += 1
                 except Exception as exc:  # a lost event costs a stream's update, never a job
                     logger.warning("job events not sent", extra={"error": str(exc)})

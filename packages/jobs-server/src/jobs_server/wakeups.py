@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from jobs_schema.limits import clamp_timestamp
+from jobs_server.notify import Notifier
 from jobs_server.store.base import JobStore
 from jobs_server.store.channels import WAKEUP_CHANNEL
 
@@ -43,8 +44,10 @@ def parse_wakeup(payload: str) -> Wakeup:
 
 
 class WakeupSender:
-    def __init__(self, store: JobStore, *, channel: str = CHANNEL) -> None:
-        self._store = store
+    def __init__(
+        self, store: JobStore, *, channel: str = CHANNEL, notifier: Notifier | None = None
+    ) -> None:
+        self._notifier = notifier or Notifier(store)
         self._channel = channel
         self._use_cases: set[str] = set()
         self._earliest: datetime | None = None
@@ -73,7 +76,7 @@ class WakeupSender:
                 body["t"] = self._earliest.timestamp()
             self._use_cases, self._earliest, self._freed = set(), None, False
             try:
-                await self._store.notify(self._channel, json.dumps(body))
+                await self._notifier.notify(self._channel, json.dumps(body))
             except Exception as exc:  # a lost wake-up only delays a pass by one tick
                 logger.debug("wake-up not sent", extra={"error": str(exc)})
 

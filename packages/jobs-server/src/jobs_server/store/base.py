@@ -4,7 +4,7 @@ at once: the only way the services and the scheduler reach job state."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -254,6 +254,10 @@ class EnqueueStore(Protocol):
     ) -> list[EnqueueResult] | IdempotentReplay: ...
 
     async def notify(self, channel: str, payload: str) -> None: ...
+
+    async def notify_all(self, notes: Sequence[tuple[str, str]]) -> None:
+        """Each (channel, payload) as a NOTIFY, all in one statement (delivered in order)."""
+        ...
 
 
 class QueryStore(Protocol):

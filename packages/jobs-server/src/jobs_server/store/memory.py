@@ -11,7 +11,7 @@ import copy
 import math
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -470,6 +470,13 @@ class InMemoryJobStore:
 
     async def notify(self, channel: str, payload: str) -> None:
         self._notify_soon(channel, payload)
+
+    async def notify_all(self, notes: Sequence[tuple[str, str]]) -> None:
+        for payload in (p for _, p in notes):
+            if len(payload.encode()) >= _MAX_NOTIFY_BYTES:  # the statement fails whole
+                raise ValueError("a NOTIFY payload must be shorter than 8000 bytes")
+        for channel, payload in notes:
+            self._notify_soon(channel, payload)
 
     def _notify_soon(self, channel: str, payload: str) -> None:
         if len(payload.encode()) >= _MAX_NOTIFY_BYTES:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from importlib import resources
@@ -610,6 +610,10 @@ class PostgresJobStore:
 
     async def notify(self, channel: str, payload: str) -> None:
         await self._run(lambda c: c.execute(self._q["notify"], channel, payload))
+
+    async def notify_all(self, notes: Sequence[tuple[str, str]]) -> None:
+        channels, payloads = [c for c, _ in notes], [p for _, p in notes]
+        await self._run(lambda c: c.fetchval(self._q["notify_all"], channels, payloads))
 
     async def listen(self, channel: str, callback: Callable[[str], None]) -> _PgSubscription:
         try:

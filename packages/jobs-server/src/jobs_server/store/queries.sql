@@ -365,6 +365,11 @@ WHERE ctid = ANY (ARRAY(
 -- name: notify
 SELECT pg_notify($1, $2);
 
+-- name: notify_all
+-- Several NOTIFYs in one autocommit statement (jobs_server.notify.Notifier), in order.
+SELECT count(pg_notify(n.channel, n.payload))
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n (channel, payload, ord);
+
 -- name: count_running
 SELECT use_case, count(*) AS n FROM jobs WHERE status = 'running' GROUP BY use_case;
 
