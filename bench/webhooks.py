@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -308,8 +310,9 @@ async def delivery_run(args: argparse.Namespace, receiver: Receiver, receiver_ur
                     proc.wait(timeout=60)
 
 
-async def deliveries(args: argparse.Namespace) -> None:
-    receiver = Receiver()
+@contextlib.asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[int]:
+    """The receiver served on loopback for the block; its port."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -325,6 +328,15 @@ async def deliveries(args: argparse.Namespace) -> None:
     while not server.started:
         await asyncio.sleep(0.01)
     try:
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def deliveries(args: argparse.Namespace) -> None:
+    receiver = Receiver()
+    async with serving(receiver) as port:
         rates = []
         for _ in range(args.runs):
             rates.append(await delivery_run(args, receiver, f"http://127.0.0.1:{port}/hook"))
@@ -335,29 +347,17 @@ async def deliveries(args: argparse.Namespace) -> None:
             f"(median {statistics.median(rates):.0f}; {load_average()})",
             flush=True,
         )
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def sender_alone(args: argparse.Namespace) -> None:
     """The worker's sender on its own: `--events` deliveries, `--concurrency` at once, to the
     receiver in this process, no server, queue or scheduler (the target read is a function)."""
     receiver = Receiver()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            receiver.app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-            interface="asgi3",
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    async with serving(receiver) as port:
+        await _sender_alone(args, port)
+
+
+async def _sender_alone(args: argparse.Namespace, port: int) -> None:
     target = WebhookTarget(
         id=uuid.uuid4(), url=f"http://127.0.0.1:{port}/hook", secret="s", paused=False
     )
@@ -395,8 +395,6 @@ async def sender_alone(args: argparse.Namespace) -> None:
         )
     finally:
         await sender.aclose()
-        server.should_exit = True
-        await task
 
 
 async def main() -> None:

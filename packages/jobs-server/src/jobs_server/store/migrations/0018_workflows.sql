@@ -187,7 +187,9 @@ BEGIN
     -- ids, comma-separated, 200 a payload) and, for released ones, the scheduler (a pass over
     -- every use case). Only ends that have waiting children notify inside their transaction;
     -- no other statement does (NOTIFY takes a global lock at commit).
-    PERFORM jobs_notify_ids(v_release || coalesce(v_cancelled, '{}'));
+    IF cardinality(v_release) > 0 OR v_cancelled IS NOT NULL THEN
+        PERFORM jobs_notify_ids(v_release || coalesce(v_cancelled, '{}'));
+    END IF;
     IF cardinality(v_release) > 0 THEN
         PERFORM pg_notify('jobs_wakeup', '{"u": []}');
     END IF;
