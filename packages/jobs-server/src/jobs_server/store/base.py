@@ -319,13 +319,20 @@ class DispatchStore(Protocol):
 # How many times one keyed claim walks on past the keys its last round filled.
 KEYED_CLAIM_ROUNDS = 4
 
+
+def keyed_claim_window(batch: int) -> int:
+    """How many unblocked due jobs a keyed claim round looks at to fill a batch after cutting
+    keys to their free share: a batch and a half (queries.sql: claim_due_jobs_keyed's `due`)."""
+    return batch + batch // 2
+
+
 _logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class KeyedRound:
-    """One round of the keyed claim: what it claimed, and whether its window (two batches of
-    due jobs of unblocked keys) was full, so that more may lie beyond it."""
+    """One round of the keyed claim: what it claimed, and whether its window
+    (keyed_claim_window due jobs of unblocked keys) was full, so that more may lie beyond it."""
 
     claimed: list[ClaimedJob]
     saturated: bool

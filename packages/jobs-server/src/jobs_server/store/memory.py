@@ -92,6 +92,7 @@ from jobs_server.store.base import (
     claim_rounds,
     edge_arrays,
     graph_refusal,
+    keyed_claim_window,
 )
 from jobs_server.store.channels import EVENTS_CHANNEL, WAKEUP_CHANNEL, id_payloads
 from jobs_server.store.webhook_port import FannedOut, FanOutRules, StoredDelivery, StoredWebhook
@@ -1803,7 +1804,8 @@ def _within_tenant_cap(due: list[_Row], running: Counter[str], cap: int) -> list
 @dataclass(frozen=True, slots=True)
 class _FlowLimits:
     """claim_due_jobs_keyed's choice: the due jobs in claim order, passing over those whose
-    concurrency key, rate key or tenant has nothing free; the first two batches of those; then
+    concurrency key, rate key or tenant has nothing free; the first batch and a half of those
+    (keyed_claim_window); then
     within each concurrency key's, each rate key's and each tenant's free share, in that order.
     "" is no key."""
 
@@ -1834,11 +1836,12 @@ class _FlowLimits:
             and self.rate_free(row.rate_key or "") > 0
             and tenant_free(row.tenant) > 0
         ]
-        picks = unblocked[: 2 * self.limit]
+        window = keyed_claim_window(self.limit)
+        picks = unblocked[:window]
         picks = _within_shares(picks, lambda r: r.concurrency_key or "", key_free)
         picks = _within_shares(picks, lambda r: r.rate_key or "", self.rate_free)
         admitted = _within_shares(picks, lambda r: r.tenant, tenant_free)
-        return admitted, len(unblocked) >= 2 * self.limit
+        return admitted, len(unblocked) >= window
 
 
 def _succeeded(row: _Row) -> bool:

@@ -170,7 +170,8 @@ WITH RECURSIVE leader AS (
     ) c
     WHERE t.tenant IS NOT NULL AND EXISTS (SELECT 1 FROM leader)
     ORDER BY c.priority DESC, c.deadline, c.id
-    LIMIT least($3, greatest(0, $2 - coalesce((SELECT sum(n) FROM running), 0)))
+    LIMIT least($3, greatest(0, $2 - (
+        SELECT count(*) FROM jobs r WHERE r.use_case = $1 AND r.status = 'running')))
 ), picked AS (
     SELECT j.id FROM jobs j
     WHERE j.id = ANY (ARRAY(SELECT id FROM candidates)) AND j.status = 'pending'
@@ -701,7 +702,7 @@ ORDER BY id DESC LIMIT $1;
 -- The due jobs are walked in claim order (jobs_claim_idx), passing over those of a blocked
 -- key or tenant: a concurrency key or tenant at its cap (from the running set, bounded by the
 -- capacity) or a rate key whose interval is full (rate_buckets.blocked_until, kept by this
--- statement). The first two batches of the rest are cut to each key's and tenant's free share
+-- statement). The first batch and a half of the rest are cut to each key's and tenant's free share
 -- in claim order; at worst a pass claims less than a batch and the next goes on. So the cost is
 -- that of the batch and of the blocked keys' due jobs ahead of it, not of the number of keys.
 -- A rate key's starts in the last interval are read under its rate_buckets row's lock and
@@ -711,15 +712,21 @@ WITH leader AS (
     SELECT 1 FROM scheduler_leader
     WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
     FOR SHARE
-), running AS (
-    SELECT coalesce(r.concurrency_key, '') AS ck, r.tenant, count(*) AS n FROM jobs r
-    WHERE r.use_case = $1 AND r.status = 'running' GROUP BY 1, 2
+), running_ck AS (
+    -- running jobs per concurrency key, read only under a per-key cap
+    SELECT r.concurrency_key AS ck, count(*) AS n FROM jobs r
+    WHERE r.use_case = $1 AND r.status = 'running' AND r.concurrency_key IS NOT NULL
+      AND $10::integer IS NOT NULL
+    GROUP BY 1
+), running_tenant AS (
+    -- running jobs per tenant, read only under a per-tenant cap
+    SELECT r.tenant, count(*) AS n FROM jobs r
+    WHERE r.use_case = $1 AND r.status = 'running' AND $9::integer IS NOT NULL
+    GROUP BY 1
 ), blocked_ck AS (
-    SELECT r.ck FROM running r WHERE r.ck <> '' AND $10::integer IS NOT NULL
-    GROUP BY r.ck HAVING sum(r.n) >= $10
+    SELECT r.ck FROM running_ck r WHERE r.n >= $10
 ), blocked_tenant AS (
-    SELECT r.tenant FROM running r WHERE $9::integer IS NOT NULL
-    GROUP BY r.tenant HAVING sum(r.n) >= $9
+    SELECT r.tenant FROM running_tenant r WHERE r.n >= $9
     UNION ALL
     SELECT t FROM unnest($13::text[]) AS t
 ), blocked_rk AS (
@@ -737,7 +744,7 @@ WITH leader AS (
       AND j.tenant NOT IN (SELECT tenant FROM blocked_tenant)
       AND (j.expires_at IS NULL OR j.expires_at >= $8::timestamptz)  -- not due to expire
     ORDER BY j.priority DESC, j.deadline, j.id
-    LIMIT 2 * $3
+    LIMIT $3 + $3 / 2  -- KEYED_CLAIM_WINDOW
 ), buckets AS (
     -- a join, not `= ANY (array)`: a filter against an array of the due keys compares every
     -- bucket with every key (1,000 keys: 10 ms); the join probes the primary key once a key
@@ -746,34 +753,29 @@ WITH leader AS (
     WHERE b.use_case = $1 AND $11::integer IS NOT NULL
     FOR UPDATE OF b
 ), recent AS (
-    -- each rate key's starts inside the interval ending now, in order
-    SELECT b.rate_key, s.at, s.n, s.ord FROM buckets b,
-        unnest(b.starts_at, b.starts) WITH ORDINALITY AS s(at, n, ord)
-    WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second'
-), key_free AS (
-    SELECT k.ck, CASE WHEN k.ck = '' OR $10::integer IS NULL THEN $3::bigint
-                      ELSE greatest(0, $10 - coalesce(r.n, 0)) END AS free
-    FROM (SELECT DISTINCT ck FROM due) k
-    LEFT JOIN (SELECT ck, sum(n) AS n FROM running GROUP BY ck) r ON r.ck = k.ck
-), rate_free AS (
-    SELECT k.rk, CASE WHEN k.rk = '' OR $11::integer IS NULL THEN $3::bigint
-                      ELSE greatest(0, $11 - coalesce(u.n, 0)) END AS free
-    FROM (SELECT DISTINCT rk FROM due) k
-    LEFT JOIN (SELECT rate_key, sum(n) AS n FROM recent GROUP BY rate_key) u
-        ON u.rate_key = k.rk
-), tenant_free AS (
-    SELECT t.tenant, CASE WHEN $9::integer IS NULL THEN $3::bigint
-                          ELSE greatest(0, $9 - coalesce(r.n, 0)) END AS free
-    FROM (SELECT DISTINCT tenant FROM due) t
-    LEFT JOIN (SELECT tenant, sum(n) AS n FROM running GROUP BY tenant) r ON r.tenant = t.tenant
+    -- each due key's starts inside the interval ending now: the arrays are in time order, so
+    -- they are a suffix from `first`; `used` sums it. One small aggregate per key, no regrouping.
+    SELECT b.rate_key, b.starts_at, b.starts, w.first, w.used FROM buckets b
+    CROSS JOIN LATERAL (
+        SELECT min(s.ord) AS first, sum(s.n) AS used
+        FROM unnest(b.starts_at, b.starts) WITH ORDINALITY AS s(at, n, ord)
+        WHERE s.at > $8::timestamptz - $12::float8 * interval '1 second'
+    ) w
 ), within_key AS (
-    SELECT d.*, kf.free AS ck_free, rf.free AS rk_free, tf.free AS t_free,
+    -- each due job with its keys' and tenant's free share (a key never seen has all of it)
+    SELECT d.*,
+           CASE WHEN d.ck = '' OR $10::integer IS NULL THEN $3::bigint
+                ELSE greatest(0, $10 - coalesce(rc.n, 0)) END AS ck_free,
+           CASE WHEN d.rk = '' OR $11::integer IS NULL THEN $3::bigint
+                ELSE greatest(0, $11 - coalesce(u.used, 0)) END AS rk_free,
+           CASE WHEN $9::integer IS NULL THEN $3::bigint
+                ELSE greatest(0, $9 - coalesce(rt.n, 0)) END AS t_free,
            row_number() OVER (PARTITION BY d.ck ORDER BY d.priority DESC, d.deadline, d.id)
                AS ck_rank
     FROM due d
-    JOIN key_free kf ON kf.ck = d.ck
-    JOIN rate_free rf ON rf.rk = d.rk
-    JOIN tenant_free tf ON tf.tenant = d.tenant
+    LEFT JOIN running_ck rc ON rc.ck = d.ck
+    LEFT JOIN recent u ON u.rate_key = d.rk
+    LEFT JOIN running_tenant rt ON rt.tenant = d.tenant
 ), within_rate AS (
     SELECT w.*, row_number() OVER (PARTITION BY w.rk ORDER BY w.priority DESC, w.deadline, w.id)
                AS rk_rank
@@ -787,7 +789,8 @@ WITH leader AS (
     SELECT w.id FROM within_tenant w
     WHERE w.t_rank <= w.t_free
     ORDER BY w.priority DESC, w.deadline, w.id
-    LIMIT least($3, greatest(0, $2 - coalesce((SELECT sum(n) FROM running), 0)))
+    LIMIT least($3, greatest(0, $2 - (
+        SELECT count(*) FROM jobs r WHERE r.use_case = $1 AND r.status = 'running')))
 ), picked AS (
     SELECT j.id FROM jobs j
     WHERE j.id = ANY (ARRAY(SELECT id FROM chosen)) AND j.status = 'pending'
@@ -799,30 +802,23 @@ WITH leader AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
 ), started AS (
-    -- each claimed rate key's starts in the interval, this claim's last: one grouping over
-    -- the interval's starts and this claim's, keeping the keys this claim started (a lookup of
-    -- each claimed key's starts in `recent` compared every pair: 500 keys, 180 ms)
-    SELECT u.rate_key, array_agg(u.at ORDER BY u.ord) AS starts_at,
-           array_agg(u.n ORDER BY u.ord) AS starts
-    FROM (
-        SELECT r.rate_key, r.at, r.n, r.ord, false AS now_started FROM recent r
-        UNION ALL
-        SELECT c.rate_key, $8::timestamptz, count(*)::integer, 9223372036854775807, true
-        FROM claimed c WHERE $11::integer IS NOT NULL AND c.rate_key IS NOT NULL
-        GROUP BY c.rate_key
-    ) u
-    GROUP BY u.rate_key
-    HAVING bool_or(u.now_started)
+    -- each claimed rate key's window with this claim's starts appended (one entry, its time)
+    SELECT c.rate_key, coalesce(r.starts_at[r.first:], '{}') || $8::timestamptz AS starts_at,
+           coalesce(r.starts[r.first:], '{}') || c.n AS starts, coalesce(r.used, 0) + c.n AS used
+    FROM (SELECT rate_key, count(*)::integer AS n FROM claimed
+          WHERE $11::integer IS NOT NULL AND rate_key IS NOT NULL GROUP BY rate_key) c
+    LEFT JOIN recent r ON r.rate_key = c.rate_key
 ), spent AS (
     -- blocked_until: when the interval next has room, if this claim filled it (the oldest
-    -- starts leave it one by one; the first moment the rest sum below $11)
+    -- starts leave it one by one; the first moment the rest sum below $11); only a full
+    -- window is walked
     INSERT INTO rate_buckets AS b (use_case, rate_key, starts_at, starts, blocked_until)
-    SELECT $1, s.rate_key, s.starts_at, s.starts, (
+    SELECT $1, s.rate_key, s.starts_at, s.starts, CASE WHEN s.used >= $11 THEN (
         SELECT x.at + $12::float8 * interval '1 second'
         FROM (SELECT u.at, sum(u.n) OVER (ORDER BY u.ord DESC) AS from_here
               FROM unnest(s.starts_at, s.starts) WITH ORDINALITY AS u(at, n, ord)) x
         WHERE x.from_here >= $11
-        ORDER BY x.at DESC LIMIT 1)
+        ORDER BY x.at DESC LIMIT 1) END
     FROM started s
     ON CONFLICT (use_case, rate_key) DO UPDATE SET
         starts_at = EXCLUDED.starts_at, starts = EXCLUDED.starts,
@@ -830,7 +826,7 @@ WITH leader AS (
 )
 SELECT id, tenant, use_case, job_type, payload, attempts, max_attempts, lease_token,
        lease_expires_at, deadline, run_at, created_at, trace_context, priority, missed,
-       (SELECT count(*) FROM due) >= 2 * $3 AS saturated  -- more unblocked jobs lie beyond
+       (SELECT count(*) FROM due) >= $3 + $3 / 2 AS saturated  -- more unblocked jobs lie beyond
 FROM claimed ORDER BY priority DESC, deadline, id;
 
 -- name: list_rate_buckets
