@@ -62,6 +62,7 @@ from procrastinate_e2e import (
     paced,
     url_port,
 )
+from raw_http import RawEnqueuer
 
 HERE = Path(__file__).resolve().parent
 _PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
@@ -256,18 +257,28 @@ async def throughput(
 
 
 async def latency(
-    client: JobsClient, conn: asyncpg.Connection, procs: Processes, args: argparse.Namespace
+    client: JobsClient,
+    conn: asyncpg.Connection,
+    procs: Processes,
+    args: argparse.Namespace,
+    server: str,
 ) -> dict[str, Any]:
     before = await succeeded(conn)
     call_ms: list[float] = []
+    body = {"use_case": USE_CASE, "job_type": JOB_TYPE, "payload": {"n": 1}}
 
-    async def enqueue_one() -> str:
-        t = time.perf_counter()
-        resp = await client.enqueue(USE_CASE, JOB_TYPE, {"n": 1})
-        call_ms.append((time.perf_counter() - t) * 1000)
-        return str(resp.job.id)
+    async with RawEnqueuer(server, TOKEN, body) as raw:
 
-    returned, late_p99 = await paced(args.rate, args.seconds, enqueue_one)
+        async def enqueue_one() -> str:
+            t = time.perf_counter()
+            if args.client == "raw":
+                job_id = await raw.enqueue()
+            else:
+                job_id = str((await client.enqueue(USE_CASE, JOB_TYPE, {"n": 1})).job.id)
+            call_ms.append((time.perf_counter() - t) * 1000)
+            return job_id
+
+        returned, late_p99 = await paced(args.rate, args.seconds, enqueue_one)
     await wait_succeeded(conn, before + len(returned), procs, timeout=120)
     rows = await conn.fetch(
         """
@@ -418,7 +429,7 @@ async def _measure(
             meter = CpuMeter(trees, own={"bench client": os.getpid()})
             xacts = await transactions(conn)
             meter.start(await pg_pids())
-            result["latency"] = await latency(client, conn, procs, args)
+            result["latency"] = await latency(client, conn, procs, args, server)
             result["latency"]["cpu_seconds"] = meter.stop(await pg_pids())
             result["latency"]["wall_seconds"] = meter.wall
             await asyncio.sleep(STATS_SETTLE)
@@ -671,6 +682,14 @@ def build_parser(description: str | None = __doc__) -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=200.0, help="latency phase, jobs/s")
     parser.add_argument("--seconds", type=float, default=15.0, help="latency phase length")
     parser.add_argument("--skip-procrastinate", action="store_true")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "sdk"),
+        default="raw",
+        help="latency phase's enqueue client: raw, the SDK's request as bytes on kept-alive "
+        "connections (bench/raw_http.py, tens of microseconds a call); sdk, JobsClient.enqueue "
+        "(about a millisecond a call: the client then loads the machine it measures)",
+    )
     g = parser.add_argument_group("settings of our processes")
     g.add_argument("--concurrency", type=int, default=100, help="worker --concurrency")
     g.add_argument("--workers", type=int, default=1, help="worker processes")

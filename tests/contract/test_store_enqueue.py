@@ -3,6 +3,8 @@ keys with their request hash)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from jobs_schema import JobStatus
 from jobs_server.store.base import (
     EnqueueOutcome,
@@ -136,6 +138,32 @@ async def test_idempotency_key_replays_and_reports_its_hash(
     )
     assert not isinstance(other, IdempotentReplay)
     assert outcomes(other) == [EnqueueOutcome.CREATED]
+
+
+async def test_requests_racing_with_one_key_store_one_job(
+    store: StoreAndClock, make_job: MakeJob
+) -> None:
+    """The key is written by the statement that stores the jobs: of requests sent together with
+    one key, one stores its job and every other is answered with that job (on PostgreSQL the
+    others wait on the key's index entry, then fail on it with their jobs)."""
+    impl, _ = store
+    jobs = [make_job() for _ in range(6)]
+    answers = await asyncio.gather(
+        *(
+            impl.enqueue_jobs(
+                "acme", quota=None, jobs=[job], idempotency_key="race", request_hash="h"
+            )
+            for job in jobs
+        )
+    )
+    stored = await impl.list_jobs(JobFilter(tenant="acme"))
+    assert len(stored) == 1
+    ids = {
+        a.results[0][0] if isinstance(a, IdempotentReplay) and a.results else a[0].job.id  # type: ignore[index,union-attr]
+        for a in answers
+    }
+    assert ids == {stored[0].id}
+    assert sum(not isinstance(a, IdempotentReplay) for a in answers) == 1
 
 
 async def test_old_idempotency_keys_are_pruned(store: StoreAndClock, make_job: MakeJob) -> None:

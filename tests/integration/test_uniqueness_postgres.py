@@ -100,6 +100,42 @@ async def test_a_check_waits_for_the_keys_enqueue_that_finished_meanwhile(
     assert await db.fetchval("SELECT count(*) FROM jobs") == 1
 
 
+async def test_a_request_racing_another_with_its_idempotency_key_gets_that_ones_job(
+    store, clock, db, database_url
+):
+    """The key is stored by the statement that stores the jobs: a request with a key another
+    request's open transaction has just stored waits on the key's index entry, then fails on
+    it with its job, and is answered from the first request's outcomes."""
+    ids = JobIds(clock)
+    first = ids.new()
+    hold = await asyncpg.connect(database_url)
+    try:
+        tx = hold.transaction()
+        await tx.start()
+        await hold.execute(
+            "INSERT INTO idempotency_keys (tenant, key, request_hash, created_at, response)"
+            " VALUES ('acme', 'retry-1', 'h', now(), $1::jsonb)",
+            json.dumps([[str(first), "created"]]),
+        )
+        second = new_job(clock, ids, None)
+        racing = asyncio.create_task(
+            store.enqueue_jobs(
+                "acme", quota=None, jobs=[second], idempotency_key="retry-1", request_hash="h"
+            )
+        )
+        while not racing.done():
+            if await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                break
+            await asyncio.sleep(0.01)
+        assert not racing.done(), "the request did not wait for the key's index entry"
+        await tx.commit()
+        answer = await racing
+    finally:
+        await hold.close()
+    assert answer == IdempotentReplay("h", [(first, EnqueueOutcome.CREATED)])
+    assert await db.fetchval("SELECT count(*) FROM jobs") == 0  # its job went with its statement
+
+
 RULES = [
     None,
     HOUR,

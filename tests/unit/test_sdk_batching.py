@@ -152,3 +152,22 @@ async def test_submissions_during_a_call_wait_for_it_then_go_together():
     assert await asyncio.wait_for(asyncio.gather(first, *later), timeout=30) == [0, 1, 2, 3]
     assert sent == [[0], [1, 2, 3]]
     await coalescer.aclose()
+
+
+async def test_a_lazy_batcher_waits_for_company_even_when_idle():
+    """eager=False (the worker's deletes): an idle submission waits out the linger, or a full
+    batch, so that calls nobody waits on go ten at a time at low load."""
+    sender = FakeSender()
+    lazy = Batcher(sender, linger=3600, max_batch=3, eager=False)
+    first = asyncio.create_task(lazy.submit(1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not first.done() and sender.batches == []  # idle, yet it waits
+    rest = [asyncio.create_task(lazy.submit(i)) for i in (2, 3)]
+    assert await asyncio.wait_for(asyncio.gather(first, *rest), timeout=30) == [2, 4, 6]
+    assert sender.batches == [[1, 2, 3]]  # the full batch went without the hour's linger
+    lone = asyncio.create_task(lazy.submit(4))
+    await asyncio.sleep(0)
+    await lazy.aclose()  # closing sends what waits
+    assert await lone == 8
+    assert sender.batches == [[1, 2, 3], [4]]

@@ -7,6 +7,10 @@ submissions wait for company: they go when that batch returns, when `linger` sec
 passed, or when `max_batch` of them are waiting, whichever comes first. So a batch's size
 follows the load: one at a time when calls are rare, fuller ones as they come faster than a
 call's round trip. Each caller still gets its own result or its own exception.
+
+For work nobody waits on (the worker's message deletes), `eager=False` makes a submission
+always wait for company, up to `linger`: a batch per linger at low load instead of a call per
+item.
 """
 
 from __future__ import annotations
@@ -29,18 +33,24 @@ SendBatch = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
 
 class Batcher(Generic[T, R]):
     """`submit(item)` waits for `send(batch)` to answer for its item. A batch goes at once
-    when none is in flight; otherwise when it is full, when the batches in flight have
-    returned, or `linger` seconds after its first item. After `aclose()` submissions are
-    refused."""
+    when none is in flight (unless `eager` is False); otherwise when it is full, when the
+    batches in flight have returned, or `linger` seconds after its first item. After
+    `aclose()` submissions are refused."""
 
     def __init__(
-        self, send: SendBatch[T, R], *, linger: float = 0.02, max_batch: int = 100
+        self,
+        send: SendBatch[T, R],
+        *,
+        linger: float = 0.02,
+        max_batch: int = 100,
+        eager: bool = True,
     ) -> None:
         if linger < 0 or max_batch < 1:
             raise ValueError("linger must be >= 0 and max_batch >= 1")
         self._send = send
         self._linger = linger
         self._max_batch = max_batch
+        self._eager = eager
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -58,7 +68,7 @@ class Batcher(Generic[T, R]):
             # idle: at the end of this turn of the loop; busy: after the linger at most
             self._timer = (
                 loop.call_soon(self._flush)
-                if not self._inflight
+                if self._eager and not self._inflight
                 else loop.call_later(self._linger, self._flush)
             )
         return await future
@@ -85,7 +95,7 @@ class Batcher(Generic[T, R]):
     def _landed(self, task: asyncio.Task[None]) -> None:
         """A batch returned: what waited for it goes now, once no other is in flight."""
         self._inflight.discard(task)
-        if self._pending and not self._inflight:
+        if self._eager and self._pending and not self._inflight:
             self._flush()
 
     async def _deliver(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:

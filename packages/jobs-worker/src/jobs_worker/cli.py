@@ -229,6 +229,7 @@ def _worker(
         burst_idle_seconds=settings.burst_idle_seconds,
         report_batch=settings.report_batch,
         report_linger=settings.report_linger_seconds,
+        delete_linger=settings.delete_linger_seconds,
         report_retry_seconds=settings.report_retry_seconds,
         metrics=WorkerMetrics() if settings.metrics_enabled else None,
         tracing=tracing,

@@ -214,6 +214,7 @@ class Worker:
         burst_idle_seconds: float = 1.0,
         report_batch: int = 100,
         report_linger: float = 0.02,
+        delete_linger: float = 0.2,
         report_retry_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         metrics: WorkerMetrics | None = None,
@@ -262,8 +263,9 @@ class Worker:
             api, worker_id=self.worker_id, interval=cancel_poll_seconds, clock=clock
         )
         self._reporter = Reporter(api, max_batch=report_batch, linger=report_linger)
+        # deletes wait for company even when idle: nobody waits on them
         self._deleter: Batcher[ReceivedMessage, bool] = Batcher(
-            self._delete_batch, max_batch=_RECEIVE_MAX, linger=report_linger
+            self._delete_batch, max_batch=_RECEIVE_MAX, linger=delete_linger, eager=False
         )
         # sync handlers get threads of their own: the loop's default executor stays free for
         # the asyncio.to_thread calls of handlers (and libraries) themselves

@@ -69,8 +69,16 @@ class WorkerSettings(BaseSettings):
         default=0.02,
         ge=0,
         le=5,
-        description="while a report (or delete) is in flight, how long more outcomes wait for "
+        description="while a report is in flight, how long more outcomes wait for "
         "company at most; with none in flight an outcome goes at once (0-5)",
+    )
+    delete_linger_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        le=5,
+        description="how long a received message's delete waits for others to share its "
+        "DeleteMessageBatch call (0-5): nobody waits on a delete, and a message stays invisible "
+        "for a lease and a half, so the wait only saves calls",
     )
     report_retry_seconds: float = Field(
         default=60.0, ge=0, description="how long to keep offering an outcome to a server down"

@@ -311,27 +311,18 @@ class PostgresJobStore:
         # JSON as text (see enqueue_jobs in queries.sql): the jsonb codec builds a json encoder
         # per value.
         now = self.clock.now()
-        args = _enqueue_args(tenant, quota, jobs, now)
+        args = (*_enqueue_args(tenant, quota, jobs, now), idempotency_key, request_hash)
         async with self._conn() as conn:
-            if idempotency_key is None:
+            try:
                 rows = await conn.fetch(self._q["enqueue_jobs"], *args)
-                return _enqueue_results(rows)
-            async with conn.transaction():
-                claimed = await conn.fetchval(
-                    self._q["claim_idempotency_key"], tenant, idempotency_key, request_hash, now
-                )
-                if not claimed:
-                    rec = await conn.fetchrow(
-                        self._q["get_idempotency_key"], tenant, idempotency_key
-                    )
-                    return _replay(rec)
-                rows = await conn.fetch(self._q["enqueue_jobs"], *args)
-                results = _enqueue_results(rows)
-                stored = [[str(r.job.id) if r.job else None, r.outcome.value] for r in results]
-                await conn.execute(
-                    self._q["save_idempotency_result"], tenant, idempotency_key, stored
-                )
-                return results
+            except asyncpg.UniqueViolationError as exc:
+                if idempotency_key is None or exc.table_name != "idempotency_keys":
+                    raise
+                rows = []  # a request with the same key stored first: answer from its outcomes
+            if idempotency_key is not None and not rows and jobs:
+                rec = await conn.fetchrow(self._q["get_idempotency_key"], tenant, idempotency_key)
+                return _replay(rec)
+            return _enqueue_results(rows)
 
     async def get_job(self, job_id: UUID, *, tenant: str | None) -> Job | None:
         rec = await self._run(lambda c: c.fetchval(self._q["get_job"], job_id, tenant))
@@ -1148,7 +1139,8 @@ class PostgresJobStore:
         batch: NewBatch | None,
         now: datetime,
     ) -> GraphResult:
-        rows = await conn.fetch(self._q["enqueue_jobs"], *_enqueue_args(tenant, quota, jobs, now))
+        args = (*_enqueue_args(tenant, quota, jobs, now), None, None)
+        rows = await conn.fetch(self._q["enqueue_jobs"], *args)
         results = _enqueue_results(rows)
         refusal = graph_refusal(results)
         if refusal is not None:

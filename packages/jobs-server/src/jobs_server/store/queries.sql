@@ -11,11 +11,19 @@
 -- and decoded in PostgresJobStore.enqueue_jobs more cheaply than by the jsonb codec.
 -- The feasibility summary's deltas for the pending jobs inserted are written here rather than
 -- by a trigger (migration 0022: a third of the cost on a one-job enqueue).
-WITH e AS (
+-- Under an idempotency key ($19, $20 the request's hash; both null: none) the same statement
+-- stores the key with the outcomes, so a keyed enqueue is one round trip: a key already stored
+-- stores nothing and answers no rows (PostgresJobStore reads the replay), and a request racing
+-- another with the same key waits on the key's index entry, then fails on it as a whole (its
+-- jobs with it) and is answered from the first's outcomes.
+WITH seen AS (
+    SELECT 1 FROM idempotency_keys WHERE $19::text IS NOT NULL AND tenant = $1 AND key = $19
+), e AS (
     SELECT * FROM jobs_enqueue($1, $2, $3, $4, $5, $6::text[]::jsonb[], $7, $8, $9, $10,
                                $11::text[]::jsonb[], $12, $13::text[]::jsonb[],
                                $14::text[]::jsonb[], $15::timestamptz, $16::text[], $17::text[],
                                $18::timestamptz[])
+    WHERE NOT EXISTS (SELECT 1 FROM seen)
 ), deltas AS (
     INSERT INTO feasibility_pending_deltas (use_case, priority, bucket, n)
     SELECT i.use_case, i.priority, jobs_deadline_second(i.deadline), count(*)
@@ -24,6 +32,12 @@ WITH e AS (
     WHERE current_setting('jobs.feasibility', true) IS DISTINCT FROM 'off'
       AND (e.outcome = 'created' AND (e.job).status = 'pending' OR e.outcome = 'quota_exceeded')
     GROUP BY 1, 2, 3
+), kept AS (
+    INSERT INTO idempotency_keys (tenant, key, request_hash, created_at, response)
+    SELECT $1, $19, $20, $15::timestamptz,
+           (SELECT coalesce(jsonb_agg(jsonb_build_array((e.job).id::text, e.outcome)
+                                      ORDER BY e.ord), '[]') FROM e)
+    WHERE $19::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen)
 )
 SELECT ord, outcome, (job).id, (job).tenant, (job).use_case, (job).job_type, (job).payload::text,
        (job).status, (job).priority, (job).run_at, (job).deadline, (job).attempts,
