@@ -5,9 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 from jobs_schema import JobStatus
-from jobs_server.store.base import JobFilter, LeaderLease, RetryRules, SucceededAttempt
+from jobs_server.store.base import (
+    ClaimedJob,
+    JobFilter,
+    JobStore,
+    LeaderLease,
+    RetryRules,
+    SucceededAttempt,
+)
+from jobs_server.store.channels import EVENTS_CHANNEL, parse_ids
+from jobs_server.store.memory import InMemoryJobStore
+from jobs_server.store.postgres import PostgresJobStore
 from tests.contract.conftest import MakeJob, StoreAndClock
 from tests.contract.store_calls import claim, store_jobs
 
@@ -80,3 +92,73 @@ async def test_notify_all_sends_every_note_in_one_call(store: StoreAndClock) -> 
     finally:
         for sub in subs:
             await sub.close()
+
+
+async def _heard_until_marker(impl: JobStore, act: Callable[[], Awaitable[object]]) -> list[UUID]:
+    """The ids announced on the events channel by `act`: a marker sent after it arrives after
+    whatever it announced (NOTIFYs reach a listener in commit order)."""
+    heard: list[str] = []
+    marker = asyncio.Event()
+
+    def on(payload: str) -> None:
+        if payload == "marker":
+            marker.set()
+        else:
+            heard.append(payload)
+
+    sub = await impl.listen(EVENTS_CHANNEL, on)
+    try:
+        await act()
+        await impl.notify(EVENTS_CHANNEL, "marker")
+        await asyncio.wait_for(marker.wait(), timeout=10)
+    finally:
+        await sub.close()
+    return [i for p in heard for i in parse_ids(p)]
+
+
+async def test_a_claim_announces_the_jobs_it_claimed(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    """The claim's own transaction NOTIFYs its jobs' ids (queries.sql: announce_claimed), so a
+    pass needs no statement after it for the event streams."""
+    impl, _ = store
+    jobs = [make_job() for _ in range(3)]
+    await store_jobs(impl, jobs)
+    claimed: list[ClaimedJob] = []
+
+    async def claim_all() -> None:
+        claimed.extend(await claim(impl, leader, limit=2))
+
+    announced = await _heard_until_marker(impl, claim_all)
+    assert len(claimed) == 2
+    assert sorted(announced) == sorted(c.id for c in claimed)
+    assert await _heard_until_marker(impl, lambda: claim(impl, leader, limit=0)) == []
+
+
+async def test_with_events_off_a_claim_announces_nothing(
+    store: StoreAndClock, store_backend: str | None, make_job: MakeJob, leader: LeaderLease
+) -> None:
+    """JOBS_EVENTS_NOTIFY=false: the store's statements send no events (jobs.events off)."""
+    impl, clock = store
+    quiet: JobStore
+    if store_backend is None:
+        quiet = InMemoryJobStore(clock, events=False)
+        epoch = await quiet.acquire_leadership("main", "scheduler-1", ttl=3600)
+        assert epoch is not None
+        leader = LeaderLease("main", "scheduler-1", epoch)
+        listener = quiet
+    else:
+        quiet = await PostgresJobStore.connect(store_backend, max_size=2, clock=clock, events=False)
+        listener = impl
+    try:
+        await store_jobs(quiet, [make_job(), make_job()])
+        claimed: list[ClaimedJob] = []
+
+        async def claim_all() -> None:
+            claimed.extend(await claim(quiet, leader))
+
+        assert await _heard_until_marker(listener, claim_all) == []
+        assert len(claimed) == 2
+    finally:
+        if quiet is not impl:
+            await quiet.close()

@@ -87,6 +87,7 @@ async def connect_store(
         max_size=settings.db_pool_max,
         clock=clock,
         feasibility=settings.feasibility,
+        events=settings.events_notify,
     )
 
 

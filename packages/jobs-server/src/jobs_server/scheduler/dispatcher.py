@@ -168,8 +168,7 @@ class Dispatcher:
             per_key_cap=uc.concurrency_limit_per_key,
             rate_limit=uc.rate_limit,
         )
-        self._changed(c.id for c in claimed)
-        return claimed
+        return claimed  # the claim announced its jobs to the event streams itself
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
         claimed_at = self._clock.now()

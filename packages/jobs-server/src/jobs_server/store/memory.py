@@ -284,8 +284,9 @@ class InMemoryJobStore:
     within capacity, quotas, dedup, idempotency keys, fencing, leases and the leader lease, all
     against `clock`. Move a `ManualClock` to expire leases, reach run_at or prune."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, events: bool = True) -> None:
         self.clock = clock
+        self._events = events  # as PostgresJobStore's: what statements announce themselves
         self._jobs: dict[UUID, _Row] = {}
         self._attempts: dict[UUID, dict[int, _Attempt]] = {}
         self._keys: dict[tuple[str, str], _IdempotencyKey] = {}
@@ -479,6 +480,12 @@ class InMemoryJobStore:
         for channel, payload in notes:
             self._notify_soon(channel, payload)
 
+    def _announce(self, ids: Iterable[UUID]) -> None:
+        """As jobs_notify_ids: the ids to the event streams, unless events are off."""
+        if self._events:
+            for payload in id_payloads(ids):
+                self._notify_soon(EVENTS_CHANNEL, payload)
+
     def _notify_soon(self, channel: str, payload: str) -> None:
         if len(payload.encode()) >= _MAX_NOTIFY_BYTES:
             raise ValueError("a NOTIFY payload must be shorter than 8000 bytes")
@@ -585,6 +592,33 @@ class InMemoryJobStore:
         paused_tenants: list[str] | None = None,
         per_key_cap: int | None = None,
         rate_limit: RateLimit | None = None,
+    ) -> list[ClaimedJob]:
+        claimed = await self._claim_due(
+            use_case,
+            capacity=capacity,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            leader=leader,
+            per_tenant_cap=per_tenant_cap,
+            paused_tenants=paused_tenants,
+            per_key_cap=per_key_cap,
+            rate_limit=rate_limit,
+        )
+        self._announce(c.id for c in claimed)  # as the claim statements' announce_claimed
+        return claimed
+
+    async def _claim_due(
+        self,
+        use_case: str,
+        *,
+        capacity: int,
+        limit: int,
+        lease_seconds: float,
+        leader: LeaderLease,
+        per_tenant_cap: int | None,
+        paused_tenants: list[str] | None,
+        per_key_cap: int | None,
+        rate_limit: RateLimit | None,
     ) -> list[ClaimedJob]:
         now = self.clock.now()
         paused = set(paused_tenants or ())
@@ -1539,8 +1573,7 @@ class InMemoryJobStore:
                     released = True
             self._count_in_batch(row)
         # as jobs_follow_ends: the event streams and, for released children, the scheduler
-        for payload in id_payloads(changed):
-            self._notify_soon(EVENTS_CHANNEL, payload)
+        self._announce(changed)
         if released:
             self._notify_soon(WAKEUP_CHANNEL, '{"u": []}')
 

@@ -107,6 +107,7 @@ _UNAVAILABLE = (
 
 
 _FEASIBILITY_OFF = {"jobs.feasibility": "off"}
+_EVENTS_OFF = {"jobs.events": "off"}  # jobs_notify_ids sends nothing (migration 0024)
 # get_feasibility: deadlines up to this far ahead per second, later ones per minute.
 _FEASIBILITY_FINE_SECONDS = 3600
 
@@ -213,10 +214,12 @@ class PostgresJobStore:
         connect_timeout: float = 5.0,
         clock: Clock | None = None,
         feasibility: bool = True,
+        events: bool = True,
     ) -> PostgresJobStore:
         """Open a pool. An unreachable database raises StoreUnavailable naming the cause.
         `feasibility=False` makes this pool's statements skip the feasibility triggers
-        (migration 0012)."""
+        (migration 0012); `events=False`, the NOTIFYs to the event streams that statements
+        and triggers send themselves (claims, a parent's end: migration 0024)."""
         try:
             pool = await asyncpg.create_pool(
                 dsn,
@@ -228,7 +231,9 @@ class PostgresJobStore:
                 reset=_no_reset,
                 # JIT compiles for hundreds of ms when estimates are large (skip scans, laterals);
                 # every query here is short OLTP work where it only ever costs.
-                server_settings={"jit": "off"} | ({} if feasibility else _FEASIBILITY_OFF),
+                server_settings={"jit": "off"}
+                | ({} if feasibility else _FEASIBILITY_OFF)
+                | ({} if events else _EVENTS_OFF),
             )
         except (*_UNAVAILABLE, asyncpg.exceptions.InvalidCatalogNameError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc

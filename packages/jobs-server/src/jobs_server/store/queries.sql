@@ -119,6 +119,13 @@ UPDATE jobs j SET
               j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
               j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
 
+-- name: announce_claimed
+-- Not a statement: the `announced` step of the three claim statements. The claimed jobs' ids
+-- go to the event streams by a NOTIFY of the claim's own transaction (jobs_notify_ids), not by
+-- a statement of their own after it: one leader claims at a time, so the commit-time lock a
+-- NOTIFY takes is never contended by another claim, and a pass costs one transaction.
+SELECT jobs_notify_ids(ARRAY(SELECT id FROM claimed))
+
 -- name: get_job_heads
 -- The event streams' read after a NOTIFY (jobs_server.streams): each job's state, no payload.
 SELECT id, tenant, use_case, job_type, status, attempts, max_attempts, run_at, deadline,
@@ -150,8 +157,10 @@ WITH leader AS (
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
+), announced AS (
+    /*include announce_claimed*/
 )
-SELECT * FROM claimed ORDER BY priority DESC, deadline, id;
+SELECT claimed.* FROM claimed, announced ORDER BY priority DESC, deadline, id;
 
 -- name: claim_due_jobs_fair
 -- As claim_due_jobs, with at most $9 running jobs per tenant. A skip scan visits each tenant
@@ -195,8 +204,10 @@ WITH RECURSIVE leader AS (
 ), attempts AS (
     INSERT INTO job_attempts (job_id, attempt, dispatched_at)
     SELECT id, attempts, $8::timestamptz FROM claimed
+), announced AS (
+    /*include announce_claimed*/
 )
-SELECT * FROM claimed ORDER BY priority DESC, deadline, id;
+SELECT claimed.* FROM claimed, announced ORDER BY priority DESC, deadline, id;
 
 -- name: release_leases
 -- Give claims back (publish failed, or a worker stopped before finishing): pending again, the
@@ -837,11 +848,13 @@ WITH leader AS (
     ON CONFLICT (use_case, rate_key) DO UPDATE SET
         starts_at = EXCLUDED.starts_at, starts = EXCLUDED.starts,
         blocked_until = EXCLUDED.blocked_until
+), announced AS (
+    /*include announce_claimed*/
 )
 SELECT id, tenant, use_case, job_type, payload, attempts, max_attempts, lease_token,
        lease_expires_at, deadline, run_at, created_at, trace_context, priority, missed,
        (SELECT count(*) FROM due) >= $3 + $3 / 2 AS saturated  -- more unblocked jobs lie beyond
-FROM claimed ORDER BY priority DESC, deadline, id;
+FROM claimed, announced ORDER BY priority DESC, deadline, id;
 
 -- name: list_rate_buckets
 -- Each rate key's starts in the last $2 seconds and its due pending jobs, most waiting first.
