@@ -4,6 +4,7 @@ is an id range (the store's list indexes seek by it)."""
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from uuid import UUID
 
 from jobs_server.clock import Clock
@@ -25,10 +26,12 @@ class JobIds:
         self._random = b""  # bytes from os.urandom, used up 8 at a time
         self._random_at = 0
 
-    def new(self) -> UUID:
+    def new(self, now: datetime | None = None) -> UUID:
+        """The next id; `now`, the clock's reading the caller already holds (a batch reads
+        it once for all its jobs), else the clock is read."""
         if self._pid != os.getpid():
             self._pid, self._random = os.getpid(), b""
-        ms = int(self._clock.now().timestamp() * 1000)
+        ms = int((now or self._clock.now()).timestamp() * 1000)
         if ms <= self._last_ms:
             ms, self._counter = self._last_ms, self._counter + 1
             if self._counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one

@@ -365,7 +365,7 @@ class JobService:
                 raise BadRequest("deadline is in the past", deadline=deadline.isoformat(), **where)
         else:
             deadline = template.deadline_for(run_at)
-        return template.job(self._ids.new(), run_at, deadline, trace_context)
+        return template.job(self._ids.new(now), run_at, deadline, trace_context)
 
     def _template(self, req: EnqueueRequest, where: dict[str, int]) -> JobTemplate:
         use_case = self._config.use_cases.get(req.use_case)
