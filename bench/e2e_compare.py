@@ -42,22 +42,25 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 
 
 def figures(result: dict[str, Any]) -> dict[str, float]:
-    cpu = result["cpu_seconds"]
+    cpu, lat = result["cpu_seconds"], result["latency"]
     ours = sum(v for k, v in cpu.items() if k.startswith(OUR_PROCESSES))
-    busy = cpu[MACHINE] / max(result["wall_seconds"], 1e-9)  # throughput phase, all processes
+    ours_lat = sum(v for k, v in lat["cpu_seconds"].items() if k.startswith(OUR_PROCESSES))
     return {
         "jobs/s": result["throughput"],
-        "p50 ms": result["latency"]["ms"].get("p50", float("nan")),
-        "p99 ms": result["latency"]["ms"].get("p99", float("nan")),
+        "p50 ms": lat["ms"].get("p50", float("nan")),
+        "p99 ms": lat["ms"].get("p99", float("nan")),
         "our CPU ms/job": 1000 * ours / result["jobs"],
-        "busy cores": busy,
+        "our CPU ms/job at rate": 1000 * ours_lat / lat["measured"],
+        "PG xacts/job at rate": lat["pg_transactions"] / lat["measured"],
+        "busy cores": cpu[MACHINE] / max(result["wall_seconds"], 1e-9),  # throughput phase
+        "busy cores at rate": lat["cpu_seconds"][MACHINE] / max(lat["wall_seconds"], 1e-9),
     }
 
 
 async def main() -> None:
     parser = build_parser(__doc__)
     parser.add_argument("--baseline", metavar="REV", required=True)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.set_defaults(runs=3)  # bench/e2e.py's --runs, here the runs of every revision
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:ARG=VALUE,...")
     args = parser.parse_args()
     base_python = baseline_python(args.baseline)
@@ -82,8 +85,8 @@ async def main() -> None:
         rows = results[name]
         print(f"{name}:")
         for key in rows[0]:
-            line = f"    {key:<15} {summary([r[key] for r in rows])}"
-            if name != args.baseline and key == "jobs/s":
+            line = f"    {key:<24} {summary([r[key] for r in rows])}"
+            if name != args.baseline and key in ("jobs/s", "our CPU ms/job at rate"):
                 ratios = [r[key] / b[key] for r, b in zip(rows, base, strict=True)]
                 line += f"; ratio to {args.baseline}: {summary(ratios)}"
             print(line)
