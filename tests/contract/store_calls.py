@@ -33,7 +33,6 @@ async def claim(
     limit: int = 10,
     lease_seconds: float = 30,
     per_tenant_cap: int | None = None,
-    paused_tenants: list[str] | None = None,
     per_key_cap: int | None = None,
     rate_limit: RateLimit | None = None,
 ) -> list[ClaimedJob]:
@@ -44,7 +43,6 @@ async def claim(
         lease_seconds=lease_seconds,
         leader=leader,
         per_tenant_cap=per_tenant_cap,
-        paused_tenants=paused_tenants,
         per_key_cap=per_key_cap,
         rate_limit=rate_limit,
     )

@@ -64,10 +64,33 @@ async def test_a_claim_leaves_paused_tenants_jobs_pending(
     beta = [make_job(deadline=now + timedelta(seconds=20 + i)) for i in range(2)]
     await store_jobs(impl, acme, tenant="acme")
     await store_jobs(impl, beta, tenant="beta")
-    claimed = await claim(impl, leader, paused_tenants=["acme"], per_tenant_cap=per_tenant_cap)
+    await impl.pause_queue("", "acme", principal="admin", reason=None)  # acme everywhere
+    claimed = await claim(impl, leader, per_tenant_cap=per_tenant_cap)
     assert ids(claimed) == [j.id for j in beta]
     for j in acme:
         job = await impl.get_job(j.id, tenant=None)
         assert job is not None and job.status is JobStatus.PENDING
     # no longer paused: acme's jobs are claimed, earliest deadline first
+    await impl.resume_queue("", "acme", principal="admin", reason=None)
     assert ids(await claim(impl, leader, per_tenant_cap=per_tenant_cap)) == [j.id for j in acme]
+
+
+@pytest.mark.parametrize("limits", [{}, {"per_tenant_cap": 5}, {"per_key_cap": 5}])
+async def test_every_claim_statement_reads_the_pauses_itself(
+    store: StoreAndClock, make_job: MakeJob, leader: LeaderLease, limits: dict[str, int]
+) -> None:
+    """Plain, fair and keyed claims: a whole use case paused claims nothing, a tenant paused
+    within it leaves that tenant's jobs, and a pause elsewhere changes nothing."""
+    impl, clock = store
+    now = clock.now()
+    acme = [make_job(deadline=now + timedelta(seconds=10 + i)) for i in range(2)]
+    beta = [make_job(deadline=now + timedelta(seconds=20 + i)) for i in range(2)]
+    await store_jobs(impl, acme, tenant="acme")
+    await store_jobs(impl, beta, tenant="beta")
+    await impl.pause_queue("uc", "", principal="admin", reason=None)
+    assert await claim(impl, leader, **limits) == []  # type: ignore[arg-type]
+    await impl.resume_queue("uc", "", principal="admin", reason=None)
+    await impl.pause_queue("uc", "acme", principal="admin", reason=None)
+    await impl.pause_queue("other", "beta", principal="admin", reason=None)
+    claimed = await claim(impl, leader, **limits)  # type: ignore[arg-type]
+    assert ids(claimed) == [j.id for j in beta]

@@ -12,7 +12,7 @@ from tests.unit.test_pauses import (
     test_a_resume_claims_again_earliest_deadline_first,
     test_a_tenant_paused_in_one_use_case_runs_in_the_others,
     test_pausing_twice_keeps_the_first_who_and_when,
-    test_the_paused_gauge_shows_what_the_last_pass_read,
+    test_the_paused_gauge_shows_what_the_last_refresh_read,
     woken,
 )
 
@@ -26,6 +26,6 @@ __all__ = [
     "test_a_resume_claims_again_earliest_deadline_first",
     "test_a_tenant_paused_in_one_use_case_runs_in_the_others",
     "test_pausing_twice_keeps_the_first_who_and_when",
-    "test_the_paused_gauge_shows_what_the_last_pass_read",
+    "test_the_paused_gauge_shows_what_the_last_refresh_read",
     "woken",
 ]

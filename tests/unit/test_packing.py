@@ -77,7 +77,6 @@ async def claimed(
         lease_seconds=30,
         leader=lead.lease,
         per_tenant_cap=None,
-        paused_tenants=[],
     )
 
 

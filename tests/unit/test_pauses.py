@@ -23,7 +23,7 @@ from jobs_schema import (
 from jobs_server.auth import Principal, Role
 from jobs_server.clock import ManualClock
 from jobs_server.errors import BadRequest, Forbidden, UnknownTenant, UnknownUseCase
-from jobs_server.metrics import ServerMetrics
+from jobs_server.metrics import QueueDepthRefresher, ServerMetrics
 from jobs_server.outcomes import OutcomeService
 from jobs_server.pauses import PauseService
 from jobs_server.publisher.base import InMemoryPublisher
@@ -206,18 +206,22 @@ async def test_a_tenant_paused_in_one_use_case_runs_in_the_others(
     assert job is not None and job.status is JobStatus.PENDING
 
 
-async def test_the_paused_gauge_shows_what_the_last_pass_read(
+async def test_the_paused_gauge_shows_what_the_last_refresh_read(
     rig: Rig, pauses: PauseService
 ) -> None:
+    """The leader's metrics refresh reads the pauses (the claims read them themselves)."""
+    refresher = QueueDepthRefresher(rig.metrics, rig.store, ["uc", "ux"])
+    refresher.leading(True)
     await pauses.pause(ADMIN, PauseRequest(use_case="uc"))
     await pauses.pause(ADMIN, PauseRequest(use_case="ux", tenant="beta"))
-    await rig.dispatch()
+    await refresher.run_once(rig.clock.now())
     assert paused_series(rig.metrics) == {
         'jobs_paused{tenant="*",use_case="uc"} 1.0',
         'jobs_paused{tenant="beta",use_case="ux"} 1.0',
     }
     await pauses.resume(ADMIN, PauseRequest(use_case="uc"))
-    await rig.dispatch()
+    rig.clock.advance(60)
+    await refresher.run_once(rig.clock.now())
     assert paused_series(rig.metrics) == {'jobs_paused{tenant="beta",use_case="ux"} 1.0'}
 
 

@@ -12,12 +12,14 @@ never appear, and a `tenant` label exists only when JOBS_METRICS_TENANT_LABELS l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -30,6 +32,7 @@ from jobs_server.store.base import (
     EnqueueOutcome,
     EnqueueResult,
     FlowStore,
+    PauseStore,
     QueuePause,
     QueueSnapshot,
     StatsStore,
@@ -208,8 +211,9 @@ class ServerMetrics:
         )
         self.paused = Gauge(
             "jobs_paused",
-            '1 for each paused scope, as the dispatcher last read them ("*": every use case '
-            "or every tenant); a resumed scope's series is removed.",
+            "1 for each paused scope, as the leader last read them (every "
+            'JOBS_METRICS_REFRESH_SECONDS; "*": every use case or every tenant); a resumed '
+            "scope's series is removed.",
             ["use_case", "tenant"],
             registry=r,
             multiprocess_mode="livemostrecent",
@@ -377,13 +381,17 @@ class ServerMetrics:
         return generate_latest(registry)
 
 
+class DepthStore(StatsStore, PauseStore, Protocol):
+    """QueueDepthRefresher's reads: the active jobs and the paused queues."""
+
+
 class QueueDepthRefresher:
-    """The scheduler's leader gauge, and the queue-depth gauges of the leader only.
+    """The scheduler's leader gauge, and the queue-depth and paused gauges of the leader only.
     `run_once(now)` counts; the scheduler runs it in the background (never delaying dispatch)
     every JOBS_METRICS_REFRESH_SECONDS, and it skips a turn when the last count was slow (never
     more often than ten times its duration: the cost grows with the backlog)."""
 
-    def __init__(self, metrics: ServerMetrics, store: StatsStore, use_cases: list[str]) -> None:
+    def __init__(self, metrics: ServerMetrics, store: DepthStore, use_cases: list[str]) -> None:
         self._metrics = metrics
         self._store = store
         self._use_cases = use_cases
@@ -409,6 +417,8 @@ class QueueDepthRefresher:
             self._not_before = now + timedelta(seconds=10 * (time.monotonic() - started))
         if self._leading:
             self._metrics.set_queue_depth(self._use_cases, snapshot)
+            with contextlib.suppress(Exception):  # the gauge keeps its last reading
+                self._metrics.observe_pauses(await self._store.list_pauses())
         return snapshot
 
     async def close(self) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NoReturn, Protocol
+from typing import NoReturn
 from uuid import UUID
 
 from jobs_schema import JobMessage, UseCaseConfig, pack_bodies, packed_size
@@ -19,7 +19,7 @@ from jobs_server.events import JobsChanged
 from jobs_server.metrics import ServerMetrics
 from jobs_server.publisher.base import OutgoingMessage, Publisher
 from jobs_server.stats import DispatchRollup, SchedulerStats
-from jobs_server.store.base import ClaimedJob, DispatchStore, LeaderLease, PauseStore, QueuePause
+from jobs_server.store.base import ClaimedJob, DispatchStore, LeaderLease
 from jobs_server.tracing import Tracing
 
 from .elector import Elector
@@ -28,12 +28,10 @@ __all__ = [
     "Dispatched",
     "Dispatcher",
     "Pack",
-    "PausableDispatchStore",
     "PublishFailed",
     "embed_limit",
     "message_body",
     "pack_messages",
-    "paused_tenants",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,27 +56,14 @@ class PublishFailed(JobsServerError):
         super().__init__(f"{count} messages of use case {use_case!r} could not be published")
 
 
-class PausableDispatchStore(DispatchStore, PauseStore, Protocol):
-    """The dispatcher's store: claims, and the paused queues it reads once per pass."""
-
-
-def paused_tenants(pauses: list[QueuePause], use_case: str) -> list[str] | None:
-    """The tenants paused in `use_case` (by a pause of theirs in every use case or in this
-    one); None when the whole use case is paused."""
-    scoped = [p for p in pauses if p.use_case in ("", use_case)]
-    if any(p.use_case == use_case and p.tenant == "" for p in scoped):
-        return None
-    return sorted({p.tenant for p in scoped})
-
-
 class Dispatcher:
-    """One pass over every use case, while `elector` holds the lease, skipping what is paused
-    (read once per pass). A failed publish gives the claims back (release_leases) and raises
-    PublishFailed."""
+    """One pass over every use case, while `elector` holds the lease: one claim statement a
+    use case with due work, which passes over what is paused itself. A failed publish gives
+    the claims back (release_leases) and raises PublishFailed."""
 
     def __init__(
         self,
-        store: PausableDispatchStore,
+        store: DispatchStore,
         publisher: Publisher,
         use_cases: Mapping[str, UseCaseConfig],
         *,
@@ -110,15 +95,11 @@ class Dispatcher:
         if lease is None:
             return Dispatched(0, more=False)
         started = time.monotonic()
-        pauses = await self._store.list_pauses()
-        if self._metrics is not None:
-            self._metrics.observe_pauses(pauses)
         counts = await asyncio.gather(
             *(
-                self._dispatch(name, uc, lease, paused)
+                self._dispatch(name, uc, lease)
                 for name, uc in self._use_cases.items()
-                if (only is None or name in only)
-                and (paused := paused_tenants(pauses, name)) is not None
+                if only is None or name in only
             )
         )
         self.stats.passes += 1
@@ -129,15 +110,13 @@ class Dispatcher:
         sent = sum(counts)
         return Dispatched(sent, more=sent >= self._batch)
 
-    async def _dispatch(
-        self, name: str, uc: UseCaseConfig, lease: LeaderLease, paused: list[str]
-    ) -> int:
+    async def _dispatch(self, name: str, uc: UseCaseConfig, lease: LeaderLease) -> int:
         """Claim and publish in batches; the next batch is claimed while the last one is being
         published, so the queue's endpoint, not the database round trip, sets the pace."""
         sent = 0
         publishing: asyncio.Task[int] | None = None
         while True:
-            claimed = await self._claim(name, uc, lease, paused)
+            claimed = await self._claim(name, uc, lease)
             if publishing is not None:
                 try:
                     sent += await publishing
@@ -154,9 +133,8 @@ class Dispatcher:
         if self._on_changed is not None:
             self._on_changed(ids)
 
-    async def _claim(
-        self, name: str, uc: UseCaseConfig, lease: LeaderLease, paused: list[str]
-    ) -> list[ClaimedJob]:
+    async def _claim(self, name: str, uc: UseCaseConfig, lease: LeaderLease) -> list[ClaimedJob]:
+        """The claim leaves paused tenants and use cases alone: it reads the pauses itself."""
         claimed = await self._store.claim_due_jobs(
             name,
             capacity=uc.capacity,
@@ -164,7 +142,6 @@ class Dispatcher:
             lease_seconds=uc.lease_duration_seconds,
             leader=lease,
             per_tenant_cap=uc.per_tenant_running_cap,
-            paused_tenants=paused,
             per_key_cap=uc.concurrency_limit_per_key,
             rate_limit=uc.rate_limit,
         )

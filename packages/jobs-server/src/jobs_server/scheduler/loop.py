@@ -90,8 +90,8 @@ class Every:
 class Scheduler:
     """While `elector` holds the lease, each step dispatches, then runs every service whose
     period has passed by the injected clock; between steps it sleeps until a wake-up, the tick
-    or the next known run_at. A step is one round trip per use case with due work, plus the
-    pauses read: nothing else runs on every wake-up."""
+    or the next known run_at. A step is one round trip per use case with due work (the claim
+    reads the pauses and announces its jobs itself): nothing else runs on every wake-up."""
 
     def __init__(
         self,

@@ -303,11 +303,12 @@ class DispatchStore(Protocol):
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
-        paused_tenants: list[str] | None = None,
         per_key_cap: int | None = None,
         rate_limit: jobs_schema.RateLimit | None = None,
     ) -> list[ClaimedJob]:
-        """`paused_tenants`' jobs are left pending (jobs_server.pauses). Also at most
+        """The jobs of paused tenants and use cases are left pending: the claim reads the
+        pauses itself (PauseStore, jobs_server.pauses), so a pause holds from the first claim
+        after it, with no read of its own in the pass. Also at most
         `per_key_cap` running jobs per concurrency key, and at most `rate_limit.starts` starts
         per rate key in any `rate_limit.per_seconds` (the starts recorded with the claim, in the
         same transaction)."""

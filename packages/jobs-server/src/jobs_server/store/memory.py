@@ -589,7 +589,6 @@ class InMemoryJobStore:
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
-        paused_tenants: list[str] | None = None,
         per_key_cap: int | None = None,
         rate_limit: RateLimit | None = None,
     ) -> list[ClaimedJob]:
@@ -600,7 +599,6 @@ class InMemoryJobStore:
             lease_seconds=lease_seconds,
             leader=leader,
             per_tenant_cap=per_tenant_cap,
-            paused_tenants=paused_tenants,
             per_key_cap=per_key_cap,
             rate_limit=rate_limit,
         )
@@ -616,14 +614,17 @@ class InMemoryJobStore:
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
-        paused_tenants: list[str] | None,
         per_key_cap: int | None,
         rate_limit: RateLimit | None,
     ) -> list[ClaimedJob]:
         now = self.clock.now()
-        paused = set(paused_tenants or ())
         if not self._leads(leader, now):
             return []
+        # as the statements' paused_tenants and use_case_paused
+        pauses = [p for p in self._pauses.values() if p.paused]
+        if any(p.use_case == use_case and p.tenant == "" for p in pauses):
+            return []
+        paused = {p.tenant for p in pauses if p.use_case in ("", use_case)}
         running = Counter(r.tenant for r in self._running(use_case))
         free = min(limit, max(0, capacity - running.total()))
         due = sorted(

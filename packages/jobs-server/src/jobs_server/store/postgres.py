@@ -398,12 +398,9 @@ class PostgresJobStore:
         lease_seconds: float,
         leader: LeaderLease,
         per_tenant_cap: int | None,
-        paused_tenants: list[str] | None = None,
         per_key_cap: int | None = None,
         rate_limit: RateLimit | None = None,
     ) -> list[ClaimedJob]:
-        paused = paused_tenants or []
-
         def head(batch: int) -> tuple[Any, ...]:
             return (
                 use_case,
@@ -422,13 +419,12 @@ class PostgresJobStore:
                 per_key_cap,
                 rate_limit.starts if rate_limit else None,
                 rate_limit.per_seconds if rate_limit else None,
-                paused,
             )
             return await claim_rounds(lambda batch: self._claim_keyed((*head(batch), *keys)), limit)
         if per_tenant_cap is None:
-            q, args = self._q["claim_due_jobs"], (*head(limit), paused)
+            q, args = self._q["claim_due_jobs"], head(limit)
         else:
-            q, args = self._q["claim_due_jobs_fair"], (*head(limit), per_tenant_cap, paused)
+            q, args = self._q["claim_due_jobs_fair"], (*head(limit), per_tenant_cap)
         rows = await self._run(lambda c: c.fetch(q, *args))
         return [_claimed(r) for r in rows]
 

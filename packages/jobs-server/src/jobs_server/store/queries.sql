@@ -119,6 +119,16 @@ UPDATE jobs j SET
               j.lease_token, j.lease_expires_at, j.deadline, j.run_at, j.created_at,
               j.trace_context, j.priority, j.deadline < $8::timestamptz AS missed
 
+-- name: paused_tenants
+-- Not a statement: the tenants paused in use case $1 (jobs_server.pauses: a tenant's pause
+-- everywhere or in $1), read by each claim statement itself, so a pass needs no read of its
+-- own before its claims and a pause takes effect at the first claim after its commit.
+SELECT p.tenant FROM pauses p WHERE p.paused AND p.use_case IN ('', $1)
+
+-- name: use_case_paused
+-- Not a statement: whether use case $1 is paused as a whole (see paused_tenants).
+EXISTS (SELECT 1 FROM pauses p WHERE p.paused AND p.use_case = $1 AND p.tenant = '')
+
 -- name: announce_claimed
 -- Not a statement: the `announced` step of the three claim statements. The claimed jobs' ids
 -- go to the event streams by a NOTIFY of the claim's own transaction (jobs_notify_ids), not by
@@ -137,7 +147,7 @@ FROM jobs WHERE id = ANY ($1::uuid[]);
 -- priority, then age, for the current leader only (the FOR SHARE on the leader row makes a
 -- takeover wait for this statement, and a deposed leader claim nothing).
 -- $1 use case, $2 capacity, $3 batch limit, $4 lease seconds, $5 leader name, $6 holder, $7 epoch,
--- $8 now, $9 the tenants paused in this use case
+-- $8 now; paused tenants and use cases are read from `pauses` (paused_tenants)
 WITH leader AS (
     SELECT 1 FROM scheduler_leader
     WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
@@ -146,7 +156,8 @@ WITH leader AS (
     SELECT j.id FROM jobs j
     WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= $8::timestamptz
       AND EXISTS (SELECT 1 FROM leader)
-      AND j.tenant <> ALL ($9::text[])  -- paused tenants
+      AND j.tenant NOT IN (/*include paused_tenants*/)
+      AND NOT /*include use_case_paused*/
       AND (j.expires_at IS NULL OR j.expires_at >= $8::timestamptz)  -- not due to expire
     ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT least($3, greatest(0, $2 - (
@@ -165,7 +176,7 @@ SELECT claimed.* FROM claimed, announced ORDER BY priority DESC, deadline, id;
 -- name: claim_due_jobs_fair
 -- As claim_due_jobs, with at most $9 running jobs per tenant. A skip scan visits each tenant
 -- with pending jobs once and takes at most its free share, so one tenant's backlog is never
--- walked to find the others' jobs. $8 now, $10 paused tenants, as there.
+-- walked to find the others' jobs. $8 now; pauses as there.
 WITH RECURSIVE leader AS (
     SELECT 1 FROM scheduler_leader
     WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $8::timestamptz
@@ -186,12 +197,13 @@ WITH RECURSIVE leader AS (
     CROSS JOIN LATERAL (
         SELECT j.id, j.deadline, j.priority FROM jobs j
         WHERE j.use_case = $1 AND j.tenant = t.tenant AND j.status = 'pending'
-          AND j.run_at <= $8::timestamptz AND t.tenant <> ALL ($10::text[])  -- paused tenants
+          AND j.run_at <= $8::timestamptz AND t.tenant NOT IN (/*include paused_tenants*/)
           AND (j.expires_at IS NULL OR j.expires_at >= $8::timestamptz)  -- not due to expire
         ORDER BY j.priority DESC, j.deadline, j.id
         LIMIT greatest(0, $9 - coalesce((SELECT n FROM running WHERE running.tenant = t.tenant), 0))
     ) c
     WHERE t.tenant IS NOT NULL AND EXISTS (SELECT 1 FROM leader)
+      AND NOT /*include use_case_paused*/
     ORDER BY c.priority DESC, c.deadline, c.id
     LIMIT least($3, greatest(0, $2 - (
         SELECT count(*) FROM jobs r WHERE r.use_case = $1 AND r.status = 'running')))
@@ -709,7 +721,8 @@ SELECT use_case, tenant, paused, changed_by, changed_at, reason, false FROM paus
 WHERE use_case = $1 AND tenant = $2 AND NOT EXISTS (SELECT 1 FROM changed);
 
 -- name: list_pauses
--- The paused scopes: what the dispatcher reads once per pass (a handful of rows).
+-- The paused scopes (a handful of rows): the API, the dashboard and the metrics refresh; the
+-- claims read them themselves (paused_tenants).
 SELECT use_case, tenant, paused, changed_by, changed_at, reason FROM pauses
 WHERE paused ORDER BY use_case, tenant;
 
@@ -723,7 +736,7 @@ ORDER BY id DESC LIMIT $1;
 -- name: claim_due_jobs_keyed
 -- As claim_due_jobs_fair ($9 the per-tenant cap, or null), with at most $10 running jobs per
 -- concurrency key and at most $11 starts per rate key in any $12 seconds (each null: no limit);
--- the tenants in $13 are paused (jobs_server.pauses).
+-- pauses as claim_due_jobs.
 -- The due jobs are walked in claim order (jobs_claim_idx), passing over those of a blocked
 -- key or tenant: a concurrency key or tenant at its cap (from the running set, bounded by the
 -- capacity) or a rate key whose interval is full (rate_buckets.blocked_until, kept by this
@@ -753,7 +766,7 @@ WITH leader AS (
 ), blocked_tenant AS (
     SELECT r.tenant FROM running_tenant r WHERE r.n >= $9
     UNION ALL
-    SELECT t FROM unnest($13::text[]) AS t
+    /*include paused_tenants*/
 ), blocked_rk AS (
     SELECT b.rate_key FROM rate_buckets b
     WHERE b.use_case = $1 AND $11::integer IS NOT NULL AND b.blocked_until > $8::timestamptz
@@ -763,7 +776,7 @@ WITH leader AS (
            coalesce(j.rate_key, '') AS rk
     FROM jobs j
     WHERE j.use_case = $1 AND j.status = 'pending' AND j.run_at <= $8::timestamptz
-      AND EXISTS (SELECT 1 FROM leader)
+      AND EXISTS (SELECT 1 FROM leader) AND NOT /*include use_case_paused*/
       AND coalesce(j.concurrency_key, '') NOT IN (SELECT ck FROM blocked_ck)
       AND coalesce(j.rate_key, '') NOT IN (SELECT rate_key FROM blocked_rk)
       AND j.tenant NOT IN (SELECT tenant FROM blocked_tenant)
