@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,6 +115,10 @@ class Scheduler:
         self._listener = listener
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        # set when a wake-up names a run_at sooner than the sleep under way ends: the sleep
+        # shortens to it (a job stamped by a server whose clock runs a little ahead of this
+        # one's is such a run_at: without this it waited for the tick)
+        self._rearm = asyncio.Event()
         # what the next pass dispatches: every use case, or only those woken by enqueues
         self._full = True
         self._woken: set[str] = set()
@@ -195,6 +200,7 @@ class Scheduler:
         if earliest_run_at is not None and earliest_run_at > self.clock.now():
             if self._next_due is None or earliest_run_at < self._next_due:
                 self._next_due = earliest_run_at
+                self._rearm.set()
             return
         if use_cases and earliest_run_at is not None:
             self._woken |= use_cases
@@ -269,13 +275,23 @@ class Scheduler:
         return min(delay, self.config.leader_ttl_seconds / 3)
 
     async def _sleep(self, seconds: float, stop: asyncio.Event, *, wakeable: bool) -> None:
-        events = [self._wake, stop] if wakeable else [stop]
-        waits = [asyncio.ensure_future(e.wait()) for e in events]
-        try:
-            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
+        ends = time.monotonic() + seconds
+        while True:
+            self._rearm.clear()
+            events = [self._wake, stop, self._rearm] if wakeable else [stop]
+            waits = [asyncio.ensure_future(e.wait()) for e in events]
+            try:
+                await asyncio.wait(
+                    waits,
+                    timeout=max(0.0, ends - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for w in waits:
+                    w.cancel()
+            if not (wakeable and self._rearm.is_set()) or self._wake.is_set() or stop.is_set():
+                break
+            ends = min(ends, time.monotonic() + self._delay())  # a sooner run_at came
         if not self._wake.is_set():
             self._full = True  # the tick or a run_at timer: every use case
 
