@@ -498,11 +498,12 @@ def phase_figures(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-OUR_PROCESSES = ("server", "scheduler")  # and every "worker..." process
+OUR_PROCESSES = ("server", "scheduler", "worker")  # "worker" also names "worker 2", ...
 
 
-def _ours(cpu: dict[str, float]) -> float:
-    return sum(v for k, v in cpu.items() if k in OUR_PROCESSES or k.startswith("worker"))
+def our_cpu(cpu: dict[str, float]) -> float:
+    """CPU seconds of our own processes (server, scheduler, workers) in a phase's reading."""
+    return sum(v for k, v in cpu.items() if k.startswith(OUR_PROCESSES))
 
 
 def run_figures(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, float]:
@@ -514,8 +515,8 @@ def run_figures(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str
         "throughput": ours["throughput"],
         "p50": lat["ms"]["p50"],
         "p99": lat["ms"]["p99"],
-        "ours_cpu": 1000 * _ours(ours["cpu_seconds"]) / n,
-        "ours_cpu_latency": 1000 * _ours(lat["cpu_seconds"]) / ln,
+        "ours_cpu": 1000 * our_cpu(ours["cpu_seconds"]) / n,
+        "ours_cpu_latency": 1000 * our_cpu(lat["cpu_seconds"]) / ln,
         "all_cpu": ph["throughput"]["cpu"],
         "all_cpu_latency": ph["latency"]["cpu"],
         "pg_cpu": ph["throughput"]["pg_cpu"],

@@ -19,10 +19,8 @@ import asyncio
 from typing import Any
 
 from _common import baseline_python, load_average, summary
-from e2e import build_parser, run_ours
+from e2e import build_parser, our_cpu, run_ours
 from procrastinate_e2e import MACHINE
-
-OUR_PROCESSES = ("server", "scheduler", "worker")
 
 
 def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
@@ -43,8 +41,7 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 
 def figures(result: dict[str, Any]) -> dict[str, float]:
     cpu, lat = result["cpu_seconds"], result["latency"]
-    ours = sum(v for k, v in cpu.items() if k.startswith(OUR_PROCESSES))
-    ours_lat = sum(v for k, v in lat["cpu_seconds"].items() if k.startswith(OUR_PROCESSES))
+    ours, ours_lat = our_cpu(cpu), our_cpu(lat["cpu_seconds"])
     return {
         "jobs/s": result["throughput"],
         "p50 ms": lat["ms"].get("p50", float("nan")),

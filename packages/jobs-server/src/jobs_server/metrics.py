@@ -12,7 +12,6 @@ never appear, and a `tenant` label exists only when JOBS_METRICS_TENANT_LABELS l
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import Counter as Tally
@@ -417,8 +416,10 @@ class QueueDepthRefresher:
             self._not_before = now + timedelta(seconds=10 * (time.monotonic() - started))
         if self._leading:
             self._metrics.set_queue_depth(self._use_cases, snapshot)
-            with contextlib.suppress(Exception):  # the gauge keeps its last reading
+            try:
                 self._metrics.observe_pauses(await self._store.list_pauses())
+            except Exception as exc:  # the gauge keeps its last reading
+                logger.warning("paused queues not read", extra={"error": str(exc)})
         return snapshot
 
     async def close(self) -> None:

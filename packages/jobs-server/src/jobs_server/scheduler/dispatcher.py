@@ -134,8 +134,9 @@ class Dispatcher:
             self._on_changed(ids)
 
     async def _claim(self, name: str, uc: UseCaseConfig, lease: LeaderLease) -> list[ClaimedJob]:
-        """The claim leaves paused tenants and use cases alone: it reads the pauses itself."""
-        claimed = await self._store.claim_due_jobs(
+        """The claim leaves paused tenants and use cases alone (it reads the pauses itself),
+        and announces its jobs to the event streams itself."""
+        return await self._store.claim_due_jobs(
             name,
             capacity=uc.capacity,
             limit=self._batch,
@@ -145,7 +146,6 @@ class Dispatcher:
             per_key_cap=uc.concurrency_limit_per_key,
             rate_limit=uc.rate_limit,
         )
-        return claimed  # the claim announced its jobs to the event streams itself
 
     async def _publish(self, name: str, uc: UseCaseConfig, claimed: list[ClaimedJob]) -> int:
         claimed_at = self._clock.now()

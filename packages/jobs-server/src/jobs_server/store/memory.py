@@ -592,31 +592,6 @@ class InMemoryJobStore:
         per_key_cap: int | None = None,
         rate_limit: RateLimit | None = None,
     ) -> list[ClaimedJob]:
-        claimed = await self._claim_due(
-            use_case,
-            capacity=capacity,
-            limit=limit,
-            lease_seconds=lease_seconds,
-            leader=leader,
-            per_tenant_cap=per_tenant_cap,
-            per_key_cap=per_key_cap,
-            rate_limit=rate_limit,
-        )
-        self._announce(c.id for c in claimed)  # as the claim statements' announce_claimed
-        return claimed
-
-    async def _claim_due(
-        self,
-        use_case: str,
-        *,
-        capacity: int,
-        limit: int,
-        lease_seconds: float,
-        leader: LeaderLease,
-        per_tenant_cap: int | None,
-        per_key_cap: int | None,
-        rate_limit: RateLimit | None,
-    ) -> list[ClaimedJob]:
         now = self.clock.now()
         if not self._leads(leader, now):
             return []
@@ -659,10 +634,13 @@ class InMemoryJobStore:
                     self._record_starts(use_case, admitted[:free], rate_limit, now)
                 return KeyedRound(claimed, saturated)
 
-            return await claim_rounds(round_, limit)
-        if per_tenant_cap is not None:
-            due = _within_tenant_cap(due, running, per_tenant_cap)
-        return [self._claim(r, now, expires_at) for r in due[:free]]
+            claimed = await claim_rounds(round_, limit)
+        else:
+            if per_tenant_cap is not None:
+                due = _within_tenant_cap(due, running, per_tenant_cap)
+            claimed = [self._claim(r, now, expires_at) for r in due[:free]]
+        self._announce(c.id for c in claimed)  # as the claim statements' announce_claimed
+        return claimed
 
     def _running(self, use_case: str) -> list[_Row]:
         return [
