@@ -66,7 +66,9 @@ async def test_prune_finished_jobs_past_retention(
     assert await impl.prune_finished_jobs("uc", older_than_seconds=3600, limit=2) == 0
     left = {j.id for j in await impl.list_jobs(JobFilter())}
     assert left == {jobs[3].id, jobs[4].id}
+    # a pruned job's attempts go with it (both had one)
     assert await impl.get_job_attempts(ok.id) == []
+    assert await impl.get_job_attempts(bad.id) == []
 
 
 async def test_dashboard_sessions_expire_by_the_clock(store: StoreAndClock) -> None:

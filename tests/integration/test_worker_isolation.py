@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel
@@ -43,7 +44,7 @@ class Email(BaseModel):
     sleep: float = 0.0
 
 
-async def test_async_handler_blocking_its_loop_is_timed_out_and_the_others_finish(
+async def test_with_spare_loops_a_blocking_handler_is_timed_out_and_the_others_finish(
     make_stack: MakeStack, caplog: pytest.LogCaptureFixture
 ):
     stack = await make_stack(timeout_seconds=4, lease_seconds=15, max_attempts=1)
@@ -62,7 +63,7 @@ async def test_async_handler_blocking_its_loop_is_timed_out_and_the_others_finis
             await asyncio.sleep(payload.sleep)
         return payload.to
 
-    worker = await stack.worker(registry, block_warn_seconds=0.5)
+    worker = await stack.worker(registry, block_warn_seconds=0.5, spare_loops=True)
     port = free_port()
     health = await serve_health(worker, host="127.0.0.1", port=port)
     stack.exits.callback(health.close)
@@ -98,6 +99,63 @@ async def test_async_handler_blocking_its_loop_is_timed_out_and_the_others_finis
     assert warned and warned[0].job_id == str(blocker)  # type: ignore[attr-defined]
     assert warned[0].blocked_seconds >= 0.5  # type: ignore[attr-defined]
     assert "time.sleep" in warned[0].where  # type: ignore[attr-defined]
+
+
+async def test_a_blocking_handler_leaves_its_neighbours_module_global_pool_working(
+    make_stack: MakeStack, caplog: pytest.LogCaptureFixture
+):
+    """The careless pattern: an asyncpg pool in a module global, made by the first handler.
+    While one handler blocks the loop, the others wait for it (the worker takes no new work)
+    and then run on the loop their pool belongs to: none fails, none is charged. On a spare
+    loop they would take the pool's connections across loops and break it for good."""
+    stack = await make_stack(timeout_seconds=15, lease_seconds=20, max_attempts=1)
+    registry = Registry()
+    pools: dict[str, asyncpg.Pool] = {}
+    unblocked = threading.Event()
+    started = threading.Event()
+    runs: list[tuple[str, asyncio.AbstractEventLoop, bool]] = []
+
+    async def pool() -> asyncpg.Pool:
+        if "db" not in pools:
+            pools["db"] = await asyncpg.create_pool(
+                os.environ["JOBS_TEST_DATABASE_URL"], min_size=1, max_size=2
+            )
+        return pools["db"]
+
+    @registry.handler(EMAIL)
+    async def send(payload: Email, ctx: JobContext) -> int:
+        if payload.to == "close":  # on the loop the pool was made on, as its owner would
+            await pools.pop("db").close()
+            return 0
+        runs.append((payload.to, asyncio.get_running_loop(), unblocked.is_set()))
+        n = int(await (await pool()).fetchval("SELECT 1"))
+        if payload.to == "block":
+            started.set()
+            time.sleep(payload.sleep)  # the hostile neighbour
+            unblocked.set()
+        return n
+
+    worker = await stack.worker(registry, block_warn_seconds=0.5)
+    caplog.set_level(logging.WARNING, logger="jobs_worker.loops")
+    run = asyncio.create_task(worker.run())
+    [warm] = await stack.wait_all([await stack.enqueue({"to": "warm"})])
+    blocker = await stack.enqueue({"to": "block", "sleep": 3})
+    assert await asyncio.to_thread(started.wait, 15)
+    await asyncio.sleep(1.0)  # past block_warn_seconds: the block is seen
+    others = [await stack.enqueue({"to": f"other{i}"}) for i in range(4)]
+    jobs = await stack.wait_all([blocker, *others], timeout=30)
+    await stack.wait_all([await stack.enqueue({"to": "close"})])
+    worker.stop()
+    await run
+
+    assert warm.status is JobStatus.SUCCEEDED
+    for job in jobs:
+        assert job.status is JobStatus.SUCCEEDED and job.attempts == 1, job.history
+    home = runs[0][1]
+    assert all(loop is home for _, loop, _ in runs), "every handler ran on the home loop"
+    assert all(after for to, _, after in runs if to.startswith("other")), "after the block"
+    warned = [r for r in caplog.records if r.getMessage().startswith("handler is blocking")]
+    assert warned and warned[0].job_id == str(blocker)  # type: ignore[attr-defined]
 
 
 CRASHING_HANDLERS = """

@@ -37,9 +37,56 @@ def loops():
     loops.close()
 
 
-async def test_a_blocked_loop_is_named_by_its_job_and_new_handlers_go_elsewhere(
-    loops, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+def spare_loops():
+    loops = HandlerLoops(block_warn_seconds=0.3, spares=True)
+    yield loops
+    loops.close()
+
+
+async def test_without_spares_new_handlers_wait_for_the_blocked_home_loop(
+    loops: HandlerLoops, caplog: pytest.LogCaptureFixture
 ):
+    caplog.set_level(logging.INFO, logger="jobs_worker.loops")
+    release = threading.Event()
+    ran_on: list[asyncio.AbstractEventLoop] = []
+
+    async def hog() -> None:
+        release.wait(10)
+
+    async def quick() -> str:
+        ran_on.append(asyncio.get_running_loop())
+        return "ran"
+
+    home = loops.current
+    _, blocker = loops.submit(hog(), name="job-1", context=contextvars.copy_context())
+    try:
+        deadline = time.monotonic() + 10
+        while not loops.check() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        # the worker is told to take no new work, and nothing moves off the home loop
+        assert loops.stalled and loops.current is home and loops.loops == [home]
+        _, other = loops.submit(quick(), name="job-2", context=contextvars.copy_context())
+        await asyncio.sleep(0.3)
+        assert not other.done()  # it waits for the home loop, where its clients belong
+    finally:
+        release.set()
+    assert await asyncio.wait_for(other, 5) == "ran"
+    await blocker
+    assert ran_on == [home.loop]
+    deadline = time.monotonic() + 5
+    while loops.stalled and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        loops.check()
+    assert not loops.stalled
+    [warned] = [r for r in caplog.records if r.getMessage().startswith("handler is blocking")]
+    assert "no new work" in warned.meanwhile  # type: ignore[attr-defined]
+
+
+async def test_with_spares_a_blocked_loop_is_named_by_its_job_and_new_handlers_go_elsewhere(
+    spare_loops: HandlerLoops, caplog: pytest.LogCaptureFixture
+):
+    loops = spare_loops
     caplog.set_level(logging.INFO, logger="jobs_worker.loops")
     release = threading.Event()
 

@@ -235,6 +235,7 @@ def _worker(
         tracing=tracing,
         processes=processes,
         block_warn_seconds=settings.block_warn_seconds,
+        spare_loops=settings.spare_loops,
         cancel_poll_seconds=settings.cancel_poll_seconds,
     )
 

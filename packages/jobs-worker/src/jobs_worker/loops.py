@@ -3,11 +3,20 @@
 A handler that blocks its loop (`time.sleep`, CPU-bound work, a blocking client) then stalls
 only the handlers on that loop, never the runtime's receives, heartbeats, timeouts, reports or
 health port. Each handler loop runs a tick; a loop whose tick is late is blocked, and the task
-it is running names the job. Handlers run on one home loop. Once it has been blocked for
-`block_warn_seconds`, new handlers go to a spare loop, and back home as soon as it is free
-again; spares stop once idle. Coming back matters: handlers keep loop-bound clients (an asyncpg
-pool, an httpx client) in module globals, made on the loop they first ran on, and a worker that
-moved its handlers for good would break every one of them after a single block."""
+it is running names the job.
+
+Handlers run on one home loop, because handlers keep loop-bound clients (an asyncpg pool, an
+httpx client) in module globals, made on the loop they first ran on. While the home loop is
+blocked for `block_warn_seconds`, new handlers wait for it (the worker takes no new work
+meanwhile: `stalled`), and an attempt that times out waiting is given back, not charged.
+
+With `spares`, new handlers go to a spare loop instead, and back home as soon as it is free
+again; spares stop once idle. That keeps a worker's other handlers running through a block,
+but only handlers whose clients are made per running loop may run there: a handler on a
+spare that touches a client bound to the home loop does not just fail. asyncio's queues and
+futures hand out what they hold across loops before they check, so it can take a pooled
+connection, leave it mid-operation and break the client for every later handler, the home
+loop's too, for the life of the process."""
 
 from __future__ import annotations
 
@@ -205,17 +214,19 @@ def _settle(task: asyncio.Task[Any], out: asyncio.Future[Any]) -> None:
 
 
 class HandlerLoops:
-    """The loop new async handlers go to (`current`): the home loop, or while it is blocked a
-    spare one; and the spares still busy."""
+    """The loop new async handlers go to (`current`): the home loop, or with `spares`, while
+    it is blocked, a spare one; and the spares still busy."""
 
     def __init__(
         self,
         *,
         block_warn_seconds: float = 2.0,
+        spares: bool = False,
         max_loops: int = 8,
         on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.block_warn_seconds = block_warn_seconds
+        self.spares = spares
         self._on_stop = on_stop
         self._max_loops = max(1, max_loops)
         self._made = 0
@@ -244,16 +255,24 @@ class HandlerLoops:
             return None
         return Blocked(loop=loop, job=loop.running_job(), seconds=seconds)
 
+    @property
+    def stalled(self) -> bool:
+        """The loop new handlers go to is blocked (without spares: the home loop; with them:
+        every loop, and no room for another): the worker should take no new work."""
+        return self.current.warned is not None
+
     def check(self) -> list[Blocked]:
-        """The watchdog's round: log blocked loops (once per block), send new handlers to the
-        first loop that is not blocked (home first; a new spare when every loop is blocked and
-        there is room), stop idle spares."""
+        """The watchdog's round: log blocked loops (once per block); with spares, send new
+        handlers to the first loop that is not blocked (home first; a new spare when every loop
+        is blocked and there is room), and stop idle spares."""
         found = [b for loop in self.loops if (b := self.blocked(loop)) is not None]
         for b in found:
             self._warn(b)
         for loop in self.loops:
             if loop.warned is not None and loop.blocked_for() < self.block_warn_seconds:
                 self._recovered(loop, loop.warned)
+        if not self.spares:
+            return found
         blocked = {id(b.loop) for b in found}
         free = next((loop for loop in self.loops if id(loop) not in blocked), None)
         if free is None and len(self.loops) < self._max_loops:
@@ -278,12 +297,15 @@ class HandlerLoops:
             return
         b.loop.warned = b
         logger.warning(
-            "handler is blocking its event loop; new handlers go to another loop",
+            "handler is blocking its event loop",
             extra={
                 "job_id": b.job,
                 "blocked_seconds": round(b.seconds, 1),
                 "loop": b.loop.name,
                 "where": b.loop.where(),
+                "meanwhile": "new handlers go to a spare loop"
+                if self.spares
+                else "new handlers wait for it; no new work is taken",
             },
         )
 

@@ -79,6 +79,7 @@ _RECEIVE_HUNG_AFTER = 30.0
 _FRESH_LEASE_MARGIN = 2.0
 _CHECK_BACKOFF = (0.5, 10.0)
 _WATCHDOG_PERIOD = 0.5
+_STALLED = "a handler loop"  # what health() says the worker waits for while a loop is blocked
 
 Key = tuple[UUID, int, UUID]
 
@@ -221,6 +222,7 @@ class Worker:
         tracing: WorkerTracing | None = None,
         processes: ProcessPool | None = None,
         block_warn_seconds: float = 2.0,
+        spare_loops: bool = False,
         cancel_poll_seconds: float = 1.0,
     ) -> None:
         if not use_cases:
@@ -272,6 +274,7 @@ class Worker:
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="jobs-handler")
         self._processes = processes
         self._block_warn = block_warn_seconds
+        self._spare_loops = spare_loops
         self._loops: HandlerLoops | None = None  # started by run()
         self._waiting: dict[str, str] = {}  # what the worker waits for -> why
 
@@ -338,6 +341,7 @@ class Worker:
         clients = self._clients
         self._loops = HandlerLoops(
             block_warn_seconds=self._block_warn,
+            spares=self._spare_loops,
             max_loops=max(2, self._concurrency),
             on_stop=clients.aclose if isinstance(clients, LeaseClients | TenantClients) else None,
         )
@@ -393,6 +397,8 @@ class Worker:
         want = self._next_want(name, _RECEIVE_MAX * uc.pack_max_jobs)
         failures = 0
         while not self._stopping.is_set():
+            if uc.isolation is not HandlerIsolation.PROCESS and await self._stalled():
+                continue
             reserved = await self._slots.reserve(want)
             started = self._receiving[name] = self._clock()
             try:
@@ -421,6 +427,16 @@ class Worker:
                 self._slots.release(reserved)
                 self._idle.empty_since[name] = started
             want = self._next_want(name, admitted)
+
+    async def _stalled(self) -> bool:
+        """While the loop new handlers would go to is blocked, take no new work (other workers
+        take it): true after waiting a watchdog period."""
+        if self._loops is None or not self._loops.stalled:
+            self.waiting_for(_STALLED, None)
+            return False
+        self.waiting_for(_STALLED, "a handler is blocking the loop new handlers go to")
+        await asyncio.sleep(_WATCHDOG_PERIOD)
+        return True
 
     def _messages_for(self, name: str, slots: int) -> int:
         """How many messages to ask for to fill `slots`, by the last receive's jobs per

@@ -62,7 +62,17 @@ class WorkerSettings(BaseSettings):
         "(over 0, at most 60); a handler sees its cancellation about this long after it",
     )
     block_warn_seconds: float = Field(
-        default=2.0, gt=0, description="warn when an async handler blocks its loop this long"
+        default=2.0,
+        gt=0,
+        description="an async handler that blocks its loop this long is logged, and the "
+        "worker takes no new work until the loop is free (or, with spare_loops, new "
+        "handlers go to a spare loop)",
+    )
+    spare_loops: bool = Field(
+        default=False,
+        description="while a handler blocks the home loop, run new async handlers on a "
+        "spare loop; only for handlers whose loop-bound clients (an asyncpg pool, an httpx "
+        "client) are made per running loop, never kept in a module global",
     )
     report_batch: int = Field(default=100, ge=1, le=1000)
     report_linger_seconds: float = Field(
