@@ -5,11 +5,13 @@ a delete per message when jobs arrive one at a time.
     infra/localstack/start.sh            # SQS on 127.0.0.1:4566
     uv run python bench/sqs_call.py      # JOBS_BENCH_SQS_ENDPOINT_URL; --calls, --hops, --runs
 
-Per run, on one queue of its own: `--calls` SendMessage calls one after another, then as many
-ReceiveMessage calls (WaitTimeSeconds 0), timing this process's CPU (the client's side of a
-call: building, signing, sending, parsing) and the wall time; then `--hops` times a long-poll
-receive already waiting while a message is sent, timing send -> received. Median of the runs,
-with min and max, and the load average.
+Per run, for each of two clients, botocore's defaults and ours (the server's `sqs_client`, as
+the scheduler and the worker configure it), on a queue of its own: `--calls` SendMessage
+calls one after another, then as many SendMessageBatch calls of 10 and ReceiveMessage calls
+(WaitTimeSeconds 0), timing this process's CPU (the client's side of a call: building,
+signing, sending, parsing) and the wall time. Then, with ours, `--hops` times a long-poll
+receive already waiting while a message is sent, timing send -> received. Median of the
+runs, with min and max, ours / defaults per run, and the load average.
 """
 
 from __future__ import annotations
@@ -19,56 +21,91 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from aiobotocore.session import get_session
 
 from _common import SQS_URL, load_average, summary
+from jobs_server.publisher.sqs import sqs_client
+
+REGION = "us-east-1"
+
+
+@asynccontextmanager
+async def default_client() -> AsyncIterator[Any]:
+    async with get_session().create_client(
+        "sqs", region_name=REGION, endpoint_url=SQS_URL
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def our_client() -> AsyncIterator[Any]:
+    async with sqs_client(region=REGION, endpoint_url=SQS_URL) as client:
+        yield client
+
+
+async def calls_cost(client: Any, calls: int) -> dict[str, float]:
+    """Per-call CPU (ms) of this process for send, send batch and receive, and send's wall."""
+    url = (await client.create_queue(QueueName=f"bench-call-{uuid.uuid4().hex[:6]}"))["QueueUrl"]
+    entries = [{"Id": str(i), "MessageBody": "x" * 200} for i in range(10)]
+    try:
+        for _ in range(20):  # connections open, first-call costs paid
+            await client.send_message(QueueUrl=url, MessageBody="warm")
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(calls):
+            await client.send_message(QueueUrl=url, MessageBody="x" * 200)
+        send_cpu = (time.process_time() - cpu) / calls
+        send_wall = (time.perf_counter() - wall) / calls
+        cpu = time.process_time()
+        for _ in range(calls):
+            await client.send_message_batch(QueueUrl=url, Entries=entries)
+        batch_cpu = (time.process_time() - cpu) / calls
+        cpu = time.process_time()
+        for _ in range(calls):
+            await client.receive_message(QueueUrl=url, MaxNumberOfMessages=1)
+        receive_cpu = (time.process_time() - cpu) / calls
+    finally:
+        await client.delete_queue(QueueUrl=url)
+    return {
+        "send_cpu": 1000 * send_cpu,
+        "batch_cpu": 1000 * batch_cpu,
+        "receive_cpu": 1000 * receive_cpu,
+        "send_wall": 1000 * send_wall,
+    }
+
+
+async def hop(client: Any, receiver: Any, hops: int) -> float:
+    """p50 ms from a send to the return of a long-poll receive already waiting."""
+    url = (await client.create_queue(QueueName=f"bench-hop-{uuid.uuid4().hex[:6]}"))["QueueUrl"]
+    waits: list[float] = []
+    try:
+        for _ in range(hops):
+            waiting = asyncio.create_task(
+                receiver.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5)
+            )
+            await asyncio.sleep(0.05)  # the receive is in flight, as a worker's is
+            sent = time.perf_counter()
+            await client.send_message(QueueUrl=url, MessageBody="hop")
+            got = await waiting
+            waits.append(time.perf_counter() - sent)
+            for m in got.get("Messages", []):
+                await receiver.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    finally:
+        await client.delete_queue(QueueUrl=url)
+    return 1000 * statistics.median(waits)
 
 
 async def one_run(calls: int, hops: int) -> dict[str, float]:
-    session = get_session()
-    async with (
-        session.create_client("sqs", region_name="us-east-1", endpoint_url=SQS_URL) as client,
-        session.create_client("sqs", region_name="us-east-1", endpoint_url=SQS_URL) as receiver,
-    ):
-        url = (await client.create_queue(QueueName=f"bench-call-{uuid.uuid4().hex[:6]}"))[
-            "QueueUrl"
-        ]
-        try:
-            for _ in range(20):  # connections open, first-call costs paid
-                await client.send_message(QueueUrl=url, MessageBody="warm")
-            await client.purge_queue(QueueUrl=url)
-            cpu, wall = time.process_time(), time.perf_counter()
-            for _ in range(calls):
-                await client.send_message(QueueUrl=url, MessageBody="x" * 200)
-            send_cpu = (time.process_time() - cpu) / calls
-            send_wall = (time.perf_counter() - wall) / calls
-            cpu = time.process_time()
-            for _ in range(calls):
-                await client.receive_message(QueueUrl=url, MaxNumberOfMessages=1)
-            receive_cpu = (time.process_time() - cpu) / calls
-            await client.purge_queue(QueueUrl=url)
-            waits: list[float] = []
-            for _ in range(hops):
-                waiting = asyncio.create_task(
-                    receiver.receive_message(
-                        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5
-                    )
-                )
-                await asyncio.sleep(0.05)  # the receive is in flight, as a worker's is
-                sent = time.perf_counter()
-                await client.send_message(QueueUrl=url, MessageBody="hop")
-                got = await waiting
-                waits.append(time.perf_counter() - sent)
-                for m in got.get("Messages", []):
-                    await receiver.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        finally:
-            await client.delete_queue(QueueUrl=url)
-    return {
-        "send_cpu": 1000 * send_cpu,
-        "send_wall": 1000 * send_wall,
-        "receive_cpu": 1000 * receive_cpu,
-        "hop_p50": 1000 * statistics.median(waits),
+    async with default_client() as client:
+        defaults = await calls_cost(client, calls)
+    async with our_client() as client, our_client() as receiver:
+        ours = await calls_cost(client, calls)
+        ours["hop_p50"] = await hop(client, receiver, hops)
+    return {f"default_{k}": v for k, v in defaults.items()} | {
+        f"ours_{k}": v for k, v in ours.items()
     }
 
 
@@ -84,13 +121,20 @@ async def main() -> None:
     runs = [await one_run(args.calls, args.hops) for _ in range(args.runs)]
     labels = {
         "send_cpu": "SendMessage, this process's CPU per call, ms",
+        "batch_cpu": "SendMessageBatch of 10, CPU per call, ms",
+        "receive_cpu": "ReceiveMessage, CPU per call, ms",
         "send_wall": "SendMessage, wall per call (no receive waiting), ms",
-        "receive_cpu": "ReceiveMessage, this process's CPU per call, ms",
-        "hop_p50": "send -> a waiting long-poll receive returns, p50, ms",
     }
-    print(f"{SQS_URL}, {args.runs} runs of {args.calls} calls and {args.hops} hops:")
+    print(f"{SQS_URL}, {args.runs} runs of {args.calls} calls of each kind and {args.hops} hops:")
     for key, label in labels.items():
-        print(f"  {label:<58} {summary([r[key] for r in runs])}")
+        for who in ("default", "ours"):
+            print(f"  {label} ({who}):".ljust(72), summary([r[f"{who}_{key}"] for r in runs]))
+        ratios = [r[f"ours_{key}"] / r[f"default_{key}"] for r in runs]
+        print(f"  {label}, ours / defaults, same run:".ljust(72), summary(ratios))
+    hops_ = [r["ours_hop_p50"] for r in runs]
+    print(
+        "  send -> a waiting long-poll receive returns, p50, ms (ours):".ljust(72), summary(hops_)
+    )
     print(load_average(), "(after)")
 
 

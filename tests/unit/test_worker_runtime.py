@@ -137,9 +137,12 @@ async def test_lost_lease_stops_the_handler_and_reports_nothing(registry):
     assert api.consumer.pending(QUEUE) == 0
 
 
-async def test_stop_waits_for_handlers_within_grace_then_releases(registry):
-    worker, api = make_worker(registry, grace_seconds=0.3)
-    quick = api.dispatch(QUEUE, "double", {"n": 1, "sleep": 0.1})
+# 1.0: the delete of the quick job's message waits for company past the end of the grace; it
+# must still be sent, not cancelled with the attempt that submitted it
+@pytest.mark.parametrize("delete_linger", [0.2, 1.0])
+async def test_stop_waits_for_handlers_within_grace_then_releases(registry, delete_linger):
+    worker, api = make_worker(registry, grace_seconds=0.3, delete_linger=delete_linger)
+    quick = api.dispatch(QUEUE, "double", {"n": 1, "sleep": 0.05})
     slow = api.dispatch(QUEUE, "double", {"n": 2, "sleep": 10})
     run = asyncio.create_task(worker.run())
     while worker.stats.started < 2:
@@ -149,7 +152,8 @@ async def test_stop_waits_for_handlers_within_grace_then_releases(registry):
     assert api.jobs[quick.job_id].status is JobStatus.SUCCEEDED
     assert api.jobs[slow.job_id].status is JobStatus.PENDING
     assert [r.job_id for r in api.released] == [slow.job_id]
-    assert stats.released == 1
+    assert stats.succeeded == 1 and stats.released == 1
+    assert sorted(api.consumer.deleted) == ["m0", "m1"]  # quick's, and slow's once released
     assert api.consumer.pending(QUEUE) == 0
 
 

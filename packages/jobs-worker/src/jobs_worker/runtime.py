@@ -780,7 +780,10 @@ class Worker:
             logger.warning(
                 "outcome refused as stale", extra={**job_fields(attempt.job), "status": ack.status}
             )
-        await self._close(attempt)
+        # the delete waits for company (delete_linger) in the background, not in the attempt:
+        # an attempt still awaiting it at the end of a stop's grace was cancelled with it, and
+        # its message, whose outcome was reported, was left to come back
+        self._close_soon(attempt)
 
     async def _report(self, attempt: _Attempt, report: OutcomeReport) -> OutcomeAck | None:
         """The work is done: keep offering its outcome (the lease is still heartbeated) while

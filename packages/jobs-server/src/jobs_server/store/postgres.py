@@ -135,18 +135,20 @@ def _is_unavailable(exc: BaseException) -> bool:
     )
 
 
-def _encode_jsonb(value: Any) -> bytes:
-    return b"\x01" + json.dumps(value, separators=(",", ":")).encode()
-
-
-def _decode_jsonb(data: bytes) -> Any:
-    return json.loads(data[1:])
-
-
 # json.dumps(value, separators=...) builds an encoder on every call, and json.loads of bytes
 # first detects their encoding; these are the same encoder and decoder, built once.
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 _from_json = json.JSONDecoder().decode
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + _to_json(value).encode()
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    # jsonb's binary form is a version byte and UTF-8 text; decoding it ourselves halves the
+    # cost of a small payload (every claimed job's) against json.loads of the bytes
+    return _from_json(data[1:].decode())
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
