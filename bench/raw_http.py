@@ -55,9 +55,24 @@ class RawEnqueuer:
                 await writer.wait_closed()
 
     async def enqueue(self) -> str:
+        key = str(uuid.uuid4()).encode()
+        try:
+            status, answer = await self._call(key)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # the server closed a connection left idle past its keep-alive (a low rate): sent
+            # again on a fresh one, under the same Idempotency-Key, so at most one job is stored
+            status, answer = await self._call(key, fresh=True)
+        if status >= 300:
+            raise RuntimeError(f"POST /v1/jobs answered {status}: {answer[:300]!r}")
+        return str(json.loads(answer)["job"]["id"])
+
+    async def _call(self, key: bytes, *, fresh: bool = False) -> tuple[int, bytes]:
         reader, writer = await self._idle.get()
         try:
-            key = str(uuid.uuid4()).encode()
+            if fresh:  # the others may have been left idle as long
+                writer.close()
+                reader, writer = await asyncio.open_connection(self._host, self._port)
+                self._all.append(writer)
             writer.write(self._head + key + b"\r\n\r\n" + self._body)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
@@ -74,6 +89,4 @@ class RawEnqueuer:
             raise
         finally:
             self._idle.put_nowait((reader, writer))
-        if status >= 300:
-            raise RuntimeError(f"POST /v1/jobs answered {status}: {answer[:300]!r}")
-        return str(json.loads(answer)["job"]["id"])
+        return status, answer

@@ -10,7 +10,9 @@ the scheduler and the worker configure it), on a queue of its own: `--calls` Sen
 calls one after another, then as many SendMessageBatch calls of 10 and ReceiveMessage calls
 (WaitTimeSeconds 0), timing this process's CPU (the client's side of a call: building,
 signing, sending, parsing) and the wall time. Then, with ours, `--hops` times a long-poll
-receive already waiting while a message is sent, timing send -> received. Median of the
+receive already waiting while a message is sent, timing send -> received, for each of
+`--waits` (how long the receive has waited by then: at a low rate a worker's receive has
+waited long, at a high one a message is usually there already). Median of the
 runs, with min and max, ours / defaults per run, and the load average.
 """
 
@@ -77,8 +79,8 @@ async def calls_cost(client: Any, calls: int) -> dict[str, float]:
     }
 
 
-async def hop(client: Any, receiver: Any, hops: int) -> float:
-    """p50 ms from a send to the return of a long-poll receive already waiting."""
+async def hop(client: Any, receiver: Any, hops: int, waited: float = 0.05) -> float:
+    """p50 ms from a send to the return of a long-poll receive that has waited `waited` s."""
     url = (await client.create_queue(QueueName=f"bench-hop-{uuid.uuid4().hex[:6]}"))["QueueUrl"]
     waits: list[float] = []
     try:
@@ -86,7 +88,7 @@ async def hop(client: Any, receiver: Any, hops: int) -> float:
             waiting = asyncio.create_task(
                 receiver.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5)
             )
-            await asyncio.sleep(0.05)  # the receive is in flight, as a worker's is
+            await asyncio.sleep(waited)  # the receive is in flight, as a worker's is
             sent = time.perf_counter()
             await client.send_message(QueueUrl=url, MessageBody="hop")
             got = await waiting
@@ -98,12 +100,15 @@ async def hop(client: Any, receiver: Any, hops: int) -> float:
     return 1000 * statistics.median(waits)
 
 
-async def one_run(calls: int, hops: int) -> dict[str, float]:
+async def one_run(calls: int, hops: int, waits: list[float]) -> dict[str, float]:
     async with default_client() as client:
         defaults = await calls_cost(client, calls)
     async with our_client() as client, our_client() as receiver:
         ours = await calls_cost(client, calls)
-        ours["hop_p50"] = await hop(client, receiver, hops)
+        for waited in waits:
+            # fewer hops after the longer waits: each takes as long as its wait
+            n = hops if waited <= 0.05 else max(5, hops // 6)
+            ours[f"hop_p50_{waited}"] = await hop(client, receiver, n, waited)
     return {f"default_{k}": v for k, v in defaults.items()} | {
         f"ours_{k}": v for k, v in ours.items()
     }
@@ -116,9 +121,16 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--hops", type=int, default=60)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--waits",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.05, 0.2, 1.0],
+        help="how long the receive has waited when the message is sent, s",
+    )
     args = parser.parse_args()
     print(load_average(), "(before)")
-    runs = [await one_run(args.calls, args.hops) for _ in range(args.runs)]
+    runs = [await one_run(args.calls, args.hops, args.waits) for _ in range(args.runs)]
     labels = {
         "send_cpu": "SendMessage, this process's CPU per call, ms",
         "batch_cpu": "SendMessageBatch of 10, CPU per call, ms",
@@ -131,10 +143,9 @@ async def main() -> None:
             print(f"  {label} ({who}):".ljust(72), summary([r[f"{who}_{key}"] for r in runs]))
         ratios = [r[f"ours_{key}"] / r[f"default_{key}"] for r in runs]
         print(f"  {label}, ours / defaults, same run:".ljust(72), summary(ratios))
-    hops_ = [r["ours_hop_p50"] for r in runs]
-    print(
-        "  send -> a waiting long-poll receive returns, p50, ms (ours):".ljust(72), summary(hops_)
-    )
+    for waited in args.waits:
+        label = f"  send -> a long-poll receive waiting {waited:g} s returns, p50, ms:"
+        print(label.ljust(72), summary([r[f"ours_hop_p50_{waited}"] for r in runs]))
     print(load_average(), "(after)")
 
 

@@ -54,10 +54,16 @@ class DatabaseClock:
     """PostgreSQL's clock, carried forward on `time.monotonic()` between readings.
 
     `read` returns the database's `clock_timestamp()`; the reading is taken as the midpoint of
-    the round trip, so the error is at most half of it. Until the first `sync()` the clock
-    falls back to this host's wall clock."""
+    the round trip, so the error is at most half of it. A sync reads SAMPLES times and keeps
+    the reading of the shortest round trip: the first of a sync may wait for a connection to
+    open, or the loop may be busy when its answer lands, and half of such a round trip (tens of
+    milliseconds at a process's start) made one process's clock run that far from another's.
+    A scheduler whose clock ran behind the API's took each wake-up's due job for a future one
+    and slept that long before claiming it. Until the first `sync()` the clock falls back to
+    this host's wall clock."""
 
     RESYNC_SECONDS = 60.0
+    SAMPLES = 3
 
     def __init__(
         self,
@@ -85,11 +91,15 @@ class DatabaseClock:
     async def sync(self) -> None:
         if self._read is None:
             raise RuntimeError("DatabaseClock.sync() before bind(): no database to read")
-        sent = self._monotonic()
-        db_now = await self._read()
-        received = self._monotonic()
-        self._base = db_now
-        self._base_mono = (sent + received) / 2
+        best: tuple[float, datetime, float] | None = None  # (round trip, reading, midpoint)
+        for _ in range(self.SAMPLES):
+            sent = self._monotonic()
+            db_now = await self._read()
+            received = self._monotonic()
+            if best is None or received - sent < best[0]:
+                best = (received - sent, db_now, (sent + received) / 2)
+        assert best is not None
+        _, self._base, self._base_mono = best
 
     def now(self) -> datetime:
         if self._base is None:
