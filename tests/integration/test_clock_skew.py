@@ -5,9 +5,12 @@ this host's clock; every time a rule reads comes from the database's clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -69,6 +73,7 @@ def skewed_api(
     yield lambda skew: _start_api(rig, database_url, skew, tmp_path, apis)
     for proc in apis:
         proc.stop()
+        assert not proc.still_listening(), "the API process outlived faketime"
 
 
 class _SkewedApi:
@@ -76,13 +81,27 @@ class _SkewedApi:
         self.proc, self.url, self.log = proc, url, log
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        # faketime runs the API as its child: signal the whole group, or the API outlives it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+    def still_listening(self) -> bool:
+        """Whether anything still answers on the API's port, for up to 10 s after stop()."""
+        host, port = urlsplit(self.url).hostname, urlsplit(self.url).port
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+            except OSError:
+                return False
+            time.sleep(0.05)  # a process ending after its signal
+        return True
 
 
 def _start_api(
@@ -110,6 +129,7 @@ def _start_api(
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, for stop() to end with faketime's child
         )
     api = _SkewedApi(proc, f"http://127.0.0.1:{port}", log)
     apis.append(api)
