@@ -79,7 +79,7 @@ async def calls_cost(client: Any, calls: int) -> dict[str, float]:
     }
 
 
-async def hop(client: Any, receiver: Any, hops: int, waited: float = 0.05) -> float:
+async def hop(client: Any, receiver: Any, hops: int, waited: float) -> float:
     """p50 ms from a send to the return of a long-poll receive that has waited `waited` s."""
     url = (await client.create_queue(QueueName=f"bench-hop-{uuid.uuid4().hex[:6]}"))["QueueUrl"]
     waits: list[float] = []

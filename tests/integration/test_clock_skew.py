@@ -93,11 +93,11 @@ class _SkewedApi:
 
     def still_listening(self) -> bool:
         """Whether anything still answers on the API's port, for up to 10 s after stop()."""
-        host, port = urlsplit(self.url).hostname, urlsplit(self.url).port
+        where = urlsplit(self.url)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                socket.create_connection((host, port), timeout=1).close()
+                socket.create_connection((where.hostname, where.port), timeout=1).close()
             except OSError:
                 return False
             time.sleep(0.05)  # a process ending after its signal

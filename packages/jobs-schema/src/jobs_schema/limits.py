@@ -112,11 +112,11 @@ Timestamp = Annotated[
 def clamp_timestamp(value: datetime) -> datetime:
     """`value` as an aware time within the range, for readers of stored rows: a naive value
     (asyncpg's reading of +/-infinity) counts as UTC, and one out of range becomes its bound."""
-    if value.tzinfo is not None and MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
-        return value  # every row the API wrote: two comparisons, no min/max calls
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return min(max(value, MIN_TIMESTAMP), MAX_TIMESTAMP)
+    if MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        return value  # every row the API wrote: two comparisons, no min/max calls
+    return MIN_TIMESTAMP if value < MIN_TIMESTAMP else MAX_TIMESTAMP
 
 
 def zoned(value: datetime) -> datetime:

@@ -57,9 +57,9 @@ class DatabaseClock:
     the round trip, so the error is at most half of it. A sync reads SAMPLES times and keeps
     the reading of the shortest round trip: the first of a sync may wait for a connection to
     open, or the loop may be busy when its answer lands, and half of such a round trip (tens of
-    milliseconds at a process's start) made one process's clock run that far from another's.
-    A scheduler whose clock ran behind the API's took each wake-up's due job for a future one
-    and slept that long before claiming it. Until the first `sync()` the clock falls back to
+    milliseconds at a process's start) would set one process's clock that far from another's;
+    a scheduler whose clock ran behind the API's would take a wake-up's due job for a future
+    one and sleep that long before claiming it. Until the first `sync()` the clock falls back to
     this host's wall clock."""
 
     RESYNC_SECONDS = 60.0
