@@ -171,3 +171,33 @@ async def test_a_lazy_batcher_waits_for_company_even_when_idle():
     await lazy.aclose()  # closing sends what waits
     assert await lone == 8
     assert sender.batches == [[1, 2, 3], [4]]
+
+
+async def test_a_paced_batcher_sends_the_first_at_once_then_one_batch_a_linger():
+    """paced=True (the worker's reports): with no batch in the last linger an item goes at once;
+    after one, the next waits for its linger even with nothing in flight (where an eager
+    batcher would send it alone at once), unless a full batch goes first."""
+    sender = FakeSender()
+    paced = Batcher(sender, linger=3600, max_batch=3, paced=True)
+    assert await asyncio.wait_for(paced.submit(1), timeout=30) == 2  # idle: not the hour
+    later = asyncio.create_task(paced.submit(2))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not later.done() and sender.batches == [[1]]  # nothing in flight, yet it waits
+    rest = [asyncio.create_task(paced.submit(i)) for i in (3, 4)]
+    assert await asyncio.wait_for(asyncio.gather(later, *rest), timeout=30) == [4, 6, 8]
+    assert sender.batches == [[1], [2, 3, 4]]  # full: it went without the hour
+    await paced.aclose()
+
+
+async def test_a_paced_batcher_sends_at_once_again_after_a_quiet_linger():
+    sender = FakeSender()
+    paced = Batcher(sender, linger=0.05, max_batch=100, paced=True)
+    assert await paced.submit(1) == 2
+    await asyncio.sleep(0.1)  # a sleep is never shorter than asked: the linger has passed
+    second = asyncio.create_task(paced.submit(2))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert second.done() and await second == 4
+    assert sender.batches == [[1], [2]]
+    await paced.aclose()

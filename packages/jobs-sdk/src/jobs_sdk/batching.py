@@ -11,12 +11,19 @@ call's round trip. Each caller still gets its own result or its own exception.
 For work nobody waits on (the worker's message deletes), `eager=False` makes a submission
 always wait for company, up to `linger`: a batch per linger at low load instead of a call per
 item.
+
+For work whose callers can wait a little but not always (the worker's outcome reports),
+`paced=True` starts at most one batch a `linger`: a submission a quiet `linger` after the last
+batch goes at once, the others wait for the next batch, due `linger` after the last one
+started, whether or not it has returned. So calls are rare at any load: one an item when
+items are rarer than one a linger, one a linger above that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -34,8 +41,9 @@ SendBatch = Callable[[list[T]], Awaitable[Sequence[R | Exception]]]
 class Batcher(Generic[T, R]):
     """`submit(item)` waits for `send(batch)` to answer for its item. A batch goes at once
     when none is in flight (unless `eager` is False); otherwise when it is full, when the
-    batches in flight have returned, or `linger` seconds after its first item. After
-    `aclose()` submissions are refused."""
+    batches in flight have returned, or `linger` seconds after its first item. `paced`: at
+    once when none started in the last `linger`, else when full or `linger` after the last
+    one started. After `aclose()` submissions are refused."""
 
     def __init__(
         self,
@@ -44,6 +52,7 @@ class Batcher(Generic[T, R]):
         linger: float = 0.02,
         max_batch: int = 100,
         eager: bool = True,
+        paced: bool = False,
     ) -> None:
         if linger < 0 or max_batch < 1:
             raise ValueError("linger must be >= 0 and max_batch >= 1")
@@ -51,6 +60,8 @@ class Batcher(Generic[T, R]):
         self._linger = linger
         self._max_batch = max_batch
         self._eager = eager
+        self._paced = paced
+        self._last_start = -math.inf  # loop time the last batch left
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -65,13 +76,18 @@ class Batcher(Generic[T, R]):
         if len(self._pending) >= self._max_batch:
             self._flush()
         elif self._timer is None:
-            # idle: at the end of this turn of the loop; busy: after the linger at most
-            self._timer = (
-                loop.call_soon(self._flush)
-                if self._eager and not self._inflight
-                else loop.call_later(self._linger, self._flush)
-            )
+            self._timer = self._schedule(loop)
         return await future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | asyncio.Handle:
+        """When the batch now waiting goes: idle, at the end of this turn of the loop; busy,
+        after the linger at most."""
+        if self._paced:
+            wait = self._last_start + self._linger - loop.time()
+            return loop.call_soon(self._flush) if wait <= 0 else loop.call_later(wait, self._flush)
+        if self._eager and not self._inflight:
+            return loop.call_soon(self._flush)
+        return loop.call_later(self._linger, self._flush)
 
     async def aclose(self) -> None:
         """Send what is waiting, then wait for every batch in flight."""
@@ -88,6 +104,7 @@ class Batcher(Generic[T, R]):
         batch = [(item, fut) for item, fut in self._pending if not fut.done()]
         self._pending = []
         if batch:
+            self._last_start = asyncio.get_running_loop().time()
             task = asyncio.create_task(self._deliver(batch))
             self._inflight.add(task)
             task.add_done_callback(self._landed)
@@ -95,7 +112,7 @@ class Batcher(Generic[T, R]):
     def _landed(self, task: asyncio.Task[None]) -> None:
         """A batch returned: what waited for it goes now, once no other is in flight."""
         self._inflight.discard(task)
-        if self._eager and self._pending and not self._inflight:
+        if self._eager and not self._paced and self._pending and not self._inflight:
             self._flush()
 
     async def _deliver(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:

@@ -79,8 +79,8 @@ class WorkerSettings(BaseSettings):
         default=0.02,
         ge=0,
         le=5,
-        description="while a report is in flight, how long more outcomes wait for "
-        "company at most; with none in flight an outcome goes at once (0-5)",
+        description="outcome reports go at most once this many seconds, together; an "
+        "outcome after a quiet period this long goes at once (0-5)",
     )
     delete_linger_seconds: float = Field(
         default=0.2,
