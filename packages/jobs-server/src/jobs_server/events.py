@@ -2,8 +2,9 @@
 ids of those jobs go out as a PostgreSQL NOTIFY on CHANNEL, which every API process's
 EventHub (jobs_server.streams) LISTENs to.
 
-As with wake-ups (jobs_server.wakeups), nothing notifies inside the transaction that made the
-change (NOTIFY takes a global lock at commit; enqueue transactions must not queue behind it).
+As with wake-ups (jobs_server.wakeups), concurrent transactions do not notify inside
+themselves (NOTIFY takes a lock at commit that serializes them); a lone enqueue and the claims
+do (JobService, announce_claimed).
 The services call `EventSender.changed(ids)` after their store call returned; concurrent calls
 coalesce into one flush in flight per process, each NOTIFY on its own autocommit statement,
 the ids cut into payloads under PostgreSQL's 8000-byte limit. NOTIFY is not durable: a lost

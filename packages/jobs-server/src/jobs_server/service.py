@@ -186,6 +186,13 @@ class JobService:
         self._metrics = metrics
         self._tracing = tracing or Tracing()
         self._batcher = EnqueueBatcher(self._store_batch)
+        # an enqueue statement with no other of this service in flight NOTIFYs its own jobs
+        # (EnqueueStore.enqueue_jobs' `announce`): one statement and transaction less a job
+        # at low load, and none of NOTIFY's commit-time lock under concurrency
+        self._may_announce = bool(
+            store.announces_enqueues and on_enqueued is not None and on_changed is not None
+        )
+        self._in_flight = 0
 
     @property
     def config(self) -> JobsConfig:
@@ -291,17 +298,38 @@ class JobService:
     ) -> list[EnqueueResult] | IdempotentReplay:
         if len(jobs) == 1 and key is None:
             return [await self._batcher.submit(tenant, jobs[0])]
-        return await self._store.enqueue_jobs(
-            tenant, quota=self._quota(tenant), jobs=jobs, idempotency_key=key, request_hash=digest
-        )
+        return await self._store_call(tenant, jobs, key, digest)
 
     async def _store_batch(self, tenant: str, jobs: list[NewJob]) -> list[EnqueueResult]:
-        out = await self._store.enqueue_jobs(tenant, quota=self._quota(tenant), jobs=jobs)
+        out = await self._store_call(tenant, jobs, None, None)
         assert not isinstance(out, IdempotentReplay)
         return out
 
+    async def _store_call(
+        self, tenant: str, jobs: list[NewJob], key: str | None, digest: str | None
+    ) -> list[EnqueueResult] | IdempotentReplay:
+        announce = self._may_announce and self._in_flight == 0
+        self._in_flight += 1
+        try:
+            return await self._store.enqueue_jobs(
+                tenant,
+                quota=self._quota(tenant),
+                jobs=jobs,
+                idempotency_key=key,
+                request_hash=digest,
+                announce=announce,
+            )
+        finally:
+            self._in_flight -= 1
+
     def _announce(self, results: list[EnqueueResult]) -> None:
-        created = [r.job for r in results if r.outcome is EnqueueOutcome.CREATED and r.job]
+        """Wake the scheduler and tell the event streams of the created jobs that their
+        statement did not announce itself."""
+        created = [
+            r.job
+            for r in results
+            if r.outcome is EnqueueOutcome.CREATED and r.job and not r.announced
+        ]
         if created and self._on_enqueued is not None:
             self._on_enqueued({j.use_case for j in created}, min(j.run_at for j in created))
         if created and self._on_changed is not None:

@@ -1,9 +1,12 @@
 """Wake-ups between processes over LISTEN/NOTIFY.
 
-NOTIFY takes a global lock at commit, so enqueue transactions never notify themselves. After a
-commit the server asks WakeupSender to tell the scheduler; concurrent requests coalesce into one
-NOTIFY in flight per process, sent on its own autocommit statement. A lost wake-up costs at most
-one scheduler tick, never a job."""
+NOTIFY takes a lock at commit that serializes the transactions holding it, so concurrent
+enqueue transactions do not notify themselves: after their commits the server asks
+WakeupSender to tell the scheduler, and concurrent requests coalesce into one NOTIFY in flight
+per process, sent on its own autocommit statement. An enqueue with no other of its process in
+flight notifies in its own statement instead (JobService, EnqueueStore.enqueue_jobs'
+`announce`), with the payload this module writes. A lost wake-up costs at most one scheduler
+tick, never a job."""
 
 from __future__ import annotations
 

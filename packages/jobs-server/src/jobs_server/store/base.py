@@ -127,6 +127,9 @@ class EnqueueOutcome(StrEnum):
 class EnqueueResult:
     outcome: EnqueueOutcome
     job: Job | None
+    # the enqueue statement NOTIFYd this created job itself (EnqueueStore.enqueue_jobs'
+    # `announce`): the service sends no wake-up or event for it after the commit
+    announced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +246,9 @@ class LeaseStatus:
 class EnqueueStore(Protocol):
     """What enqueue needs: store jobs under the quota, dedup and idempotency rules."""
 
+    # whether enqueue_jobs can `announce` (a store with NOTIFY; the in-memory one cannot)
+    announces_enqueues: bool
+
     async def enqueue_jobs(
         self,
         tenant: str,
@@ -251,7 +257,14 @@ class EnqueueStore(Protocol):
         jobs: list[NewJob],
         idempotency_key: str | None = None,
         request_hash: str | None = None,
-    ) -> list[EnqueueResult] | IdempotentReplay: ...
+        announce: bool = False,
+    ) -> list[EnqueueResult] | IdempotentReplay:
+        """`announce` (only where `announces_enqueues`): the statement itself NOTIFYs the jobs
+        it creates, the scheduler's wake-up and their ids to the event streams, and marks
+        their results `announced`. The caller asks only when no other enqueue of its process
+        is in flight: NOTIFY takes a lock at commit that serializes the transactions holding
+        it, so concurrent enqueues leave it to one NOTIFY statement after their commits."""
+        ...
 
     async def notify(self, channel: str, payload: str) -> None: ...
 

@@ -284,6 +284,8 @@ class InMemoryJobStore:
     within capacity, quotas, dedup, idempotency keys, fencing, leases and the leader lease, all
     against `clock`. Move a `ManualClock` to expire leases, reach run_at or prune."""
 
+    announces_enqueues = False  # no NOTIFY here: the services announce every enqueue
+
     def __init__(self, clock: Clock, *, events: bool = True) -> None:
         self.clock = clock
         self._events = events  # as PostgresJobStore's: what statements announce themselves
@@ -395,6 +397,7 @@ class InMemoryJobStore:
         jobs: list[NewJob],
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        announce: bool = False,  # never asked of this store (announces_enqueues)
     ) -> list[EnqueueResult] | IdempotentReplay:
         now = self.clock.now()
         if idempotency_key is not None:

@@ -196,6 +196,8 @@ def _job(rec: Any) -> Job:
 class PostgresJobStore:
     """A JobStore over an asyncpg pool. Build it with `await PostgresJobStore.connect(url)`."""
 
+    announces_enqueues = True  # enqueue_jobs(announce=True): NOTIFY in the statement
+
     def __init__(
         self, pool: asyncpg.Pool, queries: dict[str, str], *, dsn: str, clock: Clock | None = None
     ) -> None:
@@ -314,11 +316,12 @@ class PostgresJobStore:
         jobs: list[NewJob],
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        announce: bool = False,
     ) -> list[EnqueueResult] | IdempotentReplay:
         # JSON as text (see enqueue_jobs in queries.sql): the jsonb codec builds a json encoder
         # per value.
         now = self.clock.now()
-        args = (*_enqueue_args(tenant, quota, jobs, now), idempotency_key, request_hash)
+        args = (*_enqueue_args(tenant, quota, jobs, now), idempotency_key, request_hash, announce)
         async with self._conn() as conn:
             try:
                 rows = await conn.fetch(self._q["enqueue_jobs"], *args)
@@ -1142,7 +1145,7 @@ class PostgresJobStore:
         batch: NewBatch | None,
         now: datetime,
     ) -> GraphResult:
-        args = (*_enqueue_args(tenant, quota, jobs, now), None, None)
+        args = (*_enqueue_args(tenant, quota, jobs, now), None, None, False)
         rows = await conn.fetch(self._q["enqueue_jobs"], *args)
         results = _enqueue_results(rows)
         refusal = graph_refusal(results)
@@ -1494,14 +1497,19 @@ def _enqueue_results(rows: list[Any]) -> list[EnqueueResult]:
     """One result per row; a row's job columns are null when it has no job. The jobs are
     validated in one call: pydantic's overhead per call is a good part of a small job's cost."""
     jobs = iter(_JOBS.validate_python([_job_fields(r) for r in rows if r["id"] is not None]))
-    return [
-        EnqueueResult(_OUTCOMES[r["outcome"]], next(jobs) if r["id"] is not None else None)
-        for r in rows
-    ]
+    results = []
+    for r in rows:
+        outcome = _OUTCOMES[r["outcome"]]
+        announced = bool(r["announced"]) and outcome is EnqueueOutcome.CREATED
+        results.append(
+            EnqueueResult(outcome, next(jobs) if r["id"] is not None else None, announced)
+        )
+    return results
 
 
 def _job_fields(rec: Any) -> dict[str, Any]:
     fields = dict(rec)
+    del fields["announced"]  # the statement's, not the job's
     fields["payload"] = _from_json(fields["payload"])  # text, see enqueue_jobs in queries.sql
     rule = fields.pop("unique_rule")
     fields["unique"] = {"key": fields["dedup_key"], **rule} if rule is not None else None

@@ -16,6 +16,8 @@
 -- stores nothing and answers no rows (PostgresJobStore reads the replay), and a request racing
 -- another with the same key waits on the key's index entry, then fails on it as a whole (its
 -- jobs with it) and is answered from the first's outcomes.
+-- $21 (announce): the statement NOTIFYs the jobs it created itself, as the claims do, instead
+-- of a NOTIFY statement after the commit (EnqueueStore.enqueue_jobs says when).
 WITH seen AS (
     SELECT 1 FROM idempotency_keys WHERE $19::text IS NOT NULL AND tenant = $1 AND key = $19
 ), e AS (
@@ -38,14 +40,23 @@ WITH seen AS (
            (SELECT coalesce(jsonb_agg(jsonb_build_array((e.job).id::text, e.outcome)
                                       ORDER BY e.ord), '[]') FROM e)
     WHERE $19::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen)
+), announced AS (
+    -- one row always (an aggregate): the scheduler's wake-up on WAKEUP_CHANNEL as
+    -- jobs_server.wakeups writes it, and the ids on the events channel (jobs_notify_ids)
+    SELECT CASE WHEN count(*) > 0 THEN pg_notify('jobs_wakeup', json_build_object(
+               'u', array_agg(DISTINCT (e.job).use_case),
+               't', extract(epoch FROM min((e.job).run_at)))::text) END AS woke,
+           CASE WHEN count(*) > 0 THEN jobs_notify_ids(array_agg((e.job).id)) END AS told,
+           $21::boolean AS announced
+    FROM e WHERE $21::boolean AND e.outcome = 'created'
 )
 SELECT ord, outcome, (job).id, (job).tenant, (job).use_case, (job).job_type, (job).payload::text,
        (job).status, (job).priority, (job).run_at, (job).deadline, (job).attempts,
        (job).max_attempts, (job).dedup_key, (job).result, (job).last_error,
        (job).cancel_requested, (job).deadline_missed, (job).created_at, (job).updated_at,
        (job).finished_at, (job).unique_rule, (job).concurrency_key, (job).rate_key,
-       (job).expires_at
-FROM e;
+       (job).expires_at, announced.announced
+FROM e, announced;
 
 -- name: get_job
 SELECT j FROM jobs j WHERE j.id = $1 AND ($2::text IS NULL OR j.tenant = $2);
