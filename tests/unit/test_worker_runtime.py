@@ -23,8 +23,10 @@ class Item(BaseModel):
     sleep: float = 0.0
 
 
-def make_worker(registry: Registry, **overrides: object) -> tuple[Worker, InMemoryWorkerApi]:
-    consumer = InMemoryConsumer(visibility_seconds=30)
+def make_worker(
+    registry: Registry, consumer: InMemoryConsumer | None = None, **overrides: object
+) -> tuple[Worker, InMemoryWorkerApi]:
+    consumer = consumer or InMemoryConsumer(visibility_seconds=30)
     api = InMemoryWorkerApi(consumer, embed_payloads=bool(overrides.pop("embed_payloads", True)))
     lease = overrides.pop("lease_seconds", 30)
     use_case = UseCaseConfig(queue=QUEUE, timeout_seconds=5, lease_seconds=lease)
@@ -277,18 +279,7 @@ async def test_received_jobs_go_to_their_handlers_before_the_next_receive(regist
                 queue, max_messages=max_messages, wait_seconds=wait_seconds
             )
 
-    consumer = Recording(visibility_seconds=30)
-    api = InMemoryWorkerApi(consumer)
-    use_case = UseCaseConfig(queue=QUEUE, timeout_seconds=5, lease_seconds=30)
-    worker = Worker(
-        registry,
-        consumer=consumer,
-        api=api,
-        use_cases={"test": use_case},
-        concurrency=4,
-        burst_idle_seconds=0.1,
-        poll_seconds=0.05,
-    )
+    worker, api = make_worker(registry, Recording(visibility_seconds=30))
     for n in range(3):
         api.dispatch(QUEUE, "double", {"n": n})
     stats = await asyncio.wait_for(worker.run(burst=True), 10)
