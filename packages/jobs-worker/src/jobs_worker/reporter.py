@@ -197,7 +197,7 @@ class Reporter:
     one a `linger` (paced): an outcome after a quiet `linger` goes at once, and under load the
     request rate stays at one a linger while each carries more. Eager batching (a request as
     soon as the last returned) sent one or two outcomes a request at 200 jobs/s; paced (with
-    the receive loop's hand-off beside it) our processes' CPU a job there was 0.91× the eager
+    the receive loop's hand-off beside it) our processes' CPU a job there was 0.91 times the eager
     revision's in the same runs (bench/e2e_compare.py), and an outcome is stored up to a linger
     later."""
 
