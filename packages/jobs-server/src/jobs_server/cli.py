@@ -335,6 +335,7 @@ async def _run_scheduler(settings: ServerSettings, provider: TracerProvider | No
     started.add_done_callback(
         lambda f: typer.echo(f"scheduler {f.result().holder} running", err=True)
     )
+    started.add_done_callback(lambda _: _tune_gc(young=None))  # built: its clients are loaded
     with _metrics_port(settings, metrics):
         await run_scheduler(
             settings, stop, metrics=metrics, tracing=Tracing(provider), started=started
@@ -539,15 +540,18 @@ def _build_app(settings: ServerSettings, provider: TracerProvider | None = None)
     return create_app(settings, tracer_provider=provider)
 
 
-def _tune_gc() -> None:
-    """Move what start-up created out of the collector's sight and collect young objects less
-    often: full collections walking ~80,000 start-up objects were a fifth of the server's CPU
-    under batch enqueues (bench/enqueue.py)."""
+def _tune_gc(*, young: int | None = 20_000) -> None:
+    """Move what start-up created out of the collector's sight, and with `young` collect young
+    objects less often: full collections walking ~80,000 start-up objects were a fifth of the
+    server's CPU under batch enqueues (bench/enqueue.py). In the scheduler, whose SQS client
+    loads botocore's service model, each stopped the loop for 40-75 ms (bench/e2e.py); there
+    young objects keep the default threshold, whose collections are short."""
     import gc
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    if young is not None:
+        gc.set_threshold(young, 20, 20)
 
 
 def _run_uvicorn(
