@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from jobs_schema import EnqueueRequest, JobsConfig, UseCaseConfig
-from jobs_server.clock import ManualClock
+from jobs_server.clock import Clock, ManualClock
 from jobs_server.service import JobService
 from jobs_server.store.base import JobStore
 from jobs_server.store.channels import EVENTS_CHANNEL, WAKEUP_CHANNEL, parse_ids
@@ -72,13 +72,13 @@ class Hooks:
         self.woken: list[frozenset[str]] = []
         self.changed: list[UUID] = []
 
-    def service(self, store: JobStore, clock: object) -> JobService:
+    def service(self, store: JobStore, clock: Clock) -> JobService:
         return JobService(
             store,
             CONFIG,
             default_quota=None,
             max_payload_bytes=65_536,
-            clock=clock,  # type: ignore[arg-type]
+            clock=clock,
             on_enqueued=lambda use_cases, _at: self.woken.append(frozenset(use_cases)),
             on_changed=self.changed.extend,
         )

@@ -81,7 +81,7 @@ class Batcher(Generic[T, R]):
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | asyncio.Handle:
         """When the batch now waiting goes: idle, at the end of this turn of the loop; busy,
-        after the linger at most."""
+        after the linger at most (paced: `linger` after the last batch started)."""
         if self._paced:
             wait = self._last_start + self._linger - loop.time()
             return loop.call_soon(self._flush) if wait <= 0 else loop.call_later(wait, self._flush)
