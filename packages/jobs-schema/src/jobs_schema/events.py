@@ -15,7 +15,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs_schema.jobs import FINISHED_STATUSES, JobStatus, Key, StoredTime
+from jobs_schema.jobs import FINISHED_STATUSES, JobStatus, StoredTime
+from jobs_schema.limits import Key
 
 __all__ = [
     "MAX_EVENT_STATUSES",

@@ -16,11 +16,12 @@ from jobs_schema.limits import (
     MAX_EXPIRE_GRACE_SECONDS,
     MAX_TIMESTAMP,
     MAX_UNIQUE_SECONDS,
+    CheckedPayload,
     JsonInt,
-    Text,
+    Key,
+    Payload,
     Timestamp,
     WholeNumber,
-    check_payload,
     zoned,
 )
 
@@ -47,10 +48,6 @@ __all__ = [
 
 MAX_BATCH_SIZE = 1000
 
-Payload = dict[str, JsonValue]
-# A payload the API takes: storable, and within the nesting every parser on its way reads.
-CheckedPayload = Annotated[Payload, AfterValidator(check_payload)]
-Key = Annotated[Text, Field(min_length=1, max_length=200)]
 # A time as stored and returned: always with a zone.
 StoredTime = Annotated[datetime, AfterValidator(zoned)]
 

@@ -18,7 +18,14 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+)
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -232,3 +239,10 @@ def check_payload(value: dict[str, Any]) -> dict[str, Any]:
     """The payload, or ValueError saying which rule it breaks (the enqueue models' check)."""
     json_text(value, what="payload")
     return value
+
+
+Payload = dict[str, JsonValue]
+# A payload the API takes: storable, and within the nesting every parser on its way reads.
+CheckedPayload = Annotated[Payload, AfterValidator(check_payload)]
+# A tenant's, key's or name's text as the API takes it.
+Key = Annotated[Text, Field(min_length=1, max_length=200)]

@@ -18,11 +18,12 @@ from pydantic import (
     model_validator,
 )
 
-from jobs_schema.jobs import JobStatus, Payload, StoredTime
+from jobs_schema.jobs import JobStatus, StoredTime
 from jobs_schema.limits import (
     MAX_RETRY_DELAY_SECONDS,
     JsonInt,
     JsonRefused,
+    Payload,
     ReportedText,
     Text,
     Timestamp,

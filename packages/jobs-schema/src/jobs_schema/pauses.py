@@ -9,8 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs_schema.jobs import Key, StoredTime
-from jobs_schema.limits import Text
+from jobs_schema.jobs import StoredTime
+from jobs_schema.limits import Key, Text
 
 __all__ = ["MAX_PAUSE_HISTORY", "MAX_REASON_CHARS", "PauseList", "PauseRequest", "PauseState"]
 

@@ -17,9 +17,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jobs_schema.limits import JsonInt, Text, WholeNumber, check_payload
+from jobs_schema.limits import CheckedPayload, JsonInt, Key, Payload, Text, WholeNumber
 
 __all__ = [
     "MAX_INTERVAL_SECONDS",
@@ -45,10 +45,6 @@ class ScheduleSource(StrEnum):
     API = "api"
 
 
-# jobs.py's Key and payload, not imported: jobs.py imports config.py, which imports this
-Key = Annotated[Text, Field(min_length=1, max_length=200)]
-Payload = dict[str, JsonValue]
-CheckedPayload = Annotated[Payload, AfterValidator(check_payload)]
 Zone = Annotated[Text, Field(min_length=1, max_length=64)]
 CronText = Annotated[Text, Field(min_length=1, max_length=200)]
 

@@ -10,7 +10,7 @@ from fastapi import Path
 from fastapi.responses import Response
 
 from jobs_schema import UseCaseForecast
-from jobs_schema.jobs import Key
+from jobs_schema.limits import Key
 from jobs_server.api.deps import Reader, Service
 from jobs_server.api.errors import documented_errors, json_response
 from jobs_server.api.route import api_router

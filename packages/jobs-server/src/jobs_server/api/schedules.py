@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from jobs_schema import Schedule, ScheduleCreate, SchedulePage
-from jobs_schema.jobs import Key
+from jobs_schema.limits import Key
 from jobs_server.api.deps import Producer, Reader
 from jobs_server.api.errors import BODY_ERRORS, documented_errors, json_response
 from jobs_server.api.route import api_router, server_in

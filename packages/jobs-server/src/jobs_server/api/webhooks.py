@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import Depends, Query, Request
 from fastapi.responses import Response
 
-from jobs_schema.jobs import Key
+from jobs_schema.limits import Key
 from jobs_schema.webhooks import (
     Webhook,
     WebhookCreate,

@@ -29,7 +29,7 @@ from jobs_schema import (
     UseCaseForecast,
 )
 from jobs_schema.config import describe_errors
-from jobs_schema.jobs import Key
+from jobs_schema.limits import Key
 from jobs_server.actions import ACTIONABLE, RETRYABLE, ActionService
 from jobs_server.api.errors import entry_for
 from jobs_server.dashboard.overview import load_overview
