@@ -90,7 +90,7 @@ async def measure(
                 row = stored(
                     f"t{i % 10}", f"s{i}", definition, source=ScheduleSource.API, now=start
                 )
-                await store.create_schedule(row)
+                await store.create_schedule(row, limit=schedules)
             jobs = JobService(store, cfg, default_quota=None, max_payload_bytes=65536, clock=clock)
             periodic = PeriodicJobs(store, jobs, batch=schedules)
             expirer = Expirer(store, cfg.use_cases, batch=1000)

@@ -3,14 +3,16 @@ file; a tick's jobs stored with the compare-and-set of its schedule, exactly onc
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
 from jobs_schema import MissedTickPolicy, ScheduleDefinition, ScheduleSource
 from jobs_server.schedules import stored
-from jobs_server.store.base import EnqueueOutcome, ScheduleTick, StoredSchedule
+from jobs_server.store.base import EnqueueOutcome, NewSchedule, ScheduleTick, StoredSchedule
 from tests.contract.conftest import MakeJob, StoreAndClock
 
+LIMIT = 50
 DEFINITION = ScheduleDefinition(
     interval_seconds=60,
     use_case="uc",
@@ -32,8 +34,9 @@ def schedule(store: StoreAndClock, name: str = "s", **fields: object) -> StoredS
 async def test_a_schedule_is_kept_as_given(store: StoreAndClock) -> None:
     impl, _ = store
     row = schedule(store)
-    assert await impl.create_schedule(row)
-    assert not await impl.create_schedule(replace(row, definition=DEFINITION))  # name taken
+    assert await impl.create_schedule(row, limit=LIMIT) is NewSchedule.CREATED
+    again = replace(row, definition=DEFINITION)
+    assert await impl.create_schedule(again, limit=LIMIT) is NewSchedule.NAME_TAKEN
     assert await impl.get_schedule("acme", "s") == row
     assert await impl.get_schedule("other", "s") is None
     assert await impl.list_schedules(tenant="acme") == [row]
@@ -44,7 +47,7 @@ async def test_a_schedule_is_kept_as_given(store: StoreAndClock) -> None:
 async def test_pause_and_delete(store: StoreAndClock) -> None:
     impl, clock = store
     row = schedule(store)
-    await impl.create_schedule(row)
+    await impl.create_schedule(row, limit=LIMIT)
     later = row.next_run_at + timedelta(hours=1)
     paused = await impl.set_schedule_paused("acme", "s", paused=True, next_run_at=later)
     assert paused == replace(row, paused=True, next_run_at=later)
@@ -61,9 +64,11 @@ async def test_due_schedules_earliest_first_within_the_limit(store: StoreAndCloc
     now = clock.now()
     for i, name in enumerate(["c", "a", "b"]):
         await impl.create_schedule(
-            schedule(store, name, next_run_at=now + timedelta(seconds=10 * (i + 1)))
+            schedule(store, name, next_run_at=now + timedelta(seconds=10 * (i + 1))), limit=LIMIT
         )
-    await impl.create_schedule(schedule(store, "later", next_run_at=now + timedelta(hours=1)))
+    await impl.create_schedule(
+        schedule(store, "later", next_run_at=now + timedelta(hours=1)), limit=LIMIT
+    )
     clock.advance(30)
     assert [s.name for s in await impl.due_schedules(limit=10)] == ["c", "a", "b"]
     assert [s.name for s in await impl.due_schedules(limit=2)] == ["c", "a"]
@@ -72,7 +77,7 @@ async def test_due_schedules_earliest_first_within_the_limit(store: StoreAndCloc
 async def test_a_tick_is_stored_once(store: StoreAndClock, make_job: MakeJob) -> None:
     impl, clock = store
     row = schedule(store)
-    await impl.create_schedule(row)
+    await impl.create_schedule(row, limit=LIMIT)
     clock.advance(60)
     nxt = row.next_run_at + timedelta(seconds=60)
     tick = ScheduleTick("acme", "s", row.next_run_at, nxt, [make_job()], row.next_run_at)
@@ -97,7 +102,7 @@ async def test_ticks_of_a_batch_win_or_lose_each_and_keep_their_order(
     impl, clock = store
     a, b, c = schedule(store, "a"), schedule(store, "b"), schedule(store, "c")
     for row in (a, b, replace(c, tenant="beta")):
-        await impl.create_schedule(row)
+        await impl.create_schedule(row, limit=LIMIT)
     clock.advance(60)
     nxt = a.next_run_at + timedelta(seconds=60)
     ticks = [
@@ -135,7 +140,7 @@ async def test_one_pass_of_many_tenants_keeps_each_tenants_rules(
     names = [("acme", "a"), ("beta", "b"), ("acme", "c"), ("beta", "d")]
     rows = [schedule(store, name, tenant=tenant) for tenant, name in names]
     for row in rows:
-        await impl.create_schedule(row)
+        await impl.create_schedule(row, limit=LIMIT)
     clock.advance(60)
     nxt = rows[0].next_run_at + timedelta(seconds=60)
     jobs = {
@@ -168,7 +173,7 @@ async def test_one_pass_of_many_tenants_keeps_each_tenants_rules(
 async def test_config_schedules_sync(store: StoreAndClock) -> None:
     impl, clock = store
     api = schedule(store, "mine")
-    await impl.create_schedule(api)
+    await impl.create_schedule(api, limit=LIMIT)
     cfg = schedule(store, "nightly", source=ScheduleSource.CONFIG)
     await impl.sync_config_schedules([cfg, replace(cfg, name="mine")])
     assert await impl.get_schedule("acme", "nightly") == cfg
@@ -186,3 +191,24 @@ async def test_config_schedules_sync(store: StoreAndClock) -> None:
     assert got is not None and (got.anchor_at, got.next_run_at) == (later, later)
     await impl.sync_config_schedules([])
     assert [s.name for s in await impl.list_schedules(tenant="acme")] == ["mine"]
+
+
+async def test_a_tenant_has_at_most_limit_api_schedules_even_when_creating_at_once(
+    store: StoreAndClock,
+) -> None:
+    impl, _ = store
+    limit = 5
+    # the config file's schedules are the operator's: they do not count
+    await impl.sync_config_schedules([schedule(store, "nightly", source=ScheduleSource.CONFIG)])
+    rows = [schedule(store, f"s{i}") for i in range(12)]
+    outcomes = await asyncio.gather(*(impl.create_schedule(r, limit=limit) for r in rows))
+    assert outcomes.count(NewSchedule.CREATED) == limit
+    assert outcomes.count(NewSchedule.AT_LIMIT) == len(rows) - limit
+    mine = [s for s in await impl.list_schedules(tenant="acme") if s.source is ScheduleSource.API]
+    assert len(mine) == limit
+    # another tenant has its own limit
+    other = replace(rows[-1], tenant="beta")
+    assert await impl.create_schedule(other, limit=limit) is NewSchedule.CREATED
+    # a deleted schedule makes room
+    assert await impl.delete_schedule("acme", mine[0].name)
+    assert await impl.create_schedule(rows[-1], limit=limit) is NewSchedule.CREATED

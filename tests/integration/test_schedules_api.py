@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from jobs_schema.schedules import MAX_SCHEDULES_PER_TENANT
 from tests.conftest import LiveServer, StartServer
 from tests.integration.requests import ACME, ADMIN, GLOBEX, READONLY
 
@@ -86,6 +88,35 @@ async def test_a_tenant_sees_and_manages_its_own(client: httpx.AsyncClient) -> N
     assert r.status_code == 403
     r = await client.post("/v1/schedules", json=body(name="x"), headers=ADMIN)
     assert r.status_code == 400 and "tenant's token" in r.json()["error"]["message"]
+
+
+async def test_a_tenant_has_at_most_the_limit_of_schedules(
+    client: httpx.AsyncClient, server: LiveServer
+) -> None:
+    """Past MAX_SCHEDULES_PER_TENANT, a creation is refused with 409 and stores nothing; the
+    config file's schedule (acme's `nightly`) does not count, and another tenant is not held."""
+    assert (await client.post("/v1/schedules", json=body(), headers=ACME)).status_code == 201
+    conn = await asyncpg.connect(server.database_url)
+    try:  # the rest of the limit, copies of the first, in one statement
+        await conn.execute(
+            "INSERT INTO schedules SELECT (jsonb_populate_record(s, "
+            "jsonb_build_object('name', 'fill-' || g))).* FROM schedules s, "
+            "generate_series(2, $1) g WHERE (s.tenant, s.name) = ('acme', 'hourly')",
+            MAX_SCHEDULES_PER_TENANT,
+        )
+    finally:
+        await conn.close()
+    r = await client.post("/v1/schedules", json=body(name="one-more"), headers=ACME)
+    assert r.status_code == 409, r.text
+    message = r.json()["error"]["message"]
+    assert f"{MAX_SCHEDULES_PER_TENANT} schedules" in message and "delete one" in message
+    items = (await client.get("/v1/schedules", headers=ACME)).json()["items"]
+    assert [i["source"] for i in items].count("api") == MAX_SCHEDULES_PER_TENANT
+    assert "one-more" not in {i["name"] for i in items} and "nightly" in {i["name"] for i in items}
+    assert (await client.post("/v1/schedules", json=body(), headers=GLOBEX)).status_code == 201
+    assert (await client.delete("/v1/schedules/fill-2", headers=ACME)).status_code == 204
+    r = await client.post("/v1/schedules", json=body(name="one-more"), headers=ACME)
+    assert r.status_code == 201, r.text
 
 
 async def test_config_file_schedules_are_read_only(client: httpx.AsyncClient) -> None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobs_schema import JobFilter, JobsConfig, ScheduleDefinition, ScheduleSource
+from jobs_schema.schedules import MAX_SCHEDULES_PER_TENANT as LIMIT
 from jobs_server.clock import ManualClock
 from jobs_server.errors import BadRequest, ConfigError
 from jobs_server.publisher.base import InMemoryPublisher
@@ -19,6 +20,7 @@ from jobs_server.schedules import Cadence, config_schedules, stored
 from jobs_server.service import JobService
 from jobs_server.settings import ServerSettings
 from jobs_server.store.base import JobFilter as StoreFilter
+from jobs_server.store.base import NewSchedule
 from jobs_server.store.memory import InMemoryJobStore
 from jobs_server.wiring import _standalone
 
@@ -203,7 +205,7 @@ async def test_a_paused_schedule_does_not_tick(store: InMemoryJobStore, clock: M
         interval_seconds=60, use_case="reports", job_type="reports.build"
     )
     row = stored("acme", "paused", definition, source=ScheduleSource.API, now=START)
-    assert await store.create_schedule(row)
+    assert await store.create_schedule(row, limit=LIMIT) is NewSchedule.CREATED
     await store.set_schedule_paused("acme", "paused", paused=True, next_run_at=row.next_run_at)
     p = PeriodicJobs(store, jobs)
     assert await run_at(clock, p, START + timedelta(minutes=5)) == 0
@@ -213,9 +215,8 @@ async def test_a_tick_the_config_no_longer_allows_passes_without_a_job(
     store: InMemoryJobStore, clock: ManualClock
 ) -> None:
     definition = ScheduleDefinition(interval_seconds=60, use_case="gone", job_type="x")
-    assert await store.create_schedule(
-        stored("acme", "orphan", definition, source=ScheduleSource.API, now=START)
-    )
+    orphan = stored("acme", "orphan", definition, source=ScheduleSource.API, now=START)
+    assert await store.create_schedule(orphan, limit=LIMIT) is NewSchedule.CREATED
     p = PeriodicJobs(store, service(store, clock, config()))
     clock.set(START + timedelta(seconds=60))
     ticked = await p.run_once(clock.now())

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from jobs_schema import ErrorCode, ScheduleSource, UseCaseConfig
+from jobs_schema.schedules import MAX_SCHEDULES_PER_TENANT, schedule_limit_reached
 from jobs_sdk.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from jobs_sdk.pauses import AsyncPauses, SyncPauses, pause_call
 from jobs_sdk.schedules import Schedules, SyncSchedules, create_call
@@ -178,3 +179,18 @@ def test_sync_schedules_refuse_what_the_server_refuses() -> None:
     assert kind.value.code is ErrorCode.UNKNOWN_JOB_TYPE
     assert jobs.pauses.pause(use_case="reports").paused
     assert [s.name for s in jobs.schedules.list()] == ["s"]
+
+
+def test_the_fake_refuses_a_schedule_past_the_tenants_limit_as_the_server_does() -> None:
+    jobs = FakeSyncJobsClient(use_cases=USE_CASES)
+    for n in range(MAX_SCHEDULES_PER_TENANT):
+        jobs.schedules.create(
+            f"s{n}", use_case="reports", job_type="reports.build", cron="0 * * * *"
+        )
+    with pytest.raises(Conflict) as refused:
+        jobs.schedules.create(
+            "one-more", use_case="reports", job_type="reports.build", cron="0 * * * *"
+        )
+    assert refused.value.message == schedule_limit_reached("test")
+    assert refused.value.details == {"limit": MAX_SCHEDULES_PER_TENANT}
+    assert len(jobs.schedules.list()) == MAX_SCHEDULES_PER_TENANT

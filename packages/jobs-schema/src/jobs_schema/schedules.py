@@ -9,6 +9,8 @@ from the API (tenant-scoped like jobs). Ranges:
   The server checks it against its tz database (400 when unknown).
 - `missed`: what a tick missed while no scheduler ran becomes: `skip` (nothing, the schedule
   goes on at its next tick) or `run_once` (one job for all of them, then on schedule).
+- A tenant has at most `MAX_SCHEDULES_PER_TENANT` schedules made through the API (409 past
+  it); the config file's are the operator's and do not count.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from jobs_schema.limits import CheckedPayload, JsonInt, Key, Payload, Text, Whol
 
 __all__ = [
     "MAX_INTERVAL_SECONDS",
+    "MAX_SCHEDULES_PER_TENANT",
     "MissedTickPolicy",
     "Schedule",
     "ScheduleConfig",
@@ -30,9 +33,21 @@ __all__ = [
     "ScheduleDefinition",
     "SchedulePage",
     "ScheduleSource",
+    "schedule_limit_reached",
 ]
 
 MAX_INTERVAL_SECONDS = 366 * 86_400
+# A tenant's schedules from the API: the leader's periodic pass and a tenant's schedule list
+# stay bounded whatever one tenant creates (each tick is an enqueue, under its quota too).
+MAX_SCHEDULES_PER_TENANT = 1000
+
+
+def schedule_limit_reached(tenant: str) -> str:
+    """The refusal of one schedule too many (the server's and the test kit's)."""
+    return (
+        f"tenant {tenant!r} has {MAX_SCHEDULES_PER_TENANT} schedules, the most a tenant may "
+        "create through the API; delete one it no longer needs first"
+    )
 
 
 class MissedTickPolicy(StrEnum):

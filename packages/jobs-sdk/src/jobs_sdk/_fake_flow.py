@@ -24,6 +24,7 @@ from jobs_schema import (
     ScheduleSource,
 )
 from jobs_schema.pauses import MAX_PAUSE_HISTORY
+from jobs_schema.schedules import MAX_SCHEDULES_PER_TENANT, schedule_limit_reached
 from jobs_sdk._fake import FakeJobs
 from jobs_sdk._http import _validated
 from jobs_sdk.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -115,6 +116,13 @@ class FakeScheduleBook:
         )
         _check_zone(body.timezone)
         self.jobs.check_use_case(body.use_case, body.job_type)
+        if len(self._schedules) >= MAX_SCHEDULES_PER_TENANT:
+            raise Conflict(
+                schedule_limit_reached(self.jobs.tenant),
+                code=ErrorCode.CONFLICT,
+                status=409,
+                details={"limit": MAX_SCHEDULES_PER_TENANT},
+            )
         if body.name in self._schedules:
             raise Conflict(
                 f"tenant {self.jobs.tenant!r} has a schedule named {body.name!r} already; "

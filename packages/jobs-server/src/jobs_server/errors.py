@@ -142,8 +142,8 @@ class ScheduleNotFound(JobsServerError):
 
 
 class ScheduleConflict(JobsServerError):
-    """A schedule of that name exists, or the action does not apply to it (one from the
-    config file is read-only through the API)."""
+    """A schedule of that name exists, the tenant has as many as it may, or the action does
+    not apply to it (one from the config file is read-only through the API)."""
 
 
 class WebhookNotFound(JobsServerError):

@@ -26,11 +26,12 @@ from jobs_schema import (
     SchedulePage,
     ScheduleSource,
 )
+from jobs_schema.schedules import MAX_SCHEDULES_PER_TENANT, schedule_limit_reached
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
 from jobs_server.errors import BadRequest, ConfigError, ScheduleConflict, ScheduleNotFound
 from jobs_server.service import JobService
-from jobs_server.store.base import ScheduleStore, StoredSchedule
+from jobs_server.store.base import NewSchedule, ScheduleStore, StoredSchedule
 
 __all__ = [
     "Cadence",
@@ -197,11 +198,16 @@ class ScheduleService:
         now = self._clock.now()
         self._jobs.prepare(job_request(definition, run_at=now), now)  # the enqueue rules
         row = stored(who.tenant, body.name, definition, source=ScheduleSource.API, now=now)
-        if not await self._store.create_schedule(row):
+        outcome = await self._store.create_schedule(row, limit=MAX_SCHEDULES_PER_TENANT)
+        if outcome is NewSchedule.NAME_TAKEN:
             raise ScheduleConflict(
                 f"tenant {who.tenant!r} has a schedule named {body.name!r} already; "
                 "delete it first or pick another name",
                 name=body.name,
+            )
+        if outcome is NewSchedule.AT_LIMIT:
+            raise ScheduleConflict(
+                schedule_limit_reached(who.tenant), limit=MAX_SCHEDULES_PER_TENANT
             )
         return schedule_view(row)
 

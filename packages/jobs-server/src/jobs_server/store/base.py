@@ -590,8 +590,9 @@ class HealthStore(Protocol):
 class ScheduleStore(Protocol):
     """Periodic jobs: the schedules, and their ticks turned into jobs exactly once."""
 
-    async def create_schedule(self, schedule: StoredSchedule) -> bool:
-        """False when the tenant has a schedule of that name already."""
+    async def create_schedule(self, schedule: StoredSchedule, *, limit: int) -> NewSchedule:
+        """Store an API schedule unless its tenant has one of that name, or `limit` API
+        schedules already (counted under a per-tenant lock: two creations never both pass)."""
         ...
 
     async def sync_config_schedules(self, schedules: list[StoredSchedule]) -> None:
@@ -913,6 +914,14 @@ class QueuePause:
 class PauseChange:
     pause: QueuePause
     changed: bool  # False: it already was in that state
+
+
+class NewSchedule(StrEnum):
+    """What ScheduleStore.create_schedule did."""
+
+    CREATED = "created"
+    NAME_TAKEN = "name_taken"
+    AT_LIMIT = "at_limit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ from jobs_server.store.base import (
     NewBatch,
     NewJob,
     NewLink,
+    NewSchedule,
     PauseChange,
     PendingBucket,
     QueueDepth,
@@ -323,12 +324,18 @@ class InMemoryJobStore:
 
     # -- periodic jobs ---------------------------------------------------------------------
 
-    async def create_schedule(self, schedule: StoredSchedule) -> bool:
+    async def create_schedule(self, schedule: StoredSchedule, *, limit: int) -> NewSchedule:
         key = (schedule.tenant, schedule.name)
+        api = ScheduleSource.API
+        made = sum(
+            t == schedule.tenant and s.source is api for (t, _), s in self._schedules.items()
+        )
+        if made >= limit:
+            return NewSchedule.AT_LIMIT
         if key in self._schedules:
-            return False
+            return NewSchedule.NAME_TAKEN
         self._schedules[key] = copy.deepcopy(schedule)
-        return True
+        return NewSchedule.CREATED
 
     async def sync_config_schedules(self, schedules: list[StoredSchedule]) -> None:
         wanted = {(s.tenant, s.name) for s in schedules}

@@ -61,6 +61,7 @@ from jobs_server.store.base import (
     NewBatch,
     NewJob,
     NewLink,
+    NewSchedule,
     PauseChange,
     PendingBucket,
     QueueDepth,
@@ -905,12 +906,16 @@ class PostgresJobStore:
 
     # -- periodic jobs ---------------------------------------------------------------------
 
-    async def create_schedule(self, schedule: StoredSchedule) -> bool:
+    async def create_schedule(self, schedule: StoredSchedule, *, limit: int) -> NewSchedule:
         s = schedule
         args = (s.tenant, s.name, s.source.value, *_definition_args(s.definition), s.paused)
         times = (s.anchor_at, s.next_run_at, s.created_at, s.definition.dedup_key)
-        done = await self._run(lambda c: c.fetchval(self._q["create_schedule"], *args, *times))
-        return bool(done)
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["lock_tenant_schedules"], s.tenant)
+            if await conn.fetchval(self._q["count_api_schedules"], s.tenant) >= limit:
+                return NewSchedule.AT_LIMIT
+            done = await conn.fetchval(self._q["create_schedule"], *args, *times)
+        return NewSchedule.CREATED if done else NewSchedule.NAME_TAKEN
 
     async def sync_config_schedules(self, schedules: list[StoredSchedule]) -> None:
         rows = [

@@ -908,6 +908,14 @@ LIMIT $3;
 
 -- -- periodic jobs --------------------------------------------------------------------------
 
+-- name: lock_tenant_schedules
+-- Serializes a tenant's schedule creations (the count against its limit), for the transaction
+-- only.
+SELECT pg_advisory_xact_lock(hashtextextended('schedules:' || $1::text, 0));
+
+-- name: count_api_schedules
+SELECT count(*) FROM schedules WHERE tenant = $1 AND source = 'api';
+
 -- name: create_schedule
 INSERT INTO schedules (tenant, name, source, cron, interval_seconds, timezone, use_case,
                        job_type, payload, delay_tolerance_seconds, priority, missed, paused,
