@@ -10,6 +10,10 @@ pending jobs spread over `--rate-keys` rate keys under a rate limit of 10 a seco
 keyed claim), then a plain claim of one more batch of the same rows with no keys, for the
 same-run ratio. Nothing is published: the figures are the database's and ours, not SQS's.
 
+Every size is loaded first, each in a database of its own, and the runs then go by turns
+(100k, 1M, 1M, 100k, ...): the host's speed drifts by a third over the minutes such a run
+takes, so "the same at both sizes" is read from the ratio of neighbouring runs.
+
     uv run python bench/periodic.py                      # JOBS_BENCH_DATABASE_URL
     uv run python bench/periodic.py --pending 10000 --schedules 100 --rate-keys 100 --runs 3
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -66,65 +72,89 @@ async def load(url: str, n: int, rate_keys: int) -> None:
     try:
         for start in range(0, n, 100_000):
             await conn.execute(LOAD, min(100_000, n - start), rate_keys, start)
-        await conn.execute("ANALYZE jobs")
+        # as autovacuum keeps a table: a vacuum of the fresh load (visibility map, hint
+        # bits) would otherwise run beside the measured runs, longer the larger the load
+        await conn.execute("VACUUM (ANALYZE) jobs")
     finally:
         await conn.close()
 
 
-async def measure(
-    pending: int, schedules: int, rate_keys: int, runs: int
-) -> dict[str, list[float]]:
-    """Each run's ms: the periodic pass, the expirer, the keyed claim of a batch, and the plain
-    claim (no keys, the same rows) of one more batch right after it."""
-    async with bench_database("periodic") as url:
-        await load(url, pending, rate_keys)
-        start = datetime.now(UTC).replace(microsecond=0)
-        clock = ManualClock(start)
-        store = await PostgresJobStore.connect(url, min_size=1, max_size=2, clock=clock)
-        cfg = config(rate_keys)
-        try:
-            definition = ScheduleDefinition(
-                interval_seconds=60, use_case="bench", job_type="bench.tick"
-            )
-            for i in range(schedules):
-                row = stored(
-                    f"t{i % 10}", f"s{i}", definition, source=ScheduleSource.API, now=start
-                )
-                await store.create_schedule(row, limit=schedules)
-            jobs = JobService(store, cfg, default_quota=None, max_payload_bytes=65536, clock=clock)
-            periodic = PeriodicJobs(store, jobs, batch=schedules)
-            expirer = Expirer(store, cfg.use_cases, batch=1000)
-            elector = Elector(store, name="bench", ttl_seconds=86_400)
-            uc = cfg.use_cases["bench"]
-            times: dict[str, list[float]] = {
-                k: [] for k in ("periodic", "expire", "keyed", "plain")
-            }
-            for run in range(runs + 1):  # the first warms the statement cache, not counted
-                clock.set(start + timedelta(minutes=run + 1))
-                leader = await elector.run_once(clock.now())
-                assert leader is not None
-                t0 = time.perf_counter()
-                ticked = await periodic.run_once(clock.now())
-                t1 = time.perf_counter()
-                await expirer.run_once(clock.now())
-                t2 = time.perf_counter()
-                keyed = await claim(store, uc, leader, uc.rate_limit)
-                t3 = time.perf_counter()
-                plain = await claim(store, uc, leader, None)
-                t4 = time.perf_counter()
-                assert ticked.created == schedules, ticked
-                assert len(keyed) == BATCH and len(plain) == BATCH, (len(keyed), len(plain))
-                if run:
-                    for k, a, b in (
-                        ("periodic", t0, t1),
-                        ("expire", t1, t2),
-                        ("keyed", t2, t3),
-                        ("plain", t3, t4),
-                    ):
-                        times[k].append((b - a) * 1000)
-            return times
-        finally:
-            await store.close()
+@dataclass
+class Size:
+    """One size of pending rows: its database, loaded, and the leader's services over it."""
+
+    pending: int
+    store: PostgresJobStore
+    clock: ManualClock
+    start: datetime
+    periodic: PeriodicJobs
+    expirer: Expirer
+    elector: Elector
+    uc: UseCaseConfig
+    schedules: int
+    times: dict[str, list[float]] = field(
+        default_factory=lambda: {k: [] for k in ("periodic", "expire", "keyed", "plain")}
+    )
+
+
+async def prepare(url: str, pending: int, schedules: int, rate_keys: int) -> Size:
+    await load(url, pending, rate_keys)
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = ManualClock(start)
+    store = await PostgresJobStore.connect(url, min_size=1, max_size=2, clock=clock)
+    cfg = config(rate_keys)
+    definition = ScheduleDefinition(interval_seconds=60, use_case="bench", job_type="bench.tick")
+    for i in range(schedules):
+        row = stored(f"t{i % 10}", f"s{i}", definition, source=ScheduleSource.API, now=start)
+        await store.create_schedule(row, limit=schedules)
+    jobs = JobService(store, cfg, default_quota=None, max_payload_bytes=65536, clock=clock)
+    return Size(
+        pending=pending,
+        store=store,
+        clock=clock,
+        start=start,
+        periodic=PeriodicJobs(store, jobs, batch=schedules),
+        expirer=Expirer(store, cfg.use_cases, batch=1000),
+        elector=Elector(store, name="bench", ttl_seconds=86_400),
+        uc=cfg.use_cases["bench"],
+        schedules=schedules,
+    )
+
+
+async def checkpoint(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+async def run_once(size: Size, run: int) -> None:
+    """One run at this size (the clock a minute on): the periodic pass, the expirer, the keyed
+    claim of a batch, and the plain claim (no keys, the same rows) of one more batch right
+    after it. Run 0 warms the statement cache and is not counted."""
+    size.clock.set(size.start + timedelta(minutes=run + 1))
+    leader = await size.elector.run_once(size.clock.now())
+    assert leader is not None
+    t0 = time.perf_counter()
+    ticked = await size.periodic.run_once(size.clock.now())
+    t1 = time.perf_counter()
+    await size.expirer.run_once(size.clock.now())
+    t2 = time.perf_counter()
+    keyed = await claim(size.store, size.uc, leader, size.uc.rate_limit)
+    t3 = time.perf_counter()
+    plain = await claim(size.store, size.uc, leader, None)
+    t4 = time.perf_counter()
+    assert ticked.created == size.schedules, ticked
+    assert len(keyed) == BATCH and len(plain) == BATCH, (len(keyed), len(plain))
+    if run:
+        for k, a, b in (
+            ("periodic", t0, t1),
+            ("expire", t1, t2),
+            ("keyed", t2, t3),
+            ("plain", t3, t4),
+        ):
+            size.times[k].append((b - a) * 1000)
 
 
 async def claim(
@@ -150,24 +180,54 @@ async def main() -> None:
     parser.add_argument("--rate-keys", type=int, default=10_000, help="0: no rate limit")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    for pending in args.pending:
-        t = await measure(pending, args.schedules, args.rate_keys, args.runs)
-        head = f"{pending:,} pending rows, {args.rate_keys:,} rate keys"
-        n = len(t["keyed"])
+    async with AsyncExitStack() as stack:
+        sizes = []
+        for pending in args.pending:
+            url = await stack.enter_async_context(bench_database(f"periodic{len(sizes)}"))
+            size = await prepare(url, pending, args.schedules, args.rate_keys)
+            stack.push_async_callback(size.store.close)
+            sizes.append(size)
         print(
-            f"{head}: periodic run_once, {args.schedules} schedules due (in the background): "
-            f"{summary(t['periodic'])} ms"
+            f"loaded: {', '.join(f'{s.pending:,}' for s in sizes)} pending rows; {load_average()}"
         )
-        print(f"{head}: the expirer: {summary(t['expire'])} ms")
-        print(f"{head}: the dispatcher's keyed claim of {BATCH}: {summary(t['keyed'])} ms")
-        print(f"{head}: the plain claim of {BATCH} (no keys), same rows: {summary(t['plain'])} ms")
-        ratios = [k / p for k, p in zip(t["keyed"], t["plain"], strict=True)]
-        print(f"{head}: keyed / plain, same run: {summary(ratios)}")
-        passes = [e + k for e, k in zip(t["expire"], t["keyed"], strict=True)]
-        print(
-            f"{head}: the dispatch pass (expirer + keyed claim): {summary(passes)} ms over {n} "
-            f"runs; {load_average()}"
-        )
+        for run in range(args.runs + 1):
+            # the sizes by turns, each first in every other run: the host's speed drifts over
+            # a run of this length, and a ratio of neighbours does not
+            for size in sizes if run % 2 == 0 else sizes[::-1]:
+                await run_once(size, run)
+        for size in sizes:
+            report(size, args)
+        first = sizes[0]
+        for size in sizes[1:]:
+            passes = [_passes(size), _passes(first)]
+            ratios = [a / b for a, b in zip(*passes, strict=True)]
+            print(
+                f"the dispatch pass at {size.pending:,} / at {first.pending:,} pending rows, "
+                f"per pair of neighbouring runs: {summary(ratios)}"
+            )
+        print(load_average(), "(after)")
+
+
+def _passes(size: Size) -> list[float]:
+    return [e + k for e, k in zip(size.times["expire"], size.times["keyed"], strict=True)]
+
+
+def report(size: Size, args: argparse.Namespace) -> None:
+    t = size.times
+    head = f"{size.pending:,} pending rows, {args.rate_keys:,} rate keys"
+    print(
+        f"{head}: periodic run_once, {args.schedules} schedules due (in the background): "
+        f"{summary(t['periodic'])} ms"
+    )
+    print(f"{head}: the expirer: {summary(t['expire'])} ms")
+    print(f"{head}: the dispatcher's keyed claim of {BATCH}: {summary(t['keyed'])} ms")
+    print(f"{head}: the plain claim of {BATCH} (no keys), same rows: {summary(t['plain'])} ms")
+    ratios = [k / p for k, p in zip(t["keyed"], t["plain"], strict=True)]
+    print(f"{head}: keyed / plain, same run: {summary(ratios)}")
+    print(
+        f"{head}: the dispatch pass (expirer + keyed claim): {summary(_passes(size))} ms over "
+        f"{len(t['keyed'])} runs"
+    )
 
 
 if __name__ == "__main__":
