@@ -39,9 +39,9 @@ async def test_a_schedule_is_kept_as_given(store: StoreAndClock) -> None:
     assert await impl.create_schedule(again, limit=LIMIT) is NewSchedule.NAME_TAKEN
     assert await impl.get_schedule("acme", "s") == row
     assert await impl.get_schedule("other", "s") is None
-    assert await impl.list_schedules(tenant="acme") == [row]
-    assert await impl.list_schedules(tenant="other") == []
-    assert [s.name for s in await impl.list_schedules(tenant=None)] == ["s"]
+    assert await impl.list_schedules(tenant="acme", limit=100) == [row]
+    assert await impl.list_schedules(tenant="other", limit=100) == []
+    assert [s.name for s in await impl.list_schedules(tenant=None, limit=100)] == ["s"]
 
 
 async def test_pause_and_delete(store: StoreAndClock) -> None:
@@ -190,7 +190,7 @@ async def test_config_schedules_sync(store: StoreAndClock) -> None:
     got = await impl.get_schedule("acme", "nightly")
     assert got is not None and (got.anchor_at, got.next_run_at) == (later, later)
     await impl.sync_config_schedules([])
-    assert [s.name for s in await impl.list_schedules(tenant="acme")] == ["mine"]
+    assert [s.name for s in await impl.list_schedules(tenant="acme", limit=100)] == ["mine"]
 
 
 async def test_a_tenant_has_at_most_limit_api_schedules_even_when_creating_at_once(
@@ -204,7 +204,11 @@ async def test_a_tenant_has_at_most_limit_api_schedules_even_when_creating_at_on
     outcomes = await asyncio.gather(*(impl.create_schedule(r, limit=limit) for r in rows))
     assert outcomes.count(NewSchedule.CREATED) == limit
     assert outcomes.count(NewSchedule.AT_LIMIT) == len(rows) - limit
-    mine = [s for s in await impl.list_schedules(tenant="acme") if s.source is ScheduleSource.API]
+    mine = [
+        s
+        for s in await impl.list_schedules(tenant="acme", limit=100)
+        if s.source is ScheduleSource.API
+    ]
     assert len(mine) == limit
     # another tenant has its own limit
     other = replace(rows[-1], tenant="beta")
@@ -212,3 +216,22 @@ async def test_a_tenant_has_at_most_limit_api_schedules_even_when_creating_at_on
     # a deleted schedule makes room
     assert await impl.delete_schedule("acme", mine[0].name)
     assert await impl.create_schedule(rows[-1], limit=limit) is NewSchedule.CREATED
+
+
+async def test_schedules_are_listed_by_tenant_and_name_a_page_at_a_time(
+    store: StoreAndClock,
+) -> None:
+    impl, _ = store
+    names = [("acme", "a"), ("acme", "b"), ("acme", "c"), ("beta", "a"), ("beta", "z")]
+    for tenant, name in reversed(names):
+        await impl.create_schedule(replace(schedule(store, name), tenant=tenant), limit=LIMIT)
+    seen: list[tuple[str, str]] = []
+    after: tuple[str, str] | None = None
+    while page := await impl.list_schedules(tenant=None, after=after, limit=2):
+        assert len(page) <= 2
+        seen += [(s.tenant, s.name) for s in page]
+        after = seen[-1]
+    assert seen == names
+    mine = await impl.list_schedules(tenant="acme", after=("acme", "a"), limit=10)
+    assert [s.name for s in mine] == ["b", "c"]
+    assert await impl.list_schedules(tenant="beta", after=("beta", "z"), limit=10) == []

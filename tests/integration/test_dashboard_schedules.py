@@ -4,13 +4,16 @@ the overview's pause buttons; a schedule from the config file is read-only."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from jobs_schema.schedules import MAX_SCHEDULE_PAGE
 from tests.conftest import LiveServer, StartServer
 from tests.integration.requests import ACME
 from tests.integration.test_dashboard import browser, csrf_of
@@ -122,3 +125,29 @@ async def test_the_buttons_need_the_pages_csrf_token_a_writing_token_and_good_fi
         bad = await press(admin, "pause", name=name, tenant="acme")
         assert bad.status_code == 422 and "name: " in bad.text, (name, bad.text)
     assert await state(api) == (200, False)
+
+
+async def test_the_page_lists_more_schedules_than_a_page_holds_with_a_link_to_the_rest(
+    api, sessions, server
+):
+    conn = await asyncpg.connect(server.database_url)
+    try:  # copies of `hourly`: with it and the config file's, a page and two more
+        await conn.execute(
+            "INSERT INTO schedules SELECT (jsonb_populate_record(s, "
+            "jsonb_build_object('name', 'fill-' || lpad(g::text, 4, '0')))).* "
+            "FROM schedules s, generate_series(1, $1) g "
+            "WHERE (s.tenant, s.name) = ('acme', 'hourly')",
+            MAX_SCHEDULE_PAGE,
+        )
+    finally:
+        await conn.close()
+    acme = sessions["acme"]
+    first = (await acme.get("/ui/schedules")).text
+    assert first.count("<tr data-schedule=") == MAX_SCHEDULE_PAGE
+    more = re.search(r'rel="next" href="([^"]+)"', first)
+    assert more, "no link to the next page"
+    rest = (await acme.get(html.unescape(more[1]))).text
+    assert re.findall(r'<tr data-schedule="acme/([^"]+)">', rest) == ["hourly", "nightly"]
+    assert 'rel="next"' not in rest and "« First" in rest
+    bad = await acme.get("/ui/schedules", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 400 and "next_cursor" in bad.text

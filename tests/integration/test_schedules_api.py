@@ -49,6 +49,18 @@ def body(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in (values | overrides).items() if v is not None}
 
 
+async def every_schedule(client: httpx.AsyncClient, headers: dict[str, str]) -> list[Any]:
+    """The list's pages, followed to the end."""
+    items: list[Any] = []
+    cursor = None
+    while True:
+        params = {"cursor": cursor} if cursor else {}
+        page = (await client.get("/v1/schedules", params=params, headers=headers)).json()
+        items += page["items"]
+        if (cursor := page["next_cursor"]) is None:
+            return items
+
+
 async def test_create_read_pause_resume_delete(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/schedules", json=body(), headers=ACME)
     assert r.status_code == 201, r.text
@@ -110,13 +122,41 @@ async def test_a_tenant_has_at_most_the_limit_of_schedules(
     assert r.status_code == 409, r.text
     message = r.json()["error"]["message"]
     assert f"{MAX_SCHEDULES_PER_TENANT} schedules" in message and "delete one" in message
-    items = (await client.get("/v1/schedules", headers=ACME)).json()["items"]
+    items = await every_schedule(client, ACME)
     assert [i["source"] for i in items].count("api") == MAX_SCHEDULES_PER_TENANT
     assert "one-more" not in {i["name"] for i in items} and "nightly" in {i["name"] for i in items}
     assert (await client.post("/v1/schedules", json=body(), headers=GLOBEX)).status_code == 201
     assert (await client.delete("/v1/schedules/fill-2", headers=ACME)).status_code == 204
     r = await client.post("/v1/schedules", json=body(name="one-more"), headers=ACME)
     assert r.status_code == 201, r.text
+
+
+async def test_the_list_comes_a_page_at_a_time(client: httpx.AsyncClient) -> None:
+    for name in ("c", "a", "b", "d"):
+        r = await client.post("/v1/schedules", json=body(name=name), headers=ACME)
+        assert r.status_code == 201, r.text
+    names, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": "3"} | ({"cursor": cursor} if cursor else {})
+        r = await client.get("/v1/schedules", params=params, headers=ACME)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["items"]) <= 3
+        names += [s["name"] for s in page["items"]]
+        pages += 1
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert (names, pages) == (["a", "b", "c", "d", "nightly"], 2)
+    everyone = (await client.get("/v1/schedules", params={"limit": "2"}, headers=ADMIN)).json()
+    assert [s["name"] for s in everyone["items"]] == ["a", "b"] and everyone["next_cursor"]
+    for bad in ("not-a-cursor", "WyJhY21lIl0=", "e30="):  # not base64 JSON; one value; {}
+        r = await client.get("/v1/schedules", params={"cursor": bad}, headers=ACME)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["details"]["field"] == "cursor"
+        assert "next_cursor" in r.json()["error"]["message"]
+    for limit in ("0", "1001", "2.5", "true"):
+        r = await client.get("/v1/schedules", params={"limit": limit}, headers=ACME)
+        assert r.status_code == 422, (limit, r.text)
 
 
 async def test_config_file_schedules_are_read_only(client: httpx.AsyncClient) -> None:

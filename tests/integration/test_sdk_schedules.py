@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
+from jobs_schema.schedules import MAX_SCHEDULE_PAGE
 from jobs_sdk import Conflict, JobsClient, NotFound, SyncJobsClient, ValidationFailed
 from tests.conftest import LiveServer
 
@@ -63,3 +65,27 @@ def _sync_round(url: str, token: str) -> None:
 
 async def test_sync_schedules(live_server: LiveServer) -> None:
     await asyncio.to_thread(_sync_round, live_server.url, live_server.tenant_token("acme"))
+
+
+async def test_the_sdk_lists_every_schedule_across_pages(live_server: LiveServer) -> None:
+    """More schedules than a page holds (an admin's list of every tenant's): list() follows
+    next_cursor to the end, async and sync."""
+    conn = await asyncpg.connect(live_server.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO schedules (tenant, name, source, interval_seconds, timezone, use_case, "
+            "job_type, payload, priority, missed, paused, anchor_at, next_run_at, created_at) "
+            "SELECT t, 'fill-' || g, 'api', 60, 'UTC', 'notifications', "
+            "'notifications.send_email', '{}', 0, 'skip', false, now(), now() + interval '1 h', "
+            "now() FROM unnest(ARRAY['acme', 'globex']) t, generate_series(1, $1) g",
+            MAX_SCHEDULE_PAGE // 2 + 100,
+        )
+    finally:
+        await conn.close()
+    expected = 2 * (MAX_SCHEDULE_PAGE // 2 + 100)
+    async with JobsClient(live_server.url, live_server.admin_token) as jobs:
+        found = await jobs.schedules.list()
+    assert len(found) == expected > MAX_SCHEDULE_PAGE
+    assert len({(s.tenant, s.name) for s in found}) == expected
+    with SyncJobsClient(live_server.url, live_server.admin_token) as sync_jobs:
+        assert await asyncio.to_thread(sync_jobs.schedules.list) == found

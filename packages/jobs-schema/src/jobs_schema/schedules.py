@@ -26,6 +26,7 @@ from jobs_schema.limits import CheckedPayload, JsonInt, Key, Payload, Text, Whol
 __all__ = [
     "MAX_INTERVAL_SECONDS",
     "MAX_SCHEDULES_PER_TENANT",
+    "MAX_SCHEDULE_PAGE",
     "MissedTickPolicy",
     "Schedule",
     "ScheduleConfig",
@@ -40,6 +41,7 @@ MAX_INTERVAL_SECONDS = 366 * 86_400
 # A tenant's schedules from the API: the leader's periodic pass and a tenant's schedule list
 # stay bounded whatever one tenant creates (each tick is an enqueue, under its quota too).
 MAX_SCHEDULES_PER_TENANT = 1000
+MAX_SCHEDULE_PAGE = 1000  # schedules a page of the list, at most (and by default)
 
 
 def schedule_limit_reached(tenant: str) -> str:
@@ -146,6 +148,10 @@ class Schedule(BaseModel):
 
 
 class SchedulePage(BaseModel):
+    """By tenant, then name. Pass `next_cursor` back as `cursor` for the next page; None: no
+    more (a server before pages answered with every schedule and no cursor)."""
+
     model_config = ConfigDict(frozen=True)
 
     items: list[Schedule]
+    next_cursor: str | None = None

@@ -47,8 +47,10 @@ def _params(tenant: str | None) -> dict[str, str]:
     return {"tenant": tenant} if tenant is not None else {}
 
 
-def list_call(tenant: str | None) -> Call:
-    return Call("GET", "/v1/schedules", params=_params(tenant))
+def list_call(tenant: str | None, cursor: str | None = None) -> Call:
+    """One page; `list()` follows `next_cursor` to the end."""
+    params = _params(tenant) | ({"cursor": cursor} if cursor is not None else {})
+    return Call("GET", "/v1/schedules", params=params)
 
 
 def get_call(name: str, tenant: str | None) -> Call:
@@ -84,7 +86,15 @@ class Schedules:
         return await self._sender.request(create_call(name, use_case, job_type, options), Schedule)
 
     async def list(self, *, tenant: str | None = None) -> list[Schedule]:
-        return (await self._sender.request(list_call(tenant), SchedulePage)).items
+        """Every schedule the token may see (of `tenant`, for an admin token), page by page."""
+        found: list[Schedule] = []
+        cursor: str | None = None
+        while True:
+            page = await self._sender.request(list_call(tenant, cursor), SchedulePage)
+            found.extend(page.items)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
 
     async def get(self, name: str, *, tenant: str | None = None) -> Schedule:
         return await self._sender.request(get_call(name, tenant), Schedule)
@@ -112,7 +122,15 @@ class SyncSchedules:
         return self._sender.request(create_call(name, use_case, job_type, options), Schedule)
 
     def list(self, *, tenant: str | None = None) -> list[Schedule]:
-        return self._sender.request(list_call(tenant), SchedulePage).items
+        """Every schedule the token may see (of `tenant`, for an admin token), page by page."""
+        found: list[Schedule] = []
+        cursor: str | None = None
+        while True:
+            page = self._sender.request(list_call(tenant, cursor), SchedulePage)
+            found.extend(page.items)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
 
     def get(self, name: str, *, tenant: str | None = None) -> Schedule:
         return self._sender.request(get_call(name, tenant), Schedule)

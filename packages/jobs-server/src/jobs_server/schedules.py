@@ -11,6 +11,8 @@ the zone.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,7 +28,11 @@ from jobs_schema import (
     SchedulePage,
     ScheduleSource,
 )
-from jobs_schema.schedules import MAX_SCHEDULES_PER_TENANT, schedule_limit_reached
+from jobs_schema.schedules import (
+    MAX_SCHEDULE_PAGE,
+    MAX_SCHEDULES_PER_TENANT,
+    schedule_limit_reached,
+)
 from jobs_server.auth import Principal
 from jobs_server.clock import Clock
 from jobs_server.errors import BadRequest, ConfigError, ScheduleConflict, ScheduleNotFound
@@ -104,6 +110,27 @@ class Cadence:
 
     def _steps_until(self, at: datetime) -> int:
         return math.floor((at - self._anchor) / self._interval())
+
+
+def _encode_cursor(tenant: str, name: str) -> str:
+    """The last schedule of a page, as the next page's cursor (opaque to callers)."""
+    return base64.urlsafe_b64encode(json.dumps([tenant, name]).encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[str, str] | None:
+    if not cursor:
+        return None
+    try:
+        tenant, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if isinstance(tenant, str) and isinstance(name, str):
+            return tenant, name
+    except (ValueError, TypeError, UnicodeError):
+        pass
+    raise BadRequest(
+        "cursor: not one this server returned; pass a page's next_cursor, or none for the "
+        "first page",
+        field="cursor",
+    )
 
 
 def job_request(definition: ScheduleDefinition, *, run_at: datetime | None) -> EnqueueRequest:
@@ -211,12 +238,29 @@ class ScheduleService:
             )
         return schedule_view(row)
 
-    async def list(self, who: Principal, *, tenant: str | None = None) -> SchedulePage:
+    async def list(
+        self,
+        who: Principal,
+        *,
+        tenant: str | None = None,
+        cursor: str | None = None,
+        limit: int = MAX_SCHEDULE_PAGE,
+    ) -> SchedulePage:
+        """A page of schedules by (tenant, name): a tenant's own, or an admin's choice of
+        tenant or every tenant's; `cursor` the previous page's `next_cursor`."""
         scope = who.tenant_scope
         if scope is not None and tenant is not None and tenant != scope:
             return SchedulePage(items=[])
-        rows = await self._store.list_schedules(tenant=scope or tenant)
-        return SchedulePage(items=[schedule_view(r) for r in rows])
+        after = _decode_cursor(cursor)
+        rows = await self._store.list_schedules(
+            tenant=scope or tenant, after=after, limit=limit + 1
+        )
+        more = len(rows) > limit
+        items = [schedule_view(r) for r in rows[:limit]]
+        last = items[-1] if more else None
+        return SchedulePage(
+            items=items, next_cursor=_encode_cursor(last.tenant, last.name) if last else None
+        )
 
     async def get(self, who: Principal, name: str, *, tenant: str | None = None) -> Schedule:
         return schedule_view(await self._row(who, name, tenant))

@@ -9,7 +9,8 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from jobs_schema import Schedule, ScheduleCreate, SchedulePage
-from jobs_schema.limits import Key
+from jobs_schema.limits import Key, Text
+from jobs_schema.schedules import MAX_SCHEDULE_PAGE
 from jobs_server.api.deps import Producer, Reader
 from jobs_server.api.errors import BODY_ERRORS, documented_errors, json_response
 from jobs_server.api.route import api_router, server_in
@@ -26,6 +27,13 @@ async def _schedules_of(request: Request) -> ScheduleService:
 
 Schedules = Annotated[ScheduleService, Depends(_schedules_of)]
 Name = Annotated[Key, Path(description="the schedule's name, unique within its tenant")]
+Cursor = Annotated[
+    Text | None,
+    Query(max_length=2000, description="the next_cursor of the previous page; none: the first"),
+]
+PageLimit = Annotated[
+    int, Query(ge=1, le=MAX_SCHEDULE_PAGE, description="schedules a page, 1 to 1000")
+]
 Tenant = Annotated[
     Key | None, Query(description="an admin token's choice of tenant; a tenant token's own")
 ]
@@ -43,11 +51,17 @@ async def create_schedule(body: ScheduleCreate, who: Producer, schedules: Schedu
 
 @router.get(
     "",
-    responses={200: {"model": SchedulePage}},
-    summary="List schedules with their last and next run",
+    responses={200: {"model": SchedulePage}, **documented_errors(400)},
+    summary="List schedules with their last and next run, a page at a time",
 )
-async def list_schedules(who: Reader, schedules: Schedules, tenant: Tenant = None) -> Response:
-    return json_response(await schedules.list(who, tenant=tenant))
+async def list_schedules(
+    who: Reader,
+    schedules: Schedules,
+    tenant: Tenant = None,
+    cursor: Cursor = None,
+    limit: PageLimit = MAX_SCHEDULE_PAGE,
+) -> Response:
+    return json_response(await schedules.list(who, tenant=tenant, cursor=cursor, limit=limit))
 
 
 @router.get(

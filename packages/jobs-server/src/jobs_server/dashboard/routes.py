@@ -396,13 +396,15 @@ def _done(request: Request) -> dict[str, Any] | None:
 
 @router.get("/schedules")
 async def schedules_list(request: Request, viewer: Page) -> Response:
-    page = await _schedules(request).list(viewer.principal)
+    cursor = request.query_params.get("cursor") or None
+    page = await _schedules(request).list(viewer.principal, cursor=cursor)
     done = request.query_params.get("done")
     return _templates(request).page(
         request,
         "schedules.html",
         viewer=viewer,
         page=page,
+        cursor=cursor,
         done=done if done in _SCHEDULE_DONE.values() else None,
     )
 

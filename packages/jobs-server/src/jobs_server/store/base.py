@@ -602,7 +602,12 @@ class ScheduleStore(Protocol):
 
     async def get_schedule(self, tenant: str, name: str) -> StoredSchedule | None: ...
 
-    async def list_schedules(self, *, tenant: str | None) -> list[StoredSchedule]: ...
+    async def list_schedules(
+        self, *, tenant: str | None, after: tuple[str, str] | None = None, limit: int
+    ) -> list[StoredSchedule]:
+        """Up to `limit` schedules (of `tenant`, or every tenant's), by (tenant, name), those
+        after `after` only."""
+        ...
 
     async def set_schedule_paused(
         self, tenant: str, name: str, *, paused: bool, next_run_at: datetime

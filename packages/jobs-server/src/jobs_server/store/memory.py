@@ -352,12 +352,15 @@ class InMemoryJobStore:
     async def get_schedule(self, tenant: str, name: str) -> StoredSchedule | None:
         return copy.deepcopy(self._schedules.get((tenant, name)))
 
-    async def list_schedules(self, *, tenant: str | None) -> list[StoredSchedule]:
-        return [
+    async def list_schedules(
+        self, *, tenant: str | None, after: tuple[str, str] | None = None, limit: int
+    ) -> list[StoredSchedule]:
+        rows = [
             copy.deepcopy(s)
             for key, s in sorted(self._schedules.items())
-            if tenant is None or s.tenant == tenant
+            if (tenant is None or s.tenant == tenant) and (after is None or key > after)
         ]
+        return rows[:limit]
 
     async def set_schedule_paused(
         self, tenant: str, name: str, *, paused: bool, next_run_at: datetime

@@ -942,8 +942,12 @@ class PostgresJobStore:
         rec = await self._run(lambda c: c.fetchrow(self._q["get_schedule"], tenant, name))
         return self._schedule(rec) if rec is not None else None
 
-    async def list_schedules(self, *, tenant: str | None) -> list[StoredSchedule]:
-        rows = await self._run(lambda c: c.fetch(self._q["list_schedules"], tenant))
+    async def list_schedules(
+        self, *, tenant: str | None, after: tuple[str, str] | None = None, limit: int
+    ) -> list[StoredSchedule]:
+        a_tenant, a_name = after or (None, None)
+        q = self._q["list_schedules"]
+        rows = await self._run(lambda c: c.fetch(q, tenant, a_tenant, a_name, limit))
         return [self._schedule(r) for r in rows]
 
     async def set_schedule_paused(

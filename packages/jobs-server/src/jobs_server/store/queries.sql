@@ -962,8 +962,11 @@ FROM schedules WHERE tenant = $1 AND name = $2;
 SELECT tenant, name, source, cron, interval_seconds, timezone, use_case, job_type,
        payload::text, delay_tolerance_seconds, priority, missed, dedup_key, paused,
        anchor_at, next_run_at, last_run_at, created_at
-FROM schedules WHERE ($1::text IS NULL OR tenant = $1)
-ORDER BY tenant, name;
+FROM schedules
+WHERE ($1::text IS NULL OR tenant = $1)
+  AND ($2::text IS NULL OR (tenant, name) > ($2::text, $3::text))  -- keyset: after ($2, $3)
+ORDER BY tenant, name
+LIMIT $4;
 
 -- name: set_schedule_paused
 UPDATE schedules SET paused = $3, next_run_at = $4::timestamptz
