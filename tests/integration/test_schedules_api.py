@@ -3,6 +3,7 @@ file's schedules read-only, and every bad input answered with the field and the 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,10 @@ async def test_the_list_comes_a_page_at_a_time(client: httpx.AsyncClient) -> Non
     assert (names, pages) == (["a", "b", "c", "d", "nightly"], 2)
     everyone = (await client.get("/v1/schedules", params={"limit": "2"}, headers=ADMIN)).json()
     assert [s["name"] for s in everyone["items"]] == ["a", "b"] and everyone["next_cursor"]
-    for bad in ("not-a-cursor", "WyJhY21lIl0=", "e30="):  # not base64 JSON; one value; {}
+    nul = base64.urlsafe_b64encode(b'["acme", "\\u0000"]').decode()
+    surrogate = base64.urlsafe_b64encode(b'["acme", "\\ud800"]').decode()
+    # not base64 JSON; one value; {}; a NUL and an unpaired surrogate the store cannot take
+    for bad in ("not-a-cursor", "WyJhY21lIl0=", "e30=", nul, surrogate):
         r = await client.get("/v1/schedules", params={"cursor": bad}, headers=ACME)
         assert r.status_code == 400, r.text
         assert r.json()["error"]["details"]["field"] == "cursor"

@@ -28,6 +28,7 @@ from jobs_schema import (
     SchedulePage,
     ScheduleSource,
 )
+from jobs_schema.limits import check_text
 from jobs_schema.schedules import (
     MAX_SCHEDULE_PAGE,
     MAX_SCHEDULES_PER_TENANT,
@@ -123,7 +124,7 @@ def _decode_cursor(cursor: str | None) -> tuple[str, str] | None:
     try:
         tenant, name = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         if isinstance(tenant, str) and isinstance(name, str):
-            return tenant, name
+            return check_text(tenant), check_text(name)  # made by hand: no NUL for the store
     except (ValueError, TypeError, UnicodeError):
         pass
     raise BadRequest(
