@@ -187,6 +187,7 @@ async def main() -> None:
             size = await prepare(url, pending, args.schedules, args.rate_keys)
             stack.push_async_callback(size.store.close)
             sizes.append(size)
+        await checkpoint(url)  # cluster-wide: every load's pages written out before the runs
         print(
             f"loaded: {', '.join(f'{s.pending:,}' for s in sizes)} pending rows; {load_average()}"
         )
